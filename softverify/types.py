@@ -1,0 +1,33 @@
+"""Plain data records that travel between actors.
+
+They are dataclasses of Python/numpy values so that they pickle cheaply through the Ray
+object store and can be built by hand in tests without Ray or a model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Sample:
+    """One completion of one prompt, plus everything a verifier or the learner needs.
+
+    ``metadata`` carries the dataset row's fields (for the rbio1 task: ``pert``, ``gene``,
+    ``cell_line``, ``label`` -- already flipped for negated paraphrases -- ``template``,
+    ``negated``, ``task``). Verifiers read only ``completion`` and ``metadata``.
+    """
+
+    prompt_id: str
+    prompt: str  # the rendered prompt text (chat template applied)
+    completion: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    group: int = 0  # index of the prompt within the step; samples of one group share it
+    prompt_token_ids: list[int] = field(default_factory=list)
+    completion_token_ids: list[int] = field(default_factory=list)
+    behaviour_logprobs: list[float] = field(default_factory=list)
+    finish_reason: str = "length"  # "stop" when EOS was produced, else "length"
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        return self.metadata.get("messages", [])

@@ -1,0 +1,84 @@
+"""The verifier contract.
+
+A verifier is a plain class: it never sees the trainer, Ray or the policy. The
+``VerifierPool`` actor hosts instances and calls :meth:`Verifier.score` on batches, so
+every verifier is testable with a list of :class:`~softverify.types.Sample` built by hand.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Sequence
+
+import numpy as np
+
+from softverify.types import Sample
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What the pool must reserve for the actor hosting a verifier (Ray resource names)."""
+
+    num_cpus: float = 0.25
+    num_gpus: float = 0.0
+
+
+class Verifier:
+    """Base class. Subclasses set ``kind`` and implement :meth:`score`.
+
+    ``score`` returns a float array of shape ``[len(samples)]`` with values in ``[0, 1]``,
+    or ``NaN`` where the verifier abstains (the question is outside what it knows, e.g. a
+    gene with no embedding). Abstentions are excluded from reward composition per sample.
+    """
+
+    kind: ClassVar[str] = "base"
+    #: True when the score needs the *current policy* (e.g. likelihood of a GO sentence);
+    #: such verifiers run on a rollout worker instead of the verifier pool.
+    needs_policy: ClassVar[bool] = False
+
+    def __init__(self, name: str | None = None, resources: Resources | None = None):
+        self.name = name or self.kind
+        self.resources = resources or Resources()
+
+    def score(self, samples: Sequence[Sample]) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+_REGISTRY: dict[str, Callable[..., Verifier]] = {}
+
+
+def register(kind: str) -> Callable[[type], type]:
+    """Class decorator: make a verifier constructible by its ``kind`` from config."""
+
+    def deco(cls: type) -> type:
+        cls.kind = kind
+        _REGISTRY[kind] = cls
+        return cls
+
+    return deco
+
+
+def available_kinds() -> list[str]:
+    _import_builtin()
+    return sorted(_REGISTRY)
+
+
+def build_verifier(kind: str, name: str | None = None, **params: Any) -> Verifier:
+    """Build a verifier from its registered kind and keyword parameters.
+
+    Raises ``ValueError`` naming the unknown kind and the known ones.
+    """
+    _import_builtin()
+    if kind not in _REGISTRY:
+        raise ValueError(f"unknown verifier kind {kind!r}; expected one of {sorted(_REGISTRY)}")
+    try:
+        return _REGISTRY[kind](name=name, **params)
+    except TypeError as e:  # wrong/unknown params -> name the verifier
+        raise ValueError(f"bad parameters for verifier {kind!r}: {e}") from e
+
+
+def _import_builtin() -> None:
+    # Importing the package registers the built-in verifiers.
+    import softverify.verifiers  # noqa: F401
