@@ -1,0 +1,37 @@
+"""The rollout-engine contract: generate completions with token ids and behaviour logprobs.
+
+Engines know nothing of Ray; the RolloutWorker actor owns one. Two implementations:
+:mod:`softverify.engines.hf` (CPU default) and :mod:`softverify.engines.vllm_engine` (GPU).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+
+@dataclass
+class Generation:
+    """One completion. ``logprobs[i]`` is log p(token_ids[i]) under the behaviour policy at
+    the sampling temperature (before top-p/top-k truncation), the quantity the GRPO ratio needs."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str  # "stop" (EOS or stop string) or "length"
+
+
+@dataclass
+class PromptBatch:
+    """Rendered prompts (chat template applied) and their token ids."""
+
+    texts: list[str]
+    token_ids: list[list[int]]

@@ -1,0 +1,149 @@
+"""HF transformers rollout engine: batched sampling with a KV cache on CPU (or any device).
+
+Returns, per completion, the sampled token ids and their behaviour logprobs at the
+sampling temperature (computed from the raw logits HF returns with ``output_logits``),
+which the learner's importance ratio needs.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from softverify.engines.base import Generation, PromptBatch, SamplingParams
+from softverify.modeling import load_causal_lm, pack_sequences, token_logprobs
+
+
+class HFEngine:
+    """A policy copy that generates. Knows nothing of Ray; a RolloutWorker owns one."""
+
+    def __init__(
+        self,
+        model_path: str,
+        dtype: str = "float32",
+        torch_threads: int | None = None,
+        trust_remote_code: bool = False,
+        batch_size: int = 16,
+        device: str | None = None,
+    ):
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model, self.tokenizer = load_causal_lm(model_path, dtype, trust_remote_code)
+        self.model.to(self.device).eval()
+        self.batch_size = batch_size
+        self.eos_ids = self._eos_ids()
+
+    def _eos_ids(self) -> set[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = ids if isinstance(ids, list) else [ids]
+        ids = [i for i in ids if i is not None]
+        if self.tokenizer.eos_token_id is not None:
+            ids.append(self.tokenizer.eos_token_id)
+        return set(ids)
+
+    # ------------------------------------------------------------------ prompts
+    def render(self, messages_list: Sequence[Sequence[dict]]) -> PromptBatch:
+        """Apply the chat template; returns rendered texts and token ids."""
+        texts, ids = [], []
+        for msgs in messages_list:
+            if self.tokenizer.chat_template:
+                text = self.tokenizer.apply_chat_template(list(msgs), tokenize=False, add_generation_prompt=True)
+            else:  # plain models: concatenate contents
+                text = "\n".join(m["content"] for m in msgs) + "\n"
+            texts.append(text)
+            ids.append(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return PromptBatch(texts, ids)
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def generate(
+        self, prompt_token_ids: Sequence[Sequence[int]], sampling: SamplingParams, n: int = 1
+    ) -> list[list[Generation]]:
+        """``n`` completions for each prompt; result[i][j] is the j-th of prompt i."""
+        flat = [list(p) for p in prompt_token_ids for _ in range(n)]
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        gens: list[Generation] = []
+        for start in range(0, len(flat), self.batch_size):
+            gens.extend(self._generate_chunk(flat[start : start + self.batch_size], sampling))
+        return [gens[i * n : (i + 1) * n] for i in range(len(prompt_token_ids))]
+
+    def _generate_chunk(self, prompts: list[list[int]], sp: SamplingParams) -> list[Generation]:
+        pad = self.tokenizer.pad_token_id
+        L = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), L), pad, dtype=torch.long)
+        attn = torch.zeros((len(prompts), L), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            input_ids[i, L - len(p) :] = torch.tensor(p)
+            attn[i, L - len(p) :] = 1
+        kwargs = dict(
+            max_new_tokens=sp.max_new_tokens,
+            do_sample=True,
+            temperature=sp.temperature,
+            top_p=sp.top_p,
+            top_k=sp.top_k if sp.top_k > 0 else None,
+            output_logits=True,
+            return_dict_in_generate=True,
+            pad_token_id=pad,
+        )
+        if sp.stop:
+            kwargs.update(stop_strings=list(sp.stop), tokenizer=self.tokenizer)
+        out = self.model.generate(
+            input_ids=input_ids.to(self.device), attention_mask=attn.to(self.device), **kwargs
+        )
+        new_tokens = out.sequences[:, L:].cpu()
+        # [B, T, V] raw logits -> behaviour logprobs of the sampled tokens at temperature T
+        steps = len(out.logits)
+        logp = torch.empty(new_tokens.shape[0], steps)
+        for t, lg in enumerate(out.logits):
+            lp = F.log_softmax(lg.float().cpu() / sp.temperature, dim=-1)
+            logp[:, t] = lp.gather(-1, new_tokens[:, t : t + 1]).squeeze(-1)
+        return [self._finish(new_tokens[b].tolist(), logp[b].tolist(), sp) for b in range(new_tokens.shape[0])]
+
+    def _finish(self, toks: list[int], lps: list[float], sp: SamplingParams) -> Generation:
+        """Cut a sampled row at its end: EOS (kept, so the learner learns to stop) or the
+        padding HF writes after a stop string / finished row."""
+        end, reason = len(toks), "length"
+        for i, t in enumerate(toks):
+            if t in self.eos_ids:
+                end, reason = i + 1, "stop"
+                break
+        toks, lps = toks[:end], lps[:end]
+        text = self.tokenizer.decode(toks, skip_special_tokens=True)
+        if reason == "length" and sp.stop and any(s in text for s in sp.stop):
+            reason = "stop"
+        return Generation(text=text, token_ids=toks, logprobs=lps, finish_reason=reason)
+
+    def chat(self, messages_list: Sequence[Sequence[dict]], sampling: SamplingParams) -> list[str]:
+        """Convenience for agents and serving: one completion text per conversation."""
+        pb = self.render(messages_list)
+        return [g[0].text for g in self.generate(pb.token_ids, sampling, n=1)]
+
+    # ------------------------------------------------------------------ scoring / sync
+    @torch.no_grad()
+    def score(
+        self, prompt_token_ids: Sequence[Sequence[int]], completion_token_ids: Sequence[Sequence[int]],
+        temperature: float = 1.0,
+    ) -> list[list[float]]:
+        """Teacher-forced logprobs of given completions under the current weights."""
+        out: list[list[float]] = []
+        for s in range(0, len(prompt_token_ids), self.batch_size):
+            p, c = prompt_token_ids[s : s + self.batch_size], completion_token_ids[s : s + self.batch_size]
+            batch = pack_sequences(p, c, self.tokenizer.pad_token_id).to(self.device)
+            lp, _ = token_logprobs(self.model, batch, temperature)
+            for b in range(len(p)):
+                start = len(p[b]) - 1
+                out.append(lp[b, start : start + len(c[b])].tolist())
+        return out
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """Replace the weights in place (weight sync from the learner)."""
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not self._is_tied(k)]
+        if missing or unexpected:
+            raise ValueError(f"weight sync mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")
+
+    def _is_tied(self, key: str) -> bool:
+        return key == "lm_head.weight" and bool(getattr(self.model.config, "tie_word_embeddings", False))

@@ -1,0 +1,143 @@
+"""GRPO math as pure functions: group advantages, clipped surrogate, KL estimators, aggregation.
+
+Nothing here knows about models, Ray or DeepSpeed. Every function is tested against
+hand-computed numbers in ``tests/test_grpo.py``. Small registries (``ADVANTAGES``,
+``KL_ESTIMATORS``) map config names to functions so new variants are one entry.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+# --------------------------------------------------------------------------- advantages
+
+
+def _group_stats(rewards: np.ndarray, group_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample mean and (population) std of its group, ignoring NaN rewards."""
+    mean = np.zeros_like(rewards, dtype=np.float64)
+    std = np.zeros_like(rewards, dtype=np.float64)
+    for g in np.unique(group_ids):
+        idx = group_ids == g
+        vals = rewards[idx]
+        ok = ~np.isnan(vals)
+        if ok.any():
+            mean[idx] = vals[ok].mean()
+            std[idx] = vals[ok].std()
+    return mean, std
+
+
+def grpo_advantages(rewards: np.ndarray, group_ids: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """``(r - mean_group) / (std_group + eps)``; NaN rewards get advantage 0 (no signal)."""
+    r = np.asarray(rewards, dtype=np.float64)
+    mean, std = _group_stats(r, np.asarray(group_ids))
+    adv = (r - mean) / (std + eps)
+    return np.nan_to_num(adv, nan=0.0)
+
+
+def drgrpo_advantages(rewards: np.ndarray, group_ids: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Dr. GRPO: ``r - mean_group`` without the std division (which favours easy/hard prompts)."""
+    r = np.asarray(rewards, dtype=np.float64)
+    mean, _ = _group_stats(r, np.asarray(group_ids))
+    return np.nan_to_num(r - mean, nan=0.0)
+
+
+ADVANTAGES: dict[str, Callable[..., np.ndarray]] = {"grpo": grpo_advantages, "drgrpo": drgrpo_advantages}
+
+
+def compute_advantages(rewards: np.ndarray, group_ids: np.ndarray, estimator: str = "grpo") -> np.ndarray:
+    if estimator not in ADVANTAGES:
+        raise ValueError(f"unknown advantage estimator {estimator!r}; expected one of {sorted(ADVANTAGES)}")
+    return ADVANTAGES[estimator](rewards, group_ids)
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+def masked_aggregate(
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    mode: str = "token_mean",
+    total_tokens: float | None = None,
+    total_seqs: float | None = None,
+) -> torch.Tensor:
+    """Reduce per-token ``values [B, T]`` under ``mask [B, T]`` to a scalar.
+
+    - ``token_mean``: ``sum(v * m) / total_tokens`` (every token weighs the same);
+    - ``seq_mean``: mean over sequences of each sequence's token mean.
+
+    ``total_tokens`` / ``total_seqs`` let a caller that splits one logical batch into
+    micro-batches and ranks divide by the *global* count, so the summed gradients equal
+    the full-batch gradient exactly. They default to this batch's own counts.
+    """
+    mask = mask.to(values.dtype)
+    if mode == "token_mean":
+        denom = mask.sum() if total_tokens is None else torch.as_tensor(total_tokens, dtype=values.dtype)
+        return (values * mask).sum() / denom.clamp(min=1.0)
+    if mode == "seq_mean":
+        per_seq = (values * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+        denom = values.shape[0] if total_seqs is None else total_seqs
+        return per_seq.sum() / max(float(denom), 1.0)
+    raise ValueError(f"unknown loss aggregation {mode!r}; expected 'token_mean' or 'seq_mean'")
+
+
+# --------------------------------------------------------------------------- policy loss
+
+
+def clipped_surrogate(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+    agg: str = "token_mean",
+    total_tokens: float | None = None,
+    total_seqs: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """PPO/GRPO clipped objective with separate lower/upper clip (DAPO "clip-higher").
+
+    ``loss_t = -min(ratio_t * A, clip(ratio_t, 1 - eps_low, 1 + eps_high) * A)`` with
+    ``ratio_t = exp(logp_t - old_logp_t)``; ``advantages`` is per sequence ``[B]`` and is
+    broadcast over tokens. Returns the aggregated loss and detached stats.
+    """
+    adv = advantages.unsqueeze(-1) if advantages.dim() == 1 else advantages
+    ratio = torch.exp(logp - old_logp)
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * adv
+    per_token = -torch.minimum(unclipped, clipped)
+    loss = masked_aggregate(per_token, mask, agg, total_tokens, total_seqs)
+    with torch.no_grad():
+        m = mask.to(ratio.dtype)
+        n = m.sum().clamp(min=1.0)
+        was_clipped = (clipped < unclipped).to(ratio.dtype)  # min picked the clipped branch
+        stats = {
+            "clip_frac": float((was_clipped * m).sum() / n),
+            "ratio_mean": float((ratio * m).sum() / n),
+            "ratio_max": float((ratio * m + (1 - m) * -1e9).max()) if m.any() else 1.0,
+        }
+    return loss, stats
+
+
+# --------------------------------------------------------------------------- KL
+
+
+def kl_k1(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Unbiased, high-variance estimator: ``log p - log p_ref``."""
+    return logp - ref_logp
+
+
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Schulman's k3: ``exp(ref - logp) - (ref - logp) - 1`` (>= 0, low variance)."""
+    d = ref_logp - logp
+    return torch.exp(d) - d - 1.0
+
+
+KL_ESTIMATORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"k1": kl_k1, "k3": kl_k3}
+
+
+def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(f"unknown KL estimator {estimator!r}; expected one of {sorted(KL_ESTIMATORS)}")
+    return KL_ESTIMATORS[estimator](logp, ref_logp)

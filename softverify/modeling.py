@@ -1,0 +1,100 @@
+"""Model loading and the one logprob computation shared by rollout engines and learners.
+
+The weight-sync guarantee ("rollout logprobs equal learner logprobs right after a sync")
+holds only if both sides compute token logprobs the same way: same temperature scaling,
+same position ids. Both call :func:`token_logprobs` on sequences packed by
+:func:`pack_sequences`, so there is exactly one definition.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_causal_lm(path: str, dtype: str = "float32", trust_remote_code: bool = False):
+    """Load ``(model, tokenizer)`` from a resolved local path; tokenizer pads on the left
+    (for generation) and always has a pad token (EOS when the model defines none)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=_DTYPES[dtype], trust_remote_code=trust_remote_code
+    )
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+@dataclass
+class PackedBatch:
+    """Right-padded ``prompt + completion`` sequences.
+
+    ``loss_mask[b, t]`` is 1 where ``input_ids[b, t + 1]`` is a completion token, i.e. it is
+    aligned with the next-token predictions ``logits[:, :-1]``.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    loss_mask: torch.Tensor
+
+    def to(self, device) -> "PackedBatch":
+        return PackedBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.position_ids, self.loss_mask)))
+
+
+def pack_sequences(
+    prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad_id: int
+) -> PackedBatch:
+    """Concatenate each prompt with its completion and right-pad to the longest.
+
+    Position ids count from 0 at the first prompt token, which is what HF ``generate``
+    uses for left-padded batches, so logits match those seen during sampling.
+    """
+    if len(prompt_ids) != len(completion_ids):
+        raise ValueError(f"{len(prompt_ids)} prompts but {len(completion_ids)} completions")
+    lengths = [len(p) + len(c) for p, c in zip(prompt_ids, completion_ids)]
+    L = max(lengths)
+    B = len(lengths)
+    input_ids = torch.full((B, L), pad_id, dtype=torch.long)
+    attn = torch.zeros((B, L), dtype=torch.long)
+    loss_mask = torch.zeros((B, max(L - 1, 1)), dtype=torch.float32)
+    for b, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
+        seq = list(p) + list(c)
+        input_ids[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attn[b, : len(seq)] = 1
+        if c:
+            loss_mask[b, len(p) - 1 : len(p) - 1 + len(c)] = 1.0
+    position_ids = torch.arange(L).unsqueeze(0).expand(B, L).contiguous()
+    return PackedBatch(input_ids, attn, position_ids, loss_mask)
+
+
+def token_logprobs(
+    model, batch: PackedBatch, temperature: float = 1.0, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token ``log p(x_{t+1} | x_{<=t})`` at ``temperature``, shape ``[B, L-1]``.
+
+    Entropy of the same tempered distribution is returned when asked (for metrics; it is
+    detached because it only feeds logging).
+    """
+    out = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        use_cache=False,
+    )
+    logits = out.logits[:, :-1, :].float() / temperature
+    logp_all = F.log_softmax(logits, dim=-1)
+    labels = batch.input_ids[:, 1:].unsqueeze(-1)
+    logp = logp_all.gather(-1, labels).squeeze(-1)
+    ent = None
+    if with_entropy:
+        with torch.no_grad():
+            ent = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, ent
