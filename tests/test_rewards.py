@@ -37,6 +37,6 @@ def test_compose_gdpo_balances_scales():
     _, a_sum = compose(scores, [1.0, 1.0], [None, None], g, "sum_then_normalize")
     _, a_gdpo = compose(scores, [1.0, 1.0], [None, None], g, "normalize_then_sum")
     assert a_sum[0] > 0  # the big-range verifier dominates
-    np.testing.assert_allclose(a_gdpo, [0.0, 0.0], atol=1e-5)  # +1-1 and -1+1 cancel
+    np.testing.assert_allclose(a_gdpo, [0.0, 0.0], atol=1e-3)  # +1-1 and -1+1 cancel (up to the std eps)
     with pytest.raises(ValueError, match="unknown aggregation"):
         compose(scores, [1, 1], [None, None], g, "max")
