@@ -78,12 +78,13 @@ class HFEngine:
         for i, p in enumerate(prompts):
             input_ids[i, L - len(p) :] = torch.tensor(p)
             attn[i, L - len(p) :] = 1
+        greedy = sp.temperature == 0
         kwargs = dict(
             max_new_tokens=sp.max_new_tokens,
-            do_sample=True,
-            temperature=sp.temperature,
-            top_p=sp.top_p,
-            top_k=sp.top_k if sp.top_k > 0 else None,
+            do_sample=not greedy,
+            temperature=None if greedy else sp.temperature,
+            top_p=None if greedy else sp.top_p,
+            top_k=None if greedy or sp.top_k <= 0 else sp.top_k,
             output_logits=True,
             return_dict_in_generate=True,
             pad_token_id=pad,
@@ -97,8 +98,9 @@ class HFEngine:
         # [B, T, V] raw logits -> behaviour logprobs of the sampled tokens at temperature T
         steps = len(out.logits)
         logp = torch.empty(new_tokens.shape[0], steps)
+        temp = sp.temperature if sp.temperature > 0 else 1.0  # greedy: report plain logprobs
         for t, lg in enumerate(out.logits):
-            lp = F.log_softmax(lg.float().cpu() / sp.temperature, dim=-1)
+            lp = F.log_softmax(lg.float().cpu() / temp, dim=-1)
             logp[:, t] = lp.gather(-1, new_tokens[:, t : t + 1]).squeeze(-1)
         return [self._finish(new_tokens[b].tolist(), logp[b].tolist(), sp) for b in range(new_tokens.shape[0])]
 

@@ -1,0 +1,106 @@
+"""LearnerGroup: N DeepSpeed ranks as Ray actors forming one process group.
+
+gloo on CPU, NCCL when ranks hold GPUs. Every collective call (train step, state dict
+under ZeRO-3, checkpoint save/load) is issued to all ranks at once; results from rank 0
+carry the full state.
+"""
+from __future__ import annotations
+
+import socket
+from typing import Sequence
+
+import numpy as np
+import ray
+
+from softverify.config import TrainConfig
+from softverify.learner import LearnBatch, Learner, shard_indices
+from softverify.types import Sample
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@ray.remote
+class LearnerActor:
+    def __init__(self, cfg: TrainConfig, model_path: str, rank: int, world: int, addr: str, port: int):
+        self.learner = Learner(cfg, model_path, rank, world, addr, port)
+        self.rank = rank
+
+    def train_step(self, samples: list[Sample], advantages: np.ndarray, idx: list[int], total_tokens: int,
+                   total_seqs: int) -> dict:
+        batch = LearnBatch([samples[i] for i in idx], np.asarray(advantages)[idx], total_tokens, total_seqs)
+        return self.learner.train_step(batch)
+
+    def state_dict(self):
+        return self.learner.state_dict()
+
+    def logprobs(self, samples: list[Sample]) -> list[list[float]]:
+        return self.learner.logprobs(samples)
+
+    def save_checkpoint(self, directory: str, tag: str, hf_dir: str | None) -> bool:
+        self.learner.save_checkpoint(directory, tag, hf_dir)
+        return True
+
+    def save_hf(self, hf_dir: str) -> bool:
+        self.learner.save_hf(hf_dir)
+        return True
+
+    def load_checkpoint(self, directory: str, tag: str) -> int:
+        self.learner.load_checkpoint(directory, tag)
+        return self.learner.steps_done
+
+
+class LearnerGroup:
+    def __init__(self, cfg: TrainConfig, model_path: str):
+        lc = cfg.learner
+        self.world = lc.num_ranks
+        addr, port = "127.0.0.1", _free_port()
+        if lc.num_gpus_per_rank > 0:  # multi-node GPU: rank 0's node address
+            addr = ray.util.get_node_ip_address()
+        self.actors = [
+            LearnerActor.options(num_cpus=lc.num_cpus_per_rank, num_gpus=lc.num_gpus_per_rank).remote(
+                cfg, model_path, r, self.world, addr, port
+            )
+            for r in range(self.world)
+        ]
+        self.zero3 = lc.zero_stage == 3
+
+    def train_step(self, samples_ref, advantages: np.ndarray, n: int, total_tokens: int) -> dict[str, float]:
+        shards = shard_indices(n, self.world)
+        results = ray.get([
+            a.train_step.remote(samples_ref, advantages, shards[r], total_tokens, n) for r, a in enumerate(self.actors)
+        ])
+        keys = set().union(*results)
+        out = {}
+        for k in keys:
+            vals = [r[k] for r in results if k in r]
+            out[k.removesuffix("_sum")] = float(np.sum(vals)) if k.endswith("_sum") else float(np.mean(vals))
+        return out
+
+    def state_dict_ref(self):
+        """ObjectRef of rank 0's full state dict (all ranks called: ZeRO-3 gathers)."""
+        refs = [a.state_dict.remote() for a in self.actors]
+        if self.zero3:
+            ray.wait(refs, num_returns=len(refs))
+        return refs[0]
+
+    def logprobs(self, samples: Sequence[Sample]) -> list[list[float]]:
+        # a forward is collective under ZeRO-3 (parameters are gathered), so all ranks run it
+        actors = self.actors if self.zero3 else self.actors[:1]
+        return ray.get([a.logprobs.remote(list(samples)) for a in actors])[0]
+
+    def save_checkpoint(self, directory: str, tag: str, hf_dir: str | None) -> None:
+        ray.get([a.save_checkpoint.remote(directory, tag, hf_dir) for a in self.actors])
+
+    def save_hf(self, hf_dir: str) -> None:
+        ray.get([a.save_hf.remote(hf_dir) for a in self.actors])
+
+    def load_checkpoint(self, directory: str, tag: str) -> int:
+        return ray.get([a.load_checkpoint.remote(directory, tag) for a in self.actors])[0]
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            ray.kill(a)

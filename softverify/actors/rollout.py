@@ -1,0 +1,95 @@
+"""RolloutWorker: a Ray actor that owns one rollout engine.
+
+A thin shell: the engine (:mod:`softverify.engines`) does the work; the actor turns
+dataset rows into prompts, engine generations into :class:`Sample` records, and applies
+weight syncs. Several workers split a step's prompts.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import ray
+
+from softverify.config import ModelConfig, RolloutConfig
+from softverify.engines.base import SamplingParams
+from softverify.prompts import row_messages
+from softverify.types import Sample
+
+
+def select_engine(rollout: RolloutConfig) -> str:
+    """'auto' picks vLLM only where it can run: a GPU is assigned and vllm imports."""
+    if rollout.engine != "auto":
+        return rollout.engine
+    if rollout.num_gpus_per_worker > 0:
+        try:
+            import vllm  # noqa: F401
+
+            return "vllm"
+        except ImportError:
+            pass
+    return "hf"
+
+
+def make_engine(model_path: str, model: ModelConfig, rollout: RolloutConfig):
+    kind = select_engine(rollout)
+    if kind == "vllm":
+        from softverify.engines.vllm_engine import VLLMEngine
+
+        return VLLMEngine(model_path, dtype=model.dtype, trust_remote_code=model.trust_remote_code)
+    from softverify.engines.hf import HFEngine
+
+    return HFEngine(
+        model_path, dtype=model.dtype, torch_threads=rollout.torch_threads,
+        trust_remote_code=model.trust_remote_code, batch_size=rollout.batch_size,
+    )
+
+
+def sampling_from(rollout: RolloutConfig, seed: int | None) -> SamplingParams:
+    return SamplingParams(
+        max_new_tokens=rollout.max_new_tokens, temperature=rollout.temperature, top_p=rollout.top_p,
+        top_k=rollout.top_k, stop=list(rollout.stop), seed=seed,
+    )
+
+
+class RolloutCore:
+    """Everything the actor does, without Ray (so it is unit-testable)."""
+
+    def __init__(self, model_path: str, model: ModelConfig, rollout: RolloutConfig):
+        self.rollout = rollout
+        self.engine = make_engine(model_path, model, rollout)
+        self.weights_version = 0
+
+    def generate(
+        self, rows: Sequence[dict[str, Any]], group_offset: int, n: int, sampling: SamplingParams
+    ) -> list[Sample]:
+        pb = self.engine.render([row_messages(r) for r in rows])
+        gens = self.engine.generate(pb.token_ids, sampling, n=n)
+        out = []
+        for i, (row, gs) in enumerate(zip(rows, gens)):
+            for g in gs:
+                out.append(
+                    Sample(
+                        prompt_id=str(row.get("prompt_id", group_offset + i)), prompt=pb.texts[i], completion=g.text,
+                        metadata=dict(row), group=group_offset + i, prompt_token_ids=pb.token_ids[i],
+                        completion_token_ids=g.token_ids, behaviour_logprobs=g.logprobs, finish_reason=g.finish_reason,
+                    )
+                )
+        return out
+
+    def load_weights(self, state, version: int) -> int:
+        self.engine.load_weights(state)
+        self.weights_version = version
+        return version
+
+    def score(self, samples: Sequence[Sample]) -> list[list[float]]:
+        return self.engine.score(
+            [s.prompt_token_ids for s in samples], [s.completion_token_ids for s in samples], self.rollout.temperature
+        )
+
+
+@ray.remote
+class RolloutWorker(RolloutCore):
+    """Ray actor hosting :class:`RolloutCore` (max_restarts set by the trainer)."""
+
+    def ping(self) -> bool:
+        return True

@@ -1,0 +1,73 @@
+"""Prompt datasets for training and evaluation.
+
+``source='perturbqa'`` builds rbio1 knockdown questions from the PerturbQA tables (see
+:mod:`softverify.bio.questions`); ``source='file'`` reads any parquet/JSONL of prompts with
+a ``question`` column (and optional ``system``/``messages``) plus metadata columns that
+verifiers read (``label`` for the hard verifier, ``pert``/``gene`` for world models).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from softverify.config import DataConfig
+
+
+def load_prompts(cfg: DataConfig, split: str, limit: int | None = None):
+    """A ``datasets.Dataset`` of prompt rows for ``split``."""
+    if cfg.source == "perturbqa":
+        from softverify.bio.questions import load_questions
+
+        return load_questions(cfg, split, limit)
+    return _load_file(cfg, split, limit)
+
+
+def _load_file(cfg: DataConfig, split: str, limit: int | None):
+    import datasets
+
+    path = Path(cfg.path or "")
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file {str(path)!r} not found")
+    if path.suffix == ".parquet":
+        ds = datasets.Dataset.from_parquet(str(path))
+    elif path.suffix in (".jsonl", ".json"):
+        ds = datasets.Dataset.from_json(str(path))
+    else:
+        raise ValueError(f"prompt file {str(path)!r} must end in .parquet or .jsonl, got {path.suffix!r}")
+    if "question" not in ds.column_names and "messages" not in ds.column_names:
+        raise ValueError(f"prompt file {str(path)!r} needs a 'question' or 'messages' column; has {ds.column_names}")
+    if "split" in ds.column_names:
+        ds = ds.filter(lambda r: r["split"] == split)
+        if len(ds) == 0:
+            raise ValueError(f"prompt file {str(path)!r} has no rows with split == {split!r}")
+    if "prompt_id" not in ds.column_names:
+        ds = ds.add_column("prompt_id", [f"{path.stem}-{i}" for i in range(len(ds))])
+    n = limit or cfg.max_prompts
+    if n is not None and len(ds) > n:
+        ds = ds.shuffle(seed=cfg.seed).select(range(n))
+    return ds
+
+
+class PromptOrder:
+    """Deterministic epoch-wise shuffled order over ``n`` prompts.
+
+    The position is a single integer (prompts consumed so far), so a checkpoint that
+    stores it resumes on exactly the next prompt with the same order.
+    """
+
+    def __init__(self, n: int, seed: int, position: int = 0):
+        if n <= 0:
+            raise ValueError("the training prompt set is empty")
+        self.n, self.seed, self.position = n, seed, position
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+    def take(self, k: int) -> list[int]:
+        out = []
+        while len(out) < k:
+            epoch, offset = divmod(self.position, self.n)
+            out.append(int(self._perm(epoch)[offset]))
+            self.position += 1
+        return out

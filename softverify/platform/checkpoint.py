@@ -1,0 +1,74 @@
+"""Atomic step checkpoints and the ``latest`` pointer.
+
+Layout under ``<output_dir>/checkpoints``::
+
+    step_000010/            one complete checkpoint
+        ds/                 DeepSpeed state of every rank (weights, optimizer, counters)
+        hf/                 the policy as a standard safetensors HF directory
+        trainer_state.json  step, data position, seeds, metrics so far
+    latest                  text file naming the newest *complete* step directory
+
+A checkpoint is written into a hidden temporary directory and renamed into place only
+when every rank has finished; ``latest`` is replaced atomically afterwards. A crash at any
+moment leaves either the previous checkpoint or the new one as ``latest``, never a torn one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+
+def step_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save(
+    root: Path, step: int, state: dict[str, Any], write_model: Callable[[Path, Path], None], keep: int = 2
+) -> Path:
+    """Write checkpoint ``step``: ``write_model(ds_dir, hf_dir)`` fills the model parts."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / step_name(step)
+    tmp = root / f".{step_name(step)}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    write_model(tmp / "ds", tmp / "hf")
+    write_text_atomic(tmp / "trainer_state.json", json.dumps(state, indent=2))
+    if final.exists():  # re-saving the same step (e.g. final save right after a periodic one)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    write_text_atomic(root / "latest", final.name)
+    _prune(root, keep)
+    return final
+
+
+def _prune(root: Path, keep: int) -> None:
+    steps = sorted(p for p in root.glob("step_*") if p.is_dir())
+    for p in steps[:-keep]:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def latest(root: Path) -> Path | None:
+    """The newest complete checkpoint, or None. Ignores temporary leftovers of a crash."""
+    ptr = root / "latest"
+    if not ptr.is_file():
+        return None
+    p = root / ptr.read_text().strip()
+    if not (p / "trainer_state.json").is_file():
+        raise FileNotFoundError(f"checkpoint pointer {str(ptr)!r} names {p.name!r}, which is incomplete or missing")
+    return p
+
+
+def read_state(ckpt: Path) -> dict[str, Any]:
+    return json.loads((ckpt / "trainer_state.json").read_text())

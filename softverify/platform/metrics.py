@@ -1,0 +1,85 @@
+"""Per-step metrics: JSONL on disk (always), Weights & Biases (optional), plots.
+
+JSONL is appended and flushed every step so a crashed run keeps every finished step and a
+person can plot a run while it is going.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    return v
+
+
+class MetricsLogger:
+    def __init__(self, out_dir: Path, use_wandb: bool = False, project: str = "softverify", config: dict | None = None,
+                 truncate_after_step: int | None = None):
+        self.path = out_dir / "metrics.jsonl"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if truncate_after_step is not None and self.path.exists():
+            # resume: drop lines of steps that the restored checkpoint does not contain
+            keep = [l for l in self.path.read_text().splitlines() if l.strip()
+                    and json.loads(l).get("step", 0) <= truncate_after_step]
+            self.path.write_text("".join(l + "\n" for l in keep))
+        self._f = open(self.path, "a")
+        self._wandb = None
+        if use_wandb:
+            import os
+
+            import wandb
+
+            os.environ.setdefault("WANDB_MODE", "offline")
+            self._wandb = wandb.init(project=project, config=config or {}, dir=str(out_dir))
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        rec = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
+        self._f.write(json.dumps(rec) + "\n")
+        self._f.flush()
+        if self._wandb is not None:
+            self._wandb.log(metrics, step=step)
+
+    def close(self) -> None:
+        self._f.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+
+
+def plot_metrics(jsonl: Path, out_png: Path, keys: list[str] | None = None) -> Path:
+    """A grid of metric-vs-step panels (reward per verifier, KL, entropy, length, timings)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(jsonl)
+    if not rows:
+        raise ValueError(f"{jsonl} holds no metrics to plot")
+    if keys is None:
+        keys = [k for k in rows[-1] if k.startswith("reward/") or k.startswith("eval/")]
+        keys += [k for k in ("reward_mean", "kl", "entropy", "response_len_mean", "clip_frac", "time/step_s") if k in rows[-1]]
+    keys = keys or [k for k in rows[-1] if k != "step"][:6]
+    ncol = 3
+    nrow = math.ceil(len(keys) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 2.8 * nrow), squeeze=False)
+    for ax, k in zip(axes.flat, keys):
+        pts = [(r["step"], r[k]) for r in rows if r.get(k) is not None]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ms=3)
+        ax.set_title(k, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png

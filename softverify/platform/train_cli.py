@@ -1,0 +1,120 @@
+"""``softverify train`` and ``softverify eval``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", help="YAML config file (see configs/ and --help-config)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set rollout.group_size=8 (repeatable)")
+    p.add_argument("--model", help="shortcut for --set model.path=...")
+    p.add_argument("--data-mirror", help="shortcut for --set data.mirror=... (local PerturbQA CSV folder)")
+
+
+def _shortcuts(args) -> list[str]:
+    ov = list(args.overrides)
+    if getattr(args, "model", None):
+        ov.append(f"model.path={args.model}")
+    if getattr(args, "data_mirror", None):
+        ov.append(f"data.mirror={args.data_mirror}")
+    if getattr(args, "steps", None) is not None:
+        ov.append(f"trainer.steps={args.steps}")
+    if getattr(args, "output_dir", None):
+        ov.append(f"trainer.output_dir={args.output_dir}")
+    return ov
+
+
+def cmd_train(args) -> int:
+    from softverify.config import describe, load_config
+
+    if args.help_config:
+        print("\n".join(describe()))
+        return 0
+    cfg = load_config(args.config, _shortcuts(args))
+    from softverify.platform.trainer import Trainer
+
+    trainer = Trainer(cfg, resume=args.resume)
+    try:
+        final = trainer.fit()
+    finally:
+        trainer.shutdown()
+    print(f"final model: {final}")
+    print(f"metrics: {Path(cfg.trainer.output_dir) / 'metrics.jsonl'}  plot: {Path(cfg.trainer.output_dir) / 'metrics.png'}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from softverify.config import load_config
+    from softverify.data import load_prompts
+    from softverify.engines.base import SamplingParams
+    from softverify.engines.hf import HFEngine
+    from softverify.models import resolve_model_path
+    from softverify.platform.evaluate import classification_metrics, format_table, majority_answers
+    from softverify.prompts import row_messages
+    from softverify.verifiers.answer import answer_to_int, parse_answer
+
+    cfg = load_config(args.config, _shortcuts(args))
+    rows = load_prompts(cfg.data, args.split, args.limit)
+    if "label" not in rows.column_names:
+        raise ValueError(f"eval needs labelled questions; split {args.split!r} has columns {rows.column_names}")
+    engine = HFEngine(resolve_model_path(args.model_dir, cfg.model.cache_dir), cfg.model.dtype,
+                      torch_threads=args.threads or torch.get_num_threads(), batch_size=args.batch_size)
+    greedy = args.samples == 1
+    sp = SamplingParams(max_new_tokens=args.max_new_tokens or cfg.rollout.max_new_tokens,
+                        temperature=0.0 if greedy else cfg.rollout.temperature, stop=list(cfg.rollout.stop), seed=args.seed)
+    per_q: list[list[int | None]] = []
+    records = []
+    for start in tqdm(range(0, len(rows), args.batch_size), desc="eval", unit="batch"):
+        batch = [rows[i] for i in range(start, min(start + args.batch_size, len(rows)))]
+        pb = engine.render([row_messages(r) for r in batch])
+        gens = engine.generate(pb.token_ids, sp, n=args.samples)
+        for r, gs in zip(batch, gens):
+            ans = [answer_to_int(parse_answer(g.text)) for g in gs]
+            per_q.append(ans)
+            records.append({"prompt_id": r["prompt_id"], "label": int(r["label"]), "answers": ans,
+                            "completion": gs[0].text})
+    answers = [a[0] for a in per_q] if greedy else majority_answers(per_q)
+    metrics = classification_metrics([r["label"] for r in records], answers)
+    metrics.update(model=str(args.model_dir), split=args.split, samples_per_question=args.samples)
+    print(format_table(metrics))
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        from softverify.platform.checkpoint import write_text_atomic
+
+        write_text_atomic(out, json.dumps(metrics, indent=2))
+        write_text_atomic(out.with_suffix(".completions.jsonl"), "".join(json.dumps(r) + "\n" for r in records))
+        print(f"wrote {out}", file=sys.stderr)
+    else:
+        print(json.dumps(metrics))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="run GRPO training (default: local Ray, SmolLM2, PerturbQA K562)")
+    _add_config_args(p)
+    p.add_argument("--steps", type=int, help="shortcut for --set trainer.steps=N")
+    p.add_argument("--output-dir", help="shortcut for --set trainer.output_dir=DIR")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
+    p.add_argument("--help-config", action="store_true", help="print every config key with its default and meaning")
+    p.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="answer held-out questions and report TPR/TNR/F1/MCC")
+    e.add_argument("model_dir", help="a trained model directory (e.g. runs/x/final), a HF dir, or 'smollm2'")
+    _add_config_args(e)
+    e.add_argument("--split", default="test", help="question split (default: test)")
+    e.add_argument("--limit", type=int, default=200, help="number of questions (default 200)")
+    e.add_argument("--samples", type=int, default=1, help="1 = greedy; N > 1 = N samples, majority answer")
+    e.add_argument("--max-new-tokens", type=int, help="generation budget (default: rollout.max_new_tokens)")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--threads", type=int, help="torch threads")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--output", "-o", help="write metrics JSON here (and completions next to it)")
+    e.set_defaults(func=cmd_eval)

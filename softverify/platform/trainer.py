@@ -1,0 +1,271 @@
+"""The GRPO driver: a single controller that moves references and small metrics.
+
+One step: prompts -> RolloutWorkers (G completions each) -> VerifierPool (score matrix)
+-> reward composition and group advantages (here: a few hundred floats) -> LearnerGroup
+(DeepSpeed step) -> weight sync to the workers through the object store -> metrics,
+eval, checkpoint. Samples and weights travel between actors as ObjectRefs; the driver
+only ever fetches per-sample lengths, a few texts for the sample log, and the scores.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import yaml
+
+from softverify.config import ConfigError, TrainConfig
+from softverify.data import PromptOrder, load_prompts
+from softverify.models import resolve_model_path
+from softverify.platform import checkpoint as ckpt
+from softverify.platform.evaluate import metrics_from_completions
+from softverify.platform.metrics import MetricsLogger, plot_metrics
+from softverify.rewards import compose
+from softverify.types import Sample
+
+
+@ray.remote(num_cpus=0)
+def _merge(*parts: list[Sample]) -> list[Sample]:
+    return [s for p in parts for s in p]
+
+
+@ray.remote(num_cpus=0)
+def _summary(samples: list[Sample], n_texts: int = 2) -> dict[str, Any]:
+    return {
+        "lengths": [len(s.completion_token_ids) for s in samples],
+        "stopped": [s.finish_reason == "stop" for s in samples],
+        "texts": [(s.prompt_id, s.metadata.get("question", ""), s.completion) for s in samples[:n_texts]],
+    }
+
+
+def required_resources(cfg: TrainConfig) -> dict[str, float]:
+    r, l = cfg.rollout, cfg.learner
+    cpus = r.num_workers * r.num_cpus_per_worker + l.num_ranks * l.num_cpus_per_rank
+    cpus += sum(v.num_cpus for v in cfg.verifiers)
+    gpus = r.num_workers * r.num_gpus_per_worker + l.num_ranks * l.num_gpus_per_rank
+    gpus += sum(v.num_gpus for v in cfg.verifiers)
+    return {"CPU": cpus, "GPU": gpus}
+
+
+def init_ray(cfg: TrainConfig) -> None:
+    """Attach to ``trainer.ray_address`` (or RAY_ADDRESS), else start a local cluster big
+    enough (logically) for the run's CPU requests; fail clearly if GPUs are asked of a
+    cluster that has none."""
+    need = required_resources(cfg)
+    if not ray.is_initialized():
+        address = cfg.trainer.ray_address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(need["CPU"])), include_dashboard=False,
+                     log_to_driver=True)
+    have = ray.cluster_resources()
+    for res, amount in need.items():
+        if amount > have.get(res, 0.0) + 1e-9:
+            raise ConfigError(
+                f"impossible resource request: the run needs {amount:g} {res} in total "
+                f"(rollout workers + learner ranks + verifiers) but the Ray cluster has {have.get(res, 0.0):g}"
+            )
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: bool = False):
+        self.cfg = cfg
+        self.out = Path(cfg.trainer.output_dir)
+        self.ckpt_root = self.out / "checkpoints"
+        self.resume = resume
+        self.step = 0
+        self.workers: list = []
+        self.pool = None
+        self.learners = None
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        from softverify.actors.learner_group import LearnerGroup
+        from softverify.actors.rollout import RolloutWorker
+        from softverify.actors.verifier_pool import VerifierPool
+
+        cfg = self.cfg
+        last = ckpt.latest(self.ckpt_root) if self.resume else None
+        if self.resume and last is None:
+            raise ConfigError(f"--resume: no checkpoint under {str(self.ckpt_root)!r}")
+        if not self.resume and ckpt.latest(self.ckpt_root) is not None:
+            raise ConfigError(
+                f"output_dir {str(self.out)!r} already holds checkpoints; pass --resume to continue "
+                f"or choose another trainer.output_dir"
+            )
+        self.model_path = resolve_model_path(cfg.model.path, cfg.model.cache_dir)
+        self.train_rows = load_prompts(cfg.data, cfg.data.split)
+        self.eval_rows = load_prompts(cfg.data, cfg.data.eval_split, cfg.data.eval_size) if cfg.trainer.eval_every else None
+        init_ray(cfg)
+        self.out.mkdir(parents=True, exist_ok=True)
+        ckpt.write_text_atomic(self.out / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+        rc = cfg.rollout
+        self.workers = [
+            RolloutWorker.options(num_cpus=rc.num_cpus_per_worker, num_gpus=rc.num_gpus_per_worker,
+                                  max_restarts=2, max_task_retries=2).remote(self.model_path, cfg.model, rc)
+            for _ in range(rc.num_workers)
+        ]
+        self.pool = VerifierPool(cfg.verifiers)
+        self.learners = LearnerGroup(cfg, self.model_path)
+        self.order = PromptOrder(len(self.train_rows), cfg.data.seed)
+        if last is not None:
+            state = ckpt.read_state(last)
+            self.learners.load_checkpoint(str(last / "ds"), "ds")
+            self.step = int(state["step"])
+            self.order.position = int(state["data_position"])
+            self._sync_weights()  # workers start from the restored policy
+        ray.get([w.ping.remote() for w in self.workers])
+        self.logger = MetricsLogger(self.out, cfg.trainer.wandb, cfg.trainer.wandb_project, cfg.model_dump(),
+                                    truncate_after_step=self.step if self.resume else 0)
+
+    # ------------------------------------------------------------------ one step
+    def _sync_weights(self) -> float:
+        t = time.perf_counter()
+        ref = self.learners.state_dict_ref()
+        ray.get([w.load_weights.remote(ref, self.step) for w in self.workers])
+        return time.perf_counter() - t
+
+    def rollout(self, row_ids: list[int], seed: int):
+        from softverify.actors.rollout import sampling_from
+
+        rows = [self.train_rows[i] for i in row_ids]
+        k = len(self.workers)
+        chunks = [list(range(len(rows)))[w::k] for w in range(k)]
+        refs = []
+        order = []
+        for w, idx in enumerate(chunks):
+            if not idx:
+                continue
+            sp = sampling_from(self.cfg.rollout, seed=seed * 1000 + w)
+            refs.append(self.workers[w].generate.remote([rows[i] for i in idx], 0, self.cfg.rollout.group_size, sp))
+            order.extend(idx)
+        merged = _merge.remote(*refs)
+        # group ids follow the merged order: each chunk's rows, G samples each
+        group_ids = np.repeat(np.array(order), self.cfg.rollout.group_size)
+        return merged, group_ids
+
+    def train_step(self) -> dict[str, Any]:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        row_ids = self.order.take(cfg.rollout.prompts_per_step)
+        seed = cfg.trainer.seed * 100003 + self.step
+        merged, group_ids = self.rollout(row_ids, seed)
+        summ = ray.get(_summary.remote(merged))
+        t1 = time.perf_counter()
+        scores = self.pool.score(merged)
+        t2 = time.perf_counter()
+        weights = [v.weight for v in cfg.verifiers]
+        thresholds = [v.threshold for v in cfg.verifiers]
+        rewards, adv = compose(scores, weights, thresholds, group_ids, cfg.reward.aggregation, cfg.algorithm.advantage)
+        n = len(group_ids)
+        lengths = np.array(summ["lengths"])
+        total_tokens = int(lengths.sum())
+        learn = self.learners.train_step(merged, adv.astype(np.float32), n, total_tokens)
+        t3 = time.perf_counter()
+        self.step += 1
+        sync_s = self._sync_weights()
+        t4 = time.perf_counter()
+        m: dict[str, Any] = {
+            "reward_mean": float(np.nanmean(rewards)) if np.isfinite(rewards).any() else float("nan"),
+            "reward_std": float(np.nanstd(rewards)) if np.isfinite(rewards).any() else float("nan"),
+            "adv_mean": float(adv.mean()), "adv_std": float(adv.std()), "adv_abs_max": float(np.abs(adv).max()),
+            "response_len_mean": float(lengths.mean()), "response_len_max": int(lengths.max()),
+            "stop_rate": float(np.mean(summ["stopped"])),
+            "time/rollout_s": t1 - t0, "time/verify_s": t2 - t1, "time/learn_s": t3 - t2, "time/sync_s": sync_s,
+            "time/step_s": t4 - t0,
+            "throughput/rollout_tok_s": total_tokens / max(t1 - t0, 1e-9),
+            "throughput/verify_samples_s": n / max(t2 - t1, 1e-9),
+            "throughput/learn_tok_s": total_tokens / max(t3 - t2, 1e-9),
+            "data_position": self.order.position,
+        }
+        for j, name in enumerate(self.pool.names):
+            col = scores[:, j]
+            ok = ~np.isnan(col)
+            m[f"reward/{name}"] = float(col[ok].mean()) if ok.any() else None
+            m[f"reward_std/{name}"] = float(col[ok].std()) if ok.any() else None
+            m[f"abstain/{name}"] = float(1 - ok.mean())
+        m.update(learn)
+        self._log_samples(summ["texts"], rewards[: len(summ["texts"])])
+        return m
+
+    def _log_samples(self, texts, rewards) -> None:
+        with open(self.out / "samples.jsonl", "a") as f:
+            for (pid, q, c), r in zip(texts, rewards):
+                f.write(json.dumps({"step": self.step, "prompt_id": pid, "question": q, "completion": c,
+                                    "reward": None if np.isnan(r) else float(r)}) + "\n")
+
+    # ------------------------------------------------------------------ eval / checkpoint
+    def evaluate(self) -> dict[str, float]:
+        """Greedy answers of the rollout workers on the held-out questions."""
+        from softverify.engines.base import SamplingParams
+
+        rows = [self.eval_rows[i] for i in range(len(self.eval_rows))]
+        k = len(self.workers)
+        sp = SamplingParams(max_new_tokens=self.cfg.rollout.max_new_tokens, temperature=0.0,
+                            stop=list(self.cfg.rollout.stop), seed=0)
+        refs = [self.workers[w].generate.remote(rows[w::k], 0, 1, sp) for w in range(k) if rows[w::k]]
+        samples = [s for part in ray.get(refs) for s in part]
+        labels = [int(s.metadata["label"]) for s in samples]
+        return {f"eval/{k}": v for k, v in metrics_from_completions(labels, [s.completion for s in samples]).items()}
+
+    def save_checkpoint(self) -> Path:
+        state = {
+            "step": self.step, "data_position": self.order.position, "seed": self.cfg.trainer.seed,
+            "data_seed": self.cfg.data.seed, "model_path": self.model_path, "time": time.time(),
+        }
+
+        def write_model(ds_dir: Path, hf_dir: Path) -> None:
+            self.learners.save_checkpoint(str(ds_dir), "ds", str(hf_dir))
+
+        return ckpt.save(self.ckpt_root, self.step, state, write_model, self.cfg.trainer.keep_checkpoints)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> Path:
+        from tqdm import tqdm
+
+        cfg = self.cfg.trainer
+        self.setup()
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="GRPO", disable=not cfg.progress, dynamic_ncols=True)
+        try:
+            while self.step < cfg.steps:
+                m = self.train_step()
+                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                    m.update(self.evaluate())
+                self.logger.log(self.step, m)
+                bar.update(1)
+                bar.set_postfix(reward=f"{m['reward_mean']:.3f}", len=f"{m['response_len_mean']:.0f}",
+                                step_s=f"{m['time/step_s']:.1f}")
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+            last = ckpt.latest(self.ckpt_root)
+            if last is None or ckpt.read_state(last)["step"] != self.step:
+                self.save_checkpoint()
+            final = self.out / "final"
+            tmp = self.out / ".final.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.learners.save_hf(str(tmp))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            try:
+                plot_metrics(self.out / "metrics.jsonl", self.out / "metrics.png")
+            except ValueError:
+                pass
+            return final
+        finally:
+            bar.close()
+            self.logger.close()
+
+    def shutdown(self) -> None:
+        for w in self.workers:
+            ray.kill(w)
+        if self.pool:
+            self.pool.shutdown()
+        if self.learners:
+            self.learners.shutdown()
