@@ -59,6 +59,16 @@ class DataConfig(_Section):
     max_prompts: int | None = Field(2048, gt=0, description="Cap on training questions (None = all).")
     eval_size: int = Field(64, gt=0, description="Held-out questions used by periodic eval.")
     seed: int = Field(0, description="Seed for question sampling and shuffling.")
+    holdout_cell_line: str | None = Field(
+        None,
+        description="Leave-one-cell-line-out: splits 'loco_train' (all rows of the other data.cell_lines) "
+        "and 'loco_test' (this cell line's upstream test rows) use it; None = the last of data.cell_lines.",
+    )
+    holdout_gene_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0,
+        description="Held-out genes: this fraction of gene symbols (chosen by a seeded hash) forms "
+        "'gene_test' (rows whose target gene is held out); 'gene_train' has neither gene held out.",
+    )
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> "DataConfig":
