@@ -14,6 +14,7 @@ import sys
 # Modules that contribute sub-commands via ``register(subparsers)``.
 COMMAND_MODULES = [
     "softverify.platform.train_cli",
+    "softverify.platform.jobs_cli",
 ]
 
 
