@@ -28,3 +28,15 @@ def private_cache(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("SOFTVERIFY_CACHE", str(cache))
     monkeypatch.delenv("SOFTVERIFY_DATA_MIRROR", raising=False)
     return cache
+
+
+@pytest.fixture(scope="session")
+def gene_kb(data_root):
+    """The knowledge base built from the full real NCBI/GO files (~4 s, once per session)."""
+    from softverify.bio.genes import GeneKB
+
+    g = data_root / "genes"
+    return GeneKB.build(
+        g / "Homo_sapiens.gene_info.gz", g / "gene2go_human.gz", g / "go-basic.obo.gz",
+        g / "gene_summaries_ncbi_uniprot.json",
+    )
