@@ -58,3 +58,22 @@ class FormatVerifier(Verifier):
 
     def score(self, samples: Sequence[Sample]) -> np.ndarray:
         return np.array([format_score(s.completion, self.max_chars) for s in samples], dtype=np.float64)
+
+
+@register("length")
+class LengthVerifier(Verifier):
+    """Brevity reward: 1 for an empty completion, falling linearly to 0 at ``max_chars``.
+
+    Useful on its own to curb rambling (with a small weight), and as a dense signal that
+    varies within every group, which makes it a good smoke-test reward for tiny models.
+    """
+
+    def __init__(self, name: str | None = None, max_chars: int = 2000, resources=None):
+        super().__init__(name, resources)
+        if max_chars <= 0:
+            raise ValueError(f"length verifier max_chars must be > 0, got {max_chars}")
+        self.max_chars = max_chars
+
+    def score(self, samples: Sequence[Sample]) -> np.ndarray:
+        n = np.array([len(s.completion) for s in samples], dtype=np.float64)
+        return np.clip(1.0 - n / self.max_chars, 0.0, 1.0)
