@@ -169,7 +169,8 @@ class TrainConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     verifiers: list[VerifierSpec] = Field(
-        default_factory=lambda: [VerifierSpec(kind="hard", weight=1.0), VerifierSpec(kind="format", weight=0.5)]
+        default_factory=lambda: [VerifierSpec(kind="hard", weight=1.0), VerifierSpec(kind="format", weight=0.5)],
+        description="Verifiers scoring each completion: kind, name, weight, threshold, params, resources.",
     )
     reward: RewardConfig = Field(default_factory=RewardConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)

@@ -1,0 +1,89 @@
+"""Config validation: every user mistake gets a clear message naming the field."""
+import subprocess
+import sys
+
+import pytest
+
+from softverify.config import ConfigError, apply_overrides, build_config, describe, load_config
+
+
+def test_defaults_are_the_embedded_job():
+    cfg = build_config()
+    assert cfg.model.path == "smollm2"
+    assert cfg.data.source == "perturbqa" and cfg.data.cell_lines == ["k562"]
+    assert cfg.rollout.num_workers >= 2 and cfg.learner.num_ranks == 2
+    assert [v.kind for v in cfg.verifiers] == ["hard", "format"]
+
+
+def test_unknown_key_names_the_path():
+    with pytest.raises(ConfigError, match=r"rollout\.grup_size: unknown key"):
+        build_config({"rollout": {"grup_size": 4}})
+
+
+def test_bad_type_names_field_and_value():
+    with pytest.raises(ConfigError, match=r"learner\.lr: .*got 'fast'"):
+        build_config({}, ["learner.lr=fast"])
+
+
+def test_out_of_range_and_cross_field_checks():
+    with pytest.raises(ConfigError, match=r"rollout\.group_size"):
+        build_config({}, ["rollout.group_size=1"])
+    with pytest.raises(ConfigError, match="smaller than rollout.num_workers"):
+        build_config({}, ["rollout.prompts_per_step=1", "rollout.num_workers=2"])
+
+
+def test_verifier_errors():
+    with pytest.raises(ConfigError, match="unknown verifier kind 'oracle'"):
+        build_config({"verifiers": [{"kind": "oracle"}]})
+    with pytest.raises(ConfigError, match="all verifier weights are 0"):
+        build_config({"verifiers": [{"kind": "hard", "weight": 0}]})
+    with pytest.raises(ConfigError, match="repeated: \\['hard'\\]"):
+        build_config({"verifiers": [{"kind": "hard"}, {"kind": "hard"}]})
+
+
+def test_missing_data_file(tmp_path):
+    with pytest.raises(ConfigError, match="data.path .*does not exist"):
+        build_config({}, ["data.source=file", f"data.path={tmp_path / 'nope.jsonl'}"])
+    with pytest.raises(ConfigError, match="needs data.path"):
+        build_config({}, ["data.source=file"])
+
+
+def test_yaml_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rollout: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    notmap = tmp_path / "list.yaml"
+    notmap.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(notmap)
+
+
+def test_overrides_parse_like_yaml():
+    raw = apply_overrides({"rollout": {"group_size": 4}}, ["rollout.group_size=8", "rollout.stop=[a, b]"])
+    assert raw["rollout"] == {"group_size": 8, "stop": ["a", "b"]}
+    with pytest.raises(ConfigError, match="must look like section.key=value"):
+        apply_overrides({}, ["rollout.group_size"])
+
+
+def test_yaml_round_trip(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("rollout:\n  group_size: 6\nverifiers:\n  - {kind: hard, weight: 2}\n")
+    cfg = load_config(p, ["trainer.steps=3"])
+    assert cfg.rollout.group_size == 6 and cfg.trainer.steps == 3 and cfg.verifiers[0].weight == 2
+
+
+def test_describe_documents_every_field():
+    lines = describe()
+    assert any(l.startswith("rollout.group_size = 4:") for l in lines)
+    assert all(":" in l and not l.endswith(": ") for l in lines)
+
+
+def test_cli_reports_config_errors_without_traceback():
+    r = subprocess.run([sys.executable, "-m", "softverify.cli", "train", "--set", "rollout.grup_size=3"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "rollout.grup_size: unknown key" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -1,0 +1,116 @@
+"""Small pure pieces: answer parsing, verifiers, packing, sharding, data order, metrics, checkpoints."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from softverify.data import PromptOrder
+from softverify.learner import shard_indices
+from softverify.modeling import pack_sequences
+from softverify.platform import checkpoint as ckpt
+from softverify.platform.evaluate import classification_metrics, majority_answers, metrics_from_completions
+from softverify.types import Sample
+from softverify.verifiers import build_verifier
+from softverify.verifiers.answer import parse_answer
+from softverify.verifiers.format import format_score
+
+GOOD = "<think> GATA1 drives erythroid genes. </think> <answer> yes </answer>"
+
+
+def S(text, **meta):
+    return Sample("p", "", text, meta)
+
+
+def test_parse_answer():
+    assert parse_answer(GOOD) == "yes"
+    assert parse_answer("<answer>NO</answer>") == "no"
+    assert parse_answer("<answer>no</answer> then <answer> yes </answer>") == "yes"
+    assert parse_answer("<answer>maybe</answer>") is None
+    assert parse_answer("yes") is None
+
+
+def test_hard_verifier_hand_checked():
+    v = build_verifier("hard")
+    s = v.score([S(GOOD, label=1), S(GOOD, label=0), S("no tags", label=1), S(GOOD)])
+    assert s[:3].tolist() == [1.0, 0.0, 0.0]
+    assert np.isnan(s[3])  # no label: abstain
+
+
+def test_format_score_hand_checked():
+    assert format_score(GOOD) == 1.0
+    assert format_score("") == 0.0
+    # think ok (2 checks), no answer block: 2/6
+    assert format_score("<think> x </think>") == pytest.approx(2 / 6)
+    # two answers: checks 3 and 5 fail, 4 ok, 6 ok -> 4/6
+    assert format_score("<think>a</think><answer>yes</answer><answer>no</answer>") == pytest.approx(4 / 6)
+    assert format_score(GOOD + " trailing") == pytest.approx(5 / 6)
+    with pytest.raises(ValueError, match="unknown verifier kind 'nope'"):
+        build_verifier("nope")
+    with pytest.raises(ValueError, match="max_chars must be > 0"):
+        build_verifier("format", max_chars=0)
+
+
+def test_length_verifier():
+    s = build_verifier("length", max_chars=10).score([S(""), S("x" * 5), S("x" * 50)])
+    assert s.tolist() == [1.0, 0.5, 0.0]
+
+
+def test_pack_sequences_alignment():
+    b = pack_sequences([[1, 2, 3], [4]], [[5, 6], [7, 8, 9]], pad_id=0)
+    assert b.input_ids.tolist() == [[1, 2, 3, 5, 6], [4, 7, 8, 9, 0]]
+    # loss_mask[t] marks prediction of input_ids[t+1] as a completion token
+    assert b.loss_mask.tolist() == [[0, 0, 1, 1], [1, 1, 1, 0]]
+    assert b.attention_mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]
+
+
+def test_shard_indices():
+    assert shard_indices(5, 2) == [[0, 1, 2], [3, 4]]
+    assert sum(map(len, shard_indices(16, 3))) == 16
+
+
+def test_prompt_order_is_deterministic_and_resumable():
+    a = PromptOrder(5, seed=3)
+    first = a.take(7)
+    assert sorted(first[:5]) == list(range(5))  # one epoch is a permutation
+    b = PromptOrder(5, seed=3, position=4)
+    assert b.take(3) == first[4:7]
+    with pytest.raises(ValueError, match="empty"):
+        PromptOrder(0, 1)
+
+
+def test_classification_metrics_hand_computed():
+    labels = [1, 1, 0, 0, 0, 1]
+    answers = [1, None, 0, 1, 0, 1]  # the unanswered positive is a false negative
+    m = classification_metrics(labels, answers)
+    assert (m["tp"], m["fn"], m["tn"], m["fp"]) == (2, 1, 2, 1)
+    assert m["tpr"] == pytest.approx(2 / 3) and m["tnr"] == pytest.approx(2 / 3)
+    assert m["precision"] == pytest.approx(2 / 3) and m["f1"] == pytest.approx(2 / 3)
+    assert m["mcc"] == pytest.approx((2 * 2 - 1 * 1) / 9)
+    assert m["balanced_accuracy"] == pytest.approx(2 / 3)
+    assert m["unanswered_rate"] == pytest.approx(1 / 6)
+    assert metrics_from_completions([1], [GOOD])["tp"] == 1
+    assert majority_answers([[1, 1, 0], [0, 1], [None, None]]) == [1, None, None]
+
+
+def test_checkpoint_is_atomic(tmp_path):
+    root = tmp_path / "ck"
+
+    def ok(ds, hf):
+        ds.mkdir()
+        (ds / "w").write_text("1")
+
+    ckpt.save(root, 1, {"step": 1}, ok)
+    assert ckpt.latest(root).name == "step_000001"
+
+    def crash(ds, hf):
+        ds.mkdir()
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        ckpt.save(root, 2, {"step": 2}, crash)
+    assert ckpt.latest(root).name == "step_000001"  # the torn step never became latest
+    assert ckpt.read_state(ckpt.latest(root)) == {"step": 1}
+    for s in (2, 3, 4):
+        ckpt.save(root, s, {"step": s}, ok, keep=2)
+    assert sorted(p.name for p in root.glob("step_*")) == ["step_000003", "step_000004"]
