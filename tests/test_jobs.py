@@ -1,0 +1,253 @@
+"""`softverify submit` / `softverify job ...` against a real single-node Ray cluster.
+
+The cluster is started with `ray start --head` on loopback, free ports and its own temp
+dir, and torn down by killing only the processes of that temp dir (never `ray stop`, which
+would end every Ray instance on the machine, including other test runs').
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from softverify import cli
+from softverify.platform.jobs import (
+    STOPPED_EXIT_CODE,
+    JobNotFoundError,
+    JobsClient,
+    JobsError,
+    build_runtime_env,
+    exit_code_for,
+    parse_env_vars,
+    project_dir,
+    resolve_address,
+    softverify_entrypoint,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _kill_cluster(temp_dir: str) -> None:
+    """End the daemons whose command line names our temp dir, and their children."""
+    mine = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any(temp_dir in arg for arg in (p.info["cmdline"] or [])):
+                mine.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    procs = []
+    for p in mine:
+        try:
+            procs += p.children(recursive=True) + [p]
+        except psutil.NoSuchProcess:
+            pass
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=3)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    # Short path: Ray's unix sockets live under it and must stay under ~107 characters.
+    temp_dir = tempfile.mkdtemp(prefix="svjobs", dir="/tmp")
+    (gcs, dash, client, agent, agent_grpc, env_agent, metrics, nm, om) = _free_ports(9)
+    cmd = [
+        sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={gcs}",
+        "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+        "--include-dashboard=true", "--num-cpus=1", "--num-gpus=0", f"--temp-dir={temp_dir}",
+        f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
+        f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={env_agent}",
+        f"--metrics-export-port={metrics}", f"--node-manager-port={nm}", f"--object-manager-port={om}",
+        "--disable-usage-stats",
+    ]
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    env.pop("RAY_ADDRESS", None)
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            pytest.fail(f"ray start failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                JobsClient(address).list()
+                break
+            except JobsError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield address
+    finally:
+        _kill_cluster(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- no cluster needed
+
+
+def test_entrypoint_runs_softverify_module_and_checks_the_command():
+    assert softverify_entrypoint(["train", "--config", "a b.yaml"], ["train", "eval"]) == \
+        "python -m softverify.cli train --config 'a b.yaml'"
+    # a leading "softverify" is the user repeating the program name, not a sub-command
+    assert softverify_entrypoint(["softverify", "eval", "x"]) == "python -m softverify.cli eval x"
+    with pytest.raises(JobsError, match="no command to run"):
+        softverify_entrypoint([])
+    with pytest.raises(JobsError, match=r"unknown softverify command 'trian': expected one of eval, train"):
+        softverify_entrypoint(["trian"], ["train", "eval"])
+
+
+def test_env_vars_runtime_env_and_exit_codes(tmp_path):
+    assert parse_env_vars(["A=1", "B=", "C=x=y"]) == {"A": "1", "B": "", "C": "x=y"}
+    with pytest.raises(JobsError, match="'NOVALUE'.*KEY=VALUE"):
+        parse_env_vars(["NOVALUE"])
+    env = build_runtime_env(tmp_path, ["wandb==0.31.0"], {"A": "1"}, ["data/"])
+    assert env["working_dir"] == str(tmp_path.resolve())
+    assert env["pip"] == ["wandb==0.31.0"] and env["env_vars"] == {"A": "1"}
+    assert "data/" in env["excludes"] and "runs/" in env["excludes"]
+    assert build_runtime_env(None) == {}
+    with pytest.raises(JobsError, match="missing.*not a directory"):
+        build_runtime_env(tmp_path / "missing")
+    assert exit_code_for("SUCCEEDED") == 0
+    assert exit_code_for("FAILED", 2) == 2 and exit_code_for("FAILED", None) == 1
+    assert exit_code_for("STOPPED") == STOPPED_EXIT_CODE
+    with pytest.raises(JobsError, match="'RUNNING' is not final"):
+        exit_code_for("RUNNING")
+    assert project_dir() == REPO
+
+
+def test_address_precedence(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert resolve_address(None) == "http://127.0.0.1:8265"
+    monkeypatch.setenv("RAY_ADDRESS", "http://10.0.0.5:8265")
+    assert resolve_address(None) == "http://10.0.0.5:8265"
+    assert resolve_address("http://head:8265") == "http://head:8265"
+
+
+def test_cli_user_errors_are_one_line(capsys):
+    dead = f"http://127.0.0.1:{_free_ports(1)[0]}"
+    cases = [
+        (["submit", "--address", dead], "no command to run"),
+        (["submit", "--address", dead, "--"], "no command to run"),
+        (["submit", "--address", dead, "train", "--steps", "1"], "put the command after '--'"),
+        (["submit", "--address", dead, "--", "trian"], "unknown softverify command 'trian'"),
+        (["submit", "--address", dead, "--", "train", "--help-config"], f"cannot reach the Ray Jobs API at '{dead}'"),
+        (["job", "list", "--address", dead], f"cannot reach the Ray Jobs API at '{dead}'"),
+        (["submit", "--address", dead, "--working-dir", "/no/such/dir", "--", "train"], "'/no/such/dir' is not a directory"),
+        (["submit", "--address", dead, "--env", "JUSTKEY", "--", "train"], "bad environment variable 'JUSTKEY'"),
+    ]
+    for argv, msg in cases:
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert msg in err, (argv, err)
+        assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------- real cluster
+
+
+def _submitted_id(stderr: str) -> str:
+    m = re.search(r"submitted (raysubmit_\w+)", stderr)
+    assert m, stderr
+    return m.group(1)
+
+
+def test_submit_follows_logs_and_reports_success(ray_address, capsys):
+    from softverify.config import describe
+
+    rc = cli.main(["submit", "--address", ray_address, "--", "train", "--help-config"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    # the job printed the real config reference, streamed to our stdout while it ran
+    first_key = describe()[0].split(" ")[0]
+    assert first_key in out and "trainer.output_dir" in out
+    job_id = _submitted_id(err)
+    assert f"job {job_id} SUCCEEDED" in err
+
+    assert cli.main(["submit", "status", job_id, "--address", ray_address]) == 0
+    assert capsys.readouterr().out.strip() == f"{job_id}: SUCCEEDED (Job finished successfully.)"
+    assert cli.main(["job", "logs", "--address", ray_address, job_id]) == 0
+    assert "trainer.output_dir" in capsys.readouterr().out
+
+
+def test_failed_job_exit_code_and_list_via_ray_address(ray_address, capsys, monkeypatch):
+    rc = cli.main(["submit", "--address", ray_address, "--no-wait", "--", "train", "--config", "/no/such.yaml"])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    job_id = out.strip()
+    assert re.fullmatch(r"raysubmit_\w+", job_id), out
+    # following later exits with the driver's own exit code: softverify's 2 for a user error
+    assert cli.main(["job", "logs", "--follow", "--address", ray_address, job_id]) == 2
+    out, err = capsys.readouterr()
+    assert "config file '/no/such.yaml' not found" in out
+    assert f"job {job_id} FAILED" in err
+
+    monkeypatch.setenv("RAY_ADDRESS", ray_address)  # no --address: the env var is used
+    assert cli.main(["submit", "list"]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith(job_id)]
+    assert len(row) == 1 and "FAILED" in row[0] and "train --config /no/such.yaml" in row[0]
+
+
+def test_stop_a_running_job_with_its_own_working_dir_and_env(ray_address, tmp_path, capsys):
+    (tmp_path / "marker.txt").write_text("uploaded-dir-ok")
+    script = ("import os, time; print(open('marker.txt').read(), os.environ['SV_PROBE'], flush=True); "
+              "time.sleep(600)")
+    client = JobsClient(ray_address)
+    job_id = client.submit(shlex.join([sys.executable, "-c", script]),
+                           build_runtime_env(tmp_path, env_vars={"SV_PROBE": "env-ok"}))
+    deadline = time.monotonic() + 60
+    while "uploaded-dir-ok env-ok" not in client.logs(job_id):
+        assert client.status(job_id) in ("PENDING", "RUNNING"), client.logs(job_id)
+        assert time.monotonic() < deadline, client.logs(job_id)
+        time.sleep(0.3)
+    assert client.status(job_id) == "RUNNING"
+
+    assert cli.main(["job", "stop", "--address", ray_address, job_id]) == 0
+    assert capsys.readouterr().out.strip() == f"{job_id}: STOPPED"
+    assert client.exit_code(job_id) == STOPPED_EXIT_CODE
+    # stopping a finished job is not an error, and says so
+    assert cli.main(["submit", "stop", job_id, "--address", ray_address]) == 0
+    assert "already finished: STOPPED" in capsys.readouterr().out
+
+
+def test_unknown_job_id(ray_address, capsys):
+    client = JobsClient(ray_address)
+    for call in (client.status, client.logs, client.stop, client.follow):
+        with pytest.raises(JobNotFoundError, match="no job 'raysubmit_nosuchjob' on http://127.0.0.1"):
+            call("raysubmit_nosuchjob")
+    for argv in (["submit", "status", "raysubmit_nosuchjob"], ["job", "logs", "-f", "raysubmit_nosuchjob"],
+                 ["job", "stop", "raysubmit_nosuchjob"]):
+        assert cli.main([*argv, "--address", ray_address]) == 2
+        err = capsys.readouterr().err
+        assert "no job 'raysubmit_nosuchjob'" in err and "softverify job list" in err and "Traceback" not in err
