@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import ray
@@ -75,8 +75,12 @@ def init_ray(cfg: TrainConfig) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, resume: bool = False,
+                 on_step: "Callable[[int, dict[str, Any]], None] | None" = None):
+        """``on_step(step, metrics)`` is called after every logged step (Ray Tune reports
+        through it); an exception it raises stops the run after the step's checkpoint."""
         self.cfg = cfg
+        self.on_step = on_step
         self.out = Path(cfg.trainer.output_dir)
         self.ckpt_root = self.out / "checkpoints"
         self.resume = resume
@@ -244,6 +248,8 @@ class Trainer:
                                 step_s=f"{m['time/step_s']:.1f}")
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
+                if self.on_step is not None:
+                    self.on_step(self.step, m)
             last = ckpt.latest(self.ckpt_root)
             if last is None or ckpt.read_state(last)["step"] != self.step:
                 self.save_checkpoint()
