@@ -80,8 +80,10 @@ def test_train_two_steps(ray_cluster, tiny_model_dir, prompt_file, tmp_path):
     assert any(not torch.equal(w0[k], w1[k]) for k in w1)
 
 
-def test_weight_sync_rollout_equals_learner(ray_cluster, tiny_model_dir, prompt_file, tmp_path):
-    cfg = tiny_cfg(tiny_model_dir, prompt_file, tmp_path / "run", **{"trainer.steps": 1})
+@pytest.mark.parametrize("zero_stage", [1, 3])
+def test_weight_sync_rollout_equals_learner(ray_cluster, tiny_model_dir, prompt_file, tmp_path, zero_stage):
+    cfg = tiny_cfg(tiny_model_dir, prompt_file, tmp_path / "run", **{"trainer.steps": 1,
+                                                                       "learner.zero_stage": zero_stage})
     tr = Trainer(cfg)
     try:
         tr.setup()
