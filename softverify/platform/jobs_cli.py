@@ -22,6 +22,7 @@ import sys
 from datetime import datetime
 
 MANAGE_VERBS = ("status", "logs", "stop", "list")
+HELP_TEXT = __doc__.replace("``", "").replace("::", ":")  # the docstring, minus reST markup
 
 
 def _client(args):
@@ -191,7 +192,7 @@ def register(sub) -> None:
     known = lambda: [c for c in sub.choices if c not in ("job", "submit")]  # noqa: E731  (all modules registered by then)
 
     job = sub.add_parser("job", help="submit softverify commands to a Ray cluster and manage them",
-                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                         description=HELP_TEXT, formatter_class=argparse.RawDescriptionHelpFormatter)
     jsub = job.add_subparsers(dest="verb", metavar="VERB")
     jsub.required = True
     js = jsub.add_parser("submit", help="run a softverify command on the cluster: submit [options] -- COMMAND ...")
@@ -200,6 +201,6 @@ def register(sub) -> None:
     _add_manage_parsers(jsub)
 
     p = sub.add_parser("submit", help="run a softverify command on a Ray cluster (short for `job submit`)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=HELP_TEXT, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_submit_args(p)
     p.set_defaults(func=lambda a: cmd_submit(a, known()))
