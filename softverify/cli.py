@@ -15,6 +15,7 @@ import sys
 COMMAND_MODULES = [
     "softverify.platform.train_cli",
     "softverify.platform.jobs_cli",
+    "softverify.platform.sweep_cli",
 ]
 
 

@@ -1,0 +1,51 @@
+"""``softverify sweep``: Ray Tune sweeps over verifier combinations, weights and thresholds."""
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_sweep(args) -> int:
+    from softverify.platform.sweep import load_sweep
+
+    overrides = list(args.overrides)
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    sweep = load_sweep(args.sweep_file, overrides)  # every error surfaces here, before Ray starts
+    if args.check:
+        n = len(sweep.representative_params())
+        print(f"sweep {sweep.spec.name!r} is valid: {len(sweep.dists)} searched keys"
+              f"{', ' + str(len(sweep.verifier_sets)) + ' verifier sets' if sweep.verifier_sets else ''}; "
+              f"{n} representative trial configs validated")
+        return 0
+    from softverify.platform.sweep_report import results_table
+    from softverify.platform.sweep_run import run_sweep
+
+    results = run_sweep(sweep, resume=args.resume, restart_errored=args.restart_errored)
+    table = results_table(sweep, results)
+    out = sweep.spec.output_dir
+    with_cols = [c for c in table.columns if c.startswith(("trial_id", "status", "steps", "config/", "final/"))]
+    print(table[with_cols].to_string(index=False))
+    print(f"\nresults: {out}/results.csv  {out}/results.parquet  plot: {out}/sweep.png")
+    if (table["status"] != "ERROR").any():
+        print(f"best config: {out}/best_config.yaml  (softverify train --config {out}/best_config.yaml)")
+    n_err = int((table["status"] == "ERROR").sum())
+    if n_err:
+        print(f"{n_err} trial(s) failed; see the 'error' column of results.csv")
+    return 0 if n_err < len(table) else 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "sweep", help="run a Ray Tune sweep of short GRPO trainings (tune_configs/*.yaml)",
+        description="Each trial is a short training by the platform's trainer; results go to "
+        "<output_dir>/results.{csv,parquet}, best_config.yaml and sweep.png.")
+    p.add_argument("sweep_file", help="sweep YAML (base/base_config, search, tune, output_dir)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a sweep field, e.g. --set base.model.path=/models/tiny "
+                   "--set tune.num_samples=8 (repeatable)")
+    p.add_argument("--output-dir", help="shortcut for --set output_dir=...")
+    p.add_argument("--resume", action="store_true", help="restore an interrupted sweep (Tuner.restore) and finish it")
+    p.add_argument("--restart-errored", action="store_true",
+                   help="with --resume: run failed trials again from scratch")
+    p.add_argument("--check", action="store_true", help="validate the sweep file and exit")
+    p.set_defaults(func=cmd_sweep)

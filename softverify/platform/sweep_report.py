@@ -1,0 +1,158 @@
+"""Sweep results: one table row per trial, the best config as a ready training config, a plot.
+
+Written from Tune's :class:`~ray.tune.ResultGrid`, so the same report comes out of a fresh
+run and of ``Tuner.restore``. Files are written to a temporary name and renamed
+(``os.replace``), so a reader never sees half a table.
+
+Columns of ``results.csv`` / ``results.parquet``:
+``trial_id``, ``status`` (COMPLETED, STOPPED = stopped early by the scheduler, ERROR),
+``error`` (first line of the trial's exception), ``steps``, one ``config/<key>`` column per
+searched key (and ``config/verifier_set``), ``final/<metric>`` (last report) and
+``best/<metric>`` (best report) for the sweep metric, the eval metrics and the reward.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from softverify.platform.sweep import VERIFIER_SET_KEY, Sweep
+
+#: Metrics summarised per trial besides the sweep metric.
+SUMMARY_METRICS = ("eval/mcc", "eval/f1", "eval/balanced_accuracy", "reward_mean")
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _history(result) -> Any:
+    df = result.metrics_dataframe
+    if df is None or len(df) == 0:
+        return None
+    return df.sort_values("step") if "step" in df.columns else df
+
+
+def results_table(sweep: Sweep, results):
+    """A pandas DataFrame with one row per trial (see the module docstring)."""
+    import pandas as pd
+
+    t = sweep.spec.tune
+    metrics = [t.metric] + [m for m in SUMMARY_METRICS if m != t.metric]
+    keys = ([VERIFIER_SET_KEY] if sweep.verifier_sets else []) + list(sweep.dists)
+    steps_total = sweep.trial_config({}, "unused").trainer.steps
+    rows = []
+    for res in results:
+        cfg = res.config or {}
+        hist = _history(res)
+        trial_id = (res.metrics or {}).get("trial_id") or Path(res.path).name.removeprefix("trial_")
+        steps = int(hist["step"].max()) if hist is not None and "step" in hist else 0
+        if res.error is not None:
+            status, error = "ERROR", (str(res.error).strip().splitlines() or [type(res.error).__name__])[-1][:300]
+        else:
+            status, error = ("COMPLETED" if steps >= steps_total else "STOPPED"), ""
+        row: dict[str, Any] = {"trial_id": trial_id, "status": status, "error": error, "steps": steps}
+        for k in keys:
+            v = cfg.get(k)
+            row[f"config/{k}"] = v if not isinstance(v, (list, dict)) else repr(v)
+        for m in metrics:
+            col = hist[m].dropna() if hist is not None and m in hist else None
+            row[f"final/{m}"] = float(col.iloc[-1]) if col is not None and len(col) else math.nan
+            best = (col.max() if t.mode == "max" else col.min()) if col is not None and len(col) else math.nan
+            row[f"best/{m}"] = float(best)
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if len(df):
+        df = df.sort_values(f"final/{t.metric}", ascending=t.mode == "min", na_position="last", kind="stable")
+    return df.reset_index(drop=True)
+
+
+def best_trial(sweep: Sweep, results):
+    """The non-failed trial with the best *final* value of the metric (Tune's scope='last')."""
+    t = sweep.spec.tune
+    best, best_v = None, None
+    for res in results:
+        if res.error is not None:
+            continue
+        hist = _history(res)
+        if hist is None or t.metric not in hist or hist[t.metric].dropna().empty:
+            continue
+        v = float(hist[t.metric].dropna().iloc[-1])
+        if best is None or (v > best_v if t.mode == "max" else v < best_v):
+            best, best_v = res, v
+    return best
+
+
+def best_config_yaml(sweep: Sweep, result) -> str:
+    """The best trial's complete TrainConfig as YAML, ready for ``softverify train --config``."""
+    from softverify.config import build_config
+
+    params = {k: v for k, v in (result.config or {}).items() if k == VERIFIER_SET_KEY or k in sweep.dists}
+    raw = sweep.trial_raw(params)
+    trainer = dict(raw.get("trainer") or {})
+    trainer["output_dir"] = str(Path(sweep.spec.output_dir) / "best_run")
+    raw["trainer"] = trainer
+    cfg = build_config(raw)
+    header = (f"# best trial of sweep {sweep.spec.name!r} by final {sweep.spec.tune.metric} "
+              f"({sweep.spec.tune.mode}); searched values: {params}\n")
+    return header + yaml.safe_dump(cfg.model_dump(), sort_keys=False)
+
+
+def plot(sweep: Sweep, results, table, path: Path) -> None:
+    """metric vs step and reward vs step per trial; final metric by verifier set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = sweep.spec.tune.metric
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    for res in results:
+        hist = _history(res)
+        if hist is None or "step" not in hist:
+            continue
+        label = Path(res.path).name.removeprefix("trial_")
+        for ax, m in ((axes[0], metric), (axes[1], "reward_mean")):
+            if m in hist:
+                ax.plot(hist["step"], hist[m], marker="o", label=label)
+    for ax, m in ((axes[0], metric), (axes[1], "reward_mean")):
+        ax.set_xlabel("GRPO step")
+        ax.set_ylabel(m)
+        ax.set_title(f"{m} per trial")
+    if len(results) <= 12:
+        axes[0].legend(fontsize=7)
+    ok = table[table["status"] != "ERROR"] if len(table) else table
+    group_col = f"config/{VERIFIER_SET_KEY}" if f"config/{VERIFIER_SET_KEY}" in ok else "trial_id"
+    col = f"final/{metric}"
+    if len(ok) and col in ok:
+        g = ok.groupby(group_col)[col].agg(["mean", "max"])
+        xs = range(len(g))
+        axes[2].bar([x - 0.2 for x in xs], g["mean"], width=0.4, label="mean")
+        axes[2].bar([x + 0.2 for x in xs], g["max"], width=0.4, label="best")
+        axes[2].set_xticks(list(xs), [str(i) for i in g.index], rotation=30, ha="right", fontsize=8)
+        axes[2].legend(fontsize=8)
+    axes[2].set_title(f"final {metric} by {group_col.removeprefix('config/')}")
+    fig.tight_layout()
+    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    plt.close(fig)
+
+
+def write_report(sweep: Sweep, results) -> dict[str, Path]:
+    """results.csv, results.parquet, best_config.yaml (if any trial succeeded), sweep.png."""
+    out = Path(sweep.spec.output_dir)
+    table = results_table(sweep, results)
+    paths = {"csv": out / "results.csv", "parquet": out / "results.parquet", "plot": out / "sweep.png"}
+    _atomic(paths["csv"], lambda tmp: table.to_csv(tmp, index=False))
+    _atomic(paths["parquet"], lambda tmp: table.to_parquet(tmp, index=False))
+    best = best_trial(sweep, results)
+    if best is not None:
+        paths["best_config"] = out / "best_config.yaml"
+        text = best_config_yaml(sweep, best)
+        _atomic(paths["best_config"], lambda tmp: tmp.write_text(text))
+    plot(sweep, results, table, paths["plot"])
+    return paths

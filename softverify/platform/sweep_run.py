@@ -1,0 +1,225 @@
+"""Running a sweep: the trial function, per-trial resources, the Tuner, and restore.
+
+Each trial is one short GRPO training by the platform's own :class:`Trainer` -- the same
+code path as ``softverify train`` -- so a sweep's best config trains the same way.
+
+Resources: a trial's Trainer starts its own Ray actors (rollout workers, verifier actors,
+learner ranks). Each trial therefore gets a placement group with two bundles: one for the
+trial driver (``tune.resources.driver_cpus``) and one holding the sum of everything its
+actors request (computed from the *sampled* config, so a trial with more verifiers or
+workers reserves more). Tune places the trial in that group with child-task capture, so
+the Trainer's actors land inside it and concurrent trials never steal each other's CPUs
+or GPUs. One actor bundle rather than one bundle per actor: Ray places a captured actor in
+*any* bundle with room, and exact-size per-actor bundles can fragment (a 0.25-CPU verifier
+taking half of a worker's bundle) and deadlock. The cost: one trial's actors share a
+node; multi-node trials would need the Trainer to pin actors to bundles itself.
+
+Checkpoints: the Trainer writes its own (DeepSpeed state, HF weights) in the trial's run
+directory; what a trial reports to Tune is a tiny pointer checkpoint (step + run
+directory), so Tune never copies model weights. On ``Tuner.restore`` an unfinished trial
+finds its run directory and resumes the Trainer from its latest checkpoint.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from softverify.config import ConfigError, TrainConfig
+from softverify.platform.sweep import Sweep, parse_sweep
+
+TUNE_DIRNAME = "tune"
+SPEC_FILENAME = "sweep_spec.json"
+
+
+def trial_resources(cfg: TrainConfig, driver_cpus: float) -> list[dict[str, float]]:
+    """Placement-group bundles for one trial: [driver, all actors]."""
+    from softverify.platform.trainer import required_resources
+
+    need = required_resources(cfg)
+    actors = {"CPU": float(need["CPU"])}
+    if need["GPU"]:
+        actors["GPU"] = float(need["GPU"])
+    return [{"CPU": float(driver_cpus)}, actors]
+
+
+def _pg_for(config: dict[str, Any], raw_spec: dict[str, Any]):
+    from ray import tune
+
+    sweep = _sweep_from(raw_spec)
+    cfg = sweep.trial_config(config, "unused")
+    return tune.PlacementGroupFactory(trial_resources(cfg, sweep.spec.tune.resources.driver_cpus), strategy="PACK")
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_sweep(raw_json: str) -> Sweep:
+    return parse_sweep(json.loads(raw_json))
+
+
+def _sweep_from(raw_spec: dict[str, Any]) -> Sweep:
+    return _cached_sweep(json.dumps(raw_spec, sort_keys=True))
+
+
+def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    """Tune wants plain numbers; drop None/NaN-free text and keep ints/floats."""
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
+
+
+def run_trial(config: dict[str, Any], raw_spec: dict[str, Any]) -> None:
+    """One Tune trial: a short GRPO training that reports each step (or each eval step)."""
+    from ray import tune
+
+    from softverify.platform import checkpoint as ckpt
+    from softverify.platform.trainer import Trainer
+
+    sweep = _sweep_from(raw_spec)
+    trial_id = tune.get_context().get_trial_id()
+    run_dir = Path(sweep.spec.output_dir) / "trials" / trial_id
+    cfg = sweep.trial_config(config, run_dir)
+    if sweep.uses_eval and not cfg.trainer.eval_every:
+        cfg = cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"eval_every": 1})})
+    every = cfg.trainer.eval_every if sweep.uses_eval else 1
+    resume = ckpt.latest(run_dir / "checkpoints") is not None
+
+    def report(step: int, metrics: dict[str, Any]) -> None:
+        if step % every and step != cfg.trainer.steps:
+            return
+        out = _numeric(metrics)
+        out["step"] = step
+        checkpoint = None
+        if cfg.trainer.checkpoint_every and step % cfg.trainer.checkpoint_every == 0:
+            with tempfile.TemporaryDirectory() as d:
+                Path(d, "pointer.json").write_text(json.dumps({"run_dir": str(run_dir), "step": step}))
+                tune.report(out, checkpoint=tune.Checkpoint.from_directory(d))
+            return
+        tune.report(out)
+
+    trainer = Trainer(cfg, resume=resume, on_step=report)
+    try:
+        trainer.fit()
+    finally:
+        # ASHA stops a trial by raising SystemExit inside tune.report: the trainer's actors
+        # must not outlive the trial (they are owned by this process, but be explicit).
+        trainer.shutdown()
+
+
+def make_trainable(raw_spec: dict[str, Any]):
+    from ray import tune
+
+    fn = tune.with_parameters(run_trial, raw_spec=raw_spec)
+    return tune.with_resources(fn, functools.partial(_pg_for, raw_spec=raw_spec))
+
+
+def _scheduler(sweep: Sweep):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    t = sweep.spec.tune
+    if t.scheduler == "fifo":
+        return FIFOScheduler()
+    steps = sweep.trial_config({}, "unused").trainer.steps
+    # max_t one past the last step: at max_t ASHA *stops* a trial, which would cut the
+    # trainer off before it saves its final model; finished trials should end on their own.
+    return ASHAScheduler(time_attr="step", max_t=steps + 1, grace_period=t.asha.grace_period,
+                         reduction_factor=t.asha.reduction_factor, brackets=t.asha.brackets)
+
+
+def _search_alg(sweep: Sweep):
+    t = sweep.spec.tune
+    if t.search_alg == "optuna":
+        try:
+            from ray.tune.search.optuna import OptunaSearch
+            import optuna  # noqa: F401
+        except ImportError:
+            raise ConfigError("tune.search_alg=optuna needs the optuna package (pip install optuna)") from None
+        from ray.tune.search import ConcurrencyLimiter
+
+        return ConcurrencyLimiter(OptunaSearch(seed=t.seed), max_concurrent=t.max_concurrent_trials)
+    from ray.tune.search import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=t.seed, max_concurrent=t.max_concurrent_trials)
+
+
+def ensure_ray(sweep: Sweep) -> None:
+    """Attach to a running Ray (or ``trainer.ray_address`` / RAY_ADDRESS), else start a local
+    one with enough *logical* CPUs for ``max_concurrent_trials`` trials at once."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    base = sweep.trial_config({}, "unused")
+    address = base.trainer.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+        return
+    per_trial = max(sum(b.get("CPU", 0) for b in trial_resources(sweep.trial_config(p, "unused"),
+                                                                  sweep.spec.tune.resources.driver_cpus))
+                    for p in sweep.representative_params() or [{}])
+    need = math.ceil(per_trial * sweep.spec.tune.max_concurrent_trials)
+    ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False)
+
+
+def build_tuner(sweep: Sweep, raw_spec: dict[str, Any]):
+    from ray import tune
+
+    from softverify.platform.sweep import param_space
+
+    t = sweep.spec.tune
+    out = Path(sweep.spec.output_dir)
+    return tune.Tuner(
+        make_trainable(raw_spec),
+        param_space=param_space(sweep),
+        tune_config=tune.TuneConfig(
+            metric=t.metric, mode=t.mode, num_samples=t.num_samples, scheduler=_scheduler(sweep),
+            search_alg=_search_alg(sweep), max_concurrent_trials=t.max_concurrent_trials,
+            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+        ),
+        run_config=tune.RunConfig(
+            name=TUNE_DIRNAME, storage_path=str(out),
+            failure_config=tune.FailureConfig(max_failures=t.max_failures, fail_fast=False),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # pointers: a few bytes each
+            verbose=1,
+        ),
+    )
+
+
+def run_sweep(sweep: Sweep, resume: bool = False, restart_errored: bool = False):
+    """Run (or, with ``resume``, restore and finish) a sweep; write its report. Returns the
+    :class:`~ray.tune.ResultGrid`. A failing trial is in the results as ERROR, not raised."""
+    from ray import tune
+
+    from softverify.platform.sweep_report import write_report
+
+    out = Path(sweep.spec.output_dir)
+    exp = out / TUNE_DIRNAME
+    spec_file = out / SPEC_FILENAME
+    raw_spec = sweep.spec.model_dump()
+    raw_spec["base"], raw_spec["base_config"] = sweep.base_raw, None  # self-contained for the trials
+    if resume:
+        if not tune.Tuner.can_restore(str(exp)):
+            raise ConfigError(f"--resume: no Tune experiment to restore under {str(exp)!r}")
+        if spec_file.is_file():
+            saved = json.loads(spec_file.read_text())
+            if saved != json.loads(json.dumps(raw_spec)):
+                raise ConfigError(f"--resume: the sweep file differs from the one that started {str(out)!r} "
+                                  f"(saved in {SPEC_FILENAME}); restore with the same file and overrides")
+        ensure_ray(sweep)
+        tuner = tune.Tuner.restore(str(exp), trainable=make_trainable(raw_spec), resume_unfinished=True,
+                                   resume_errored=False, restart_errored=restart_errored)
+    else:
+        if exp.exists():
+            raise ConfigError(f"output_dir {str(out)!r} already holds a sweep; pass --resume to continue it "
+                              f"or choose another output_dir")
+        out.mkdir(parents=True, exist_ok=True)
+        from softverify.platform.checkpoint import write_text_atomic
+
+        write_text_atomic(spec_file, json.dumps(raw_spec, indent=1, sort_keys=True))
+        ensure_ray(sweep)
+        tuner = build_tuner(sweep, raw_spec)
+    results = tuner.fit()
+    write_report(sweep, results)
+    return results
