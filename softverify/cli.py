@@ -13,6 +13,7 @@ import sys
 
 # Modules that contribute sub-commands via ``register(subparsers)``.
 COMMAND_MODULES = [
+    "softverify.bio.cli",
     "softverify.platform.train_cli",
     "softverify.platform.jobs_cli",
     "softverify.platform.sweep_cli",

@@ -1,0 +1,244 @@
+"""``softverify data|genes|embed|worldmodel``: the biology sub-commands.
+
+Each handler is a thin shell over a library function; user mistakes surface as
+ValueError / FileNotFoundError / ConfigError, which :func:`softverify.cli.main` prints as
+one line with exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _data_fetch(args) -> int:
+    from softverify.bio import perturbqa
+
+    if args.dataset != "perturbqa":
+        raise ValueError(f"unknown dataset {args.dataset!r}; expected 'perturbqa'")
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    for k in kinds:
+        perturbqa.check_kind(k)
+    paths = perturbqa.fetch(args.cell_lines, kinds=kinds, mirror=args.mirror, force=args.force)
+    for (cell, kind), p in paths.items():
+        print(f"{cell}-{kind}: {p}")
+    return 0
+
+
+def _data_questions(args) -> int:
+    from softverify.bio.questions import load_questions, save_questions
+    from softverify.config import DataConfig
+
+    cfg = DataConfig(
+        cell_lines=args.cell_lines.split(","), mirror=args.mirror, balance=not args.no_balance,
+        negated_fraction=args.negated_fraction, max_prompts=None, seed=args.seed,
+        holdout_cell_line=args.holdout_cell_line,
+    )
+    ds = load_questions(cfg, args.split, limit=args.limit)
+    if args.out:
+        print(f"{len(ds)} questions -> {save_questions(ds, args.out)}")
+    else:
+        for row in ds.select(range(min(5, len(ds)))):
+            print(f"[{row['label']}] {row['question']}")
+        print(f"... {len(ds)} questions (use --out FILE.parquet to save)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- genes
+
+
+def _genes_build(args) -> int:
+    from softverify.bio.genes import GeneKB, default_kb_dir
+
+    kb = GeneKB.build(args.gene_info, args.gene2go, args.obo, args.summaries)
+    out = kb.save(args.out or default_kb_dir())
+    print(f"gene knowledge base: {len(kb.genes)} genes, {len(kb.terms)} GO terms, "
+          f"{len(kb.annotations)} annotations -> {out}")
+    return 0
+
+
+def _genes_show(args) -> int:
+    from softverify.bio.genes import GeneKB
+
+    kb = GeneKB.load(args.kb)
+    rec = kb.gene(args.symbol)
+    if rec is None:
+        raise ValueError(f"gene {args.symbol!r} is not in the knowledge base (not a symbol, alias or Ensembl id)")
+    print(kb.describe(args.symbol))
+    for t in kb.go_terms(args.symbol)[: args.max_terms]:
+        print(f"  {t.aspect} {t.go_id} {t.name} [{t.evidence}]")
+    return 0
+
+
+def _genes_coverage(args) -> int:
+    from softverify.bio import perturbqa
+    from softverify.bio.genes import GeneKB
+
+    kb = GeneKB.load(args.kb)
+    df = perturbqa.load_tables(args.cell_lines, "de", mirror=args.mirror)
+    _print_json(kb.coverage(sorted(set(df["pert"]) | set(df["gene"]))))
+    return 0
+
+
+# ----------------------------------------------------------------------------- embed
+
+
+def _embed_genes(args) -> int:
+    from softverify.bio import embeddings, perturbqa
+    from softverify.bio.genes import GeneKB
+
+    df = perturbqa.load_tables(args.cell_lines, "de", mirror=args.mirror)
+    symbols = sorted(set(df["pert"]) | set(df["gene"]))
+    kw = {}
+    kb = None if args.kind == "onehot" else GeneKB.load(args.kb)
+    if args.kind == "genept":
+        if args.openai_model:
+            kw["encode"] = embeddings.openai_encoder(args.openai_model, base_url=args.openai_base_url)
+            kw["encoder_name"] = args.openai_model
+        else:
+            kw["encode"] = embeddings.sentence_encoder(args.encoder)
+            kw["encoder_name"] = args.encoder or embeddings.DEFAULT_ENCODER
+    elif args.kind == "go":
+        kw["dim"] = args.dim
+    emb = embeddings.build_embedding(args.kind, symbols, kb=kb, **kw)
+    print(f"{args.kind} embedding: {len(emb.symbols)}/{len(symbols)} genes, dim {emb.dim} -> {emb.save(args.out)}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- worldmodel
+
+
+def _wm_fit(args) -> int:
+    import torch
+
+    from softverify.bio import perturbqa
+    from softverify.bio.embeddings import GeneEmbedding
+    from softverify.bio.worldmodel import FitConfig, WorldModel
+
+    torch.set_num_threads(args.threads)
+    emb = GeneEmbedding.load(args.embedding)
+    cells = perturbqa.parse_cell_lines(args.cell_lines)
+    train = perturbqa.load_tables(cells, "de", mirror=args.mirror)
+    if args.train_split != "all":
+        train = train[train["split"] == args.train_split]
+    cfg = FitConfig(max_epochs=args.max_epochs, patience=args.patience, seed=args.seed,
+                    threads=args.threads, max_rows=args.max_rows)
+    log = (lambda m: print(m, file=sys.stderr)) if not args.quiet else (lambda m: None)
+    wm = WorldModel.fit(train, emb, cfg, cell_lines=cells, log=log)
+    report = {"val": wm.meta["val"], "threshold": wm.threshold}
+    if args.eval_cell_line:
+        ev = perturbqa.load_table(args.eval_cell_line, "de", mirror=args.mirror)
+        ev = ev[ev["split"] == args.eval_split] if args.eval_split != "all" else ev
+        report["eval"] = {"cell_line": args.eval_cell_line, "split": args.eval_split, **wm.evaluate(ev)}
+        wm.meta["eval"] = report["eval"]
+    wm.save(args.out)
+    _print_json(report)
+    return 0
+
+
+def _wm_eval(args) -> int:
+    from softverify.bio import perturbqa
+    from softverify.bio.worldmodel import WorldModel
+
+    wm = WorldModel.load(args.model)
+    ev = perturbqa.load_table(args.cell_line, "de", mirror=args.mirror)
+    ev = ev[ev["split"] == args.split] if args.split != "all" else ev
+    _print_json({"cell_line": args.cell_line, "split": args.split, **wm.evaluate(ev)})
+    return 0
+
+
+# ----------------------------------------------------------------------------- wiring
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    cells_help = "comma-separated PerturbQA cell lines (k562, rpe1, hepg2, jurkat)"
+    mirror_help = "local directory with the PerturbQA CSVs (default $SOFTVERIFY_DATA_MIRROR, else the cache/download)"
+
+    data = subparsers.add_parser("data", help="fetch PerturbQA tables; build question datasets")
+    dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    f = dsub.add_parser("fetch", help="download (or copy from a mirror) and verify dataset files into the cache")
+    f.add_argument("dataset", help="dataset name: perturbqa")
+    f.add_argument("--cell-lines", default="k562,rpe1,hepg2,jurkat", help=cells_help)
+    f.add_argument("--kinds", default="de,dir", help="tables to fetch: de, dir or both")
+    f.add_argument("--from", dest="mirror", default=None, help=mirror_help)
+    f.add_argument("--force", action="store_true", help="re-fetch files already in the cache")
+    f.set_defaults(func=_data_fetch)
+    q = dsub.add_parser("questions", help="rbio1 questions for a split; print a few or save parquet")
+    q.add_argument("--cell-lines", default="k562", help=cells_help)
+    q.add_argument("--split", default="train", help="train, test, loco_train, loco_test, gene_train, gene_test")
+    q.add_argument("--limit", type=int, default=None, help="number of questions (default: all)")
+    q.add_argument("--negated-fraction", type=float, default=0.0)
+    q.add_argument("--no-balance", action="store_true", help="keep the natural ~13%% positive rate")
+    q.add_argument("--holdout-cell-line", default=None)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--from", dest="mirror", default=None, help=mirror_help)
+    q.add_argument("--out", default=None, help="output .parquet")
+    q.set_defaults(func=_data_questions)
+
+    genes = subparsers.add_parser("genes", help="gene knowledge base (NCBI gene_info + gene2go + GO)")
+    gsub = genes.add_subparsers(dest="genes_command", metavar="ACTION", required=True)
+    b = gsub.add_parser("build", help="build and cache the knowledge base as parquet")
+    b.add_argument("--gene-info", required=True, help="NCBI Homo_sapiens.gene_info(.gz)")
+    b.add_argument("--gene2go", required=True, help="NCBI gene2go(.gz) (all species or human only)")
+    b.add_argument("--obo", required=True, help="GO go-basic.obo(.gz)")
+    b.add_argument("--summaries", default=None, help="optional GenePT-style JSON {symbol: summary}")
+    b.add_argument("--out", default=None, help="output directory (default <cache>/genes)")
+    b.set_defaults(func=_genes_build)
+    s = gsub.add_parser("show", help="print a gene's description and GO terms")
+    s.add_argument("symbol")
+    s.add_argument("--kb", default=None, help="knowledge base directory (default <cache>/genes)")
+    s.add_argument("--max-terms", type=int, default=20)
+    s.set_defaults(func=_genes_show)
+    c = gsub.add_parser("coverage", help="fraction of PerturbQA genes resolved / with GO terms")
+    c.add_argument("--kb", default=None)
+    c.add_argument("--cell-lines", default="k562,rpe1,hepg2", help=cells_help)
+    c.add_argument("--from", dest="mirror", default=None, help=mirror_help)
+    c.set_defaults(func=_genes_coverage)
+
+    emb = subparsers.add_parser("embed", help="gene embeddings (GenePT text, GO factorisation, one-hot)")
+    esub = emb.add_subparsers(dest="embed_command", metavar="ACTION", required=True)
+    e = esub.add_parser("genes", help="embed every gene of the given PerturbQA cell lines")
+    e.add_argument("--kind", choices=["genept", "go", "onehot"], required=True)
+    e.add_argument("--kb", default=None, help="knowledge base directory (genept, go)")
+    e.add_argument("--cell-lines", default="k562,rpe1,hepg2", help=cells_help)
+    e.add_argument("--from", dest="mirror", default=None, help=mirror_help)
+    e.add_argument("--encoder", default=None, help="local sentence-transformers dir (default bundled all-MiniLM-L6-v2)")
+    e.add_argument("--openai-model", default=None, help="use an OpenAI-compatible /embeddings endpoint with this model")
+    e.add_argument("--openai-base-url", default=None)
+    e.add_argument("--dim", type=int, default=128, help="GO factorisation dimension")
+    e.add_argument("--out", required=True, help="output directory")
+    e.set_defaults(func=_embed_genes)
+
+    wm = subparsers.add_parser("worldmodel", help="train / evaluate DE world models (soft verifier brains)")
+    wsub = wm.add_subparsers(dest="wm_command", metavar="ACTION", required=True)
+    w = wsub.add_parser("fit", help="train an MLP on (pert, gene) embeddings with early stopping")
+    w.add_argument("--embedding", required=True, help="directory from `softverify embed genes`")
+    w.add_argument("--cell-lines", default="rpe1,hepg2", help="training " + cells_help)
+    w.add_argument("--train-split", default="all", choices=["all", "train", "test"])
+    w.add_argument("--eval-cell-line", default=None, help="report metrics on this cell line after training")
+    w.add_argument("--eval-split", default="test", choices=["all", "train", "test"])
+    w.add_argument("--from", dest="mirror", default=None, help=mirror_help)
+    w.add_argument("--max-epochs", type=int, default=12)
+    w.add_argument("--patience", type=int, default=2)
+    w.add_argument("--max-rows", type=int, default=None, help="subsample training rows")
+    w.add_argument("--threads", type=int, default=1)
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--quiet", action="store_true")
+    w.add_argument("--out", required=True, help="output model directory")
+    w.set_defaults(func=_wm_fit)
+    v = wsub.add_parser("eval", help="AUROC/AUPRC/MCC of a saved world model on a cell line")
+    v.add_argument("--model", required=True)
+    v.add_argument("--cell-line", required=True)
+    v.add_argument("--split", default="test", choices=["all", "train", "test"])
+    v.add_argument("--from", dest="mirror", default=None, help=mirror_help)
+    v.set_defaults(func=_wm_eval)
+
+
+__all__ = ["register"]
