@@ -95,6 +95,11 @@ class RolloutConfig(_Section):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling.")
     top_k: int = Field(0, ge=0, description="Top-k sampling (0 = off).")
     stop: list[str] = Field(["</answer>"], description="Stop strings (kept in the completion).")
+    assistant_prefix: str = Field(
+        "<think>\n",
+        description="Text every assistant turn starts with (part of the prompt, not trained on; "
+        "verifiers see it in front of the completion). '' = none.",
+    )
     batch_size: int = Field(16, ge=1, description="Max sequences generated at once per worker.")
 
 

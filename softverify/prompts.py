@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
+#: The rbio1 system prompt. It spells the exact output layout out as an example: small
+#: models (SmolLM2-135M) almost never produce the tags from a prose description alone,
+#: and with no well-formed answer every reward in a group is equal and GRPO learns nothing.
 RBIO_SYSTEM_PROMPT = (
-    "You are a helpful biology assistant. First think about the reasoning process in your mind, "
-    "then give the answer. The reasoning is enclosed within <think> </think> tags and the answer "
-    "within <answer> </answer> tags, i.e. <think> reasoning here </think> <answer> yes or no </answer>. "
-    "The answer is either yes or no."
+    "You are a biology expert. Answer the user's question about a gene knockdown experiment. "
+    "Think step by step about what the perturbed gene does and whether it regulates the target gene, "
+    "then answer yes or no, using exactly this format:\n"
+    "<think>\nyour reasoning\n</think>\n<answer>\nyes or no\n</answer>"
 )
 
 

@@ -139,7 +139,8 @@ def test_resume_continues_exactly(ray_cluster, tiny_model_dir, prompt_file, tmp_
         tr2.logger.close()
     finally:
         tr2.shutdown()
-    tr3 = Trainer(tiny_cfg(tiny_model_dir, prompt_file, out, **{"trainer.steps": 3}), resume=True)
+    # "auto" (what restartable cluster jobs use) resumes because a checkpoint exists
+    tr3 = Trainer(tiny_cfg(tiny_model_dir, prompt_file, out, **{"trainer.steps": 3}), resume="auto")
     try:
         tr3.fit()
     finally:

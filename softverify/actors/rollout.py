@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import ray
 
 from softverify.config import ModelConfig, RolloutConfig
-from softverify.engines.base import SamplingParams
+from softverify.engines.base import SamplingParams, with_assistant_prefix
 from softverify.prompts import row_messages
 from softverify.types import Sample
 
@@ -62,14 +62,15 @@ class RolloutCore:
     def generate(
         self, rows: Sequence[dict[str, Any]], group_offset: int, n: int, sampling: SamplingParams
     ) -> list[Sample]:
-        pb = self.engine.render([row_messages(r) for r in rows])
+        prefix = self.rollout.assistant_prefix
+        pb = with_assistant_prefix(self.engine.render([row_messages(r) for r in rows]), self.engine.tokenizer, prefix)
         gens = self.engine.generate(pb.token_ids, sampling, n=n)
         out = []
         for i, (row, gs) in enumerate(zip(rows, gens)):
             for g in gs:
                 out.append(
                     Sample(
-                        prompt_id=str(row.get("prompt_id", group_offset + i)), prompt=pb.texts[i], completion=g.text,
+                        prompt_id=str(row.get("prompt_id", group_offset + i)), prompt=pb.texts[i], completion=prefix + g.text,
                         metadata=dict(row), group=group_offset + i, prompt_token_ids=pb.token_ids[i],
                         completion_token_ids=g.token_ids, behaviour_logprobs=g.logprobs, finish_reason=g.finish_reason,
                     )

@@ -25,12 +25,8 @@ from softverify.config import ConfigError, DataConfig
 
 TASK = "de"
 
-SYSTEM_PROMPT = (
-    "You are a helpful biology assistant. First think about the reasoning process in your mind, "
-    "then give the answer. The reasoning is enclosed within <think> </think> tags and the answer "
-    "within <answer> </answer> tags, i.e. <think> reasoning here </think> <answer> yes or no </answer>. "
-    "The answer is either yes or no."
-)
+# One definition of the rbio1 system prompt for every task (see softverify.prompts).
+from softverify.prompts import RBIO_SYSTEM_PROMPT as SYSTEM_PROMPT  # noqa: E402
 
 # (template, negated). Index = the ``template`` column; append only, never reorder.
 TEMPLATES: tuple[tuple[str, bool], ...] = (

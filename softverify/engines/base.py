@@ -35,3 +35,15 @@ class PromptBatch:
 
     texts: list[str]
     token_ids: list[list[int]]
+
+
+def with_assistant_prefix(batch: PromptBatch, tokenizer, prefix: str) -> PromptBatch:
+    """Start every assistant turn with ``prefix`` (e.g. ``"<think>\\n"``), R1-Zero style.
+
+    The prefix becomes part of the prompt (never trained on); callers put it back in front
+    of the generated text so verifiers see the whole assistant turn.
+    """
+    if not prefix:
+        return batch
+    extra = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    return PromptBatch([t + prefix for t in batch.texts], [list(ids) + extra for ids in batch.token_ids])

@@ -37,7 +37,7 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config, _shortcuts(args))
     from softverify.platform.trainer import Trainer
 
-    trainer = Trainer(cfg, resume=args.resume)
+    trainer = Trainer(cfg, resume="auto" if args.auto_resume else args.resume)
     try:
         final = trainer.fit()
     finally:
@@ -53,7 +53,7 @@ def cmd_eval(args) -> int:
 
     from softverify.config import load_config
     from softverify.data import load_prompts
-    from softverify.engines.base import SamplingParams
+    from softverify.engines.base import SamplingParams, with_assistant_prefix
     from softverify.engines.hf import HFEngine
     from softverify.models import resolve_model_path
     from softverify.platform.evaluate import classification_metrics, format_table, majority_answers
@@ -73,13 +73,14 @@ def cmd_eval(args) -> int:
     records = []
     for start in tqdm(range(0, len(rows), args.batch_size), desc="eval", unit="batch"):
         batch = [rows[i] for i in range(start, min(start + args.batch_size, len(rows)))]
-        pb = engine.render([row_messages(r) for r in batch])
+        prefix = cfg.rollout.assistant_prefix
+        pb = with_assistant_prefix(engine.render([row_messages(r) for r in batch]), engine.tokenizer, prefix)
         gens = engine.generate(pb.token_ids, sp, n=args.samples)
         for r, gs in zip(batch, gens):
-            ans = [answer_to_int(parse_answer(g.text)) for g in gs]
+            ans = [answer_to_int(parse_answer(prefix + g.text)) for g in gs]
             per_q.append(ans)
             records.append({"prompt_id": r["prompt_id"], "label": int(r["label"]), "answers": ans,
-                            "completion": gs[0].text})
+                            "completion": prefix + gs[0].text})
     answers = [a[0] for a in per_q] if greedy else majority_answers(per_q)
     metrics = classification_metrics([r["label"] for r in records], answers)
     metrics.update(model=str(args.model_dir), split=args.split, samples_per_question=args.samples)
@@ -103,6 +104,8 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, help="shortcut for --set trainer.steps=N")
     p.add_argument("--output-dir", help="shortcut for --set trainer.output_dir=DIR")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
+    p.add_argument("--auto-resume", action="store_true",
+                   help="resume if output_dir has a checkpoint, else start fresh (for restartable cluster jobs)")
     p.add_argument("--help-config", action="store_true", help="print every config key with its default and meaning")
     p.set_defaults(func=cmd_train)
 

@@ -75,9 +75,10 @@ def init_ray(cfg: TrainConfig) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, resume: bool = False,
+    def __init__(self, cfg: TrainConfig, resume: bool | str = False,
                  on_step: "Callable[[int, dict[str, Any]], None] | None" = None):
-        """``on_step(step, metrics)`` is called after every logged step (Ray Tune reports
+        """``resume``: False (refuse a dir with checkpoints), True (must resume) or "auto".
+        ``on_step(step, metrics)`` is called after every logged step (Ray Tune reports
         through it); an exception it raises stops the run after the step's checkpoint."""
         self.cfg = cfg
         self.on_step = on_step
@@ -96,6 +97,8 @@ class Trainer:
         from softverify.actors.verifier_pool import VerifierPool
 
         cfg = self.cfg
+        if self.resume == "auto":  # restartable jobs (K8s retries): resume when there is something to resume
+            self.resume = ckpt.latest(self.ckpt_root) is not None
         last = ckpt.latest(self.ckpt_root) if self.resume else None
         if self.resume and last is None:
             raise ConfigError(f"--resume: no checkpoint under {str(self.ckpt_root)!r}")
