@@ -1,0 +1,1 @@
+"""Multi-agent environments of the platform (games whose outcome can be a reward)."""

@@ -1,0 +1,104 @@
+"""Turn an agent's text into a legal :class:`Action`, or a counted, logged rejection.
+
+Why strict: the paper's public code accepts the first number after "Answer:" and, when it
+exceeds the donor's resources, silently records "an invalid action". Here an answer is
+either a legal action or a rejection with a reason (``no_answer``, ``out_of_range``,
+``negative``, ``punish_not_allowed``, ...) that the runner counts, logs and writes to JSONL,
+then re-asks. A donation of 130% (``Answer: 13`` with 10 units, or ``Answer: 130%``) is
+rejected, never clipped to 100%.
+
+Accepted answers (case-insensitive, the *last* ``Answer:`` wins so an echoed template does
+not count): ``Answer: 4``, ``Answer: 4.5 units``, ``Answer: 40%`` (of current resources),
+and with costly punishment ``Answer: Donate, 4`` / ``Answer: Punish, 2``.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from softverify.envs.donor_game.game import Action
+
+log = logging.getLogger(__name__)
+
+_ANSWER = re.compile(r"answer\s*[:：]\s*(.*)", re.IGNORECASE)
+_NUMBER = re.compile(r"(?P<num>-?\d+(?:[.,]\d+)?)\s*(?P<pct>%|percent)?", re.IGNORECASE)
+_KIND = re.compile(r"\b(donate|punish)", re.IGNORECASE)
+_STRATEGY = re.compile(r"my strategy will be", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    action: Action | None
+    error: str | None = None  # rejection reason; None when action is legal
+    detail: str = ""
+    justification: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.action is not None
+
+
+def parse_donation(text: str, donor_resources: float, punishment_allowed: bool) -> Parsed:
+    """Parse one donation answer against the donor's current resources."""
+    matches = list(_ANSWER.finditer(text or ""))
+    if not matches:
+        return Parsed(None, "no_answer", "no 'Answer:' in the response")
+    last = matches[-1]
+    justification = text[: last.start()].replace("Justification:", "").strip()
+    tail = last.group(1).strip().splitlines()[0] if last.group(1).strip() else ""
+    m = _NUMBER.search(tail)  # the first number on the answer line
+    if not m:
+        return Parsed(None, "no_number", f"no number after 'Answer:': {tail[:60]!r}", justification)
+    k = _KIND.search(tail[: m.start()])
+    kind = k.group(1).lower() if k else "donate"
+    if kind == "punish" and not punishment_allowed:
+        return Parsed(None, "punish_not_allowed", "punishment is not an option in this game", justification)
+    value = float(m.group("num").replace(",", "."))
+    if value < 0:
+        return Parsed(None, "negative", f"negative amount {value:g}", justification)
+    if m.group("pct"):
+        if value > 100:
+            return Parsed(None, "out_of_range", f"{value:g}% of resources is more than 100%", justification)
+        amount = donor_resources * value / 100.0
+    else:
+        amount = value
+        if amount > donor_resources + 1e-9:
+            pct = 100 * amount / donor_resources if donor_resources > 0 else float("inf")
+            return Parsed(
+                None, "out_of_range", f"{amount:g} units ({pct:.0f}%) but the donor holds {donor_resources:g}", justification
+            )
+    return Parsed(Action(kind, min(amount, donor_resources)), None, "", justification)
+
+
+def parse_strategy(text: str) -> tuple[str, bool]:
+    """``(strategy, found)``: the sentence from "My strategy will be" on, else the whole text."""
+    m = None
+    for m in _STRATEGY.finditer(text or ""):
+        pass
+    if m is None:
+        return (text or "").strip(), False
+    return ("My strategy will be" + text[m.end() :]).strip(), True
+
+
+class RejectionLog:
+    """Counts rejections by reason and logs each one (who, what, why)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.attempts = 0
+
+    def record(self, parsed: Parsed, who: str, text: str) -> None:
+        self.attempts += 1
+        if parsed.ok:
+            return
+        self.counts[parsed.error or "unknown"] += 1
+        log.warning("rejected answer from %s (%s: %s): %r", who, parsed.error, parsed.detail, (text or "")[-160:])
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self) -> dict:
+        return {"attempts": self.attempts, "rejected": self.rejected, "by_reason": dict(self.counts)}
