@@ -383,3 +383,22 @@ def test_verifier_scores_outcomes():
     rows = make_prompts(5, seed=1)
     assert len(rows) == 5 and all(x["task"] == "donor_game" and "Answer:" in x["question"] for x in rows)
     assert all(0 <= x["donor_resources"] for x in rows)
+
+
+def test_prompts_cli_feeds_a_training_config(tmp_path):
+    """`donor-game prompts` writes a file the trainer's data.source=file accepts."""
+    from softverify.cli import main
+    from softverify.config import build_config
+    from softverify.data import load_prompts
+    from softverify.prompts import row_messages
+
+    out = tmp_path / "p.jsonl"
+    assert main(["donor-game", "prompts", "-n", "6", "-o", str(out), "--game", "multiplier=1.5"]) == 0
+    cfg = build_config({"data": {"source": "file", "path": str(out)},
+                        "verifiers": [{"kind": "donor_game", "params": {"multiplier": 1.5}}],
+                        "rollout": {"stop": []}})
+    ds = load_prompts(cfg.data, "train")
+    assert len(ds) == 6 and "1.5x the number of units" in ds[0]["system"]
+    msgs = row_messages(ds[0])
+    assert msgs[0]["content"] == ds[0]["system"] and "How many units do you give up?" in msgs[1]["content"]
+    assert main(["donor-game", "prompts", "-n", "2", "-o", str(out), "--game", "num_agnets=4"]) == 2

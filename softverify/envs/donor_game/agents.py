@@ -8,6 +8,7 @@ whole round at once. Every backend answers with *text*; the runner parses it wit
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -99,7 +100,7 @@ class EngineAgent:
             sp = self._sampling[kind]
             # A fresh seed per call keeps a run reproducible without repeating samples.
             self._calls += 1
-            sp = type(sp)(**{**sp.__dict__, "seed": self._seed + self._calls})
+            sp = dataclasses.replace(sp, seed=self._seed + self._calls)
             prefix = self.cfg.answer_prefix if kind == "donation" else self.cfg.strategy_prefix
             texts = self._complete([requests[i].messages for i in idx], sp, prefix)
             for i, t in zip(idx, texts):

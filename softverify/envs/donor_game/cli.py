@@ -1,4 +1,5 @@
-"""``softverify donor-game run|plot``: play generations and draw the paper's figures."""
+"""``softverify donor-game run|plot|prompts``: play generations, draw the paper's figures, and
+write donation prompts for GRPO against the ``donor_game`` verifier."""
 from __future__ import annotations
 
 import json
@@ -47,9 +48,30 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_prompts(args) -> int:
+    from softverify.envs.donor_game.runner import JsonlWriter
+    from softverify.envs.donor_game.verifier import make_prompts
+
+    from softverify.config import _parse_scalar
+
+    game = {}
+    for kv in args.game or []:
+        if "=" not in kv:
+            raise ValueError(f"--game {kv!r} must look like key=value")
+        k, v = kv.split("=", 1)
+        game[k.strip()] = _parse_scalar(v)
+    rows = make_prompts(args.n, seed=args.seed, **game)
+    w = JsonlWriter(args.output)
+    w.write(rows)
+    w.close()
+    print(f"wrote {len(rows)} donor-game prompts to {args.output} (train with data.source=file, "
+          f"verifier kind 'donor_game', rollout.stop=[])")
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("donor-game", help="LLM societies playing the donor game over generations (Vallinder & Hughes 2024)")
-    dsub = p.add_subparsers(dest="donor_command", metavar="{run,plot}")
+    dsub = p.add_subparsers(dest="donor_command", metavar="{run,plot,prompts}")
     dsub.required = True
 
     r = dsub.add_parser("run", help="play generations; write decisions.jsonl, summary.json and plots")
@@ -66,3 +88,10 @@ def register(sub) -> None:
     q.add_argument("runs", nargs="+", help="run directories (or decisions.jsonl files); several = one line each")
     q.add_argument("--output", "-o", help="where the PNGs go (default: the first run directory)")
     q.set_defaults(func=cmd_plot)
+
+    t = dsub.add_parser("prompts", help="write donation prompts (JSONL) for GRPO with the 'donor_game' verifier")
+    t.add_argument("-n", type=int, default=256, help="number of prompts (default 256)")
+    t.add_argument("--output", "-o", required=True, help="a .jsonl file")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--game", action="append", metavar="KEY=VALUE", help="game setting, e.g. --game multiplier=1.5")
+    t.set_defaults(func=cmd_prompts)
