@@ -37,7 +37,7 @@ def test_train_and_eval_smollm2_on_perturbqa(shared_data, tmp_path):
     assert 0 < last["response_len_mean"] <= 24
     assert last["reward/hard"] is not None and last["reward/format"] is not None
     samples = [json.loads(l) for l in (out / "samples.jsonl").read_text().splitlines()]
-    assert "knockdown" in samples[0]["question"].lower()
+    assert "knock" in samples[0]["question"].lower()  # one of several paraphrases
     assert (out / "final" / "model.safetensors").is_file()
 
     ev = tmp_path / "eval.json"

@@ -60,8 +60,18 @@ class RolloutCore:
         self.weights_version = 0
 
     def generate(
-        self, rows: Sequence[dict[str, Any]], group_offset: int, n: int, sampling: SamplingParams
+        self, rows: Sequence[dict[str, Any]], group_offset: int, n: int, sampling: SamplingParams,
+        weights: tuple[int, list] | None = None,
     ) -> list[Sample]:
+        """``weights = (version, [state_dict_ref])``: the policy this call must sample from.
+        A worker that Ray restarted after a crash comes back with the initial weights; it
+        notices the version mismatch here and loads the current ones before sampling, so a
+        retried task never samples from a stale policy. (The ref is wrapped in a list so
+        Ray does not fetch the state dict on every call, only when it is needed.)"""
+        if weights is not None and weights[0] != self.weights_version:
+            import ray as _ray
+
+            self.load_weights(_ray.get(weights[1][0]), weights[0])
         prefix = self.rollout.assistant_prefix
         pb = with_assistant_prefix(self.engine.render([row_messages(r) for r in rows]), self.engine.tokenizer, prefix)
         gens = self.engine.generate(pb.token_ids, sampling, n=n)
@@ -85,6 +95,19 @@ class RolloutCore:
     def score(self, samples: Sequence[Sample]) -> list[list[float]]:
         return self.engine.score(
             [s.prompt_token_ids for s in samples], [s.completion_token_ids for s in samples], self.rollout.temperature
+        )
+
+    def score_policy_verifier(self, spec, samples: Sequence[Sample]):
+        """Column of a ``needs_policy`` verifier (e.g. ``go_likelihood``) under the current
+        weights: teacher-forced logprobs at temperature 1 (the policy's own distribution)."""
+        from softverify.verifiers.base import build_from_spec
+
+        cache = self.__dict__.setdefault("_policy_verifiers", {})
+        if spec.display_name not in cache:
+            cache[spec.display_name] = build_from_spec(spec)
+        tok = self.engine.tokenizer
+        return cache[spec.display_name].score_with(
+            samples, lambda p, c: self.engine.score(p, c, 1.0), lambda t: tok(t, add_special_tokens=False)["input_ids"]
         )
 
 

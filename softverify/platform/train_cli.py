@@ -37,9 +37,21 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config, _shortcuts(args))
     from softverify.platform.trainer import Trainer
 
+    import ray.exceptions
+
+    from softverify.platform import checkpoint as ckpt
+
     trainer = Trainer(cfg, resume="auto" if args.auto_resume else args.resume)
     try:
         final = trainer.fit()
+    except ray.exceptions.RayActorError as e:
+        # A learner rank (or a worker past its restart budget) died: the DeepSpeed world is
+        # broken, so stop cleanly and point at the last complete checkpoint.
+        last = ckpt.latest(Path(cfg.trainer.output_dir) / "checkpoints")
+        where = f"the last complete checkpoint is {last}" if last else "no checkpoint was written yet"
+        print(f"softverify train: an actor died at step {trainer.step + 1} ({type(e).__name__}: "
+              f"{str(e).splitlines()[0][:200]}); {where}. Re-run with --resume to continue.", file=sys.stderr)
+        return 1
     finally:
         trainer.shutdown()
     print(f"final model: {final}")

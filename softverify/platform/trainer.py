@@ -87,6 +87,7 @@ class Trainer:
         self.resume = resume
         self.step = 0
         self.workers: list = []
+        self.weights: tuple[int, list] | None = None  # (version, [state-dict ref]) of the current policy
         self.pool = None
         self.learners = None
 
@@ -136,6 +137,7 @@ class Trainer:
     def _sync_weights(self) -> float:
         t = time.perf_counter()
         ref = self.learners.state_dict_ref()
+        self.weights = (self.step, [ref])  # also handed to every generate call (restart safety)
         ray.get([w.load_weights.remote(ref, self.step) for w in self.workers])
         return time.perf_counter() - t
 
@@ -151,7 +153,8 @@ class Trainer:
             if not idx:
                 continue
             sp = sampling_from(self.cfg.rollout, seed=seed * 1000 + w)
-            refs.append(self.workers[w].generate.remote([rows[i] for i in idx], 0, self.cfg.rollout.group_size, sp))
+            refs.append(self.workers[w].generate.remote([rows[i] for i in idx], 0, self.cfg.rollout.group_size, sp,
+                                                        self.weights))
             order.extend(idx)
         merged = _merge.remote(*refs)
         # group ids follow the merged order: each chunk's rows, G samples each
@@ -166,10 +169,10 @@ class Trainer:
         merged, group_ids = self.rollout(row_ids, seed)
         summ = ray.get(_summary.remote(merged))
         t1 = time.perf_counter()
-        scores = self.pool.score(merged)
+        scores = self.pool.score(merged, policy_worker=self.workers[0])  # worker 0 scores needs_policy verifiers
         t2 = time.perf_counter()
         weights = [v.weight for v in cfg.verifiers]
-        thresholds = [v.threshold for v in cfg.verifiers]
+        thresholds = self.pool.thresholds  # None where a verifier applied its threshold itself
         rewards, adv = compose(scores, weights, thresholds, group_ids, cfg.reward.aggregation, cfg.algorithm.advantage)
         n = len(group_ids)
         lengths = np.array(summ["lengths"])
@@ -217,7 +220,7 @@ class Trainer:
         k = len(self.workers)
         sp = SamplingParams(max_new_tokens=self.cfg.rollout.max_new_tokens, temperature=0.0,
                             stop=list(self.cfg.rollout.stop), seed=0)
-        refs = [self.workers[w].generate.remote(rows[w::k], 0, 1, sp) for w in range(k) if rows[w::k]]
+        refs = [self.workers[w].generate.remote(rows[w::k], 0, 1, sp, self.weights) for w in range(k) if rows[w::k]]
         samples = [s for part in ray.get(refs) for s in part]
         labels = [int(s.metadata["label"]) for s in samples]
         return {f"eval/{k}": v for k, v in metrics_from_completions(labels, [s.completion for s in samples]).items()}
