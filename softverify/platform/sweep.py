@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -294,6 +295,9 @@ def _absolute_paths(raw: dict[str, Any]) -> dict[str, Any]:
     """Tune runs each trial in its own working directory, so relative paths (resolved, like
     ``softverify train`` does, against the directory the command runs in) become absolute."""
     raw = copy.deepcopy(raw)
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    if not data.get("mirror") and os.environ.get("SOFTVERIFY_DATA_MIRROR"):  # a relative env path too
+        raw["data"] = {**data, "mirror": os.environ["SOFTVERIFY_DATA_MIRROR"]}
     for section, key in (("model", "path"), ("model", "cache_dir"), ("data", "path"), ("data", "mirror")):
         sec = raw.get(section)
         if isinstance(sec, dict) and sec.get(key):

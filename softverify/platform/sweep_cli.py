@@ -28,6 +28,10 @@ def cmd_sweep(args) -> int:
     print(f"\nresults: {out}/results.csv  {out}/results.parquet  plot: {out}/sweep.png")
     if (table["status"] != "ERROR").any():
         print(f"best config: {out}/best_config.yaml  (softverify train --config {out}/best_config.yaml)")
+    if (table["status"] == "INTERRUPTED").any():
+        print(f"\nsweep interrupted; finish it with: softverify sweep {args.sweep_file} --resume"
+              + "".join(f" --set {o!r}" for o in overrides))
+        return 130
     n_err = int((table["status"] == "ERROR").sum())
     if n_err:
         print(f"{n_err} trial(s) failed; see the 'error' column of results.csv")

@@ -5,7 +5,8 @@ run and of ``Tuner.restore``. Files are written to a temporary name and renamed
 (``os.replace``), so a reader never sees half a table.
 
 Columns of ``results.csv`` / ``results.parquet``:
-``trial_id``, ``status`` (COMPLETED, STOPPED = stopped early by the scheduler, ERROR),
+``trial_id``, ``status`` (COMPLETED, STOPPED = stopped early by the scheduler, ERROR,
+INTERRUPTED = cut off by an interrupted sweep; ``--resume`` finishes it),
 ``error`` (first line of the trial's exception), ``steps``, one ``config/<key>`` column per
 searched key (and ``config/verifier_set``), ``final/<metric>`` (last report) and
 ``best/<metric>`` (best report) for the sweep metric, the eval metrics and the reward.
@@ -38,6 +39,17 @@ def _history(result) -> Any:
     return df.sort_values("step") if "step" in df.columns else df
 
 
+def _tune_status(results) -> dict[str, str]:
+    """trial id -> Tune's status (TERMINATED, ERROR, PENDING, PAUSED, RUNNING) from the
+    experiment state on disk; tells a trial ASHA stopped from one an interrupt cut off."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        return {t.trial_id: t.status for t in ExperimentAnalysis(results.experiment_path).trials}
+    except Exception:  # noqa: BLE001 - the report must not fail on a state-file quirk
+        return {}
+
+
 def results_table(sweep: Sweep, results):
     """A pandas DataFrame with one row per trial (see the module docstring)."""
     import pandas as pd
@@ -46,6 +58,7 @@ def results_table(sweep: Sweep, results):
     metrics = [t.metric] + [m for m in SUMMARY_METRICS if m != t.metric]
     keys = ([VERIFIER_SET_KEY] if sweep.verifier_sets else []) + list(sweep.dists)
     steps_total = sweep.trial_config({}, "unused").trainer.steps
+    tune_status = _tune_status(results)
     rows = []
     for res in results:
         cfg = res.config or {}
@@ -54,8 +67,12 @@ def results_table(sweep: Sweep, results):
         steps = int(hist["step"].max()) if hist is not None and "step" in hist else 0
         if res.error is not None:
             status, error = "ERROR", (str(res.error).strip().splitlines() or [type(res.error).__name__])[-1][:300]
+        elif steps >= steps_total:
+            status, error = "COMPLETED", ""
+        elif tune_status.get(trial_id, "TERMINATED") == "TERMINATED":
+            status, error = "STOPPED", ""  # by the scheduler (ASHA)
         else:
-            status, error = ("COMPLETED" if steps >= steps_total else "STOPPED"), ""
+            status, error = "INTERRUPTED", ""  # the sweep was interrupted: --resume finishes it
         row: dict[str, Any] = {"trial_id": trial_id, "status": status, "error": error, "steps": steps}
         for k in keys:
             v = cfg.get(k)
@@ -68,6 +85,7 @@ def results_table(sweep: Sweep, results):
         rows.append(row)
     df = pd.DataFrame(rows)
     if len(df):
+        df = df.sort_values("trial_id", kind="stable")  # ties in the metric: stable, deterministic order
         df = df.sort_values(f"final/{t.metric}", ascending=t.mode == "min", na_position="last", kind="stable")
     return df.reset_index(drop=True)
 

@@ -136,9 +136,7 @@ def _search_alg(sweep: Sweep):
             import optuna  # noqa: F401
         except ImportError:
             raise ConfigError("tune.search_alg=optuna needs the optuna package (pip install optuna)") from None
-        from ray.tune.search import ConcurrencyLimiter
-
-        return ConcurrencyLimiter(OptunaSearch(seed=t.seed), max_concurrent=t.max_concurrent_trials)
+        return OptunaSearch(seed=t.seed)
     from ray.tune.search import BasicVariantGenerator
 
     return BasicVariantGenerator(random_state=t.seed, max_concurrent=t.max_concurrent_trials)
@@ -175,7 +173,9 @@ def build_tuner(sweep: Sweep, raw_spec: dict[str, Any]):
         param_space=param_space(sweep),
         tune_config=tune.TuneConfig(
             metric=t.metric, mode=t.mode, num_samples=t.num_samples, scheduler=_scheduler(sweep),
-            search_alg=_search_alg(sweep), max_concurrent_trials=t.max_concurrent_trials,
+            search_alg=_search_alg(sweep),
+            # the variant generator limits concurrency itself; Tune wraps a Searcher (Optuna)
+            max_concurrent_trials=t.max_concurrent_trials if t.search_alg == "optuna" else None,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(

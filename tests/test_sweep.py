@@ -1,0 +1,295 @@
+"""Ray Tune sweeps: spec validation, search-space translation, and real sweeps on a local
+Ray cluster with a tiny random model and the real PerturbQA data."""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+import yaml
+
+from softverify.config import ConfigError, load_config
+from softverify.platform.sweep import VERIFIER_SET_KEY, load_sweep, param_space, parse_sweep
+from softverify.platform.sweep_run import run_sweep, trial_resources
+
+pytestmark = pytest.mark.timeout(600)
+
+REPO = Path(__file__).resolve().parents[1]
+TUNE_CONFIGS = REPO / "tune_configs"
+PERTURBQA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "perturbqa"
+
+BASE = {
+    "data": {"source": "perturbqa", "max_prompts": 32, "eval_size": 8},
+    "rollout": {"num_workers": 1, "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 8, "stop": []},
+    "learner": {"num_ranks": 1, "micro_batch_size": 8},
+    "verifiers": [{"kind": "hard"}, {"kind": "format", "weight": 0.5}],
+    "trainer": {"steps": 2, "eval_every": 1},
+}
+
+
+def spec(search, **extra):
+    return {"base": copy.deepcopy(BASE), "search": search, **extra}
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize("search, extra, message", [
+    ({"verifier_sets": {"x": [{"kind": "nope"}]}}, {}, "search.verifier_sets.x[0]: unknown verifier kind 'nope'"),
+    ({}, {}, "empty search space"),
+    ({"learner.lr": {"choice": []}}, {}, "search.learner.lr: choice needs a non-empty list"),
+    ({"verifier_sets": {}}, {}, "empty search space"),
+    ({"learner.lr": {"uniform": [1e-3, 1e-5]}}, {}, "search.learner.lr: uniform range [0.001, 1e-05] is empty or reversed"),
+    ({"learner.lr": {"loguniform": [0, 1e-3]}}, {}, "search.learner.lr: loguniform needs low > 0"),
+    ({"rollout.group_size": {"randint": [2.5, 8]}}, {}, "search.rollout.group_size: randint needs integers"),
+    ({"learner.lr": {"normal": [0, 1]}}, {}, "unknown distribution 'normal'"),
+    ({"learner.lr": 1e-3}, {}, "search.learner.lr: expected one distribution"),
+    ({"learner.lrr": {"choice": [1e-3]}}, {}, "search.learner.lrr: unknown config key 'learner.lrr'"),
+    ({"learner": {"choice": [1]}}, {}, "search.learner: is a whole section"),
+    ({"verifiers.soft.weight": {"uniform": [0, 1]}}, {}, "search.verifiers.soft.weight: no verifier named 'soft'"),
+    ({"verifiers.hard.colour": {"choice": [1]}}, {}, "search.verifiers.hard.colour: unknown verifier field 'colour'"),
+    ({"data.seed": {"choice": [0, 1]}}, {}, "search.data.seed: changes the held-out eval questions"),
+    ({"trainer.output_dir": {"choice": ["a"]}}, {}, "set per trial by the sweep"),
+    # ranges whose ends are invalid TrainConfig values fail before Tune, naming the key
+    ({"verifiers.hard.threshold": {"uniform": [0.2, 1.5]}}, {}, "search.verifiers.hard.threshold = 1.5"),
+    ({"rollout.group_size": {"choice": [1, 4]}}, {}, "search.rollout.group_size = 1"),
+    ({"reward.aggregation": {"choice": ["sum", "sum_then_normalize"]}}, {}, "search.reward.aggregation = 'sum'"),
+    ({"learner.lr": {"uniform": [1e-4, 1e-3]}}, {"tune": {"search_alg": "grid"}}, "search_alg=grid needs finite spaces"),
+    ({"learner.lr": {"choice": [1e-3]}}, {"tune": {"metrik": "x"}}, "tune.metrik: unknown key"),
+    ({"learner.lr": {"choice": [1e-3]}}, {"schedule": "asha"}, "schedule: unknown key"),
+    ({"learner.lr": {"choice": [1e-3]}}, {"tune": {"asha": {"grace_period": 5}}}, "grace_period (5) exceeds trainer.steps (2)"),
+])
+def test_invalid_sweeps_fail_with_the_key(search, extra, message):
+    with pytest.raises(ConfigError) as e:
+        parse_sweep(spec(search, **extra))
+    assert message in str(e.value), str(e.value)
+
+
+def test_invalid_base_and_combinations():
+    bad = spec({"learner.lr": {"choice": [1e-3]}})
+    bad["base"]["verifiers"] = [{"kind": "nope"}]
+    with pytest.raises(ConfigError, match="(?s)base config: .*unknown verifier kind 'nope'"):
+        parse_sweep(bad)
+    # each value is valid alone; only the combination breaks a cross-field rule
+    s = spec({"rollout.prompts_per_step": {"choice": [2, 1]}, "learner.num_ranks": {"choice": [1, 8]}})
+    s["base"]["rollout"]["group_size"] = 4
+    with pytest.raises(ConfigError, match=r"(?s)the combination .*cannot be split over learner.num_ranks = 8"):
+        parse_sweep(s)
+
+
+@pytest.mark.parametrize("path", sorted(TUNE_CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_sweep_configs_validate(path):
+    sweep = load_sweep(path)
+    assert sweep.dists or sweep.verifier_sets
+    assert len(list(TUNE_CONFIGS.glob("*.yaml"))) >= 3
+
+
+# ---------------------------------------------------------------------------- translation
+
+
+def test_param_space_translation():
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    s = parse_sweep(spec({
+        "verifier_sets": {"h": [{"kind": "hard"}], "hf": [{"kind": "hard", "weight": 2}, {"kind": "format"}]},
+        "learner.lr": {"loguniform": [1e-5, 1e-3]},
+        "verifiers.format.threshold": {"uniform": [0.2, 0.8]},
+        "rollout.group_size": {"randint": [2, 9]},
+        "reward.aggregation": {"choice": ["sum_then_normalize", "normalize_then_sum"]},
+        "algorithm.kl_coef": {"grid": [0.0, 0.01]},
+    }))
+    space = param_space(s)
+    assert isinstance(space[VERIFIER_SET_KEY], Categorical) and space[VERIFIER_SET_KEY].categories == ["h", "hf"]
+    lr = space["learner.lr"]
+    assert isinstance(lr, Float) and (lr.lower, lr.upper) == (1e-5, 1e-3) and "LogUniform" in type(lr.sampler).__name__
+    assert isinstance(space["verifiers.format.threshold"], Float)
+    gs = space["rollout.group_size"]
+    assert isinstance(gs, Integer) and (gs.lower, gs.upper) == (2, 9)
+    assert space["reward.aggregation"].categories == ["sum_then_normalize", "normalize_then_sum"]
+    assert space["algorithm.kl_coef"] == {"grid_search": [0.0, 0.01]}
+
+    # a trial's config: its verifier set, per-name weights/thresholds, searched fields
+    cfg = s.trial_config({VERIFIER_SET_KEY: "hf", "verifiers.format.threshold": 0.3, "learner.lr": 2e-4,
+                          "rollout.group_size": 3, "algorithm.kl_coef": 0.01}, "/tmp/x")
+    assert [(v.kind, v.weight, v.threshold) for v in cfg.verifiers] == [("hard", 2.0, None), ("format", 1.0, 0.3)]
+    assert (cfg.learner.lr, cfg.rollout.group_size, cfg.algorithm.kl_coef) == (2e-4, 3, 0.01)
+    assert cfg.trainer.output_dir == "/tmp/x" and cfg.trainer.progress is False
+    # a set without 'format' ignores the format threshold
+    cfg = s.trial_config({VERIFIER_SET_KEY: "h", "verifiers.format.threshold": 0.3}, "/tmp/x")
+    assert [v.kind for v in cfg.verifiers] == ["hard"]
+    # the base is never mutated by trials
+    assert s.base_raw["verifiers"] == BASE["verifiers"]
+
+    # grid search turns every choice (and the verifier sets) into grid axes
+    g = parse_sweep(spec({"verifier_sets": {"h": [{"kind": "hard"}]}, "learner.lr": {"choice": [1e-3, 1e-4]}},
+                         tune={"search_alg": "grid"}))
+    assert param_space(g) == {VERIFIER_SET_KEY: {"grid_search": ["h"]}, "learner.lr": {"grid_search": [1e-3, 1e-4]}}
+    v = parse_sweep(spec({"verifier_sets": {"grid": {"a": [{"kind": "hard"}], "b": [{"kind": "format"}]}}}))
+    assert param_space(v) == {VERIFIER_SET_KEY: {"grid_search": ["a", "b"]}}
+
+
+def test_trial_resources_cover_the_trainers_actors():
+    s = parse_sweep(spec({"verifier_sets": {"h": [{"kind": "hard", "num_cpus": 0.5}],
+                                            "hfl": [{"kind": "hard"}, {"kind": "format"}, {"kind": "length"}]}}))
+    one = trial_resources(s.trial_config({VERIFIER_SET_KEY: "h"}, "x"), 0.5)
+    three = trial_resources(s.trial_config({VERIFIER_SET_KEY: "hfl"}, "x"), 0.5)
+    # driver bundle, then one bundle: 1 worker * 0.5 + 1 rank * 0.5 + verifiers
+    assert one == [{"CPU": 0.5}, {"CPU": 1.5}]
+    assert three == [{"CPU": 0.5}, {"CPU": 1.75}]
+
+
+# ---------------------------------------------------------------------------- real sweeps
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    if ray.is_initialized():
+        ray.shutdown()
+    # logical CPUs for 2 concurrent smoke trials (2.25 CPUs each) on a 2-core machine
+    ray.init(num_cpus=5, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _wait_all_released(timeout=30.0):
+    """Every trial's placement group and actors gone: all logical CPUs free again."""
+    total = ray.cluster_resources()["CPU"]
+    end = time.time() + timeout
+    while time.time() < end:
+        if abs(ray.available_resources().get("CPU", 0.0) - total) < 1e-6:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"resources not released: {ray.available_resources()} of {ray.cluster_resources()}")
+
+
+def test_smoke_sweep_end_to_end_then_restore(ray_cluster, tiny_model_dir, tmp_path):
+    assert PERTURBQA.is_dir(), f"real PerturbQA data expected at {PERTURBQA}"
+    out = tmp_path / "smoke"
+    sweep = load_sweep(TUNE_CONFIGS / "smoke_cpu.yaml", [
+        f"base.model.path={tiny_model_dir}", f"base.data.mirror={PERTURBQA.resolve()}", f"output_dir={out}"])
+    assert sweep.spec.tune.scheduler == "asha"
+    results = run_sweep(sweep)
+    assert len(results) == 4 and not results.errors
+
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 4 and set(table["status"]) <= {"COMPLETED", "STOPPED"}
+    assert (table["status"] == "COMPLETED").any()
+    assert sorted(table["config/verifier_set"]) == ["hard_format", "hard_format", "hard_format_length",
+                                                    "hard_format_length"]
+    for col in ("final/reward_mean", "final/eval/mcc", "final/eval/f1", "final/eval/balanced_accuracy"):
+        assert table[col].notna().all(), col
+    # sorted by the sweep metric, best first
+    assert list(table["final/reward_mean"]) == sorted(table["final/reward_mean"], reverse=True)
+    pq = pd.read_parquet(out / "results.parquet")
+    assert list(pq["trial_id"]) == list(table["trial_id"].astype(str))
+    assert (out / "sweep.png").stat().st_size > 10_000
+
+    # every trial reported each step: the reward curve and the eval metrics
+    for res in results:
+        hist = res.metrics_dataframe
+        n = len(hist)
+        assert list(hist["step"]) == list(range(1, n + 1))
+        assert hist["reward_mean"].notna().all() and hist["eval/mcc"].notna().all()
+    done = table[table["status"] == "COMPLETED"]
+    assert (done["steps"] == 3).all()
+    for tid in done["trial_id"]:  # finished trials end on their own: final model saved
+        assert (out / "trials" / str(tid) / "final" / "model.safetensors").is_file()
+
+    # best config: a complete training config that `softverify train --config` accepts
+    best = load_config(out / "best_config.yaml")
+    top = table.iloc[0]
+    assert best.learner.lr == pytest.approx(top["config/learner.lr"])
+    names = [v.display_name for v in best.verifiers]
+    assert names == (["hard", "format", "length"] if top["config/verifier_set"] == "hard_format_length"
+                     else ["hard", "format"])
+    assert best.trainer.output_dir == str(out / "best_run") and best.trainer.progress is True
+
+    # no trainer actor outlives its trial, early-stopped ones included
+    _wait_all_released()
+
+    # restore of the finished sweep: nothing reruns, the report is rebuilt from Tune's state
+    lines = {t: (out / "trials" / str(t) / "metrics.jsonl").read_text() for t in table["trial_id"]}
+    (out / "results.csv").unlink()
+    again = run_sweep(load_sweep(TUNE_CONFIGS / "smoke_cpu.yaml", [
+        f"base.model.path={tiny_model_dir}", f"base.data.mirror={PERTURBQA.resolve()}", f"output_dir={out}"]),
+        resume=True)
+    assert len(again) == 4
+    assert pd.read_csv(out / "results.csv").equals(table)
+    assert lines == {t: (out / "trials" / str(t) / "metrics.jsonl").read_text() for t in table["trial_id"]}
+
+    # a second run into the same output_dir must not clobber it
+    with pytest.raises(ConfigError, match="already holds a sweep; pass --resume"):
+        run_sweep(sweep)
+
+
+def test_interrupted_sweep_resumes_and_failing_trial_is_reported(ray_cluster, tiny_model_dir, tmp_path):
+    """`softverify sweep` is interrupted (SIGINT) while its first trial trains; `--resume`
+    (Tuner.restore) finishes it from the trainer's checkpoint, then runs the second trial,
+    whose model path does not exist: that trial is reported as ERROR, the sweep completes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from softverify.platform import checkpoint as ckpt
+
+    out = tmp_path / "interrupted"
+    raw = spec({"model.path": {"grid": [str(tiny_model_dir), "/nonexistent/model"]}},
+               output_dir=str(out), tune={"scheduler": "fifo", "metric": "reward_mean", "num_samples": 1,
+                                                 "max_concurrent_trials": 1})
+    raw["base"]["data"]["mirror"] = str(PERTURBQA.resolve())
+    raw["base"]["trainer"].update(steps=3, eval_every=0, checkpoint_every=1)
+    raw["base"]["verifiers"] = [{"kind": "length", "params": {"max_chars": 200}}]
+    f = tmp_path / "sweep.yaml"
+    f.write_text(yaml.safe_dump(raw))
+
+    env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address, PYTHONUNBUFFERED="1")
+    log = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "softverify.cli", "sweep", str(f)], cwd=REPO, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        end = time.time() + 240
+        first = None
+        while time.time() < end and proc.poll() is None:
+            runs = sorted((out / "trials").glob("*")) if (out / "trials").is_dir() else []
+            if runs and ckpt.latest(runs[0] / "checkpoints") is not None:
+                first = runs[0]
+                break
+            time.sleep(0.2)
+        assert first is not None, (tmp_path / "first.log").read_text()[-3000:]
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    assert proc.returncode == 130, (tmp_path / "first.log").read_text()[-3000:]
+    assert "--resume" in (tmp_path / "first.log").read_text()
+    partial = pd.read_csv(out / "results.csv")
+    assert list(partial["status"]) == ["INTERRUPTED"]
+    interrupted_at = ckpt.read_state(ckpt.latest(first / "checkpoints"))["step"]
+    assert interrupted_at < 3 and not (first / "final").exists(), "the sweep finished before the interrupt"
+    _wait_all_released()
+
+    from softverify.cli import main
+
+    assert main(["sweep", str(f), "--resume"]) == 0
+    table = pd.read_csv(out / "results.csv").set_index("config/model.path")
+    good, bad = table.loc[str(tiny_model_dir)], table.loc["/nonexistent/model"]
+    assert (good["status"], good["steps"]) == ("COMPLETED", 3)
+    assert bad["status"] == "ERROR" and "does not exist" in bad["error"]
+    # the interrupted trial continued from its checkpoint: one metrics row per step, a final model
+    steps = [json.loads(line)["step"] for line in (first / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    assert (first / "final" / "model.safetensors").is_file()
+    best = load_config(out / "best_config.yaml")
+    assert best.model.path == str(tiny_model_dir)
+    # resuming with a different sweep file is refused
+    raw["search"]["model.path"] = {"grid": [str(tiny_model_dir)]}
+    f.write_text(yaml.safe_dump(raw))
+    assert main(["sweep", str(f), "--resume"]) == 2
+    _wait_all_released()
