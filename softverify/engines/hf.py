@@ -6,7 +6,8 @@ which the learner's importance ratio needs.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import threading
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -123,6 +124,63 @@ class HFEngine:
         pb = self.render(messages_list)
         return [g[0].text for g in self.generate(pb.token_ids, sampling, n=1)]
 
+    def stream(self, prompt_token_ids: Sequence[int], sampling: SamplingParams) -> "TextStream":
+        """One completion whose text arrives while it is generated (for streaming APIs).
+
+        ``generate`` runs in a background thread and feeds a transformers
+        ``TextIteratorStreamer``; iterate the returned :class:`TextStream` for text pieces
+        (whole words, as the streamer releases them), then read its ``token_ids`` and
+        ``finish_reason``. No logprobs: serving does not need them.
+        """
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        class _Streamer(TextIteratorStreamer):
+            """Also keeps the generated token ids (for usage and finish_reason)."""
+
+            def __init__(self, *a, **kw):
+                super().__init__(*a, **kw)
+                self.token_ids: list[int] = []
+
+            def put(self, value):
+                if not (self.skip_prompt and self.next_tokens_are_prompt):
+                    self.token_ids.extend(value.reshape(-1).tolist())
+                super().put(value)
+
+        streamer = _Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        greedy = sampling.temperature == 0
+        kwargs = dict(
+            max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
+            temperature=None if greedy else sampling.temperature, top_p=None if greedy else sampling.top_p,
+            top_k=None if greedy or sampling.top_k <= 0 else sampling.top_k,
+            pad_token_id=self.tokenizer.pad_token_id, streamer=streamer,
+        )
+        if sampling.stop:
+            kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
+        ids = torch.tensor([list(prompt_token_ids)], dtype=torch.long, device=self.device)
+        out = TextStream(streamer, self.eos_ids, sampling)
+
+        class _Cancelled(StoppingCriteria):
+            """Stops generation once the consumer went away (client disconnected)."""
+
+            def __call__(self, input_ids, scores, **kw):
+                return torch.full((input_ids.shape[0],), out.cancelled, dtype=torch.bool, device=input_ids.device)
+
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_Cancelled()])
+
+        def run():
+            try:
+                if sampling.seed is not None:
+                    torch.manual_seed(sampling.seed)
+                with torch.no_grad():
+                    self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
+            except BaseException as e:  # surface it to the consumer instead of hanging it
+                out.error = e
+                streamer.end()
+
+        out.thread = threading.Thread(target=run, name="hf-stream", daemon=True)
+        out.thread.start()
+        return out
+
     # ------------------------------------------------------------------ scoring / sync
     @torch.no_grad()
     def score(
@@ -149,3 +207,41 @@ class HFEngine:
 
     def _is_tied(self, key: str) -> bool:
         return key == "lm_head.weight" and bool(getattr(self.model.config, "tie_word_embeddings", False))
+
+
+class TextStream:
+    """Iterator over the text pieces of one streamed completion (see :meth:`HFEngine.stream`)."""
+
+    def __init__(self, streamer, eos_ids: set[int], sampling: SamplingParams):
+        self._streamer, self._eos, self._sp = streamer, eos_ids, sampling
+        self.error: BaseException | None = None
+        self.cancelled = False
+        self.thread: threading.Thread | None = None
+        self.text = ""
+
+    def __iter__(self) -> Iterator[str]:
+        for piece in self._streamer:
+            if piece:
+                self.text += piece
+                yield piece
+        if self.thread is not None:
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def cancel(self) -> None:
+        """Ask the generating thread to stop at its next token."""
+        self.cancelled = True
+
+    @property
+    def token_ids(self) -> list[int]:
+        return list(self._streamer.token_ids)
+
+    @property
+    def finish_reason(self) -> str:
+        toks = self._streamer.token_ids
+        if toks and toks[-1] in self._eos:
+            return "stop"
+        if self._sp.stop and any(s in self.text for s in self._sp.stop):
+            return "stop"
+        return "length" if len(toks) >= self._sp.max_new_tokens else "stop"
