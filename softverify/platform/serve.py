@@ -1,0 +1,289 @@
+"""``softverify serve``: the trained model behind an OpenAI-compatible API on Ray Serve.
+
+Two engines, one application entry point (:func:`app_builder`, used by ``serve run``
+and the RayService manifest; :func:`build_app` for code):
+
+- ``hf``: a Serve deployment (:class:`ChatServer`) around :class:`~softverify.engines.hf.HFEngine`.
+  Runs anywhere (CPU by default). Concurrent non-streaming requests are batched with
+  ``@serve.batch`` (one ``generate`` for the batch, the engine's strength on CPU); streaming
+  requests get their own generation and send server-sent events as the text appears.
+  API key, input limits and a per-replica rate limit come from
+  :mod:`softverify.platform.serve_api`; ``/v1/verify`` scores answers with verifiers.
+- ``vllm``: Ray Serve LLM (``ray.serve.llm.build_openai_app`` with one ``LLMConfig``), for
+  GPUs. Its own OpenAI ingress serves the requests, so the API key, limits and
+  ``/v1/verify`` of the hf path do not apply there (put a gateway in front).
+"""
+# No ``from __future__ import annotations`` here: FastAPI reads the route signatures'
+# annotations at runtime (``request: Request``) and Serve's ingress wrapper loses the
+# module namespace string annotations would need.
+import asyncio
+import importlib.util
+import os
+import sys
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+
+from softverify.engines.base import SamplingParams, with_assistant_prefix
+from softverify.platform.serve_api import (
+    SSE_DONE, ApiError, ChatCompletionRequest, RateLimiter, ServeConfig, VerifyRequest, chat_chunk,
+    chat_response, check_api_key, check_chat, check_prompt_tokens, completion_id, models_response,
+    parse_body, stop_list, usage,
+)
+from softverify.platform.serve_verify import VerifierSet
+
+api = FastAPI(title="softverify", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+def _error(e: ApiError) -> JSONResponse:
+    return JSONResponse(status_code=e.status, content=e.body(), headers=e.headers)
+
+
+def trim_at_stop(text: str, stops: list[str]) -> str:
+    """OpenAI returns the text before the first stop sequence, without it."""
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+    return text if cut < 0 else text[:cut]
+
+
+@serve.deployment(name="ChatServer")
+@serve.ingress(api)
+class ChatServer:
+    """One replica: an HF engine, a rate limiter and the verifiers, behind FastAPI routes."""
+
+    def __init__(self, cfg: dict, model_path: str, api_key: str | None):
+        from softverify.engines.hf import HFEngine
+
+        self.cfg = ServeConfig.model_validate(cfg)
+        r, self.limits = self.cfg.replicas, self.cfg.limits
+        self.engine = HFEngine(model_path, self.cfg.dtype, r.torch_threads, self.cfg.trust_remote_code,
+                               batch_size=r.max_batch_size)
+        self.model_id = self.cfg.model_id()
+        self.api_key = api_key
+        self.limiter = RateLimiter(self.limits.requests_per_second, self.limits.burst)
+        self.verifiers = VerifierSet(self.cfg.verifiers)
+        self.created = int(time.time())
+        # one generate at a time per replica: a batch or a stream. Two would only fight
+        # over the same cores (and a GPU's memory) and make both slower.
+        self._gen_lock = asyncio.Lock()
+        self._generate_batch.set_max_batch_size(r.max_batch_size)
+        self._generate_batch.set_batch_wait_timeout_s(r.batch_wait_timeout_s)
+
+    # ------------------------------------------------------------------ helpers
+    def _admit(self, request: Request, rate_limited: bool = True) -> None:
+        """Auth first (a stranger must not drain the bucket), then the rate limit."""
+        check_api_key(request.headers.get("authorization"), self.api_key)
+        if rate_limited:
+            self.limiter.acquire()
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.limits.max_body_bytes:
+            raise ApiError(413, f"request body is {declared} bytes; the limit is {self.limits.max_body_bytes}")
+
+    def _prompt(self, req: ChatCompletionRequest) -> list[int]:
+        msgs = [{"role": m.role, "content": m.content} for m in req.messages]
+        pb = with_assistant_prefix(self.engine.render([msgs]), self.engine.tokenizer, self.cfg.assistant_prefix)
+        ids = pb.token_ids[0]
+        check_prompt_tokens(len(ids), self.limits)
+        return ids
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
+    async def _generate_batch(self, items: list[tuple[list[int], SamplingParams]]):
+        """Requests that arrived together; those with equal sampling settings share a generate."""
+        groups: dict[tuple, list[int]] = {}
+        for i, (_, sp) in enumerate(items):
+            groups.setdefault((sp.max_new_tokens, sp.temperature, sp.top_p, tuple(sp.stop), sp.seed), []).append(i)
+        out: list[Any] = [None] * len(items)
+        async with self._gen_lock:
+            for idx in groups.values():
+                sp = items[idx[0]][1]
+                gens = await asyncio.to_thread(self.engine.generate, [items[i][0] for i in idx], sp, 1)
+                for i, g in zip(idx, gens):
+                    out[i] = g[0]
+        return out
+
+    # ------------------------------------------------------------------ routes
+    @api.get("/health")
+    async def health(self):
+        return {"status": "ok"}
+
+    @api.get("/v1/models")
+    async def models(self, request: Request):
+        try:
+            self._admit(request, rate_limited=False)
+        except ApiError as e:
+            return _error(e)
+        return models_response(self.model_id, self.created)
+
+    @api.post("/v1/chat/completions")
+    async def chat(self, request: Request):
+        try:
+            self._admit(request)
+            req = parse_body(await request.body(), ChatCompletionRequest, self.limits)
+            max_tokens = check_chat(req, self.limits, self.model_id)
+            ids = self._prompt(req)
+        except ApiError as e:
+            return _error(e)
+        sp = SamplingParams(max_new_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
+                            stop=stop_list(req.stop), seed=req.seed)
+        cid, prefix = completion_id(), self.cfg.assistant_prefix
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(self._stream(cid, ids, sp, include_usage), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        g = await self._generate_batch((ids, sp))
+        text = prefix + trim_at_stop(g.text, sp.stop)
+        return chat_response(cid, self.model_id, text, g.finish_reason, len(ids), len(g.token_ids))
+
+    async def _stream(self, cid: str, ids: list[int], sp: SamplingParams, include_usage: bool):
+        """SSE: a role chunk, content chunks as words appear, a finish chunk, [DONE].
+
+        Text is held back by (longest stop sequence - 1) characters so a stop sequence
+        split over two pieces is never sent."""
+        created = int(time.time())
+        yield chat_chunk(cid, self.model_id, created, {"role": "assistant", "content": ""})
+        if self.cfg.assistant_prefix:
+            yield chat_chunk(cid, self.model_id, created, {"content": self.cfg.assistant_prefix})
+        hold = max((len(s) for s in sp.stop), default=1) - 1
+        async with self._gen_lock:
+            stream = self.engine.stream(ids, sp)
+            it, pending, stopped = iter(stream), "", False
+            try:
+                while (piece := await asyncio.to_thread(next, it, None)) is not None:
+                    pending += piece
+                    cut = trim_at_stop(pending, sp.stop)
+                    if len(cut) < len(pending):  # a stop sequence: send what precedes it, end
+                        pending, stopped = cut, True
+                        stream.cancel()
+                        break
+                    send, pending = pending[: len(pending) - hold], pending[len(pending) - hold:]
+                    if send:
+                        yield chat_chunk(cid, self.model_id, created, {"content": send})
+                if pending:
+                    yield chat_chunk(cid, self.model_id, created, {"content": pending})
+                if stopped:  # let the generating thread see the cancel before the next request
+                    await asyncio.to_thread(lambda: [None for _ in it])
+            finally:  # client went away mid-stream: stop generating for nobody
+                stream.cancel()
+        reason = "stop" if stopped else stream.finish_reason
+        yield chat_chunk(cid, self.model_id, created, {}, finish_reason=reason)
+        if include_usage:
+            yield chat_chunk(cid, self.model_id, created, None, usage=usage(len(ids), len(stream.token_ids)))
+        yield SSE_DONE
+
+    @api.post("/v1/verify")
+    async def verify(self, request: Request):
+        try:
+            self._admit(request)
+            req = parse_body(await request.body(), VerifyRequest, self.limits)
+            return self.verifiers.score(req)
+        except ApiError as e:
+            return _error(e)
+
+
+# ------------------------------------------------------------------ building the app
+
+
+def select_engine(cfg: ServeConfig) -> str:
+    """'auto' means vLLM when it can work: ``ray.serve.llm`` imports and there are GPUs."""
+    if cfg.engine != "auto":
+        return cfg.engine
+    if importlib.util.find_spec("vllm") is None:
+        return "hf"
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
+    if not gpus:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    return "vllm" if gpus else "hf"
+
+
+def vllm_llm_config(cfg: ServeConfig, model_path: str) -> dict[str, Any]:
+    """The ``ray.serve.llm.LLMConfig`` fields for this config (a plain dict, so it can be
+    checked without vLLM installed)."""
+    r = cfg.replicas
+    deployment: dict[str, Any] = {"max_ongoing_requests": r.max_ongoing_requests}
+    if r.autoscaling:
+        deployment["autoscaling_config"] = r.autoscaling_config()
+    else:
+        deployment["autoscaling_config"] = {"min_replicas": r.num_replicas, "max_replicas": r.num_replicas}
+    engine: dict[str, Any] = {"dtype": cfg.dtype}
+    if cfg.max_model_len:
+        engine["max_model_len"] = cfg.max_model_len
+    if cfg.trust_remote_code:
+        engine["trust_remote_code"] = True
+    out: dict[str, Any] = {
+        "model_loading_config": {"model_id": cfg.model_id(), "model_source": model_path},
+        "deployment_config": deployment,
+        "engine_kwargs": engine,
+    }
+    if cfg.accelerator_type:
+        out["accelerator_type"] = cfg.accelerator_type
+    return out
+
+
+def build_app(cfg: ServeConfig):
+    """The Serve application for ``cfg`` (not yet running)."""
+    from softverify.models import resolve_model_path
+
+    model_path = resolve_model_path(cfg.model)
+    api_key = cfg.api_key or os.environ.get("SOFTVERIFY_API_KEY") or None
+    engine = select_engine(cfg)
+    if engine == "vllm":
+        if api_key:
+            raise ValueError("the vllm engine (Ray Serve LLM) does not check API keys; serve with "
+                             "engine=hf or put an authenticating gateway in front and unset the key")
+        try:
+            from ray.serve.llm import LLMConfig, build_openai_app
+        except ImportError as e:
+            raise ValueError(f"engine=vllm needs Ray Serve LLM and vLLM (pip install 'softverify[gpu]'): {e}") from e
+        return build_openai_app({"llm_configs": [LLMConfig(**vllm_llm_config(cfg, model_path))]})
+    return ChatServer.options(**cfg.replicas.serve_options()).bind(
+        cfg.model_dump(exclude={"api_key"}), model_path, api_key)
+
+
+def load_serve_config(raw: dict[str, Any]) -> ServeConfig:
+    """Validate, turning pydantic's report into one :class:`ConfigError` line per problem."""
+    from pydantic import ValidationError
+
+    from softverify.config import ConfigError
+
+    try:
+        return ServeConfig.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"{'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}" for err in e.errors()]
+        raise ConfigError("invalid serve config: " + "; ".join(lines)) from None
+
+
+def app_builder(args: dict[str, Any]):
+    """Entry point for ``serve run softverify.platform.serve:app_builder model=...`` and the
+    RayService's serveConfigV2 ``args``; ``config`` may name a YAML file the args override."""
+    from softverify.config import read_yaml
+
+    args = dict(args)
+    raw = read_yaml(args.pop("config")) if "config" in args else {}
+    raw.update(args)
+    return build_app(load_serve_config(raw))
+
+
+def serve_forever(cfg: ServeConfig, address: str | None = None) -> int:
+    """Start Ray (or join ``address``), bind the HTTP proxy, deploy, block until Ctrl-C."""
+    import ray
+
+    app = build_app(cfg)
+    ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
+    try:
+        serve.start(http_options={"host": cfg.host, "port": cfg.port})
+        serve.run(app, name="softverify", route_prefix="/", blocking=False)
+        print(f"softverify serve: {cfg.model_id()!r} ready at http://{cfg.host}:{cfg.port}/v1 "
+              f"(engine {select_engine(cfg)}); Ctrl-C stops", file=sys.stderr, flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        serve.shutdown()
+        ray.shutdown()

@@ -1,0 +1,334 @@
+"""The OpenAI-compatible HTTP contract of ``softverify serve``, without Ray or a model.
+
+Everything a request meets before it reaches the engine lives here: the typed serving
+config, the request/response models, the input limits, the per-replica rate limiter and
+the OpenAI-shaped error body. Keeping it pure means every rule (which status code, which
+``param``, when ``Retry-After``) is unit-testable, and the Serve deployment in
+:mod:`softverify.platform.serve` stays a thin shell around it.
+
+Status codes: 400 malformed JSON / over a limit the client chose (``max_tokens``, prompt
+length), 401 missing or wrong API key, 404 unknown model, 413 body, message or message
+count too large, 422 well-formed JSON that does not match the schema, 429 rate limited
+(with ``Retry-After``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+import uuid
+from typing import Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ApiError(Exception):
+    """An error the client caused; rendered as ``{"error": {...}}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+# ------------------------------------------------------------------ serving config
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ReplicaConfig(_Strict):
+    """How many copies of the model run and when Serve adds or removes them."""
+
+    num_replicas: int = Field(1, ge=1, description="Fixed replica count (ignored when autoscaling is on).")
+    autoscaling: bool = Field(False, description="Let Serve scale between min_replicas and max_replicas by load.")
+    min_replicas: int = Field(1, ge=0, description="Autoscaling floor (0 allows scale to zero; first request waits for a cold start).")
+    max_replicas: int = Field(4, ge=1, description="Autoscaling ceiling.")
+    target_ongoing_requests: float = Field(
+        4.0, gt=0, description="Autoscaling target: in-flight requests per replica Serve aims for.")
+    max_ongoing_requests: int = Field(
+        16, ge=1, description="Requests one replica accepts at once; more wait in the proxy queue.")
+    num_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves per replica.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves per replica (HF engine on GPU, or vLLM).")
+    torch_threads: int | None = Field(
+        2, ge=1, description="torch intra-op threads per HF replica (None: torch's default, usually all cores).")
+    max_batch_size: int = Field(
+        8, ge=1, description="HF engine: concurrent non-streaming requests generated together in one batch.")
+    batch_wait_timeout_s: float = Field(
+        0.02, ge=0, description="HF engine: how long the first request of a batch waits for company.")
+
+    @model_validator(mode="after")
+    def _range(self) -> "ReplicaConfig":
+        if self.autoscaling and self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})")
+        return self
+
+    def serve_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``Deployment.options`` (HF path)."""
+        opts: dict[str, Any] = {
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+        }
+        if self.autoscaling:
+            opts["autoscaling_config"] = self.autoscaling_config()
+            opts["num_replicas"] = "auto"
+        else:
+            opts["num_replicas"] = self.num_replicas
+        return opts
+
+    def autoscaling_config(self) -> dict[str, Any]:
+        return {"min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
+                "initial_replicas": max(self.min_replicas, 1),
+                "target_ongoing_requests": self.target_ongoing_requests}
+
+
+class LimitsConfig(_Strict):
+    """Input limits; each breach is a 4xx with the offending ``param`` named."""
+
+    max_tokens: int = Field(512, ge=1, description="Largest max_tokens a request may ask for (400 above it).")
+    default_max_tokens: int | None = Field(
+        None, ge=1, description="max_tokens when the request gives none (default: min(256, max_tokens)).")
+    max_prompt_tokens: int = Field(4096, ge=1, description="Largest rendered prompt, in tokens (400 above it).")
+    max_messages: int = Field(64, ge=1, description="Most messages in one conversation (413 above it).")
+    max_message_chars: int = Field(16_000, ge=1, description="Longest single message content, in characters (413).")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body in bytes (413).")
+    requests_per_second: float | None = Field(
+        10.0, gt=0, description="Sustained request rate each replica admits (token bucket); None disables it.")
+    burst: int = Field(20, ge=1, description="Requests a replica admits back to back before the rate applies.")
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> "LimitsConfig":
+        if self.default_max_tokens is not None and self.default_max_tokens > self.max_tokens:
+            raise ValueError(f"default_max_tokens ({self.default_max_tokens}) > max_tokens ({self.max_tokens})")
+        return self
+
+
+class VerifierSpec(_Strict):
+    kind: str = Field(description="Registered verifier kind (softverify.verifiers.available_kinds()).")
+    name: str | None = Field(None, description="Name the score is reported under (default: the kind).")
+    params: dict[str, Any] = Field(default_factory=dict, description="Keyword parameters of the verifier.")
+
+
+class ServeConfig(_Strict):
+    """Everything ``softverify serve`` and the RayService application take (YAML, CLI flags)."""
+
+    model: str = Field(description="'smollm2', a local HF model directory (e.g. a run's final/), or a hub id.")
+    served_model_name: str | None = Field(
+        None, description="Model id clients send in 'model' (default: the directory name, or the reference).")
+    engine: Literal["auto", "hf", "vllm"] = Field(
+        "auto", description="'hf': Serve deployment around the HF engine (CPU or GPU); 'vllm': Ray Serve LLM "
+        "(needs vLLM and GPUs); 'auto': vllm when the cluster has GPUs and ray.serve.llm imports, else hf.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights/compute dtype.")
+    trust_remote_code: bool = Field(False, description="Allow model repos to run their own code.")
+    host: str = Field("127.0.0.1", description="Address the HTTP proxy binds; 0.0.0.0 exposes it to the network.")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
+    api_key: str | None = Field(
+        None, description="Bearer key clients must send; prefer $SOFTVERIFY_API_KEY over writing it in YAML.")
+    assistant_prefix: str = Field(
+        "", description="Text every assistant turn starts with (e.g. '<think>\\n' if the model was trained so); "
+        "it is returned as part of the completion.")
+    max_model_len: int | None = Field(None, ge=1, description="vLLM: context length (default: the model's).")
+    accelerator_type: str | None = Field(None, description="vLLM: Ray accelerator type to schedule on, e.g. 'A10G'.")
+    replicas: ReplicaConfig = Field(default_factory=ReplicaConfig, description="Replica count and autoscaling.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Request limits (HF path).")
+    verifiers: list[VerifierSpec] = Field(
+        default_factory=lambda: [VerifierSpec(kind="format"), VerifierSpec(kind="hard")],
+        description="Verifiers /v1/verify scores answers with; empty disables the endpoint.")
+
+    def model_id(self) -> str:
+        if self.served_model_name:
+            return self.served_model_name
+        return self.model.rstrip("/").split("/")[-1] or self.model
+
+
+# ------------------------------------------------------------------ requests
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant"]
+    content: str
+    name: str | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """The subset of OpenAI's chat request this server honours; anything else is refused
+    by name (422) rather than silently ignored, so a client never believes a setting took."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    n: int = Field(1, ge=1, le=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    user: str | None = None
+
+
+class VerifyRequest(BaseModel):
+    """Score an answer to a question with the configured verifiers.
+
+    ``metadata`` is the dataset row's fields the verifiers read (e.g. ``label`` for the
+    hard verifier: 1 = yes, 0 = no). ``verifiers`` picks a subset by name."""
+
+    model_config = ConfigDict(extra="forbid")
+    question: str = Field(min_length=1)
+    answer: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    verifiers: list[str] | None = None
+
+
+def _loc(err: dict) -> str:
+    return ".".join(str(p) for p in err.get("loc", ()))
+
+
+def parse_body(raw: bytes, model: type[BaseModel], limits: LimitsConfig) -> BaseModel:
+    """Bytes -> validated request, or :class:`ApiError` (413 size, 400 JSON, 422 schema)."""
+    if len(raw) > limits.max_body_bytes:
+        raise ApiError(413, f"request body is {len(raw)} bytes; the limit is {limits.max_body_bytes}")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"request body is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, f"request body must be a JSON object, got {type(data).__name__}")
+    if isinstance(data.get("messages"), list) and len(data["messages"]) > limits.max_messages:
+        raise ApiError(413, f"{len(data['messages'])} messages; the limit is {limits.max_messages}", param="messages")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        msg = "; ".join(f"{_loc(err) or 'body'}: {err['msg']}" for err in e.errors()[:5])
+        raise ApiError(422, msg, param=_loc(first) or None) from None
+
+
+def check_chat(req: ChatCompletionRequest, limits: LimitsConfig, model_id: str) -> int:
+    """Limits that need the parsed request; returns the effective max_tokens."""
+    if req.model != model_id:
+        raise ApiError(404, f"model {req.model!r} does not exist; this server serves {model_id!r}",
+                       param="model", code="model_not_found")
+    for i, m in enumerate(req.messages):
+        if len(m.content) > limits.max_message_chars:
+            raise ApiError(413, f"messages[{i}].content has {len(m.content)} characters; the limit is "
+                           f"{limits.max_message_chars}", param=f"messages.{i}.content")
+    asked = req.max_completion_tokens or req.max_tokens
+    param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
+    if asked is not None and asked > limits.max_tokens:
+        raise ApiError(400, f"{param} is {asked}; this server allows at most {limits.max_tokens}", param=param)
+    return asked or limits.default_max_tokens or min(256, limits.max_tokens)
+
+
+def check_prompt_tokens(n: int, limits: LimitsConfig) -> None:
+    if n > limits.max_prompt_tokens:
+        raise ApiError(400, f"the rendered prompt has {n} tokens; the limit is {limits.max_prompt_tokens}",
+                       param="messages", code="context_length_exceeded")
+
+
+def stop_list(stop: str | list[str] | None) -> list[str]:
+    if stop is None:
+        return []
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
+# ------------------------------------------------------------------ access control
+
+
+def check_api_key(authorization: str | None, expected: str | None) -> None:
+    """``Authorization: Bearer <key>``; constant-time comparison."""
+    import hmac
+
+    if expected is None:
+        return
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        raise ApiError(401, "missing or invalid API key (send 'Authorization: Bearer <key>')",
+                       type="authentication_error", code="invalid_api_key")
+
+
+class RateLimiter:
+    """Token bucket: ``burst`` requests at once, refilled at ``rate`` per second.
+
+    One per replica (Serve scales capacity by adding replicas, so the limit scales with it).
+    Thread-safe; ``clock`` is injectable so tests need not sleep.
+    """
+
+    def __init__(self, rate: float | None, burst: int, clock: Callable[[], float] = time.monotonic):
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens, self.stamp = float(burst), clock()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        """Take one token or raise 429 with the whole seconds until one is available."""
+        if self.rate is None:
+            return
+        with self._lock:
+            now = self.clock()
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return
+            wait = (1 - self.tokens) / self.rate
+        retry = max(1, math.ceil(wait))
+        raise ApiError(429, f"rate limit exceeded ({self.rate:g} requests/s per replica, burst {self.burst}); "
+                       f"retry after {retry} s", type="rate_limit_error", code="rate_limit_exceeded",
+                       headers={"Retry-After": str(retry)})
+
+
+# ------------------------------------------------------------------ responses
+
+
+def completion_id() -> str:
+    return "chatcmpl-" + uuid.uuid4().hex[:24]
+
+
+def chat_response(cid: str, model: str, text: str, finish_reason: str, prompt_tokens: int,
+                  completion_tokens: int, created: int | None = None) -> dict[str, Any]:
+    return {
+        "id": cid, "object": "chat.completion", "created": created or int(time.time()), "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                     "finish_reason": finish_reason, "logprobs": None}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+def chat_chunk(cid: str, model: str, created: int, delta: dict[str, str] | None,
+               finish_reason: str | None = None, usage: dict[str, int] | None = None) -> str:
+    """One server-sent event; ``delta=None`` makes the usage-only chunk (empty choices)."""
+    choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish_reason,
+                                         "logprobs": None}]
+    body: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                            "model": model, "choices": choices}
+    if usage is not None:
+        body["usage"] = usage
+    return f"data: {json.dumps(body)}\n\n"
+
+
+SSE_DONE = "data: [DONE]\n\n"
+
+
+def models_response(model_id: str, created: int) -> dict[str, Any]:
+    return {"object": "list", "data": [{"id": model_id, "object": "model", "created": created,
+                                        "owned_by": "softverify"}]}
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}

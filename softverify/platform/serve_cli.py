@@ -1,0 +1,110 @@
+"""``softverify serve MODEL``: argument parsing only; the work is in :mod:`softverify.platform.serve`.
+
+Settings come from (later wins): ServeConfig defaults, ``--config serve.yaml``, the flags
+below, ``--set section.key=value``. The API key comes from ``--api-key`` or
+``$SOFTVERIFY_API_KEY`` (prefer the variable: flags show up in ``ps``).
+"""
+from __future__ import annotations
+
+import argparse
+
+# flag dest -> dotted ServeConfig key
+_FLAG_KEYS = {
+    "host": "host", "port": "port", "api_key": "api_key", "served_model_name": "served_model_name",
+    "engine": "engine", "dtype": "dtype", "assistant_prefix": "assistant_prefix",
+    "num_replicas": "replicas.num_replicas", "min_replicas": "replicas.min_replicas",
+    "max_replicas": "replicas.max_replicas", "target_ongoing_requests": "replicas.target_ongoing_requests",
+    "max_ongoing_requests": "replicas.max_ongoing_requests", "num_cpus": "replicas.num_cpus",
+    "num_gpus": "replicas.num_gpus", "torch_threads": "replicas.torch_threads",
+    "max_batch_size": "replicas.max_batch_size", "max_tokens": "limits.max_tokens",
+    "max_prompt_tokens": "limits.max_prompt_tokens", "max_messages": "limits.max_messages",
+    "max_message_chars": "limits.max_message_chars", "rate_limit": "limits.requests_per_second",
+    "burst": "limits.burst",
+}
+
+
+def _set(raw: dict, dotted: str, value) -> None:
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+
+
+def config_from_args(args):
+    """ServeConfig from YAML + flags + --set; every mistake is a ConfigError."""
+    from softverify.config import apply_overrides, read_yaml
+    from softverify.platform.serve import load_serve_config
+
+    raw = read_yaml(args.config) if args.config else {}
+    if args.model:
+        raw["model"] = args.model
+    for dest, key in _FLAG_KEYS.items():
+        value = getattr(args, dest)
+        if value is not None:
+            _set(raw, key, value)
+    if args.autoscale:
+        _set(raw, "replicas.autoscaling", True)
+    if args.no_rate_limit:
+        _set(raw, "limits.requests_per_second", None)
+    if args.no_verify:
+        raw["verifiers"] = []
+    return load_serve_config(apply_overrides(raw, args.overrides))
+
+
+def cmd_serve(args) -> int:
+    from softverify.config import describe
+    from softverify.platform.serve_api import ServeConfig
+
+    if args.help_config:
+        print("\n".join(line.replace("PydanticUndefined", "(required)") for line in describe(ServeConfig)))
+        return 0
+    cfg = config_from_args(args)
+    from softverify.platform.serve import serve_forever
+
+    return serve_forever(cfg, address=args.address)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve", help="serve a model behind an OpenAI-compatible API with Ray Serve",
+        description="OpenAI-compatible /v1/chat/completions (streaming too), /v1/models and /v1/verify on "
+        "Ray Serve: the HF engine on CPU, or Ray Serve LLM (vLLM) on GPUs. Binds 127.0.0.1 unless --host says "
+        "otherwise. Example: softverify serve runs/k562/final --port 8000",
+    )
+    p.add_argument("model", nargs="?", help="'smollm2', a HF model directory (a run's final/), or a hub id")
+    p.add_argument("--config", help="serve YAML (see --help-config); flags override it")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set limits.max_tokens=1024 (repeatable)")
+    p.add_argument("--help-config", action="store_true", help="print every config key with its meaning")
+    p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS or a new local one)")
+    g = p.add_argument_group("network and access")
+    g.add_argument("--host", help="bind address (default 127.0.0.1; 0.0.0.0 exposes the server)")
+    g.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    g.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $SOFTVERIFY_API_KEY)")
+    g = p.add_argument_group("model")
+    g.add_argument("--served-model-name", help="model id clients use (default: the directory name)")
+    g.add_argument("--engine", choices=["auto", "hf", "vllm"], help="default auto: vllm with GPUs, else hf")
+    g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    g.add_argument("--assistant-prefix", help="text every answer starts with, e.g. '<think>\\n'")
+    g = p.add_argument_group("replicas and autoscaling")
+    g.add_argument("--num-replicas", type=int)
+    g.add_argument("--autoscale", action="store_true", help="scale between --min-replicas and --max-replicas")
+    g.add_argument("--min-replicas", type=int)
+    g.add_argument("--max-replicas", type=int)
+    g.add_argument("--target-ongoing-requests", type=float)
+    g.add_argument("--max-ongoing-requests", type=int)
+    g.add_argument("--num-cpus", type=float, help="CPUs per replica")
+    g.add_argument("--num-gpus", type=float, help="GPUs per replica")
+    g.add_argument("--torch-threads", type=int)
+    g.add_argument("--max-batch-size", type=int, help="HF engine: requests generated together")
+    g = p.add_argument_group("limits")
+    g.add_argument("--max-tokens", type=int, help="largest max_tokens a request may ask for")
+    g.add_argument("--max-prompt-tokens", type=int)
+    g.add_argument("--max-messages", type=int)
+    g.add_argument("--max-message-chars", type=int)
+    g.add_argument("--rate-limit", type=float, metavar="RPS", help="requests/s admitted per replica")
+    g.add_argument("--burst", type=int, help="requests a replica admits back to back")
+    g.add_argument("--no-rate-limit", action="store_true")
+    g.add_argument("--no-verify", action="store_true", help="disable /v1/verify")
+    p.set_defaults(func=cmd_serve)

@@ -1,0 +1,307 @@
+"""softverify serve: a real Ray Serve app on loopback, talked to with the real openai client.
+
+One module-scoped app (tiny random Llama with the SmolLM2 tokenizer) serves every HTTP
+test; the rate-limit test drains the replica's bucket, so it runs last. The pure parts
+(limits, rate limiter, config, the vLLM config) are tested without Ray first.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+
+import openai
+import requests
+import pytest
+import yaml
+
+from softverify.platform.serve_api import (
+    ApiError, ChatCompletionRequest, LimitsConfig, RateLimiter, ServeConfig, check_chat, parse_body,
+)
+
+KEY = "sk-test-" + "x" * 24
+MODEL_ID = "tiny"
+LIMITS = dict(max_tokens=64, default_max_tokens=16, max_messages=8, max_message_chars=2000,
+              requests_per_second=0.5, burst=60)
+REPO = Path(__file__).resolve().parents[1]
+
+# ------------------------------------------------------------------ pure parts (no Ray)
+
+
+def test_rate_limiter_bucket_and_retry_after():
+    now = [100.0]
+    rl = RateLimiter(rate=0.5, burst=2, clock=lambda: now[0])
+    rl.acquire(), rl.acquire()
+    with pytest.raises(ApiError) as e:
+        rl.acquire()
+    assert e.value.status == 429 and e.value.headers["Retry-After"] == "2"  # 1 token / 0.5 per s
+    now[0] += 1.0  # half a token back: still refused, 1 s to go
+    with pytest.raises(ApiError) as e:
+        rl.acquire()
+    assert e.value.headers["Retry-After"] == "1"
+    now[0] += 1.0
+    rl.acquire()
+    now[0] += 1000  # refill is capped at the burst
+    rl.acquire(), rl.acquire()
+    with pytest.raises(ApiError):
+        rl.acquire()
+    RateLimiter(None, 1).acquire()  # disabled
+
+
+def test_parse_and_check_limits():
+    limits = LimitsConfig(**LIMITS)
+    ok = b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}'
+    req = parse_body(ok, ChatCompletionRequest, limits)
+    assert check_chat(req, limits, "tiny") == 16  # default max_tokens
+    cases = [
+        (b"{not json", 400, None),
+        (b"[1, 2]", 400, None),
+        (b'{"model": "tiny", "messages": []}', 422, "messages"),
+        (b'{"model": "tiny", "messages": [{"role": "robot", "content": "x"}]}', 422, "messages.0.role"),
+        (b'{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "logprobs": true}', 422, "logprobs"),
+        (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}] * 9}).encode(), 413, "messages"),
+        (b" " * 1_000_001, 413, None),
+    ]
+    for raw, status, param in cases:
+        with pytest.raises(ApiError) as e:
+            parse_body(raw, ChatCompletionRequest, limits)
+        assert (e.value.status, e.value.param) == (status, param), raw[:60]
+    big = ChatCompletionRequest(model="tiny", messages=[{"role": "user", "content": "x" * 2001}])
+    too_many = ChatCompletionRequest(model="tiny", messages=[{"role": "user", "content": "x"}], max_tokens=65)
+    other = ChatCompletionRequest(model="gpt-4", messages=[{"role": "user", "content": "x"}])
+    for req, status, param in [(big, 413, "messages.0.content"), (too_many, 400, "max_tokens"), (other, 404, "model")]:
+        with pytest.raises(ApiError) as e:
+            check_chat(req, limits, "tiny")
+        assert (e.value.status, e.value.param) == (status, param)
+        assert set(e.value.body()["error"]) >= {"message", "type", "param"}
+
+
+def test_serve_config_is_strict_and_cli_flags_win(tmp_path):
+    from softverify.config import ConfigError
+    from softverify.platform.serve import load_serve_config
+    from softverify.platform.serve_cli import config_from_args
+    from softverify.cli import build_parser
+
+    with pytest.raises(ConfigError, match="replicas.max_replica"):
+        load_serve_config({"model": "m", "replicas": {"max_replica": 2}})
+    with pytest.raises(ConfigError, match="min_replicas"):
+        load_serve_config({"model": "m", "replicas": {"autoscaling": True, "min_replicas": 5, "max_replicas": 2}})
+    cfg_file = tmp_path / "serve.yaml"
+    cfg_file.write_text(yaml.safe_dump({"model": "m", "port": 9000, "limits": {"max_tokens": 100}}))
+    args = build_parser().parse_args(["serve", "other", "--config", str(cfg_file), "--port", "9001",
+                                      "--autoscale", "--max-replicas", "3", "--set", "limits.burst=5"])
+    cfg = config_from_args(args)
+    assert (cfg.model, cfg.port, cfg.host, cfg.limits.max_tokens, cfg.limits.burst) == ("other", 9001, "127.0.0.1", 100, 5)
+    opts = cfg.replicas.serve_options()
+    assert opts["num_replicas"] == "auto" and opts["autoscaling_config"]["max_replicas"] == 3
+
+
+def test_rayservice_args_are_a_valid_serve_config():
+    from softverify.platform.serve import app_builder, load_serve_config
+
+    svc = yaml.safe_load((REPO / "k8s" / "rayservice.yaml").read_text())
+    (app,) = yaml.safe_load(svc["spec"]["serveConfigV2"])["applications"]
+    assert app["import_path"] == "softverify.platform.serve:app_builder" and callable(app_builder)
+    cfg = load_serve_config(app["args"])
+    assert cfg.model_id() == app["args"]["served_model_name"]
+
+
+def test_vllm_config_is_accepted_by_ray_serve_llm():
+    """The GPU path cannot run here; its LLMConfig fields are checked against Ray's own model."""
+    from softverify.platform.serve import vllm_llm_config
+
+    try:
+        from ray.llm._internal.serve.core.configs.llm_config import LLMConfig
+    except ImportError as e:  # pragma: no cover - depends on Ray internals
+        pytest.skip(f"Ray Serve LLM config model not importable: {e}")
+    cfg = ServeConfig(model="m", served_model_name="k562", max_model_len=4096,
+                      replicas={"autoscaling": True, "min_replicas": 1, "max_replicas": 3})
+    llm = LLMConfig(**vllm_llm_config(cfg, "/mnt/softverify/runs/k562/final"))
+    assert llm.model_loading_config.model_id == "k562"
+    assert llm.engine_kwargs["max_model_len"] == 4096
+
+
+# ------------------------------------------------------------------ the running app
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir):
+    import ray
+    from ray import serve
+
+    from softverify.platform.serve import build_app
+
+    port = _free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        cfg = ServeConfig(model=str(tiny_model_dir), served_model_name=MODEL_ID, api_key=KEY, limits=LIMITS,
+                          replicas={"num_cpus": 0.5, "torch_threads": 1})
+        serve.run(build_app(cfg), name="softverify", route_prefix="/")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir):
+    """The same model in-process: what greedy decoding must produce."""
+    from softverify.engines.base import SamplingParams
+    from softverify.engines.hf import HFEngine
+
+    engine = HFEngine(str(tiny_model_dir), torch_threads=1)
+
+    def greedy(messages, max_tokens):
+        pb = engine.render([messages])
+        g = engine.generate(pb.token_ids, SamplingParams(max_new_tokens=max_tokens, temperature=0), n=1)[0][0]
+        return g, len(pb.token_ids[0])
+
+    return greedy
+
+
+MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Does MYC regulate CDK4?"}]
+
+
+def test_models_lists_the_served_model(client):
+    assert [m.id for m in client.models.list().data] == [MODEL_ID]
+
+
+def test_chat_completion_matches_the_engine(client, reference):
+    resp = client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, max_tokens=12, temperature=0)
+    expected, prompt_len = reference(MESSAGES, 12)
+    (choice,) = resp.choices
+    assert choice.message.role == "assistant" and choice.message.content == expected.text
+    assert choice.finish_reason == expected.finish_reason
+    assert (resp.usage.prompt_tokens, resp.usage.completion_tokens) == (prompt_len, len(expected.token_ids))
+    assert resp.model == MODEL_ID and resp.id.startswith("chatcmpl-")
+
+
+def test_concurrent_requests_all_answer_correctly(client, reference):
+    """Several at once go through @serve.batch; each must still get its own answer."""
+    prompts = [[{"role": "user", "content": f"Question number {i}?"}] for i in range(4)]
+    results: dict[int, str] = {}
+
+    def ask(i):
+        r = client.chat.completions.create(model=MODEL_ID, messages=prompts[i], max_tokens=8, temperature=0)
+        results[i] = r.choices[0].message.content
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    [t.start() for t in threads]
+    [t.join(60) for t in threads]
+    for i in range(4):  # same-length prompts: batching adds no padding, greedy output is exact
+        assert results[i] == reference(prompts[i], 8)[0].text, i
+
+
+def test_streaming_chat_completion(client, reference):
+    stream = client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, max_tokens=24, temperature=0,
+                                            stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    contents = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    expected, prompt_len = reference(MESSAGES, 24)
+    assert len(contents) > 1, "the text should arrive in pieces"
+    assert "".join(contents) == expected.text
+    finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finals == [expected.finish_reason]
+    assert chunks[-1].usage.completion_tokens == len(expected.token_ids)
+    assert chunks[-1].usage.prompt_tokens == prompt_len
+
+
+def test_streaming_wire_format(server):
+    body = {"model": MODEL_ID, "messages": MESSAGES, "max_tokens": 6, "stream": True}
+    with requests.post(f"{server}/v1/chat/completions", json=body, stream=True,
+                       headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in r.iter_lines(decode_unicode=True) if line]
+    assert all(e.startswith("data: ") for e in events)
+    assert events[-1] == "data: [DONE]"
+    first = json.loads(events[0][len("data: "):])
+    assert first["object"] == "chat.completion.chunk" and first["choices"][0]["delta"]["role"] == "assistant"
+
+
+def test_api_key_is_required(server):
+    bad = openai.OpenAI(base_url=f"{server}/v1", api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as e:
+        bad.chat.completions.create(model=MODEL_ID, messages=MESSAGES, max_tokens=4)
+    assert e.value.status_code == 401 and e.value.body["type"] == "authentication_error"
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
+    r = requests.get(f"{server}/v1/models", timeout=30)  # no header at all
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    assert requests.get(f"{server}/health", timeout=30).status_code == 200  # probes need no key
+
+
+@pytest.mark.parametrize("kwargs,error,status,param", [
+    (dict(max_tokens=10_000), openai.BadRequestError, 400, "max_tokens"),
+    (dict(messages=[{"role": "user", "content": "y" * 2001}]), openai.APIStatusError, 413, "messages.0.content"),
+    (dict(messages=[{"role": "user", "content": "y"}] * 9), openai.APIStatusError, 413, "messages"),
+    (dict(messages=[]), openai.UnprocessableEntityError, 422, "messages"),
+    (dict(model="gpt-4o"), openai.NotFoundError, 404, "model"),
+    (dict(logprobs=True), openai.UnprocessableEntityError, 422, "logprobs"),
+    (dict(n=2), openai.UnprocessableEntityError, 422, "n"),
+])
+def test_bad_requests_get_a_reason(client, kwargs, error, status, param):
+    args = dict(model=MODEL_ID, messages=MESSAGES, max_tokens=4) | kwargs
+    with pytest.raises(error) as e:
+        client.chat.completions.create(**args)
+    assert e.value.status_code == status
+    assert e.value.body["param"] == param and e.value.body["message"]
+
+
+def test_malformed_json_is_400(server):
+    r = requests.post(f"{server}/v1/chat/completions", data=b'{"model": "tiny", "messages": [',
+                   headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 400
+    assert "not valid JSON" in r.json()["error"]["message"] and r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_verify_scores_a_hand_checked_answer(server):
+    def verify(answer, **extra):
+        r = requests.post(f"{server}/v1/verify", headers={"Authorization": f"Bearer {KEY}"}, timeout=30,
+                       json={"question": "Is a knockdown of MYC in K562 cells likely to result in differential "
+                                         "expression of CDK4?", "answer": answer, **extra})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    good = "<think>\nMYC activates CDK4 transcription.\n</think>\n<answer>\nyes\n</answer>"
+    out = verify(good, metadata={"label": 1})
+    assert out["scores"] == {"format": 1.0, "hard": 1.0} and out["parsed_answer"] == "yes"
+    assert verify(good, metadata={"label": 0})["scores"]["hard"] == 0.0
+    # no think block: checks 1, 2 and 4 fail, 3, 5 and 6 pass -> 3/6; no label -> hard abstains
+    out = verify("<answer>no</answer>", verifiers=["format", "hard"])
+    assert out["scores"] == {"format": 0.5, "hard": None} and out["parsed_answer"] == "no"
+    r = requests.post(f"{server}/v1/verify", headers={"Authorization": f"Bearer {KEY}"}, timeout=30,
+                   json={"question": "q", "answer": "a", "verifiers": ["soft"]})
+    assert r.status_code == 422 and r.json()["error"]["param"] == "verifiers"
+
+
+def test_rate_limit_is_429_with_retry_after(server):
+    """Runs last: drains the replica's bucket (burst 60, 0.5/s) with cheap malformed requests."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with requests.Session() as http:
+        statuses = []
+        for _ in range(LIMITS["burst"] + 5):
+            r = http.post(f"{server}/v1/chat/completions", data=b"{", headers=headers, timeout=30)
+            statuses.append(r.status_code)
+            if r.status_code == 429:
+                break
+    assert statuses[-1] == 429 and set(statuses[:-1]) == {400}, statuses
+    assert int(r.headers["Retry-After"]) >= 1
+    assert r.json()["error"]["type"] == "rate_limit_error"
+    # the openai client sees the same (RateLimitError), and a bad key is refused before the limiter
+    c = openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0)
+    with pytest.raises(openai.RateLimitError):
+        c.chat.completions.create(model=MODEL_ID, messages=MESSAGES, max_tokens=4)
+    assert requests.post(f"{server}/v1/chat/completions", data=b"{", timeout=30).status_code == 401
