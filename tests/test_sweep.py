@@ -132,6 +132,13 @@ def test_param_space_translation():
     assert param_space(v) == {VERIFIER_SET_KEY: {"grid_search": ["a", "b"]}}
 
 
+def test_verifier_values_apply_to_default_verifiers():
+    raw = spec({"verifiers.format.weight": {"choice": [0.25]}})
+    del raw["base"]["verifiers"]
+    cfg = parse_sweep(raw).trial_config({"verifiers.format.weight": 0.25}, "/tmp/x")
+    assert [(v.kind, v.weight) for v in cfg.verifiers] == [("hard", 1.0), ("format", 0.25)]
+
+
 def test_trial_resources_cover_the_trainers_actors():
     s = parse_sweep(spec({"verifier_sets": {"h": [{"kind": "hard", "num_cpus": 0.5}],
                                             "hfl": [{"kind": "hard"}, {"kind": "format"}, {"kind": "length"}]}}))

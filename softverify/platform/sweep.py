@@ -151,6 +151,8 @@ class Sweep:
         raw = copy.deepcopy(self.base_raw)
         if VERIFIER_SET_KEY in params:
             raw["verifiers"] = copy.deepcopy(self.verifier_sets[params[VERIFIER_SET_KEY]])
+        elif not raw.get("verifiers"):  # the defaults, spelled out so per-name values apply
+            raw["verifiers"] = [v.model_dump(exclude_defaults=True) | {"kind": v.kind} for v in TrainConfig().verifiers]
         for key, value in params.items():
             if key == VERIFIER_SET_KEY:
                 continue
