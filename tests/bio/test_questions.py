@@ -8,7 +8,7 @@ import pytest
 from softverify.bio import questions as q
 from softverify.config import ConfigError, DataConfig
 
-ANSWER_TAGS = re.compile(r"<answer>.*yes.*no.*</answer>")
+ANSWER_TAGS = re.compile(r"<answer>.*yes.*no.*</answer>", re.S)
 
 
 def cfg(mirror, **kw) -> DataConfig:
