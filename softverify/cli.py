@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "softverify.platform.train_cli",
     "softverify.platform.jobs_cli",
     "softverify.platform.sweep_cli",
+    "softverify.verifiers.cli",
     "softverify.platform.serve_cli",
     "softverify.envs.donor_game.cli",
 ]

@@ -39,6 +39,26 @@ class ModelConfig(_Section):
     )
 
 
+class ExtraTask(_Section):
+    """An additional training task mixed into the training prompts (not into eval)."""
+
+    task: Literal["coexpression"] = Field(
+        "coexpression", description="'coexpression': 'Are gene A and gene B likely to be co-expressed?' "
+        "from a gene x gene score matrix (softverify.bio.coexpression).",
+    )
+    matrix: str = Field(..., description="Gene x gene score matrix (.npz genes+scores, or .parquet); "
+                        "build one from an .h5ad with `softverify coexpr build`.")
+    num_prompts: int = Field(256, gt=0, description="Questions of this task added to the training set (balanced yes/no).")
+    top_fraction: float = Field(0.1, gt=0, lt=0.5, description="Top fraction of pairs = 'yes', bottom fraction = 'no'.")
+    context: str = Field("PBMC", description="Cell context named in the question (goes in the cell_line column).")
+
+    @model_validator(mode="after")
+    def _matrix_exists(self) -> "ExtraTask":
+        if not Path(self.matrix).is_file():
+            raise ValueError(f"extra task matrix {self.matrix!r} does not exist")
+        return self
+
+
 class DataConfig(_Section):
     source: Literal["perturbqa", "file"] = Field(
         "perturbqa",
@@ -63,6 +83,11 @@ class DataConfig(_Section):
         None,
         description="Leave-one-cell-line-out: splits 'loco_train' (all rows of the other data.cell_lines) "
         "and 'loco_test' (this cell line's upstream test rows) use it; None = the last of data.cell_lines.",
+    )
+    extra_tasks: list[ExtraTask] = Field(
+        default_factory=list,
+        description="Additional tasks mixed into the training split, e.g. "
+        "[{task: coexpression, matrix: coexpr.npz, num_prompts: 256}]; rows carry task=<name>.",
     )
     holdout_gene_fraction: float = Field(
         0.2, gt=0.0, lt=1.0,

@@ -15,12 +15,37 @@ from softverify.config import DataConfig
 
 
 def load_prompts(cfg: DataConfig, split: str, limit: int | None = None):
-    """A ``datasets.Dataset`` of prompt rows for ``split``."""
+    """A ``datasets.Dataset`` of prompt rows for ``split`` (plus ``cfg.extra_tasks`` rows
+    when ``split`` is the training split)."""
     if cfg.source == "perturbqa":
         from softverify.bio.questions import load_questions
 
-        return load_questions(cfg, split, limit)
-    return _load_file(cfg, split, limit)
+        ds = load_questions(cfg, split, limit)
+    else:
+        ds = _load_file(cfg, split, limit)
+    if cfg.extra_tasks and split == cfg.split:
+        ds = _mix_extra_tasks(ds, cfg)
+    return ds
+
+
+def _mix_extra_tasks(ds, cfg: DataConfig):
+    """Append each extra task's training questions (order is shuffled by PromptOrder)."""
+    import datasets
+    import pandas as pd
+
+    from softverify.bio.coexpression import CoexpressionMatrix, coexpression_questions
+
+    frames = []
+    for t in cfg.extra_tasks:
+        m = CoexpressionMatrix.load(t.matrix)
+        frames.append(coexpression_questions(m, t.num_prompts, "train", t.top_fraction, context=t.context,
+                                             seed=cfg.seed))
+    extra = pd.concat(frames, ignore_index=True)
+    missing = [c for c in ds.column_names if c not in extra.columns]
+    if missing:
+        raise ValueError(f"extra tasks cannot be mixed into prompts with columns {missing} they do not have")
+    extra_ds = datasets.Dataset.from_pandas(extra[ds.column_names], preserve_index=False).cast(ds.features)
+    return datasets.concatenate_datasets([ds, extra_ds])
 
 
 def _load_file(cfg: DataConfig, split: str, limit: int | None):

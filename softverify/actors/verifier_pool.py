@@ -3,6 +3,10 @@
 Each actor reserves the resources its verifier declares (a GPU world model gets a GPU),
 so Ray places them; the pool fans a batch out to all of them at once and stacks the
 columns into the ``[n_samples, n_verifiers]`` score matrix (NaN = abstain).
+
+Verifiers that need the current policy (``needs_policy``, e.g. ``go_likelihood``) get no
+actor here: their column is computed by a rollout worker (which holds the current
+weights) through ``score_policy_verifier``, and the pool slots it into place.
 """
 from __future__ import annotations
 
@@ -13,23 +17,28 @@ import ray
 
 from softverify.config import VerifierSpec
 from softverify.types import Sample
-from softverify.verifiers.base import Verifier, build_verifier
+from softverify.verifiers.base import Verifier, build_from_spec, composition_thresholds, verifier_class
+
+
+def check_scores(name: str, scores, n: int) -> np.ndarray:
+    """The verifier contract: shape ``[n]``, values in [0, 1] or NaN."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.shape != (n,):
+        raise ValueError(f"verifier {name!r} returned shape {s.shape}, expected ({n},)")
+    bad = ~np.isnan(s) & ((s < 0) | (s > 1))
+    if bad.any():
+        raise ValueError(f"verifier {name!r} returned scores outside [0, 1]: {s[bad][:5]}")
+    return s
 
 
 class VerifierHost:
     """Holds one verifier; validates its output shape and range."""
 
     def __init__(self, spec: VerifierSpec):
-        self.verifier: Verifier = build_verifier(spec.kind, name=spec.display_name, **spec.params)
+        self.verifier: Verifier = build_from_spec(spec)
 
     def score(self, samples: Sequence[Sample]) -> np.ndarray:
-        s = np.asarray(self.verifier.score(samples), dtype=np.float64)
-        if s.shape != (len(samples),):
-            raise ValueError(f"verifier {self.verifier.name!r} returned shape {s.shape}, expected ({len(samples)},)")
-        bad = ~np.isnan(s) & ((s < 0) | (s > 1))
-        if bad.any():
-            raise ValueError(f"verifier {self.verifier.name!r} returned scores outside [0, 1]: {s[bad][:5]}")
-        return s
+        return check_scores(self.verifier.name, self.verifier.score(samples), len(samples))
 
 
 @ray.remote(max_restarts=3, max_task_retries=3)
@@ -44,16 +53,31 @@ class VerifierPool:
     def __init__(self, specs: Sequence[VerifierSpec]):
         self.specs = list(specs)
         self.names = [s.display_name for s in self.specs]
-        self.actors = [
-            VerifierActor.options(num_cpus=s.num_cpus, num_gpus=s.num_gpus, name=None).remote(s) for s in self.specs
-        ]
-        ray.get([a.ping.remote() for a in self.actors])
+        #: thresholds for reward composition (None where the verifier applied its own)
+        self.thresholds = composition_thresholds(self.specs)
+        self.policy_specs = {j: s for j, s in enumerate(self.specs) if verifier_class(s.kind).needs_policy}
+        self.actors = {
+            j: VerifierActor.options(num_cpus=s.num_cpus, num_gpus=s.num_gpus, name=None).remote(s)
+            for j, s in enumerate(self.specs) if j not in self.policy_specs
+        }
+        ray.get([a.ping.remote() for a in self.actors.values()])
 
-    def score(self, samples_ref) -> np.ndarray:
-        """Scores for a batch (an ObjectRef or list of samples): ``[n, n_verifiers]``."""
-        cols = ray.get([a.score.remote(samples_ref) for a in self.actors])
+    def score(self, samples_ref, policy_worker=None) -> np.ndarray:
+        """Scores for a batch (an ObjectRef or list of samples): ``[n, n_verifiers]``.
+
+        ``policy_worker``: a RolloutWorker handle that scores the ``needs_policy``
+        verifiers under its current weights; required when there are any."""
+        if self.policy_specs and policy_worker is None:
+            raise ValueError(f"verifiers {[s.display_name for s in self.policy_specs.values()]} need the policy: "
+                             "pass policy_worker (a rollout worker)")
+        refs = {j: a.score.remote(samples_ref) for j, a in self.actors.items()}
+        refs.update({j: policy_worker.score_policy_verifier.remote(s, samples_ref)
+                     for j, s in self.policy_specs.items()})
+        cols = ray.get([refs[j] for j in range(len(self.specs))])
+        for j in self.policy_specs:
+            cols[j] = check_scores(self.names[j], cols[j], len(cols[j]))
         return np.column_stack(cols) if cols else np.zeros((0, 0))
 
     def shutdown(self) -> None:
-        for a in self.actors:
+        for a in self.actors.values():
             ray.kill(a)

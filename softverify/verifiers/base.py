@@ -34,6 +34,9 @@ class Verifier:
     #: True when the score needs the *current policy* (e.g. likelihood of a GO sentence);
     #: such verifiers run on a rollout worker instead of the verifier pool.
     needs_policy: ClassVar[bool] = False
+    #: True when the verifier applies ``VerifierSpec.threshold`` itself (to an underlying
+    #: probability, before mapping it to a reward); composition then must not apply it again.
+    owns_threshold: ClassVar[bool] = False
 
     def __init__(self, name: str | None = None, resources: Resources | None = None):
         self.name = name or self.kind
@@ -77,6 +80,29 @@ def build_verifier(kind: str, name: str | None = None, **params: Any) -> Verifie
         return _REGISTRY[kind](name=name, **params)
     except TypeError as e:  # wrong/unknown params -> name the verifier
         raise ValueError(f"bad parameters for verifier {kind!r}: {e}") from e
+
+
+def verifier_class(kind: str) -> type:
+    """The registered class of ``kind`` (for its class attributes, without building it)."""
+    _import_builtin()
+    if kind not in _REGISTRY:
+        raise ValueError(f"unknown verifier kind {kind!r}; expected one of {sorted(_REGISTRY)}")
+    return _REGISTRY[kind]
+
+
+def build_from_spec(spec) -> Verifier:
+    """Build the verifier of a :class:`~softverify.config.VerifierSpec`; a verifier that
+    owns its threshold receives ``spec.threshold`` (when set) as its ``threshold`` param."""
+    params = dict(spec.params)
+    if spec.threshold is not None and verifier_class(spec.kind).owns_threshold:
+        params["threshold"] = spec.threshold
+    return build_verifier(spec.kind, name=spec.display_name, **params)
+
+
+def composition_thresholds(specs) -> list[float | None]:
+    """Thresholds for :func:`softverify.rewards.compose`: the spec's, except None for
+    verifiers that already applied it themselves."""
+    return [None if verifier_class(s.kind).owns_threshold else s.threshold for s in specs]
 
 
 def _import_builtin() -> None:

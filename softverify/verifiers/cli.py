@@ -1,0 +1,230 @@
+"""``softverify verify``: score a JSONL of completions with chosen verifiers, no training.
+
+For debugging reward functions: feed hand-written or logged completions, see every
+verifier's column, abstentions and the composed reward. Also ``softverify coexpr``:
+build a co-expression matrix from an ``.h5ad`` and write co-expression questions.
+
+Input rows need ``completion``; every other field is metadata the verifiers read
+(``question``, ``pert``, ``gene``, ``label``, ``negated``, ``task``, ``prompt_id``).
+Verifiers come from ``--config`` (a training config's ``verifiers`` list, weights and
+aggregation included) and/or ``--verifier 'KIND key=value ...'`` (``name``, ``weight``,
+``threshold``, ``num_cpus``/``num_gpus`` are spec fields, other keys are params).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def parse_verifier_arg(text: str):
+    """``"coexpression matrix=x.npz top_fraction=0.2 weight=0.5"`` -> VerifierSpec."""
+    import yaml
+
+    from softverify.config import VerifierSpec
+
+    parts = shlex.split(text)
+    if not parts or "=" in parts[0]:
+        raise ValueError(f"--verifier {text!r} must start with a kind, e.g. 'hard' or 'world_model model_dir=wm/'")
+    spec: dict = {"kind": parts[0], "params": {}}
+    for p in parts[1:]:
+        if "=" not in p:
+            raise ValueError(f"--verifier {text!r}: {p!r} is not key=value")
+        k, v = p.split("=", 1)
+        val = yaml.safe_load(v) if v else ""
+        if k in ("name", "weight", "threshold", "num_cpus", "num_gpus"):
+            spec[k] = val
+        else:
+            spec["params"][k] = val
+    return VerifierSpec.model_validate(spec)
+
+
+def read_rows(path: str) -> list[dict]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"input {path!r} not found")
+    rows = []
+    for i, line in enumerate(p.read_text().splitlines()):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{i + 1}: not JSON ({e.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("completion"), str):
+            raise ValueError(f"{path}:{i + 1}: each row needs a string 'completion'")
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"input {path!r} has no rows")
+    return rows
+
+
+def to_samples(rows: list[dict], model: str | None, prefix: str):
+    """Samples; with ``model``, prompts are rendered and tokenised as the rollout worker does
+    (needed by ``go_likelihood``)."""
+    from softverify.types import Sample
+
+    samples = []
+    for i, r in enumerate(rows):
+        meta = {k: v for k, v in r.items() if k != "completion"}
+        samples.append(Sample(prompt_id=str(r.get("prompt_id", i)), prompt=str(r.get("prompt", r.get("question", ""))),
+                              completion=r["completion"], metadata=meta, group=i))
+    engine = None
+    if model:
+        from softverify.engines.base import with_assistant_prefix
+        from softverify.engines.hf import HFEngine
+        from softverify.models import resolve_model_path
+        from softverify.prompts import row_messages
+
+        engine = HFEngine(resolve_model_path(model), dtype="float32")
+        pb = with_assistant_prefix(engine.render([row_messages(r) for r in rows]), engine.tokenizer, prefix)
+        for s, text, ids in zip(samples, pb.texts, pb.token_ids):
+            s.prompt, s.prompt_token_ids = text, ids
+    return samples, engine
+
+
+def score_all(specs, samples, engine=None) -> tuple[np.ndarray, list[float]]:
+    """Score matrix ``[n, len(specs)]`` and seconds per verifier (build time excluded)."""
+    from softverify.actors.verifier_pool import check_scores
+    from softverify.verifiers.base import build_from_spec
+
+    cols, secs = [], []
+    for spec in specs:
+        v = build_from_spec(spec)
+        t = time.perf_counter()
+        if v.needs_policy:
+            if engine is None:
+                raise ValueError(f"verifier {spec.display_name!r} needs a policy: pass --model")
+            tok = engine.tokenizer
+            col = v.score_with(samples, lambda p, c: engine.score(p, c, 1.0),
+                               lambda x: tok(x, add_special_tokens=False)["input_ids"])
+        else:
+            col = v.score(samples)
+        secs.append(time.perf_counter() - t)
+        cols.append(check_scores(spec.display_name, col, len(samples)))
+    return np.column_stack(cols), secs
+
+
+def summary_table(specs, scores: np.ndarray, secs: list[float]) -> str:
+    head = f"{'verifier':<18}{'kind':<15}{'weight':>7}{'n':>7}{'abstain':>9}{'mean':>8}{'std':>8}{'min':>8}{'max':>8}{'samples/s':>12}"
+    lines = [head, "-" * len(head)]
+    for j, s in enumerate(specs):
+        c = scores[:, j]
+        ok = c[~np.isnan(c)]
+        stats = [f"{f(ok):8.3f}" if ok.size else f"{'-':>8}" for f in (np.mean, np.std, np.min, np.max)]
+        lines.append(f"{s.display_name:<18}{s.kind:<15}{s.weight:>7g}{len(c):>7}{1 - ok.size / max(len(c), 1):>9.1%}"
+                     + "".join(stats) + f"{len(c) / max(secs[j], 1e-9):>12.0f}")
+    return "\n".join(lines)
+
+
+def _verify(args) -> int:
+    from softverify.config import load_config
+    from softverify.rewards import compose
+    from softverify.verifiers import available_kinds, verifier_class
+    from softverify.verifiers.base import composition_thresholds
+
+    if args.list:
+        for k in available_kinds():
+            cls = verifier_class(k)
+            doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+            doc = doc if len(doc) <= 90 else doc[:87] + "..."
+            flag = " [needs policy]" if cls.needs_policy else ""
+            print(f"{k:<15}{doc}{flag}")
+        return 0
+    if not args.input:
+        raise ValueError("give an input JSONL (or --list)")
+    cfg = load_config(args.config) if args.config else None
+    specs = (list(cfg.verifiers) if cfg else []) + [parse_verifier_arg(v) for v in args.verifier or []]
+    if not specs:
+        raise ValueError("no verifiers: pass --config and/or --verifier KIND")
+    rows = read_rows(args.input)
+    samples, engine = to_samples(rows, args.model, args.assistant_prefix)
+    scores, secs = score_all(specs, samples, engine)
+    weights = [s.weight for s in specs]
+    agg = args.aggregation or (cfg.reward.aggregation if cfg else "sum_then_normalize")
+    groups = {}
+    gid = np.array([groups.setdefault(str(r.get("prompt_id", i)), len(groups)) for i, r in enumerate(rows)])
+    rewards = None
+    if any(w > 0 for w in weights):
+        rewards, _ = compose(scores, weights, composition_thresholds(specs), gid, agg)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "w") as f:
+            for i, s in enumerate(samples):
+                rec = {"index": i, "prompt_id": s.prompt_id,
+                       "scores": {sp.display_name: (None if np.isnan(v) else float(v)) for sp, v in zip(specs, scores[i])},
+                       "reward": None if rewards is None or np.isnan(rewards[i]) else float(rewards[i])}
+                f.write(json.dumps(rec) + "\n")
+    print(summary_table(specs, scores, secs))
+    if rewards is not None and np.isfinite(rewards).any():
+        print(f"composed reward ({agg}): mean {np.nanmean(rewards):.4f}, std {np.nanstd(rewards):.4f}, "
+              f"unscored {int(np.isnan(rewards).sum())}/{len(rewards)}")
+    return 0
+
+
+def _coexpr_build(args) -> int:
+    from softverify.bio.coexpression import matrix_from_h5ad
+
+    m = matrix_from_h5ad(args.h5ad, args.method, args.max_genes, min_cells=args.min_cells)
+    m.save(args.out)
+    print(json.dumps({"out": args.out, "genes": len(m.genes), "method": args.method}))
+    return 0
+
+
+def _coexpr_questions(args) -> int:
+    from softverify.bio.coexpression import CoexpressionMatrix, coexpression_questions
+
+    df = coexpression_questions(CoexpressionMatrix.load(args.matrix), args.n, args.split, args.top_fraction,
+                                context=args.context, seed=args.seed)
+    if args.out.endswith(".parquet"):
+        df.to_parquet(args.out, index=False)
+    else:
+        df.to_json(args.out, orient="records", lines=True)
+    print(json.dumps({"out": args.out, "rows": len(df), "positive": float(df["label"].mean())}))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("verify", help="score a JSONL of completions with verifiers (no training)",
+                              description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", nargs="?", help="JSONL with 'completion' + metadata fields per row")
+    p.add_argument("--list", action="store_true", help="list the verifier kinds and exit")
+    p.add_argument("--config", help="training config YAML whose verifiers (and reward.aggregation) to use")
+    p.add_argument("--verifier", action="append", metavar="'KIND key=value ...'", help="add a verifier (repeatable)")
+    p.add_argument("--out", help="write per-sample scores and composed reward here (JSONL)")
+    p.add_argument("--model", help="policy for needs-policy verifiers (go_likelihood): 'smollm2' or a model dir")
+    p.add_argument("--assistant-prefix", default="<think>\n", help="text the assistant turn starts with")
+    p.add_argument("--aggregation", choices=["sum_then_normalize", "normalize_then_sum"])
+    p.set_defaults(func=_verify)
+
+    c = subparsers.add_parser("coexpr", help="co-expression matrices and questions")
+    csub = c.add_subparsers(dest="coexpr_command", metavar="ACTION")
+    csub.required = True
+    b = csub.add_parser("build", help="gene x gene co-expression (NPMI/Pearson/Spearman) from an .h5ad")
+    b.add_argument("--h5ad", required=True)
+    b.add_argument("--out", required=True, help=".npz output")
+    b.add_argument("--method", default="npmi", choices=["npmi", "pearson", "spearman"])
+    b.add_argument("--max-genes", type=int, default=2000, help="most variable genes kept")
+    b.add_argument("--min-cells", type=int, default=3)
+    b.set_defaults(func=_coexpr_build)
+    q = csub.add_parser("questions", help="balanced co-expression yes/no questions from a matrix")
+    q.add_argument("--matrix", required=True)
+    q.add_argument("--out", required=True, help=".parquet or .jsonl")
+    q.add_argument("--n", type=int, default=256)
+    q.add_argument("--split", default="train", choices=["train", "test"])
+    q.add_argument("--top-fraction", type=float, default=0.1)
+    q.add_argument("--context", default="PBMC")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=_coexpr_questions)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from softverify.cli import main
+
+    sys.exit(main(["verify", *sys.argv[1:]]))

@@ -1,0 +1,127 @@
+"""Soft verifiers: a world model of perturbation effects and a co-expression matrix.
+
+Both produce p = P(the true answer is "yes") and reward p for a yes, 1 - p for a no.
+The normalisation threshold belongs to p, not to the reward: "no" on a pair with p just
+below t is a good answer, and normalising 1 - p with t would say otherwise. So these
+verifiers own their threshold (``owns_threshold``): ``VerifierSpec.threshold``, when set,
+is handed to them and applied to p, and reward composition does not apply it again.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from softverify.rewards import threshold_normalize
+from softverify.types import Sample
+from softverify.verifiers.base import Verifier, register
+from softverify.verifiers.textparts import answers_as_int, metadata_column, reward_from_p_yes, task_mask
+
+
+def _negated(samples: Sequence[Sample]) -> np.ndarray:
+    return np.array([bool(s.metadata.get("negated", False)) for s in samples], dtype=bool)
+
+
+@register("world_model")
+class WorldModelVerifier(Verifier):
+    """rbio1's soft verifier: a trained pair MLP (``softverify worldmodel fit``) gives
+    p = P(DE | pert, gene); with threshold normalisation (default: the model's own
+    validation-MCC threshold) then p for yes, 1 - p for no (flipped for negated questions).
+
+    Batched: the distinct (pert, gene) pairs of a batch (a GRPO group shares one) go
+    through one forward pass; symbol lookups are cached. Abstains for genes without an
+    embedding and for tasks other than ``tasks`` (default: the knockdown task ``de``).
+    """
+
+    owns_threshold = True
+
+    def __init__(self, name: str | None = None, model_dir: str | None = None, threshold: float | str | None = "model",
+                 tasks: Sequence[str] | None = ("de",), resources=None):
+        super().__init__(name, resources)
+        if not model_dir:
+            raise ValueError("world_model verifier needs params.model_dir (a `softverify worldmodel fit` output)")
+        from softverify.bio.worldmodel import WorldModel
+
+        self.model = WorldModel.load(model_dir)
+        if threshold == "model":
+            threshold = self.model.threshold
+        if threshold is not None and not 0 <= float(threshold) <= 1:
+            raise ValueError(f"world_model threshold must be in [0, 1] or 'model', got {threshold!r}")
+        self.threshold = None if threshold is None else float(threshold)
+        self.tasks = None if tasks is None else list(tasks)
+        self._cache: dict[tuple[str, str], float] = {}
+
+    def p_de(self, perts: list, genes: list) -> np.ndarray:
+        """P(DE) per pair, NaN for unknown genes; memoised (the model is frozen)."""
+        out = np.empty(len(perts))
+        todo: dict[tuple[str, str], list[int]] = {}
+        for i, key in enumerate(zip(perts, genes)):
+            v = self._cache.get(key)
+            if v is None:
+                todo.setdefault(key, []).append(i)
+            else:
+                out[i] = v
+        if todo:
+            keys = list(todo)
+            p = self.model.predict_proba([str(k[0]) for k in keys], [str(k[1]) for k in keys])
+            if len(self._cache) > 2_000_000:
+                self._cache.clear()
+            for k, v in zip(keys, p):
+                self._cache[k] = float(v)
+                out[todo[k]] = v
+        return out
+
+    def score(self, samples: Sequence[Sample]) -> np.ndarray:
+        p = self.p_de(metadata_column(samples, "pert"), metadata_column(samples, "gene"))
+        p = threshold_normalize(p, self.threshold)
+        p_yes = np.where(_negated(samples), 1.0 - p, p)
+        r = reward_from_p_yes(p_yes, answers_as_int(samples))
+        return np.where(task_mask(samples, self.tasks), r, np.nan)
+
+
+@register("coexpression")
+class CoexpressionVerifier(Verifier):
+    """Gene-pair co-expression from a score matrix (``.npz``/``.parquet``, see
+    :mod:`softverify.bio.coexpression`): pairs in the top ``top_fraction`` of scores count
+    as "yes", the bottom ``bottom_fraction`` (default = top) as "no", pairs in between and
+    unknown genes abstain.
+
+    ``mode='soft'``: p = threshold-normalised percentile of the pair (threshold default
+    1 - top_fraction, so every top pair has p >= 0.5), reward p / 1 - p. ``mode='hard'``:
+    1 if the answer matches the pair's class, else 0. Judges any task with a gene pair in
+    ``pert``/``gene``: the co-expression questions, and the knockdown questions as a proxy
+    (co-expressed genes are more often DE after a knockdown).
+    """
+
+    owns_threshold = True
+
+    def __init__(self, name: str | None = None, matrix: str | None = None, top_fraction: float = 0.1,
+                 bottom_fraction: float | None = None, mode: str = "soft", threshold: float | None = None,
+                 tasks: Sequence[str] | None = None, resources=None):
+        super().__init__(name, resources)
+        if not matrix:
+            raise ValueError("coexpression verifier needs params.matrix (.npz or .parquet gene x gene scores)")
+        bottom = top_fraction if bottom_fraction is None else bottom_fraction
+        if not (0 < top_fraction <= 0.5 and 0 < bottom <= 0.5):
+            raise ValueError(f"coexpression top/bottom fractions must be in (0, 0.5]; got {top_fraction}, {bottom}")
+        if mode not in ("soft", "hard"):
+            raise ValueError(f"coexpression mode must be 'soft' or 'hard', got {mode!r}")
+        from softverify.bio.coexpression import CoexpressionMatrix
+
+        self.matrix = CoexpressionMatrix.load(matrix)
+        self.top, self.bottom, self.mode = float(top_fraction), float(bottom), mode
+        self.threshold = 1.0 - self.top if threshold is None else float(threshold)
+        self.tasks = None if tasks is None else list(tasks)
+
+    def score(self, samples: Sequence[Sample]) -> np.ndarray:
+        q = self.matrix.pair_percentile(metadata_column(samples, "pert"), metadata_column(samples, "gene"))
+        with np.errstate(invalid="ignore"):
+            decided = (q >= 1.0 - self.top) | (q <= self.bottom)
+        q = np.where(decided, q, np.nan)
+        if self.mode == "hard":
+            p = np.where(np.isnan(q), np.nan, (q >= 1.0 - self.top).astype(float))
+        else:
+            p = threshold_normalize(q, self.threshold)
+        p_yes = np.where(_negated(samples), 1.0 - p, p)
+        r = reward_from_p_yes(p_yes, answers_as_int(samples))
+        return np.where(task_mask(samples, self.tasks), r, np.nan)
