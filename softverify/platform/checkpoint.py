@@ -45,18 +45,39 @@ def save(
     tmp.mkdir()
     write_model(tmp / "ds", tmp / "hf")
     write_text_atomic(tmp / "trainer_state.json", json.dumps(state, indent=2))
+    old = _old(final)
     if final.exists():  # re-saving the same step (e.g. final save right after a periodic one)
-        shutil.rmtree(final)
+        # ``latest`` may name ``final``: move it aside whole (one rename) instead of deleting
+        # it in place, so a crash never leaves ``latest`` naming a half-deleted directory;
+        # :func:`latest` falls back to the moved copy until the new one is in place.
+        shutil.rmtree(old, ignore_errors=True)  # a complete ``final`` exists, so any old copy is stale
+        os.replace(final, old)
     os.replace(tmp, final)
     write_text_atomic(root / "latest", final.name)
+    shutil.rmtree(old, ignore_errors=True)
     _prune(root, keep)
     return final
 
 
+def _old(final: Path) -> Path:
+    return final.with_name(f".{final.name}.old")
+
+
 def _prune(root: Path, keep: int) -> None:
+    """Drop all but the newest ``keep`` checkpoints (never the one ``latest`` names). Each is
+    renamed to a hidden name first, so a crash mid-delete leaves no torn ``step_*`` directory."""
+    ptr = root / "latest"
+    current = ptr.read_text().strip() if ptr.is_file() else None
     steps = sorted(p for p in root.glob("step_*") if p.is_dir())
     for p in steps[:-keep]:
-        shutil.rmtree(p, ignore_errors=True)
+        if p.name == current:
+            continue
+        doomed = p.with_name(f".{p.name}.del")
+        shutil.rmtree(doomed, ignore_errors=True)
+        os.replace(p, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+    for leftover in root.glob(".step_*.del"):  # from a crash during an earlier prune
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def latest(root: Path) -> Path | None:
@@ -65,6 +86,8 @@ def latest(root: Path) -> Path | None:
     if not ptr.is_file():
         return None
     p = root / ptr.read_text().strip()
+    if not (p / "trainer_state.json").is_file() and (_old(p) / "trainer_state.json").is_file():
+        return _old(p)  # a crash while this step was being re-saved: its previous copy is whole
     if not (p / "trainer_state.json").is_file():
         raise FileNotFoundError(f"checkpoint pointer {str(ptr)!r} names {p.name!r}, which is incomplete or missing")
     return p
