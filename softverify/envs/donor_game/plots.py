@@ -1,8 +1,8 @@
 """The paper's two views of a run, from ``decisions.jsonl`` alone.
 
 * Figure 2 -- average final resources per generation (one line per run/seed).
-* Figure 6 -- donation fractions: the mean fraction given per generation (with the
-  inter-quartile band) and, per generation, the mean fraction by round within a game,
+* Figure 6 -- donation fractions: the mean fraction given per generation over ``donate``
+  decisions (with the inter-quartile band; punishments are counted in ``punish_rate``) and, per generation, the mean fraction by round within a game,
   which shows whether cooperation builds up or decays as a game goes on.
 
 :func:`figure_numbers` returns exactly the numbers drawn, so a report can quote them.
@@ -49,6 +49,7 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path) -> dict:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -65,9 +66,13 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path) -> dict:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, n in numbers.items():
         ax.plot(n["generations"], n["average_final_resources"], marker="o", label=Path(name).name or name)
+    vals = [v for n in numbers.values() for v in n["average_final_resources"]]
+    if min(vals) > 0 and max(vals) / min(vals) > 50:  # e.g. all-defect (10) next to all-cooperate (30720)
+        ax.set_yscale("log")
     ax.set_xlabel("generation")
     ax.set_ylabel("average final resources")
     ax.set_title("Donor game: average final resources per generation")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out_dir / "average_resources.png", dpi=120)
@@ -85,6 +90,8 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path) -> dict:
         a2.plot(range(1, len(fr) + 1), fr, color=cmap(i / max(G - 1, 1)), label=f"gen {k}")
     a1.set(xlabel="generation", ylabel="fraction of resources donated", title="Donation fraction per generation", ylim=(0, 1))
     a2.set(xlabel="round", ylabel="mean fraction donated", title=f"By round ({Path(next(iter(numbers))).name})", ylim=(0, 1))
+    a1.xaxis.set_major_locator(MaxNLocator(integer=True))
+    a2.xaxis.set_major_locator(MaxNLocator(integer=True))
     a1.legend(fontsize=8)
     a2.legend(fontsize=7, ncol=2)
     fig.tight_layout()
