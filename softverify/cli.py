@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         rc = args.func(args)
-    except (ConfigError, UserError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, UserError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+            ValueError) as e:
         print(f"softverify {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

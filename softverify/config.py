@@ -299,9 +299,11 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} not found")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {str(p)!r} is nested too deeply to be a config") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top, got {type(raw).__name__}")
     return raw

@@ -25,7 +25,11 @@ def read_h5ad(path: str | os.PathLike):
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"AnnData file {str(p)!r} not found")
-    return anndata.read_h5ad(p)
+    try:
+        return anndata.read_h5ad(p)
+    except Exception as e:  # h5py/anndata raise OSError, KeyError, TypeError... on a bad file
+        raise ValueError(f"{str(p)!r} is not a readable AnnData .h5ad file ({type(e).__name__}: "
+                         f"{str(e)[:200]})") from None
 
 
 def expression(adata, use_raw: bool | None = None) -> tuple[np.ndarray, list[str]]:

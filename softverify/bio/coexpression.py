@@ -155,7 +155,13 @@ def matrix_from_h5ad(path: str | os.PathLike, method: str = "npmi", max_genes: i
 
     if method not in METHODS:
         raise ValueError(f"unknown co-expression method {method!r}; expected one of {list(METHODS)}")
-    a = ad.read_h5ad(path)
+    try:
+        a = ad.read_h5ad(path)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # h5py/anndata raise OSError, KeyError, TypeError... on a bad file
+        raise ValueError(f"{str(path)!r} is not a readable AnnData .h5ad file ({type(e).__name__}: "
+                         f"{str(e)[:200]})") from None
     src = a.raw if (use_raw or use_raw is None) and a.raw is not None else a
     if use_raw and a.raw is None:
         raise ValueError(f"{str(path)!r} has no .raw layer")

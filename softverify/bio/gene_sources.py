@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 import os
+import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +38,7 @@ def _read_tsv(path: str | os.PathLike, needed: tuple[str, ...], what: str) -> pd
     with _open_text(path) as f:
         try:
             df = pd.read_csv(f, sep="\t", dtype=str, na_values=["-"], keep_default_na=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError) as e:
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError, zlib.error) as e:
             raise ValueError(f"{what} file {str(path)!r} could not be parsed: {e}") from None
     missing = [c for c in needed if c not in df.columns]
     if missing:
@@ -46,6 +47,16 @@ def _read_tsv(path: str | os.PathLike, needed: tuple[str, ...], what: str) -> pd
             f"(has {list(df.columns)[:8]}); expected {list(needed)}"
         )
     return df
+
+
+def _int_ids(col: pd.Series, path: str | os.PathLike, what: str, name: str) -> "pd.Series":
+    """A column of integer ids, or ``ValueError`` naming the file and the first bad value."""
+    ids = pd.to_numeric(col, errors="coerce")
+    bad = ids.isna() | (ids != ids.round())
+    if bad.any():
+        raise ValueError(f"{what} file {str(path)!r}: column {name} must hold integer ids; "
+                         f"got {col[bad].iloc[0]!r} ({int(bad.sum())} bad rows)")
+    return ids.astype("int64")
 
 
 def _split_bar(text: object) -> list[str]:
@@ -71,7 +82,7 @@ def read_gene_info(path: str | os.PathLike, tax_id: str = "9606") -> pd.DataFram
         df["Full_name_from_nomenclature_authority"].notna(), df["description"]
     )
     return pd.DataFrame({
-        "gene_id": df["GeneID"].astype("int64").to_numpy(),
+        "gene_id": _int_ids(df["GeneID"], path, "gene_info", "GeneID").to_numpy(),
         "symbol": df["Symbol"].to_numpy(),
         "synonyms": [_split_bar(s) for s in df["Synonyms"]],
         "full_name": full.fillna("").to_numpy(),
@@ -95,7 +106,7 @@ def read_gene2go(path: str | os.PathLike, tax_id: str = "9606") -> pd.DataFrame:
     if df.empty:
         raise ValueError(f"gene2go file {str(path)!r} has no usable rows for tax_id {tax_id}")
     out = pd.DataFrame({
-        "gene_id": df["GeneID"].astype("int64").to_numpy(),
+        "gene_id": _int_ids(df["GeneID"], path, "gene2go", "GeneID").to_numpy(),
         "go_id": df["GO_ID"].to_numpy(),
         "aspect": df["Category"].map(CATEGORY_TO_ASPECT).to_numpy(),
         "evidence": df["Evidence"].fillna("").to_numpy(),
@@ -120,6 +131,17 @@ def read_obo(path: str | os.PathLike) -> pd.DataFrame:
     ``alt_id`` lines become extra rows pointing at the primary term (``primary`` column),
     because gene2go can still use a merged term's old id.
     """
+    try:
+        return _read_obo(path)
+    except (UnicodeDecodeError, EOFError, zlib.error) as e:
+        raise ValueError(f"OBO file {str(path)!r} could not be read: {e}") from None
+    except OSError as e:  # e.g. gzip.BadGzipFile; a missing file stays FileNotFoundError
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise ValueError(f"OBO file {str(path)!r} could not be read: {e}") from None
+
+
+def _read_obo(path: str | os.PathLike) -> pd.DataFrame:
     rows: list[dict] = []
     term: dict | None = None
     with _open_text(path) as f:

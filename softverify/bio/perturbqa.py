@@ -22,6 +22,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import warnings
+import zlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -161,9 +162,12 @@ def validate_table(df: pd.DataFrame, source: str) -> pd.DataFrame:
 
 def read_csv_checked(path: Path) -> pd.DataFrame:
     """Read a PerturbQA CSV and validate it (a parse failure is a :class:`DataIntegrityError`)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"PerturbQA table {str(path)!r} not found")
     try:
         df = pd.read_csv(path, dtype={"pert": str, "gene": str, "split": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError,
+            zlib.error) as e:  # OSError: e.g. a '.gz' name over bytes that are not gzip
         raise DataIntegrityError(f"{str(path)!r} is not a readable CSV: {e}") from None
     return validate_table(df, repr(str(path)))
 
