@@ -18,6 +18,7 @@ and the RayService manifest; :func:`build_app` for code):
 # module namespace string annotations would need.
 import asyncio
 import importlib.util
+import logging
 import os
 import sys
 import time
@@ -36,6 +37,7 @@ from softverify.platform.serve_api import (
 from softverify.platform.serve_verify import VerifierSet
 
 api = FastAPI(title="softverify", docs_url=None, redoc_url=None, openapi_url=None)
+log = logging.getLogger("ray.serve")
 
 
 def _error(e: ApiError) -> JSONResponse:
@@ -98,9 +100,12 @@ class ChatServer:
         async with self._gen_lock:
             for idx in groups.values():
                 sp = items[idx[0]][1]
+                t0 = time.perf_counter()
                 gens = await asyncio.to_thread(self.engine.generate, [items[i][0] for i in idx], sp, 1)
                 for i, g in zip(idx, gens):
                     out[i] = g[0]
+                log.info("generated a batch of %d request(s), %d new tokens, in %.2f s", len(idx),
+                         sum(len(g[0].token_ids) for g in gens), time.perf_counter() - t0)
         return out
 
     # ------------------------------------------------------------------ routes
@@ -273,9 +278,9 @@ def serve_forever(cfg: ServeConfig, address: str | None = None) -> int:
     """Start Ray (or join ``address``), bind the HTTP proxy, deploy, block until Ctrl-C."""
     import ray
 
-    app = build_app(cfg)
     ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
     try:
+        app = build_app(cfg)  # after ray.init: engine=auto looks at the cluster's GPUs
         serve.start(http_options={"host": cfg.host, "port": cfg.port})
         serve.run(app, name="softverify", route_prefix="/", blocking=False)
         print(f"softverify serve: {cfg.model_id()!r} ready at http://{cfg.host}:{cfg.port}/v1 "
