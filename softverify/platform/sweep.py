@@ -284,6 +284,8 @@ def _parse_verifier_sets(value: Any) -> tuple[str, dict[str, list[dict[str, Any]
                 raise ConfigError(f"search.verifier_sets.{name}[{j}]: unknown verifier kind {s['kind']!r}; "
                                   f"expected one of {known}")
         out[str(name)] = [dict(s) for s in specs]
+        for s in out[str(name)]:
+            _absolute_params(s)
     return mode, out
 
 
@@ -293,6 +295,14 @@ def _abs_if_local(value: Any) -> Any:
     return value
 
 
+def _absolute_params(verifier: dict[str, Any]) -> None:
+    """Verifier params that name local files (``model_dir: ./worldmodels/k562``) become absolute."""
+    params = verifier.get("params")
+    if isinstance(params, dict):
+        verifier["params"] = {k: _abs_if_local(v) if isinstance(v, str) and ("/" in v or Path(v).exists()) else v
+                              for k, v in params.items()}
+
+
 def _absolute_paths(raw: dict[str, Any]) -> dict[str, Any]:
     """Tune runs each trial in its own working directory, so relative paths (resolved, like
     ``softverify train`` does, against the directory the command runs in) become absolute."""
@@ -300,6 +310,8 @@ def _absolute_paths(raw: dict[str, Any]) -> dict[str, Any]:
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     if not data.get("mirror") and os.environ.get("SOFTVERIFY_DATA_MIRROR"):  # a relative env path too
         raw["data"] = {**data, "mirror": os.environ["SOFTVERIFY_DATA_MIRROR"]}
+    for v in raw.get("verifiers") or []:
+        _absolute_params(v)
     for section, key in (("model", "path"), ("model", "cache_dir"), ("data", "path"), ("data", "mirror")):
         sec = raw.get(section)
         if isinstance(sec, dict) and sec.get(key):
