@@ -161,7 +161,7 @@ def ray_cluster():
     ray.shutdown()
 
 
-def _wait_all_released(timeout=30.0):
+def _wait_all_released(timeout=90.0):
     """Every trial's placement group and actors gone: all logical CPUs free again."""
     total = ray.cluster_resources()["CPU"]
     end = time.time() + timeout
