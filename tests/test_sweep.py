@@ -138,6 +138,16 @@ def test_verifier_values_apply_to_default_verifiers():
     assert [(v.kind, v.weight) for v in cfg.verifiers] == [("hard", 1.0), ("format", 0.25)]
 
 
+def test_error_line_names_the_exception():
+    from softverify.platform.sweep_report import error_line
+
+    oom = RuntimeError("ray::ImplicitFunc.train() (pid=1)\n  File \"x.py\", line 3\n"
+                       "ray.exceptions.OutOfMemoryError: 5 worker(s) were killed due to the node running low on memory.\n"
+                       "Refer to the documentation on how to address the out of memory issue: https://docs.ray.io/...")
+    assert error_line(oom).startswith("ray.exceptions.OutOfMemoryError: 5 worker(s) were killed")
+    assert error_line(FileNotFoundError("model path '/x' does not exist")) == "model path '/x' does not exist"
+
+
 def test_trial_resources_cover_the_trainers_actors():
     s = parse_sweep(spec({"verifier_sets": {"h": [{"kind": "hard", "num_cpus": 0.5}],
                                             "hfl": [{"kind": "hard"}, {"kind": "format"}, {"kind": "length"}]}}))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,17 @@ def _history(result) -> Any:
     if df is None or len(df) == 0:
         return None
     return df.sort_values("step") if "step" in df.columns else df
+
+
+_EXC_LINE = re.compile(r"^\s*[\w.]*(Error|Exception|Exit)\w*: \S")
+
+
+def error_line(error: BaseException) -> str:
+    """The line of a (possibly Ray-wrapped) traceback that says what went wrong: the last
+    ``SomeError: message`` line, not Ray's trailing advice."""
+    lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
+    hits = [ln for ln in lines if _EXC_LINE.match(ln)]
+    return (hits[-1] if hits else lines[-1] if lines else type(error).__name__)[:300]
 
 
 def _tune_status(results) -> dict[str, str]:
@@ -66,7 +78,7 @@ def results_table(sweep: Sweep, results):
         trial_id = (res.metrics or {}).get("trial_id") or Path(res.path).name.removeprefix("trial_")
         steps = int(hist["step"].max()) if hist is not None and "step" in hist else 0
         if res.error is not None:
-            status, error = "ERROR", (str(res.error).strip().splitlines() or [type(res.error).__name__])[-1][:300]
+            status, error = "ERROR", error_line(res.error)
         elif steps >= steps_total:
             status, error = "COMPLETED", ""
         elif tune_status.get(trial_id, "TERMINATED") == "TERMINATED":
