@@ -16,6 +16,7 @@ same thing to the verifier.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,13 +156,17 @@ def matrix_from_h5ad(path: str | os.PathLike, method: str = "npmi", max_genes: i
 
     if method not in METHODS:
         raise ValueError(f"unknown co-expression method {method!r}; expected one of {list(METHODS)}")
-    try:
-        a = ad.read_h5ad(path)
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # h5py/anndata raise OSError, KeyError, TypeError... on a bad file
-        raise ValueError(f"{str(path)!r} is not a readable AnnData .h5ad file ({type(e).__name__}: "
-                         f"{str(e)[:200]})") from None
+    with warnings.catch_warnings():  # old-format files (scanpy's examples) warn on every read
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)
+        warnings.filterwarnings("ignore", module="anndata")
+        try:
+            a = ad.read_h5ad(path)
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # h5py/anndata raise OSError, KeyError, TypeError... on a bad file
+            raise ValueError(f"{str(path)!r} is not a readable AnnData .h5ad file ({type(e).__name__}: "
+                             f"{str(e)[:200]})") from None
     src = a.raw if (use_raw or use_raw is None) and a.raw is not None else a
     if use_raw and a.raw is None:
         raise ValueError(f"{str(path)!r} has no .raw layer")

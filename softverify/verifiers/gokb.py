@@ -66,15 +66,16 @@ class GOReference:
         self._cap = max_gene_fraction * kb.annotations["gene_id"].nunique()
         self._terms: dict[str, list[str]] = {}
 
-    def _ranked(self, symbol: str, aspect: str) -> list[str]:
-        ts = [t for t in self.kb.go_terms(symbol, aspect) if self._count.get(t.go_id, 0) <= self._cap]
-        return [t.name for t in sorted(ts, key=lambda t: (-self._count.get(t.go_id, 0), t.name))]
+    def _ranked(self, symbol: str) -> dict[str, list[str]]:
+        ts = [t for t in self.kb.go_terms(symbol) if self._count.get(t.go_id, 0) <= self._cap]
+        ts.sort(key=lambda t: (-self._count.get(t.go_id, 0), t.name))
+        return {a: [t.name for t in ts if t.aspect == a] for a in self.aspects}
 
     def terms(self, symbol) -> list[str]:
         """Term names; [] for an unknown gene or one without annotations."""
         key = str(symbol)
         if key not in self._terms:
-            by = {a: self._ranked(key, a) for a in self.aspects}
+            by = self._ranked(key)
             out: list[str] = []
             i = 0
             while len(out) < self.max_terms and any(i < len(v) for v in by.values()):

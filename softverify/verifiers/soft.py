@@ -29,7 +29,7 @@ class WorldModelVerifier(Verifier):
     validation-MCC threshold) then p for yes, 1 - p for no (flipped for negated questions).
 
     Batched: the distinct (pert, gene) pairs of a batch (a GRPO group shares one) go
-    through one forward pass; symbol lookups are cached. Abstains for genes without an
+    through one forward pass; symbol -> embedding-row lookups are cached. Abstains for genes without an
     embedding and for tasks other than ``tasks`` (default: the knockdown task ``de``).
     """
 
@@ -49,27 +49,30 @@ class WorldModelVerifier(Verifier):
             raise ValueError(f"world_model threshold must be in [0, 1] or 'model', got {threshold!r}")
         self.threshold = None if threshold is None else float(threshold)
         self.tasks = None if tasks is None else list(tasks)
-        self._cache: dict[tuple[str, str], float] = {}
+        self._row_cache: dict[str, int] = {}  # symbol -> embedding row (-1 = no embedding)
 
     def p_de(self, perts: list, genes: list) -> np.ndarray:
-        """P(DE) per pair, NaN for unknown genes; memoised (the model is frozen)."""
-        out = np.empty(len(perts))
-        todo: dict[tuple[str, str], list[int]] = {}
-        for i, key in enumerate(zip(perts, genes)):
-            v = self._cache.get(key)
-            if v is None:
-                todo.setdefault(key, []).append(i)
-            else:
-                out[i] = v
-        if todo:
-            keys = list(todo)
-            p = self.model.predict_proba([str(k[0]) for k in keys], [str(k[1]) for k in keys])
-            if len(self._cache) > 2_000_000:
-                self._cache.clear()
-            for k, v in zip(keys, p):
-                self._cache[k] = float(v)
-                out[todo[k]] = v
+        """P(DE) per pair, NaN for unknown genes: symbols -> rows once per distinct symbol,
+        then one forward pass over the distinct known pairs."""
+        from softverify.bio.worldmodel import _predict_idx  # the model's own batched forward
+
+        pi, gi = self._rows(perts), self._rows(genes)
+        ok = (pi >= 0) & (gi >= 0)
+        out = np.full(len(pi), np.nan)
+        if ok.any():
+            n = len(self.model.embedding.symbols)
+            keys, inv = np.unique(pi[ok] * n + gi[ok], return_inverse=True)
+            out[ok] = _predict_idx(self.model.net, keys // n, keys % n)[inv]
         return out
+
+    def _rows(self, symbols: list) -> np.ndarray:
+        get = self._row_cache.get
+        idx = [get(s) for s in symbols]
+        if any(i is None for i in idx):
+            miss = sorted({str(s) for s, i in zip(symbols, idx) if i is None})
+            self._row_cache.update(zip(miss, self.model.embedding.index(miss).tolist()))
+            idx = [self._row_cache[str(s)] if i is None else i for s, i in zip(symbols, idx)]
+        return np.asarray(idx, dtype=np.int64)
 
     def score(self, samples: Sequence[Sample]) -> np.ndarray:
         p = self.p_de(metadata_column(samples, "pert"), metadata_column(samples, "gene"))

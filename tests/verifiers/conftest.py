@@ -17,12 +17,14 @@ def data_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def kb_params(data_root) -> dict:
-    """Knowledge-verifier params that build the gene KB from the real NCBI/GO files
-    (built once per process and shared through softverify.verifiers.gokb.load_kb)."""
+def kb_params(data_root, tmp_path_factory) -> dict:
+    """Knowledge-verifier params: a gene KB built once from the real NCBI/GO files and
+    saved as parquet (``softverify genes build`` output), so actors load it in seconds."""
+    from softverify.bio.genes import GeneKB
+
     g = data_root / "genes"
-    return {"gene_info": str(g / "Homo_sapiens.gene_info.gz"), "gene2go": str(g / "gene2go_human.gz"),
-            "obo": str(g / "go-basic.obo.gz")}
+    kb = GeneKB.build(g / "Homo_sapiens.gene_info.gz", g / "gene2go_human.gz", g / "go-basic.obo.gz")
+    return {"kb_dir": str(kb.save(tmp_path_factory.mktemp("kb") / "genes"))}
 
 
 @pytest.fixture(scope="session")

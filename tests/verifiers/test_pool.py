@@ -1,0 +1,46 @@
+"""VerifierPool on a real local Ray cluster: CPU actors per verifier, and the
+needs-policy column computed by a rollout worker holding the tiny policy."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import ray
+from _vtools import completion, sample
+
+from softverify.config import ModelConfig, RolloutConfig, VerifierSpec
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_pool_routes_policy_verifier_to_rollout_worker(ray_cluster, tiny_model_dir, kb_params, coexpr_npz):
+    from softverify.actors.rollout import RolloutWorker
+    from softverify.actors.verifier_pool import VerifierPool
+    from softverify.engines.base import SamplingParams
+
+    specs = [VerifierSpec(kind="hard"), VerifierSpec(kind="go_likelihood", params=kb_params, weight=0.5),
+             VerifierSpec(kind="coexpression", threshold=0.8, params={"matrix": str(coexpr_npz)})]
+    pool = VerifierPool(specs)
+    assert set(pool.actors) == {0, 2} and set(pool.policy_specs) == {1}
+    assert pool.thresholds == [None, None, None]
+    worker = RolloutWorker.remote(str(tiny_model_dir), ModelConfig(path=str(tiny_model_dir)), RolloutConfig())
+    rows = [{"question": "Are CD3D and CD3E likely to be co-expressed in PBMC cells?", "pert": "CD3D", "gene": "CD3E",
+             "label": 1, "task": "coexpression"}]
+    samples = ray.get(worker.generate.remote(rows, 0, 3, SamplingParams(max_new_tokens=5, seed=1)))
+    for s in samples[:2]:  # make two of them answer, by hand
+        s.completion = completion("yes" if s is samples[0] else "no", "CD3D and CD3E")
+    ref = ray.put(samples)
+    scores = pool.score(ref, policy_worker=worker)
+    assert scores.shape == (3, 3)
+    assert list(scores[:, 0]) == [1.0, 0.0, 0.0]
+    assert ((scores[:, 1] > 0) & (scores[:, 1] < 1)).all()  # likelihood under the tiny policy
+    assert scores[0, 2] > 0.5 > scores[1, 2] and scores[2, 2] == 0.0
+    with pytest.raises(ValueError, match="need the policy"):
+        pool.score(ref)
+    pool.shutdown()
