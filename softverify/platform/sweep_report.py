@@ -134,23 +134,24 @@ def best_config_yaml(sweep: Sweep, result) -> str:
 
 
 def plot(sweep: Sweep, results, table, path: Path) -> None:
-    """metric vs step and reward vs step per trial; final metric by verifier set."""
+    """metric vs step and reward (or eval MCC) vs step per trial; final metric by verifier set."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     metric = sweep.spec.tune.metric
+    second = "reward_mean" if metric != "reward_mean" else "eval/mcc"  # the reward curve, or eval
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     for res in results:
         hist = _history(res)
         if hist is None or "step" not in hist:
             continue
         label = Path(res.path).name.removeprefix("trial_")
-        for ax, m in ((axes[0], metric), (axes[1], "reward_mean")):
+        for ax, m in ((axes[0], metric), (axes[1], second)):
             if m in hist:
                 ax.plot(hist["step"], hist[m], marker="o", label=label)
-    for ax, m in ((axes[0], metric), (axes[1], "reward_mean")):
+    for ax, m in ((axes[0], metric), (axes[1], second)):
         ax.set_xlabel("GRPO step")
         ax.set_ylabel(m)
         ax.set_title(f"{m} per trial")
