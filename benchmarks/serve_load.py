@@ -27,12 +27,17 @@ from pathlib import Path
 
 import openai
 
-QUESTIONS = [
-    "Is a knockdown of {p} in K562 cells likely to result in differential expression of {g}? "
-    "The answer is either yes or no.".format(p=p, g=g)
-    for p, g in [("MYC", "CDK4"), ("GATA1", "HBG1"), ("TP53", "CDKN1A"), ("SPI1", "CEBPA"),
-                 ("BRCA1", "RAD51"), ("STAT5A", "BCL2L1"), ("TAL1", "KLF1"), ("RUNX1", "GFI1")]
-]
+
+PAIRS = [("MYC", "CDK4"), ("GATA1", "HBG1"), ("TP53", "CDKN1A"), ("SPI1", "CEBPA"),
+         ("BRCA1", "RAD51"), ("STAT5A", "BCL2L1"), ("TAL1", "KLF1"), ("RUNX1", "GFI1")]
+
+
+def messages(i: int) -> list[dict[str, str]]:
+    """An open question, so answers run to max_tokens: the rbio1 yes/no prompt gets a
+    2-6 token answer from SmolLM2 ("No"), which measures prefill, not generation."""
+    p, g = PAIRS[i % len(PAIRS)]
+    return [{"role": "user", "content": f"Explain in a few sentences whether a knockdown of {p} in K562 cells "
+                                        f"changes the expression of {g}."}]
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -58,7 +63,7 @@ def run_level(base_url: str, model: str, api_key: str, concurrency: int, n_reque
                     return
                 i = counter[0]
                 counter[0] += 1
-            msgs = [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]
+            msgs = messages(i)
             t0 = time.perf_counter()
             try:
                 r = client.chat.completions.create(model=model, messages=msgs, max_tokens=max_tokens, temperature=0)
@@ -95,7 +100,7 @@ def stream_ttft(base_url: str, model: str, api_key: str, n: int, max_tokens: int
         t0 = time.perf_counter()
         first, count = None, 0
         for c in client.chat.completions.create(
-                model=model, messages=[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+                model=model, messages=messages(i),
                 max_tokens=max_tokens, temperature=0, stream=True):
             if c.choices and c.choices[0].delta.content:
                 count += 1
@@ -160,7 +165,10 @@ def main() -> int:
         run_level(base_url, args.served_model_name, api_key, 1, 1, 120, args.max_tokens)  # warm-up
         levels = [run_level(base_url, args.served_model_name, api_key, c, args.requests, args.time_cap,
                             args.max_tokens) for c in args.concurrency]
-        stream = stream_ttft(base_url, args.served_model_name, api_key, args.stream_requests, args.max_tokens)
+        try:
+            stream = stream_ttft(base_url, args.served_model_name, api_key, args.stream_requests, args.max_tokens)
+        except openai.APIError as e:  # keep the levels' numbers if the server dies late (e.g. host OOM)
+            stream = {"error": f"{type(e).__name__}: {e}"[:300]}
     finally:
         if proc is not None:
             os.killpg(proc.pid, signal.SIGINT)  # serve_forever shuts Serve and Ray down on Ctrl-C
@@ -182,8 +190,11 @@ def main() -> int:
         print(f"c={lv['concurrency']}: {lv['requests_ok']} ok / {lv['errors']} err in {lv['wall_s']} s, "
               f"{lv['requests_per_s']} req/s, {lv['completion_tokens_per_s']} tok/s, "
               f"p50 {lv['latency_p50_s']} s, p95 {lv['latency_p95_s']} s")
-    print(f"streaming: TTFT p50 {stream['ttft_p50_s']} s of {stream['total_p50_s']} s total, "
-          f"{stream['content_chunks_mean']} chunks/request")
+    if "error" in stream:
+        print(f"streaming: failed: {stream['error']}")
+    else:
+        print(f"streaming: TTFT p50 {stream['ttft_p50_s']} s of {stream['total_p50_s']} s total, "
+              f"{stream['content_chunks_mean']} chunks/request")
     print(f"wrote {args.out}")
     return 0
 
