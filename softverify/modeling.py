@@ -18,16 +18,25 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 def load_causal_lm(path: str, dtype: str = "float32", trust_remote_code: bool = False):
     """Load ``(model, tokenizer)`` from a resolved local path; tokenizer pads on the left
-    (for generation) and always has a pad token (EOS when the model defines none)."""
+    (for generation) and always has a pad token (EOS when the model defines none).
+    Weights load from safetensors only (never a pickle); ``trust_remote_code`` is off unless asked."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=_DTYPES[dtype], trust_remote_code=trust_remote_code
-    )
+    try:
+        # safetensors only: a pickled pytorch_model.bin from a user path could run code on load
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=_DTYPES[dtype], trust_remote_code=trust_remote_code, use_safetensors=True
+        )
+    except OSError as e:
+        raise ValueError(
+            f"could not load safetensors weights from {str(path)!r}: {str(e).splitlines()[0][:300]} "
+            "(softverify loads only *.safetensors model weights; re-save a pickled *.bin checkpoint "
+            "with save_pretrained(..., safe_serialization=True) in a trusted environment)"
+        ) from None
     model.generation_config.pad_token_id = tok.pad_token_id
     return model, tok
 
