@@ -19,16 +19,15 @@ def ray_cluster():
     ray.shutdown()
 
 
-def test_pool_routes_policy_verifier_to_rollout_worker(ray_cluster, tiny_model_dir, kb_params, coexpr_npz):
+def test_pool_routes_policy_verifier_to_rollout_worker(ray_cluster, tiny_model_dir, kb_params):
     from softverify.actors.rollout import RolloutWorker
     from softverify.actors.verifier_pool import VerifierPool
     from softverify.engines.base import SamplingParams
 
-    specs = [VerifierSpec(kind="hard"), VerifierSpec(kind="go_likelihood", params=kb_params, weight=0.5),
-             VerifierSpec(kind="coexpression", threshold=0.8, params={"matrix": str(coexpr_npz)})]
+    specs = [VerifierSpec(kind="go_likelihood", params=kb_params, weight=0.5), VerifierSpec(kind="hard", threshold=0.4)]
     pool = VerifierPool(specs)
-    assert set(pool.actors) == {0, 2} and set(pool.policy_specs) == {1}
-    assert pool.thresholds == [None, None, None]
+    assert set(pool.actors) == {1} and set(pool.policy_specs) == {0}
+    assert pool.thresholds == [None, 0.4]
     worker = RolloutWorker.remote(str(tiny_model_dir), ModelConfig(path=str(tiny_model_dir)), RolloutConfig())
     rows = [{"question": "Are CD3D and CD3E likely to be co-expressed in PBMC cells?", "pert": "CD3D", "gene": "CD3E",
              "label": 1, "task": "coexpression"}]
@@ -37,10 +36,9 @@ def test_pool_routes_policy_verifier_to_rollout_worker(ray_cluster, tiny_model_d
         s.completion = completion("yes" if s is samples[0] else "no", "CD3D and CD3E")
     ref = ray.put(samples)
     scores = pool.score(ref, policy_worker=worker)
-    assert scores.shape == (3, 3)
-    assert list(scores[:, 0]) == [1.0, 0.0, 0.0]
-    assert ((scores[:, 1] > 0) & (scores[:, 1] < 1)).all()  # likelihood under the tiny policy
-    assert scores[0, 2] > 0.5 > scores[1, 2] and scores[2, 2] == 0.0
+    assert scores.shape == (3, 2)
+    assert list(scores[:, 1]) == [1.0, 0.0, 0.0]
+    assert ((scores[:, 0] > 0) & (scores[:, 0] < 1)).all()  # likelihood under the tiny policy
     with pytest.raises(ValueError, match="need the policy"):
         pool.score(ref)
     pool.shutdown()
