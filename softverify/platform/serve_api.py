@@ -57,6 +57,8 @@ class ReplicaConfig(_Strict):
     max_queued_requests: int = Field(
         64, ge=-1, description="Requests waiting at the HTTP proxy for a replica; beyond this the proxy answers "
         "503 at once instead of queueing without bound (-1 = unbounded).")
+    queue_full_retry_after_s: float = Field(
+        1.0, ge=0, description="Retry-After (seconds, rounded up) sent with the proxy's 503 when the queue is full.")
     num_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves per replica.")
     num_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves per replica (HF engine on GPU, or vLLM).")
     torch_threads: int | None = Field(
@@ -79,6 +81,7 @@ class ReplicaConfig(_Strict):
         opts: dict[str, Any] = {
             "max_ongoing_requests": self.max_ongoing_requests,
             "max_queued_requests": self.max_queued_requests,
+            "backpressure_config": _backpressure(self.queue_full_retry_after_s),
             "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
         }
         if self.autoscaling:
@@ -92,6 +95,13 @@ class ReplicaConfig(_Strict):
         return {"min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
                 "initial_replicas": max(self.min_replicas, 1),
                 "target_ongoing_requests": self.target_ongoing_requests}
+
+
+def _backpressure(retry_after_s: float):
+    """Ray Serve's answer to a full proxy queue: 503 with ``Retry-After``."""
+    from ray.serve.config import BackpressureConfig
+
+    return BackpressureConfig(status_code=503, retry_after_s=retry_after_s)
 
 
 class LimitsConfig(_Strict):
