@@ -126,6 +126,12 @@ class RolloutConfig(_Section):
         "verifiers see it in front of the completion). '' = none.",
     )
     batch_size: int = Field(16, ge=1, description="Max sequences generated at once per worker.")
+    hf_decode: Literal["generate", "loop"] = Field(
+        "generate",
+        description="HF engine decoding: 'generate' (transformers generate + output_logits) or 'loop' (own "
+        "KV-cache loop: one prefill per prompt shared by its group, finished rows leave the batch, no stored "
+        "logits; see benchmarks/README.md for the measured speed-up).",
+    )
 
 
 class VerifierSpec(_Section):

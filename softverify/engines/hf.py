@@ -27,7 +27,14 @@ class HFEngine:
         trust_remote_code: bool = False,
         batch_size: int = 16,
         device: str | None = None,
+        decode: str = "generate",
     ):
+        """``decode``: 'generate' (HF ``generate`` with ``output_logits``) or 'loop' (own
+        decode loop: one prefill per distinct prompt shared by its ``n`` samples, finished
+        rows leave the batch, logprobs computed per step instead of keeping all logits)."""
+        if decode not in ("generate", "loop"):
+            raise ValueError(f"decode must be 'generate' or 'loop', got {decode!r}")
+        self.decode = decode
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -67,6 +74,11 @@ class HFEngine:
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         gens: list[Generation] = []
+        if self.decode == "loop":
+            per = max(1, self.batch_size // n)  # distinct prompts per batch (their n samples share one prefill)
+            for start in range(0, len(prompt_token_ids), per):
+                gens.extend(self._decode_loop([list(p) for p in prompt_token_ids[start : start + per]], n, sampling))
+            return [gens[i * n : (i + 1) * n] for i in range(len(prompt_token_ids))]
         for start in range(0, len(flat), self.batch_size):
             gens.extend(self._generate_chunk(flat[start : start + self.batch_size], sampling))
         return [gens[i * n : (i + 1) * n] for i in range(len(prompt_token_ids))]
@@ -104,6 +116,69 @@ class HFEngine:
             lp = F.log_softmax(lg.float().cpu() / temp, dim=-1)
             logp[:, t] = lp.gather(-1, new_tokens[:, t : t + 1]).squeeze(-1)
         return [self._finish(new_tokens[b].tolist(), logp[b].tolist(), sp) for b in range(new_tokens.shape[0])]
+
+    def _decode_loop(self, prompts: list[list[int]], n: int, sp: SamplingParams) -> list[Generation]:
+        """Sample ``n`` completions of each prompt with an explicit KV-cache loop.
+
+        Same contract as the ``generate`` path: logprobs are ``log_softmax(logits / T)`` of
+        the sampled token (before top-p/top-k), positions count from the first prompt token.
+        A row ends at EOS (kept) or once its text contains a stop string (nothing appended).
+        """
+        from transformers import DynamicCache
+
+        dev, pad = self.device, self.tokenizer.pad_token_id
+        P, L = len(prompts), max(len(p) for p in prompts)
+        ids = torch.full((P, L), pad, dtype=torch.long)
+        attn = torch.zeros((P, L), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, L - len(p) :] = torch.tensor(p)
+            attn[i, L - len(p) :] = 1
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(input_ids=ids.to(dev), attention_mask=attn.to(dev), position_ids=pos.to(dev),
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        logits = out.logits[:, -1, :].float()
+        if n > 1:  # the n samples of a prompt share its prefill
+            cache.batch_repeat_interleave(n)
+            logits, attn = logits.repeat_interleave(n, 0), attn.repeat_interleave(n, 0)
+        next_pos = torch.tensor([len(p) for p in prompts]).repeat_interleave(n)
+        B = P * n
+        live = list(range(B))  # original row of each batch row
+        toks: list[list[int]] = [[] for _ in range(B)]
+        lps: list[list[float]] = [[] for _ in range(B)]
+        stopped = [False] * B
+        greedy, temp = sp.temperature == 0, (sp.temperature if sp.temperature > 0 else 1.0)
+        stops = list(sp.stop or [])
+        tail = 2 + max((len(self.tokenizer(s, add_special_tokens=False)["input_ids"]) for s in stops), default=0)
+        for t in range(sp.max_new_tokens):
+            logp = F.log_softmax(logits / temp, dim=-1)
+            nxt = logits.argmax(-1) if greedy else torch.multinomial(_truncated_probs(logp, sp.top_k, sp.top_p), 1)[:, 0]
+            chosen = logp.gather(-1, nxt[:, None])[:, 0]
+            keep = []
+            for j, (r, tok, lp) in enumerate(zip(live, nxt.tolist(), chosen.tolist())):
+                toks[r].append(tok)
+                lps[r].append(lp)
+                if tok in self.eos_ids or (stops and any(s in self.tokenizer.decode(toks[r][-tail:]) for s in stops)):
+                    stopped[r] = True
+                else:
+                    keep.append(j)
+            if not keep or t == sp.max_new_tokens - 1:
+                break
+            if len(keep) < len(live):  # finished rows leave the batch (no compute on padding)
+                idx = torch.tensor(keep)
+                cache.batch_select_indices(idx.to(dev))
+                attn, next_pos, nxt = attn[idx], next_pos[idx], nxt[idx]
+                live = [live[j] for j in keep]
+            attn = torch.cat([attn, torch.ones((len(live), 1), dtype=attn.dtype)], dim=1)
+            out = self.model(input_ids=nxt[:, None].to(dev), attention_mask=attn.to(dev),
+                             position_ids=next_pos[:, None].to(dev), past_key_values=cache, use_cache=True)
+            logits = out.logits[:, -1, :].float()
+            next_pos = next_pos + 1
+        return [
+            Generation(text=self.tokenizer.decode(toks[r], skip_special_tokens=True), token_ids=toks[r],
+                       logprobs=lps[r], finish_reason="stop" if stopped[r] else "length")
+            for r in range(B)
+        ]
 
     def _finish(self, toks: list[int], lps: list[float], sp: SamplingParams) -> Generation:
         """Cut a sampled row at its end: EOS (kept, so the learner learns to stop) or the
@@ -207,6 +282,19 @@ class HFEngine:
 
     def _is_tied(self, key: str) -> bool:
         return key == "lm_head.weight" and bool(getattr(self.model.config, "tie_word_embeddings", False))
+
+
+def _truncated_probs(logp: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Sampling distribution after top-k / top-p truncation of tempered logprobs ``[B, V]``."""
+    if top_k > 0 and top_k < logp.shape[-1]:
+        kth = torch.topk(logp, top_k, dim=-1).values[:, -1:]
+        logp = logp.masked_fill(logp < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_lp, order = torch.sort(logp, dim=-1, descending=True)
+        probs = sorted_lp.softmax(-1)
+        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix reaching top_p (at least one)
+        logp = logp.scatter(-1, order, sorted_lp.masked_fill(drop, float("-inf")))
+    return logp.softmax(-1)
 
 
 class TextStream:
