@@ -179,6 +179,10 @@ def test_selection_and_naming():
     ("Answer: -2", 10, False, None, "negative"),
     ("I would donate 5", 10, False, None, "no_answer"),
     ("Answer: nothing much", 10, False, None, "no_number"),
+    ("Answer: The round 3 partner", 10, False, None, "no_number"),
+    ("Answer: 1_0", 10, False, None, "no_number"),
+    ("Answer: [2.5]", 10, True, 2.5, None),
+    ("Answer: 7.\n\nJustification: x", 10, True, 7.0, None),
     ("Form: Answer: [answer here]\nJustification: ok\nAnswer: 3", 10, True, 3.0, None),
     ("Answer: Punish, 2", 10, False, None, "punish_not_allowed"),
 ])

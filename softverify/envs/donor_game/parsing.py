@@ -9,7 +9,9 @@ rejected, never clipped to 100%.
 
 Accepted answers (case-insensitive, the *last* ``Answer:`` wins so an echoed template does
 not count): ``Answer: 4``, ``Answer: 4.5 units``, ``Answer: 40%`` (of current resources),
-and with costly punishment ``Answer: Donate, 4`` / ``Answer: Punish, 2``.
+and with costly punishment ``Answer: Donate, 4`` / ``Answer: Punish, 2``. The amount must start the
+answer line: ``Answer: The round 3 partner`` is ``no_number``, not 3 units (as a reward, a
+lenient first-number rule paid completions that never stated an amount).
 """
 from __future__ import annotations
 
@@ -23,8 +25,12 @@ from softverify.envs.donor_game.game import Action
 log = logging.getLogger(__name__)
 
 _ANSWER = re.compile(r"answer\s*[:：]\s*(.*)", re.IGNORECASE)
-_NUMBER = re.compile(r"(?P<num>-?\d+(?:[.,]\d+)?)\s*(?P<pct>%|percent)?", re.IGNORECASE)
-_KIND = re.compile(r"\b(donate|punish)", re.IGNORECASE)
+# The answer line must *start* with the amount (after brackets/punctuation and, with
+# punishment, "Donate,"/"Punish,"): "Answer: The round 3 ..." or "Answer: 1_0" is not an amount.
+_VALUE = re.compile(
+    r"^[^\w-]*(?:(?P<kind>donate|punish)\b[^\w-]*)?(?P<num>-?\d+(?:[.,]\d+)?)(?![\w])\s*(?P<pct>%|percent)?",
+    re.IGNORECASE,
+)
 _STRATEGY = re.compile(r"my strategy will be", re.IGNORECASE)
 
 
@@ -48,11 +54,10 @@ def parse_donation(text: str, donor_resources: float, punishment_allowed: bool) 
     last = matches[-1]
     justification = text[: last.start()].replace("Justification:", "").strip()
     tail = last.group(1).strip().splitlines()[0] if last.group(1).strip() else ""
-    m = _NUMBER.search(tail)  # the first number on the answer line
+    m = _VALUE.match(tail)
     if not m:
-        return Parsed(None, "no_number", f"no number after 'Answer:': {tail[:60]!r}", justification)
-    k = _KIND.search(tail[: m.start()])
-    kind = k.group(1).lower() if k else "donate"
+        return Parsed(None, "no_number", f"no amount at the start of the answer: {tail[:60]!r}", justification)
+    kind = (m.group("kind") or "donate").lower()
     if kind == "punish" and not punishment_allowed:
         return Parsed(None, "punish_not_allowed", "punishment is not an option in this game", justification)
     value = float(m.group("num").replace(",", "."))
