@@ -116,7 +116,7 @@ def summary_table(specs, scores: np.ndarray, secs: list[float]) -> str:
     for j, s in enumerate(specs):
         c = scores[:, j]
         ok = c[~np.isnan(c)]
-        stats = [f"{f(ok):8.3f}" if ok.size else f"{'-':>8}" for f in (np.mean, np.std, np.min, np.max)]
+        stats = [f"{f(ok):8.3g}" if ok.size else f"{'-':>8}" for f in (np.mean, np.std, np.min, np.max)]
         lines.append(f"{s.display_name:<18}{s.kind:<15}{s.weight:>7g}{len(c):>7}{1 - ok.size / max(len(c), 1):>9.1%}"
                      + "".join(stats) + f"{len(c) / max(secs[j], 1e-9):>12.0f}")
     return "\n".join(lines)
