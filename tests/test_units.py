@@ -114,3 +114,21 @@ def test_checkpoint_is_atomic(tmp_path):
     for s in (2, 3, 4):
         ckpt.save(root, s, {"step": s}, ok, keep=2)
     assert sorted(p.name for p in root.glob("step_*")) == ["step_000003", "step_000004"]
+
+
+def test_hf_finish_drops_unsampled_padding_after_stop_string(tiny_model_dir):
+    """HF pads a row that completed a stop string; with pad == EOS that padding must not be
+    mistaken for a sampled EOS (the learner would train on a token the policy never sampled)."""
+    from softverify.engines.base import SamplingParams
+    from softverify.engines.hf import HFEngine
+
+    e = HFEngine(str(tiny_model_dir), torch_threads=1)
+    tok = e.tokenizer
+    body = tok("<think> x </think> <answer> yes </answer>", add_special_tokens=False)["input_ids"]
+    eos = tok.eos_token_id
+    lps = [-1.0] * (len(body) + 3)
+    g = e._finish(body + [eos, eos, eos], lps, SamplingParams(stop=["</answer>"]))
+    assert g.token_ids == body and g.finish_reason == "stop" and len(g.logprobs) == len(body)
+    # a genuinely sampled EOS (no stop string before it) is kept so the policy learns to stop
+    g2 = e._finish(body[:3] + [eos, eos], [-1.0] * 5, SamplingParams(stop=["</answer>"]))
+    assert g2.token_ids == body[:3] + [eos] and g2.finish_reason == "stop"

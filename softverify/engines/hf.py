@@ -184,7 +184,16 @@ class HFEngine:
         """Cut a sampled row at its end: EOS (kept, so the learner learns to stop) or the
         padding HF writes after a stop string / finished row."""
         end, reason = len(toks), "length"
+        pad = self.tokenizer.pad_token_id
         for i, t in enumerate(toks):
+            if t not in self.eos_ids and t != pad:
+                continue
+            # HF fills a row that completed a stop string with pad (== EOS for SmolLM2): that
+            # token was never sampled, so it must not be trained on. A real EOS can only come
+            # before a stop string completes (generation stops on the stop string).
+            if sp.stop and any(s in self.tokenizer.decode(toks[:i], skip_special_tokens=True) for s in sp.stop):
+                end, reason = i, "stop"
+                break
             if t in self.eos_ids:
                 end, reason = i + 1, "stop"
                 break
