@@ -17,13 +17,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from softverify.fsutil import atomic_dir
 
 KINDS = ("genept", "go", "onehot")
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
@@ -72,20 +72,12 @@ class GeneEmbedding:
         from safetensors.numpy import save_file
 
         out = Path(out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-        try:
+        with atomic_dir(out) as tmp:
             tensors = {"vectors": np.ascontiguousarray(self.vectors, dtype=np.float32)} if self.vectors is not None else {}
             save_file(tensors, str(tmp / "embedding.safetensors"))
             (tmp / "embedding.json").write_text(json.dumps(
                 {"kind": self.kind, "symbols": self.symbols, "meta": self.meta}, indent=1
             ))
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
         return out
 
     @classmethod

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from softverify.fsutil import atomic_dir
 from softverify.bio import gene_sources as src
 from softverify.config import cache_dir
 
@@ -96,9 +95,7 @@ class GeneKB:
     def save(self, out_dir: str | os.PathLike) -> Path:
         """Write atomically: a temp dir beside ``out_dir`` then ``os.replace``."""
         out = Path(out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-        try:
+        with atomic_dir(out) as tmp:
             self.genes.to_parquet(tmp / "genes.parquet", index=False)
             self.terms.to_parquet(tmp / "go_terms.parquet", index=False)
             self.annotations.to_parquet(tmp / "annotations.parquet", index=False)
@@ -107,12 +104,6 @@ class GeneKB:
                 "annotations": len(self.annotations),
                 "with_summary": int(self.genes["summary"].notna().sum()),
             }, indent=2))
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
         return out
 
     @classmethod

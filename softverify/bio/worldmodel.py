@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from softverify.fsutil import atomic_dir
 from softverify.bio.embeddings import GeneEmbedding
 from softverify.bio.metrics import best_mcc_threshold, binary_metrics
 from softverify.bio.questions import stable_int
@@ -192,20 +191,12 @@ class WorldModel:
         from safetensors.torch import save_file
 
         out = Path(out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-        try:
+        with atomic_dir(out) as tmp:
             state = {k: v.contiguous() for k, v in self.net.state_dict().items()}
             save_file(state, str(tmp / "model.safetensors"))
             meta = {**self.meta, "symbols": self.embedding.symbols,
                     "hidden": list(self.net_hidden()), "dropout": self.meta.get("fit_config", {}).get("dropout", 0.0)}
             (tmp / "worldmodel.json").write_text(json.dumps(meta, indent=1, default=float))
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
         return out
 
     def net_hidden(self) -> tuple[int, ...]:
