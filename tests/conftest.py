@@ -1,9 +1,11 @@
 """Shared fixtures: a tiny random policy made in the test, paths to the real data."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,3 +47,20 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} not present")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def prompt_file(tmp_path_factory) -> Path:
+    """24 knockdown questions (16 train, 8 test) with labels, for fast real training runs."""
+    rng = np.random.default_rng(0)
+    genes = ["TP53", "MYC", "GATA1", "KLF1", "CDKN1A", "HBG1", "TAL1", "LMO2"]
+    p = tmp_path_factory.mktemp("prompts") / "q.jsonl"
+    with open(p, "w") as f:
+        for i in range(24):
+            a, b = rng.choice(genes, 2, replace=False)
+            f.write(json.dumps({
+                "question": f"Is a knockdown of {a} in K562 cells likely to result in differential expression of {b}?",
+                "pert": str(a), "gene": str(b), "cell_line": "k562", "label": int(rng.integers(0, 2)),
+                "split": "train" if i < 16 else "test",
+            }) + "\n")
+    return p

@@ -27,20 +27,6 @@ def ray_cluster():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def prompt_file(tmp_path_factory) -> Path:
-    rng = np.random.default_rng(0)
-    genes = ["TP53", "MYC", "GATA1", "KLF1", "CDKN1A", "HBG1", "TAL1", "LMO2"]
-    p = tmp_path_factory.mktemp("prompts") / "q.jsonl"
-    with open(p, "w") as f:
-        for i in range(24):
-            a, b = rng.choice(genes, 2, replace=False)
-            f.write(json.dumps({
-                "question": f"Is a knockdown of {a} in K562 cells likely to result in differential expression of {b}?",
-                "pert": str(a), "gene": str(b), "cell_line": "k562", "label": int(rng.integers(0, 2)),
-                "split": "train" if i < 16 else "test",
-            }) + "\n")
-    return p
 
 
 def tiny_cfg(model_dir: Path, prompts: Path, out: Path, **over):
