@@ -89,21 +89,32 @@ def token_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token ``log p(x_{t+1} | x_{<=t})`` at ``temperature``, shape ``[B, L-1]``.
 
-    Entropy of the same tempered distribution is returned when asked (for metrics; it is
-    detached because it only feeds logging).
+    Only positions from the first loss-mask position on are projected to the vocabulary
+    (``logits_to_keep``): the prompt's ``[P, V]`` logits were most of the learner's memory
+    (V = 49k for SmolLM2) and never enter the loss. Entries before that position are 0;
+    callers read only ``loss_mask`` positions. Entropy of the same tempered distribution is
+    returned when asked (for metrics; detached because it only feeds logging).
     """
+    L = batch.input_ids.shape[1]
+    active = batch.loss_mask.any(dim=0).nonzero()
+    first = int(active[0]) if len(active) else 0
+    keep = L - first  # logits at positions first..L-1; the last one predicts nothing
     out = model(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
         position_ids=batch.position_ids,
         use_cache=False,
+        logits_to_keep=keep,
     )
-    logits = out.logits[:, :-1, :].float() / temperature
+    logits = out.logits[:, -keep:-1, :].float() / temperature
     logp_all = F.log_softmax(logits, dim=-1)
-    labels = batch.input_ids[:, 1:].unsqueeze(-1)
-    logp = logp_all.gather(-1, labels).squeeze(-1)
+    labels = batch.input_ids[:, first + 1 :].unsqueeze(-1)
+    B = batch.input_ids.shape[0]
+    logp = logits.new_zeros((B, L - 1))
+    logp[:, first:] = logp_all.gather(-1, labels).squeeze(-1)
     ent = None
     if with_entropy:
         with torch.no_grad():
-            ent = -(logp_all.exp() * logp_all).sum(-1)
+            ent = logits.new_zeros((B, L - 1))
+            ent[:, first:] = -(logp_all.exp() * logp_all).sum(-1)
     return logp, ent

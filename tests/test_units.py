@@ -132,3 +132,35 @@ def test_hf_finish_drops_unsampled_padding_after_stop_string(tiny_model_dir):
     # a genuinely sampled EOS (no stop string before it) is kept so the policy learns to stop
     g2 = e._finish(body[:3] + [eos, eos], [-1.0] * 5, SamplingParams(stop=["</answer>"]))
     assert g2.token_ids == body[:3] + [eos] and g2.finish_reason == "stop"
+
+
+def test_token_logprobs_completion_only_matches_full_logits(tiny_model_dir):
+    """Projecting only completion positions to the vocabulary changes neither values nor gradients."""
+    import torch.nn.functional as F
+
+    from softverify.modeling import load_causal_lm, token_logprobs
+
+    model = load_causal_lm(str(tiny_model_dir), "float32")[0]
+    prompts = [[5, 6, 7, 8, 9], [10, 11, 12]]
+    comps = [[20, 21], [22, 23, 24, 25]]
+    batch = pack_sequences(prompts, comps, pad_id=0)
+    logp, ent = token_logprobs(model, batch, temperature=0.7, with_entropy=True)
+    (logp * batch.loss_mask).sum().backward()
+    g_new = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    model.zero_grad()
+
+    full = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                 position_ids=batch.position_ids, use_cache=False).logits[:, :-1].float() / 0.7
+    lp_all = F.log_softmax(full, -1)
+    ref = lp_all.gather(-1, batch.input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    ref_ent = -(lp_all.exp() * lp_all).sum(-1)
+    (ref * batch.loss_mask).sum().backward()
+    g_ref = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    m = batch.loss_mask.bool()
+    assert m.sum() == 6
+    torch.testing.assert_close(logp[m], ref[m], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ent[m], ref_ent.detach()[m], atol=1e-5, rtol=1e-5)
+    assert len(g_new) == len(g_ref)
+    for a, b in zip(g_new, g_ref):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
