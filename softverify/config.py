@@ -127,7 +127,7 @@ class RolloutConfig(_Section):
     )
     batch_size: int = Field(16, ge=1, description="Max sequences generated at once per worker.")
     hf_decode: Literal["generate", "loop"] = Field(
-        "generate",
+        "loop",
         description="HF engine decoding: 'generate' (transformers generate + output_logits) or 'loop' (own "
         "KV-cache loop: one prefill per prompt shared by its group, finished rows leave the batch, no stored "
         "logits; see benchmarks/README.md for the measured speed-up).",
@@ -192,6 +192,10 @@ class TrainerConfig(_Section):
     checkpoint_every: int = Field(10, ge=0, description="Checkpoint every N steps (0 = only at the end).")
     keep_checkpoints: int = Field(2, ge=1, description="How many step checkpoints to keep.")
     eval_every: int = Field(0, ge=0, description="Evaluate on held-out questions every N steps (0 = off).")
+    time_budget_minutes: float | None = Field(
+        None, gt=0, description="Wall-clock budget for this process's training loop: stop after the step that "
+        "crosses it (then checkpoint and write the final model as usual). None = run all trainer.steps.",
+    )
     ray_address: str | None = Field(None, description="Ray cluster address; None = start/attach a local one.")
     wandb: bool = Field(False, description="Also log to Weights & Biases (offline mode works without login).")
     wandb_project: str = Field("softverify", description="W&B project name.")

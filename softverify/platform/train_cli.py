@@ -61,42 +61,33 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     import torch
-    from tqdm import tqdm
 
     from softverify.config import load_config
     from softverify.data import load_prompts
-    from softverify.engines.base import SamplingParams, with_assistant_prefix
     from softverify.engines.hf import HFEngine
     from softverify.models import resolve_model_path
-    from softverify.platform.evaluate import classification_metrics, format_table, majority_answers
-    from softverify.prompts import row_messages
-    from softverify.verifiers.answer import answer_to_int, parse_answer
+    from softverify.platform.eval_run import run_eval
+    from softverify.platform.evaluate import format_table
 
     cfg = load_config(args.config, _shortcuts(args))
     rows = load_prompts(cfg.data, args.split, args.limit)
     if "label" not in rows.column_names:
         raise ValueError(f"eval needs labelled questions; split {args.split!r} has columns {rows.column_names}")
     engine = HFEngine(resolve_model_path(args.model_dir, cfg.model.cache_dir), cfg.model.dtype,
-                      torch_threads=args.threads or torch.get_num_threads(), batch_size=args.batch_size)
-    greedy = args.samples == 1
-    sp = SamplingParams(max_new_tokens=args.max_new_tokens or cfg.rollout.max_new_tokens,
-                        temperature=0.0 if greedy else cfg.rollout.temperature, stop=list(cfg.rollout.stop), seed=args.seed)
-    per_q: list[list[int | None]] = []
-    records = []
-    for start in tqdm(range(0, len(rows), args.batch_size), desc="eval", unit="batch"):
-        batch = [rows[i] for i in range(start, min(start + args.batch_size, len(rows)))]
-        prefix = cfg.rollout.assistant_prefix
-        pb = with_assistant_prefix(engine.render([row_messages(r) for r in batch]), engine.tokenizer, prefix)
-        gens = engine.generate(pb.token_ids, sp, n=args.samples)
-        for r, gs in zip(batch, gens):
-            ans = [answer_to_int(parse_answer(prefix + g.text)) for g in gs]
-            per_q.append(ans)
-            records.append({"prompt_id": r["prompt_id"], "label": int(r["label"]), "answers": ans,
-                            "completion": prefix + gs[0].text})
-    answers = [a[0] for a in per_q] if greedy else majority_answers(per_q)
-    metrics = classification_metrics([r["label"] for r in records], answers)
+                      torch_threads=args.threads or torch.get_num_threads(), batch_size=args.batch_size,
+                      decode=cfg.rollout.hf_decode)
+    res = run_eval(engine, rows, max_new_tokens=args.max_new_tokens or cfg.rollout.max_new_tokens,
+                   stop=cfg.rollout.stop, assistant_prefix=cfg.rollout.assistant_prefix, samples=args.samples,
+                   temperature=cfg.rollout.temperature, seed=args.seed, batch_size=args.batch_size,
+                   force_answer=not args.no_force)
+    metrics, records = res.metrics, res.records
     metrics.update(model=str(args.model_dir), split=args.split, samples_per_question=args.samples)
+    if res.forced_metrics is not None:
+        metrics["forced"] = res.forced_metrics
     print(format_table(metrics))
+    if res.forced_metrics is not None:
+        print("forced answers (unanswered turns closed, yes/no by likelihood):")
+        print(format_table(res.forced_metrics))
     if args.output:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -131,5 +122,7 @@ def register(sub) -> None:
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--threads", type=int, help="torch threads")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--no-force", action="store_true",
+                   help="skip the forced reading (unanswered turns closed, yes/no chosen by likelihood)")
     e.add_argument("--output", "-o", help="write metrics JSON here (and completions next to it)")
     e.set_defaults(func=cmd_eval)
