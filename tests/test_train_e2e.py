@@ -66,6 +66,23 @@ def test_train_two_steps(ray_cluster, tiny_model_dir, prompt_file, tmp_path):
     assert any(not torch.equal(w0[k], w1[k]) for k in w1)
 
 
+def test_time_budget_stops_early_and_eval_reports_both_readings(ray_cluster, tiny_model_dir, prompt_file, tmp_path):
+    cfg = tiny_cfg(tiny_model_dir, prompt_file, tmp_path / "run", **{
+        "trainer.steps": 5, "trainer.time_budget_minutes": 1e-4, "trainer.eval_every": 1,
+        "trainer.checkpoint_every": 0, "learner.num_ranks": 1, "rollout.num_workers": 1})
+    tr = Trainer(cfg)
+    try:
+        final = tr.fit()
+    finally:
+        tr.shutdown()
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1]  # the 0.006 s budget is spent after the first step
+    assert (final / "model.safetensors").is_file()
+    # a random tiny model never writes <answer>: free reading all unanswered, forced reading answers all
+    assert rows[0]["eval/n"] == 8 and rows[0]["eval/unanswered_rate"] == 1.0
+    assert rows[0]["eval_forced/n"] == 8 and rows[0]["eval_forced/unanswered_rate"] == 0.0
+
+
 @pytest.mark.parametrize("zero_stage", [1, 3])
 def test_weight_sync_rollout_equals_learner(ray_cluster, tiny_model_dir, prompt_file, tmp_path, zero_stage):
     cfg = tiny_cfg(tiny_model_dir, prompt_file, tmp_path / "run", **{"trainer.steps": 1,

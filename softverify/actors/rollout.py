@@ -68,10 +68,7 @@ class RolloutCore:
         notices the version mismatch here and loads the current ones before sampling, so a
         retried task never samples from a stale policy. (The ref is wrapped in a list so
         Ray does not fetch the state dict on every call, only when it is needed.)"""
-        if weights is not None and weights[0] != self.weights_version:
-            import ray as _ray
-
-            self.load_weights(_ray.get(weights[1][0]), weights[0])
+        self._ensure_weights(weights)
         prefix = self.rollout.assistant_prefix
         pb = with_assistant_prefix(self.engine.render([row_messages(r) for r in rows]), self.engine.tokenizer, prefix)
         gens = self.engine.generate(pb.token_ids, sampling, n=n)
@@ -86,6 +83,25 @@ class RolloutCore:
                     )
                 )
         return out
+
+    def evaluate(self, rows: Sequence[dict[str, Any]], sampling: SamplingParams,
+                 weights: tuple[int, list] | None = None) -> list[dict[str, Any]]:
+        """Greedy answers to labelled rows under the given policy; records as in
+        ``platform.eval_run.run_eval`` (with the forced yes/no reading on the HF engine)."""
+        from softverify.engines.hf import HFEngine
+        from softverify.platform.eval_run import run_eval
+
+        self._ensure_weights(weights)
+        res = run_eval(self.engine, rows, max_new_tokens=sampling.max_new_tokens, stop=sampling.stop,
+                       assistant_prefix=self.rollout.assistant_prefix, batch_size=self.rollout.batch_size,
+                       seed=sampling.seed or 0, force_answer=isinstance(self.engine, HFEngine), progress=False)
+        return res.records
+
+    def _ensure_weights(self, weights: tuple[int, list] | None) -> None:
+        if weights is not None and weights[0] != self.weights_version:
+            import ray as _ray
+
+            self.load_weights(_ray.get(weights[1][0]), weights[0])
 
     def load_weights(self, state, version: int) -> int:
         self.engine.load_weights(state)

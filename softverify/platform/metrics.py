@@ -65,8 +65,11 @@ def plot_metrics(jsonl: Path, out_png: Path, keys: list[str] | None = None) -> P
     if not rows:
         raise ValueError(f"{jsonl} holds no metrics to plot")
     if keys is None:
-        keys = [k for k in rows[-1] if k.startswith("reward/") or k.startswith("eval/")]
-        keys += [k for k in ("reward_mean", "kl", "entropy", "response_len_mean", "clip_frac", "time/step_s") if k in rows[-1]]
+        seen = {k: None for r in rows for k in r}  # eval runs only every few steps: look at all rows
+        keys = [k for k in seen if k.startswith("reward/")]
+        keys += [k for k in ("eval/mcc", "eval/f1", "eval/unanswered_rate", "eval_forced/mcc",
+                             "eval_forced/balanced_accuracy") if k in seen]
+        keys += [k for k in ("reward_mean", "kl", "entropy", "response_len_mean", "clip_frac", "time/step_s") if k in seen]
     keys = keys or [k for k in rows[-1] if k != "step"][:6]
     ncol = 3
     nrow = math.ceil(len(keys) / ncol)

@@ -24,7 +24,6 @@ from softverify.config import ConfigError, TrainConfig
 from softverify.data import PromptOrder, load_prompts
 from softverify.models import resolve_model_path
 from softverify.platform import checkpoint as ckpt
-from softverify.platform.evaluate import metrics_from_completions
 from softverify.platform.metrics import MetricsLogger, plot_metrics
 from softverify.rewards import compose
 from softverify.types import Sample
@@ -213,17 +212,23 @@ class Trainer:
 
     # ------------------------------------------------------------------ eval / checkpoint
     def evaluate(self) -> dict[str, float]:
-        """Greedy answers of the rollout workers on the held-out questions."""
+        """Greedy answers of the rollout workers on the held-out questions: ``eval/*`` is the
+        free reading (no tag = wrong), ``eval_forced/*`` the forced yes/no reading (see
+        ``platform/eval_run.py``) when the engine supports it."""
         from softverify.engines.base import SamplingParams
+        from softverify.platform.eval_run import metrics_from_records
 
         rows = [self.eval_rows[i] for i in range(len(self.eval_rows))]
         k = len(self.workers)
         sp = SamplingParams(max_new_tokens=self.cfg.rollout.max_new_tokens, temperature=0.0,
                             stop=list(self.cfg.rollout.stop), seed=0)
-        refs = [self.workers[w].generate.remote(rows[w::k], 0, 1, sp, self.weights) for w in range(k) if rows[w::k]]
-        samples = [s for part in ray.get(refs) for s in part]
-        labels = [int(s.metadata["label"]) for s in samples]
-        return {f"eval/{k}": v for k, v in metrics_from_completions(labels, [s.completion for s in samples]).items()}
+        refs = [self.workers[w].evaluate.remote(rows[w::k], sp, self.weights) for w in range(k) if rows[w::k]]
+        records = [r for part in ray.get(refs) for r in part]
+        free, forced = metrics_from_records(records)
+        out = {f"eval/{m}": v for m, v in free.items()}
+        if forced is not None:
+            out.update({f"eval_forced/{m}": v for m, v in forced.items()})
+        return out
 
     def save_checkpoint(self) -> Path:
         state = {
@@ -243,8 +248,12 @@ class Trainer:
         cfg = self.cfg.trainer
         self.setup()
         bar = tqdm(total=cfg.steps, initial=self.step, desc="GRPO", disable=not cfg.progress, dynamic_ncols=True)
+        t0 = time.monotonic()
         try:
             while self.step < cfg.steps:
+                if cfg.time_budget_minutes is not None and time.monotonic() - t0 >= 60 * cfg.time_budget_minutes:
+                    bar.write(f"time budget of {cfg.time_budget_minutes:g} min reached at step {self.step}")
+                    break
                 m = self.train_step()
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
                     m.update(self.evaluate())

@@ -1,0 +1,31 @@
+"""The eval runner: forced answers read the model's own yes/no preference."""
+import pytest
+
+from softverify.engines.hf import HFEngine
+from softverify.platform.eval_run import _next_token_margins, forcing_suffix, run_eval
+
+
+def test_forcing_suffix_closes_open_reasoning():
+    assert forcing_suffix("<think>\nno") == "\n</think>\n<answer>"
+    assert forcing_suffix("<think>x</think>") == "\n<answer>"
+
+
+def test_single_pass_margin_equals_teacher_forced_scores(tiny_model_dir):
+    e = HFEngine(str(tiny_model_dir), torch_threads=1, batch_size=4)
+    ctx = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [14, 15, 16, 17]]  # ragged: exercises left padding
+    fast = _next_token_margins(e, ctx, 30, 31)
+    ref = [a[0] - b[0] for a, b in zip(e.score(ctx, [[30]] * 3), e.score(ctx, [[31]] * 3))]
+    assert fast == pytest.approx(ref, abs=1e-4)
+
+
+def test_run_eval_free_and_forced_readings(tiny_model_dir):
+    e = HFEngine(str(tiny_model_dir), torch_threads=1, batch_size=4, decode="loop")
+    rows = [{"question": f"Is a knockdown of GENE{i} in K562 cells likely to result in differential expression of X?",
+             "label": i % 2, "prompt_id": i} for i in range(6)]
+    res = run_eval(e, rows, max_new_tokens=4, stop=["</answer>"], assistant_prefix="<think>\n", batch_size=4,
+                   progress=False)
+    assert res.metrics["n"] == 6 and res.forced_metrics["n"] == 6
+    # a 4-token random model never writes the tags: all unanswered, each forced to a choice
+    assert res.metrics["unanswered_rate"] == 1.0 and res.forced_metrics["unanswered_rate"] == 0.0
+    assert all(r["forced_answer"] in (0, 1) and r["forced_answer"] == int(r["forced_margin"] > 0) for r in res.records)
+    assert [r["prompt_id"] for r in res.records] == list(range(6))
