@@ -250,6 +250,9 @@ def main() -> int:
                 model = str(tr.fit())
             finally:
                 tr.shutdown()
+                import ray
+
+                ray.shutdown()  # the next rung starts a local Ray sized for its own actors
             run["curve"] = curve(out / "metrics.jsonl")
             run["steps"] = tr.step
             run["train_s"] = time.time() - t0
