@@ -52,6 +52,20 @@ def compute_advantages(rewards: np.ndarray, group_ids: np.ndarray, estimator: st
     return ADVANTAGES[estimator](rewards, group_ids)
 
 
+def informative_groups(rewards: np.ndarray, group_ids: np.ndarray, tol: float = 1e-9) -> np.ndarray:
+    """Per-sample mask: True where the sample's group has reward variance (DAPO dynamic
+    sampling). A group whose finite rewards all agree (or has fewer than two) gets zero
+    advantage under every estimator here: it carries no signal, only cost."""
+    r = np.asarray(rewards, dtype=np.float64)
+    g = np.asarray(group_ids)
+    keep = np.zeros(len(r), dtype=bool)
+    for gid in np.unique(g):
+        idx = g == gid
+        vals = r[idx][~np.isnan(r[idx])]
+        keep[idx] = len(vals) >= 2 and float(vals.max() - vals.min()) > tol
+    return keep
+
+
 # --------------------------------------------------------------------------- aggregation
 
 
@@ -61,6 +75,7 @@ def masked_aggregate(
     mode: str = "token_mean",
     total_tokens: float | None = None,
     total_seqs: float | None = None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Reduce per-token ``values [B, T]`` under ``mask [B, T]`` to a scalar.
 
@@ -70,15 +85,21 @@ def masked_aggregate(
     ``total_tokens`` / ``total_seqs`` let a caller that splits one logical batch into
     micro-batches and ranks divide by the *global* count, so the summed gradients equal
     the full-batch gradient exactly. They default to this batch's own counts.
+
+    ``weights [B]``: sequence multiplicities (a merged sequence stands for ``w`` identical
+    copies, see :func:`softverify.seqbatch.merge_identical`); its terms count ``w`` times,
+    in the sums and in the default denominators.
     """
     mask = mask.to(values.dtype)
+    w = torch.ones(values.shape[0], dtype=values.dtype, device=values.device) if weights is None else weights.to(values.dtype)
     if mode == "token_mean":
-        denom = mask.sum() if total_tokens is None else torch.as_tensor(total_tokens, dtype=values.dtype)
-        return (values * mask).sum() / denom.clamp(min=1.0)
+        wm = mask * w.unsqueeze(-1)
+        denom = wm.sum() if total_tokens is None else torch.as_tensor(total_tokens, dtype=values.dtype)
+        return (values * wm).sum() / denom.clamp(min=1.0)
     if mode == "seq_mean":
         per_seq = (values * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
-        denom = values.shape[0] if total_seqs is None else total_seqs
-        return per_seq.sum() / max(float(denom), 1.0)
+        denom = w.sum() if total_seqs is None else total_seqs
+        return (per_seq * w).sum() / max(float(denom), 1.0)
     raise ValueError(f"unknown loss aggregation {mode!r}; expected 'token_mean' or 'seq_mean'")
 
 
@@ -95,19 +116,21 @@ def clipped_surrogate(
     agg: str = "token_mean",
     total_tokens: float | None = None,
     total_seqs: float | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO/GRPO clipped objective with separate lower/upper clip (DAPO "clip-higher").
 
     ``loss_t = -min(ratio_t * A, clip(ratio_t, 1 - eps_low, 1 + eps_high) * A)`` with
     ``ratio_t = exp(logp_t - old_logp_t)``; ``advantages`` is per sequence ``[B]`` and is
-    broadcast over tokens. Returns the aggregated loss and detached stats.
+    broadcast over tokens; ``weights`` are sequence multiplicities (see
+    :func:`masked_aggregate`). Returns the aggregated loss and detached stats.
     """
     adv = advantages.unsqueeze(-1) if advantages.dim() == 1 else advantages
     ratio = torch.exp(logp - old_logp)
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * adv
     per_token = -torch.minimum(unclipped, clipped)
-    loss = masked_aggregate(per_token, mask, agg, total_tokens, total_seqs)
+    loss = masked_aggregate(per_token, mask, agg, total_tokens, total_seqs, weights)
     with torch.no_grad():
         m = mask.to(ratio.dtype)
         n = m.sum().clamp(min=1.0)

@@ -21,7 +21,9 @@ import torch
 
 from softverify.config import TrainConfig
 from softverify.grpo import clipped_surrogate, kl_penalty, masked_aggregate
-from softverify.modeling import load_causal_lm, pack_sequences, token_logprobs
+from softverify.modeling import load_causal_lm
+from softverify.seqbatch import (answer_token_start, completion_logprobs_packed, completion_logprobs_shared,
+                                 merge_identical, old_logprobs)
 from softverify.types import Sample
 
 
@@ -68,6 +70,39 @@ def deepspeed_config(cfg: TrainConfig) -> dict:
     }
 
 
+def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+    """Multiplier of the base lr at optimiser step ``step`` (0-based): linear warm-up over
+    ``warmup`` steps, then constant or a linear/cosine decay reaching 0 at ``total``."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    span = max(total - warmup, 1)
+    frac = min(max(step - warmup, 0) / span, 1.0)
+    if schedule == "linear":
+        return 1.0 - frac
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * frac))
+    raise ValueError(f"unknown lr schedule {schedule!r}; expected 'constant', 'linear' or 'cosine'")
+
+
+def freeze_below_top_layers(model, n: int) -> list[str]:
+    """Freeze everything but the top ``n`` decoder layers and the final norm; returns the
+    names of the parameters left trainable."""
+    inner = getattr(model, "model", None)
+    layers = getattr(inner, "layers", None)
+    if layers is None:
+        raise ValueError(f"learner.train_layers needs a decoder with model.layers; {type(model).__name__} has none")
+    if n > len(layers):
+        raise ValueError(f"learner.train_layers = {n} but the model has {len(layers)} decoder layers")
+    model.requires_grad_(False)
+    for layer in list(layers)[len(layers) - n:]:
+        layer.requires_grad_(True)
+    if getattr(inner, "norm", None) is not None:
+        inner.norm.requires_grad_(True)
+    return [k for k, p in model.named_parameters() if p.requires_grad]
+
+
 class Learner:
     def __init__(
         self,
@@ -95,30 +130,58 @@ class Learner:
         if cfg.learner.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         model.config.use_cache = False
+        self.trainable: list[str] | None = None
+        if cfg.learner.train_layers is not None:
+            self.trainable = freeze_below_top_layers(model, cfg.learner.train_layers)
         self.tied = bool(getattr(model.config, "tie_word_embeddings", False))
         self.ref = None
         if cfg.algorithm.kl_coef > 0:
             self.ref, _ = load_causal_lm(model_path, cfg.model.dtype, cfg.model.trust_remote_code)
             self.ref.to(self.device).eval().requires_grad_(False)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.learner.lr, weight_decay=cfg.learner.weight_decay)
-        self.engine, self.optimizer, _, _ = deepspeed.initialize(
-            model=model, optimizer=opt, config=deepspeed_config(cfg)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.learner.lr, weight_decay=cfg.learner.weight_decay)
+        lc = cfg.learner
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda k: lr_factor(k, lc.lr_warmup_steps, cfg.trainer.steps, lc.lr_schedule))
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=opt, model_parameters=params, lr_scheduler=sched, config=deepspeed_config(cfg)
         )
         self.gas = grad_accum_steps(cfg)
         self.steps_done = 0
 
     # ------------------------------------------------------------------ training
     def _micro_batches(self, n: int) -> list[list[int]]:
-        """Exactly ``gas`` micro-batches (DeepSpeed steps the optimiser at that boundary);
-        trailing ones may be empty when this rank holds fewer samples than others."""
-        mb = self.cfg.learner.micro_batch_size
-        out = [list(range(s, min(s + mb, n))) for s in range(0, n, mb)]
-        out += [[] for _ in range(self.gas - len(out))]
-        return out[: self.gas]
+        """Exactly ``gas`` contiguous micro-batches of near-equal size (DeepSpeed steps the
+        optimiser at that boundary); some may be empty when merging left this rank fewer
+        sequences than ``gas``. Contiguous keeps a group's completions together, so the
+        shared-prompt path encodes each prompt once."""
+        return shard_indices(n, self.gas)
+
+    def _logprobs(self, model, ss: Sequence[Sample], with_entropy: bool = False, entropy_grad: bool = False):
+        lc = self.cfg.learner
+        shared = lc.shared_prompt and not lc.gradient_checkpointing
+        fn = completion_logprobs_shared if shared else completion_logprobs_packed
+        return fn(model, [s.prompt_token_ids for s in ss], [s.completion_token_ids for s in ss],
+                  self.tokenizer.pad_token_id, self.cfg.rollout.temperature, with_entropy=with_entropy,
+                  entropy_grad=entropy_grad, device=self.device)
+
+    def _answer_mask(self, ss: Sequence[Sample], mask: torch.Tensor) -> torch.Tensor:
+        am = torch.zeros_like(mask)
+        for b, s in enumerate(ss):
+            start = answer_token_start(self.tokenizer, s.completion_token_ids)
+            if start is not None:
+                am[b, start : len(s.completion_token_ids)] = 1.0
+        return am
+
+    def _dummy(self) -> Sample:
+        """A one-token sequence for a rank with nothing left in a micro-batch: its loss is
+        multiplied by 0, it only keeps DeepSpeed's collectives aligned across ranks."""
+        pad = self.tokenizer.pad_token_id
+        return Sample(prompt_id="", prompt="", completion="", prompt_token_ids=[pad], completion_token_ids=[pad],
+                      behaviour_logprobs=[0.0])
 
     def train_step(self, batch: LearnBatch) -> dict[str, float]:
-        ac = self.cfg.algorithm
-        temp = self.cfg.rollout.temperature
+        ac, lc = self.cfg.algorithm, self.cfg.learner
         scale = self.gas * self.world_size
         self.engine.train()
         sums: dict[str, float] = {}
@@ -128,42 +191,48 @@ class Learner:
             sums[k] = sums.get(k, 0.0) + (v if k.endswith("_sum") else v * w)
             weights[k] = weights.get(k, 0.0) + w
 
+        samples, advs = list(batch.samples), np.asarray(batch.advantages, dtype=np.float64)
+        mult = np.ones(len(samples))
+        if lc.merge_identical and samples:
+            samples, advs, mult = merge_identical(samples, advs)
+        add("learn_seqs_sum", float(len(samples)), 0.0)  # sequences actually encoded (after merging)
         for _ in range(ac.epochs_per_step):
-            for idx in self._micro_batches(len(batch.samples)):
+            for idx in self._micro_batches(len(samples)):
                 dummy = not idx  # keep collective calls aligned across ranks
-                take = idx or [0]
-                ss = [batch.samples[i] for i in take]
-                packed = pack_sequences(
-                    [s.prompt_token_ids for s in ss], [s.completion_token_ids for s in ss], self.tokenizer.pad_token_id
-                ).to(self.device)
-                mask = packed.loss_mask
-                old = torch.zeros_like(mask)
-                for b, s in enumerate(ss):
-                    start = len(s.prompt_token_ids) - 1
-                    old[b, start : start + len(s.behaviour_logprobs)] = torch.tensor(s.behaviour_logprobs)
-                adv = torch.tensor(batch.advantages[take], dtype=torch.float32, device=self.device)
-                logp, ent = token_logprobs(self.engine, packed, temp, with_entropy=True)
-                pg, st = clipped_surrogate(
-                    logp, old, adv, mask, ac.eps_low, ac.eps_high, ac.loss_agg, batch.total_tokens, batch.total_seqs
-                )
+                ss = [samples[i] for i in idx] if idx else [self._dummy()]
+                adv = torch.tensor(advs[idx] if idx else [0.0], dtype=torch.float32, device=self.device)
+                w = torch.tensor(mult[idx] if idx else [1.0], dtype=torch.float32, device=self.device)
+                cb = self._logprobs(self.engine, ss, with_entropy=True, entropy_grad=ac.entropy_coef > 0)
+                mask = cb.mask
+                old = old_logprobs(ss, mask.shape[1], self.device)
+                pg, st = clipped_surrogate(cb.logp, old, adv, mask, ac.eps_low, ac.eps_high, ac.loss_agg,
+                                           batch.total_tokens, batch.total_seqs, weights=w)
                 loss = pg
+                if ac.answer_loss_share > 0 and self.cfg.prompt.style == "cot":
+                    am = self._answer_mask(ss, mask)
+                    pg_ans, _ = clipped_surrogate(cb.logp, old, adv, am, ac.eps_low, ac.eps_high, "seq_mean",
+                                                  batch.total_tokens, batch.total_seqs, weights=w)
+                    loss = (1 - ac.answer_loss_share) * pg + ac.answer_loss_share * pg_ans
+                if ac.entropy_coef > 0:
+                    ent_term = masked_aggregate(cb.entropy, mask, ac.loss_agg, batch.total_tokens, batch.total_seqs, w)
+                    loss = loss - ac.entropy_coef * ent_term
                 if self.ref is not None:
                     with torch.no_grad():
-                        ref_logp, _ = token_logprobs(self.ref, packed, temp)
-                    kl_tok = kl_penalty(logp, ref_logp, ac.kl_estimator)
-                    kl = masked_aggregate(kl_tok, mask, ac.loss_agg, batch.total_tokens, batch.total_seqs)
+                        ref_logp = self._logprobs(self.ref, ss).logp
+                    kl_tok = kl_penalty(cb.logp, ref_logp, ac.kl_estimator)
+                    kl = masked_aggregate(kl_tok, mask, ac.loss_agg, batch.total_tokens, batch.total_seqs, w)
                     loss = loss + ac.kl_coef * kl
                     if not dummy:
-                        add("kl", float(masked_aggregate(kl_tok.detach(), mask)), float(mask.sum()))
+                        add("kl", float(masked_aggregate(kl_tok.detach(), mask, weights=w)), float((mask * w[:, None]).sum()))
                 loss = loss * scale * (0.0 if dummy else 1.0)
                 self.engine.backward(loss)
                 self.engine.step()
                 if not dummy:
-                    ntok = float(mask.sum())
+                    ntok = float((mask * w[:, None]).sum())
                     add("pg_loss_sum", float(pg.detach()) / ac.epochs_per_step, 0.0)
                     add("clip_frac", st["clip_frac"], ntok)
                     add("ratio_mean", st["ratio_mean"], ntok)
-                    add("entropy", float(masked_aggregate(ent, mask)), ntok)
+                    add("entropy", float(masked_aggregate(cb.entropy.detach(), mask, weights=w)), ntok)
         self.steps_done += 1
         # "_sum" metrics are this rank's share of a global quantity: the driver adds them up.
         out = {k: (sums[k] if k.endswith("_sum") else sums[k] / max(weights[k], 1e-12)) for k in sums}
@@ -173,9 +242,11 @@ class Learner:
         return out
 
     # ------------------------------------------------------------------ weights
-    def state_dict(self) -> dict[str, torch.Tensor] | None:
+    def state_dict(self, trainable_only: bool = False) -> dict[str, torch.Tensor] | None:
         """Full weights on CPU (collective under ZeRO-3: every rank must call it);
-        returned by rank 0 only. Tied ``lm_head`` is dropped (the receiver re-ties it)."""
+        returned by rank 0 only. Tied ``lm_head`` is dropped (the receiver re-ties it).
+        ``trainable_only`` (weight sync with ``learner.train_layers``): only the tensors
+        that training changes; the frozen rest is identical on every holder of the policy."""
         module = self.engine.module
         if self.cfg.learner.zero_stage == 3:
             import deepspeed
@@ -186,18 +257,17 @@ class Learner:
             sd = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()} if self.rank == 0 else None
         if sd is not None and self.tied:
             sd.pop("lm_head.weight", None)
+        if sd is not None and trainable_only and self.trainable is not None:
+            keep = set(self.trainable)
+            sd = {k: v for k, v in sd.items() if k in keep}
         return sd
 
     @torch.no_grad()
     def logprobs(self, samples: Sequence[Sample]) -> list[list[float]]:
         """Teacher-forced logprobs of the samples' completions under the current weights."""
         self.engine.eval()
-        packed = pack_sequences(
-            [s.prompt_token_ids for s in samples], [s.completion_token_ids for s in samples], self.tokenizer.pad_token_id
-        ).to(self.device)
-        lp, _ = token_logprobs(self.engine, packed, self.cfg.rollout.temperature)
-        return [lp[b, len(s.prompt_token_ids) - 1 : len(s.prompt_token_ids) - 1 + len(s.completion_token_ids)].tolist()
-                for b, s in enumerate(samples)]
+        cb = self._logprobs(self.engine, samples)
+        return [cb.logp[b, : len(s.completion_token_ids)].tolist() for b, s in enumerate(samples)]
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, directory: str, tag: str, hf_dir: str | None = None) -> None:

@@ -85,7 +85,7 @@ def pack_sequences(
 
 
 def token_logprobs(
-    model, batch: PackedBatch, temperature: float = 1.0, with_entropy: bool = False
+    model, batch: PackedBatch, temperature: float = 1.0, with_entropy: bool = False, entropy_grad: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token ``log p(x_{t+1} | x_{<=t})`` at ``temperature``, shape ``[B, L-1]``.
 
@@ -93,7 +93,8 @@ def token_logprobs(
     (``logits_to_keep``): the prompt's ``[P, V]`` logits were most of the learner's memory
     (V = 49k for SmolLM2) and never enter the loss. Entries before that position are 0;
     callers read only ``loss_mask`` positions. Entropy of the same tempered distribution is
-    returned when asked (for metrics; detached because it only feeds logging).
+    returned when asked: detached (metrics only) unless ``entropy_grad`` (an entropy bonus
+    in the loss needs its gradient).
     """
     L = batch.input_ids.shape[1]
     active = batch.loss_mask.any(dim=0).nonzero()
@@ -114,7 +115,7 @@ def token_logprobs(
     logp[:, first:] = logp_all.gather(-1, labels).squeeze(-1)
     ent = None
     if with_entropy:
-        with torch.no_grad():
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             ent = logits.new_zeros((B, L - 1))
             ent[:, first:] = -(logp_all.exp() * logp_all).sum(-1)
     return logp, ent

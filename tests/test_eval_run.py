@@ -27,5 +27,22 @@ def test_run_eval_free_and_forced_readings(tiny_model_dir):
     assert res.metrics["n"] == 6 and res.forced_metrics["n"] == 6
     # a 4-token random model never writes the tags: all unanswered, each forced to a choice
     assert res.metrics["unanswered_rate"] == 1.0 and res.forced_metrics["unanswered_rate"] == 0.0
-    assert all(r["forced_answer"] in (0, 1) and r["forced_answer"] == int(r["forced_margin"] > 0) for r in res.records)
+    assert all(r["forced_answer"] in (0, 1) and r["forced_answer"] == int(r["margin"] > 0) for r in res.records)
     assert [r["prompt_id"] for r in res.records] == list(range(6))
+
+
+def test_direct_style_scores_every_question_at_the_answer_position(tiny_model_dir):
+    """Direct style: the prompt ends with '<answer>', so every record's margin is the
+    next-token yes/no margin right after the prompt, answered or not."""
+    from softverify.engines.base import with_assistant_prefix
+    from softverify.platform.eval_run import answer_margins
+    from softverify.prompts import DIRECT_SYSTEM_PROMPT, row_messages
+
+    e = HFEngine(str(tiny_model_dir), torch_threads=1, batch_size=4, decode="loop")
+    rows = [{"question": f"Does knockdown of G{i} change X?", "label": i % 2, "prompt_id": i} for i in range(4)]
+    res = run_eval(e, rows, max_new_tokens=4, stop=["</answer>"], assistant_prefix="<answer>", batch_size=4,
+                   progress=False, system_prompt=DIRECT_SYSTEM_PROMPT)
+    pb = with_assistant_prefix(e.render([row_messages(r, DIRECT_SYSTEM_PROMPT) for r in rows]), e.tokenizer, "<answer>")
+    want = answer_margins(e, pb.token_ids)
+    assert [r["margin"] for r in res.records] == pytest.approx(want, abs=1e-5)
+    assert {"auroc", "auprc", "auroc_lo", "auroc_hi"} <= set(res.forced_metrics)

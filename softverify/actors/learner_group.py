@@ -34,8 +34,8 @@ class LearnerActor:
         batch = LearnBatch([samples[i] for i in idx], np.asarray(advantages)[idx], total_tokens, total_seqs)
         return self.learner.train_step(batch)
 
-    def state_dict(self):
-        return self.learner.state_dict()
+    def state_dict(self, trainable_only: bool = False):
+        return self.learner.state_dict(trainable_only)
 
     def logprobs(self, samples: list[Sample]) -> list[list[float]]:
         return self.learner.logprobs(samples)
@@ -80,9 +80,10 @@ class LearnerGroup:
             out[k.removesuffix("_sum")] = float(np.sum(vals)) if k.endswith("_sum") else float(np.mean(vals))
         return out
 
-    def state_dict_ref(self):
-        """ObjectRef of rank 0's full state dict (all ranks called: ZeRO-3 gathers)."""
-        refs = [a.state_dict.remote() for a in self.actors]
+    def state_dict_ref(self, trainable_only: bool = False):
+        """ObjectRef of rank 0's full state dict (all ranks called: ZeRO-3 gathers);
+        ``trainable_only``: just the tensors training changes."""
+        refs = [a.state_dict.remote(trainable_only) for a in self.actors]
         if self.zero3:
             ray.wait(refs, num_returns=len(refs))
         return refs[0]

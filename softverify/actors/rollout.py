@@ -70,7 +70,9 @@ class RolloutCore:
         Ray does not fetch the state dict on every call, only when it is needed.)"""
         self._ensure_weights(weights)
         prefix = self.rollout.assistant_prefix
-        pb = with_assistant_prefix(self.engine.render([row_messages(r) for r in rows]), self.engine.tokenizer, prefix)
+        sys_prompt = self.rollout.system_prompt
+        pb = with_assistant_prefix(self.engine.render([row_messages(r, sys_prompt) for r in rows]),
+                                   self.engine.tokenizer, prefix)
         gens = self.engine.generate(pb.token_ids, sampling, n=n)
         out = []
         for i, (row, gs) in enumerate(zip(rows, gens)):
@@ -94,17 +96,21 @@ class RolloutCore:
         self._ensure_weights(weights)
         res = run_eval(self.engine, rows, max_new_tokens=sampling.max_new_tokens, stop=sampling.stop,
                        assistant_prefix=self.rollout.assistant_prefix, batch_size=self.rollout.batch_size,
-                       seed=sampling.seed or 0, force_answer=isinstance(self.engine, HFEngine), progress=False)
+                       seed=sampling.seed or 0, force_answer=isinstance(self.engine, HFEngine), progress=False,
+                       system_prompt=self.rollout.system_prompt)
         return res.records
 
-    def _ensure_weights(self, weights: tuple[int, list] | None) -> None:
+    def _ensure_weights(self, weights: tuple | None) -> None:
+        """``weights = (version, [ref])`` or ``(version, [ref], partial)``. A partial state
+        (only the trained tensors) is enough for a restarted worker too: the frozen rest
+        never changed from the initial weights it came back with."""
         if weights is not None and weights[0] != self.weights_version:
             import ray as _ray
 
-            self.load_weights(_ray.get(weights[1][0]), weights[0])
+            self.load_weights(_ray.get(weights[1][0]), weights[0], bool(weights[2]) if len(weights) > 2 else False)
 
-    def load_weights(self, state, version: int) -> int:
-        self.engine.load_weights(state)
+    def load_weights(self, state, version: int, partial: bool = False) -> int:
+        self.engine.load_weights(state, partial=partial)
         self.weights_version = version
         return version
 

@@ -282,10 +282,12 @@ class HFEngine:
                 out.append(lp[b, start : start + len(c[b])].tolist())
         return out
 
-    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
-        """Replace the weights in place (weight sync from the learner)."""
+    def load_weights(self, state: dict[str, torch.Tensor], partial: bool = False) -> None:
+        """Replace the weights in place (weight sync from the learner). ``partial``: the
+        state holds only the tensors training changes (``learner.train_layers``); the rest
+        stays as it is, but every given key must exist."""
         missing, unexpected = self.model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not self._is_tied(k)]
+        missing = [] if partial else [k for k in missing if not self._is_tied(k)]
         if missing or unexpected:
             raise ValueError(f"weight sync mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")
 

@@ -82,5 +82,6 @@ class VLLMEngine:
             res.append([float(pl[len(p) + j][t].logprob) for j, t in enumerate(c)])
         return res
 
-    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+    def load_weights(self, state: dict[str, torch.Tensor], partial: bool = False) -> None:
+        # vLLM's model.load_weights loads exactly the names it is given: partial is natural
         self.llm.collective_rpc("softverify_load_weights", args=(state,))

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from softverify.engines.base import SamplingParams, with_assistant_prefix
 from softverify.platform.evaluate import classification_metrics, majority_answers
 from softverify.prompts import row_messages
-from softverify.verifiers.answer import answer_to_int, parse_answer
+from softverify.verifiers.answer import ANSWER_RE, answer_to_int, parse_answer
 
 FORCE_CLOSE_THINK = "\n</think>\n<answer>"
 FORCE_OPEN_ANSWER = "\n<answer>"
@@ -38,30 +38,46 @@ def forcing_suffix(text: str) -> str:
     return FORCE_OPEN_ANSWER if "</think>" in text else FORCE_CLOSE_THINK
 
 
-def forced_choices(engine, prompt_ids: Sequence[Sequence[int]], texts: Sequence[str],
-                   completion_ids: Sequence[Sequence[int]]) -> list[tuple[int, float]]:
-    """For each unanswered turn: (1 if log p("yes") > log p("no") else 0, that margin).
+def answer_contexts(engine, prompt_ids: Sequence[Sequence[int]], prefix: str, gen_texts: Sequence[str],
+                    gen_ids: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Token ids that end exactly where the answer word goes, one per generation.
 
-    The continuation is scored teacher-forced under the engine's current weights; EOS
-    tokens the model ended with are dropped first (the turn is re-opened).
+    - answered: the prompt plus the generated text up to the last answer's word (in the
+      direct style that is the prompt itself: it already ends with ``<answer>``);
+    - unanswered, direct style: the prompt (the answer position is right after it);
+    - unanswered, CoT: the turn re-opened (trailing EOS dropped) and closed for it with
+      ``</think>`` ``<answer>`` (see :func:`forcing_suffix`).
     """
+    tok = engine.tokenizer
+    out = []
+    for p, t, c in zip(prompt_ids, gen_texts, gen_ids):
+        full = prefix + t
+        found = list(ANSWER_RE.finditer(full))
+        if found:
+            rel = found[-1].start(1) - len(prefix)
+            out.append(list(p) + (tok(t[:rel], add_special_tokens=False)["input_ids"] if rel > 0 else []))
+        elif "<answer>" in prefix:
+            out.append(list(p))
+        else:
+            c = list(c)
+            while c and c[-1] in engine.eos_ids:
+                c.pop()
+            out.append(list(p) + c + tok(forcing_suffix(full), add_special_tokens=False)["input_ids"])
+    return out
+
+
+def answer_margins(engine, contexts: Sequence[Sequence[int]]) -> list[float]:
+    """log p("yes") - log p("no") for the token after each context, under the engine's
+    current weights (teacher-forced; multi-token answers are summed)."""
     tok = engine.tokenizer
     yes = tok("yes", add_special_tokens=False)["input_ids"]
     no = tok("no", add_special_tokens=False)["input_ids"]
-    ctx = []
-    for p, t, c in zip(prompt_ids, texts, completion_ids):
-        c = list(c)
-        while c and c[-1] in engine.eos_ids:
-            c.pop()
-        ctx.append(list(p) + c + tok(forcing_suffix(t), add_special_tokens=False)["input_ids"])
+    ctx = [list(c) for c in contexts]
     if len(yes) == 1 and len(no) == 1:  # one forward pass, last position only
-        margins = _next_token_margins(engine, ctx, yes[0], no[0])
-    else:
-        lp_yes = engine.score(ctx, [yes] * len(ctx), temperature=1.0)
-        lp_no = engine.score(ctx, [no] * len(ctx), temperature=1.0)
-        margins = [sum(a) - sum(b) for a, b in zip(lp_yes, lp_no)]
-    out = [(int(m > 0), float(m)) for m in margins]
-    return out
+        return _next_token_margins(engine, ctx, yes[0], no[0])
+    lp_yes = engine.score(ctx, [yes] * len(ctx), temperature=1.0)
+    lp_no = engine.score(ctx, [no] * len(ctx), temperature=1.0)
+    return [sum(a) - sum(b) for a, b in zip(lp_yes, lp_no)]
 
 
 def _next_token_margins(engine, ctx: list[list[int]], yes_id: int, no_id: int) -> list[float]:
@@ -86,8 +102,11 @@ def _next_token_margins(engine, ctx: list[list[int]], yes_id: int, no_id: int) -
 
 def run_eval(engine, rows: Sequence[dict], *, max_new_tokens: int, stop: Sequence[str], assistant_prefix: str,
              samples: int = 1, temperature: float = 1.0, seed: int = 0, batch_size: int = 16,
-             force_answer: bool = True, progress: bool = True) -> EvalResult:
-    """Generate answers for labelled ``rows`` (greedy when ``samples == 1``) and score them."""
+             force_answer: bool = True, progress: bool = True, system_prompt: str | None = None) -> EvalResult:
+    """Generate answers for labelled ``rows`` (greedy when ``samples == 1``) and score them.
+
+    With ``force_answer`` (greedy only) every record also gets ``margin``, the forced score
+    log p(yes) - log p(no) at its answer position, and unanswered ones a ``forced_answer``."""
     from tqdm import tqdm
 
     greedy = samples == 1
@@ -97,24 +116,22 @@ def run_eval(engine, rows: Sequence[dict], *, max_new_tokens: int, stop: Sequenc
     records: list[dict[str, Any]] = []
     for start in tqdm(range(0, len(rows), batch_size), desc="eval", unit="batch", disable=not progress):
         batch = [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
-        pb = with_assistant_prefix(engine.render([row_messages(r) for r in batch]), engine.tokenizer, assistant_prefix)
+        pb = with_assistant_prefix(engine.render([row_messages(r, system_prompt) for r in batch]), engine.tokenizer,
+                                   assistant_prefix)
         gens = engine.generate(pb.token_ids, sp, n=samples)
-        ans_batch = []
+        first = len(records)
         for r, gs in zip(batch, gens):
             ans = [answer_to_int(parse_answer(assistant_prefix + g.text)) for g in gs]
-            ans_batch.append(ans)
             per_q.append(ans)
             records.append({"prompt_id": r.get("prompt_id"), "label": int(r["label"]), "answers": ans,
                             "completion": assistant_prefix + gs[0].text})
         if force_answer and greedy:
-            todo = [i for i, a in enumerate(ans_batch) if a[0] is None]
-            choices = forced_choices(engine, [pb.token_ids[i] for i in todo],
-                                     [assistant_prefix + gens[i][0].text for i in todo],
-                                     [gens[i][0].token_ids for i in todo]) if todo else []
-            by_i = dict(zip(todo, choices))
-            for i in todo:
-                rec = records[len(records) - len(ans_batch) + i]
-                rec["forced_answer"], rec["forced_margin"] = by_i[i]
+            ctx = answer_contexts(engine, pb.token_ids, assistant_prefix, [g[0].text for g in gens],
+                                  [g[0].token_ids for g in gens])
+            for rec, m in zip(records[first:], answer_margins(engine, ctx)):
+                rec["margin"] = float(m)
+                if rec["answers"][0] is None:
+                    rec["forced_answer"] = int(m > 0)
     if greedy:
         metrics, forced_metrics = metrics_from_records(records)
         return EvalResult(metrics, forced_metrics, records)
@@ -122,11 +139,23 @@ def run_eval(engine, rows: Sequence[dict], *, max_new_tokens: int, stop: Sequenc
     return EvalResult(classification_metrics(labels, majority_answers(per_q)), None, records)
 
 
-def metrics_from_records(records: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Free and forced metrics of greedy records (forced is None when nothing was forced)."""
+def metrics_from_records(records: Sequence[dict[str, Any]], n_boot: int = 1000) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Free and forced metrics of greedy records. Forced = the forced yes/no reading plus,
+    where records carry ``margin``, the score's AUROC/AUPRC with bootstrap intervals (and
+    its Spearman correlation with ``wm_p`` where records carry the world model's p).
+    None when no record was forced or scored."""
+    from softverify.platform.score_metrics import score_metrics
+
     labels = [r["label"] for r in records]
     free = [r["answers"][0] for r in records]
-    if not any("forced_answer" in r for r in records) and any(a is None for a in free):
-        return classification_metrics(labels, free), None
+    free_m = classification_metrics(labels, free)
+    scored = bool(records) and all("margin" in r for r in records)
+    if not scored and not any("forced_answer" in r for r in records) and any(a is None for a in free):
+        return free_m, None
     forced = [r.get("forced_answer", a) for r, a in zip(records, free)]
-    return classification_metrics(labels, free), classification_metrics(labels, forced)
+    forced_m = classification_metrics(labels, forced)
+    if scored:
+        ref = [r.get("wm_p", float("nan")) for r in records] if any("wm_p" in r for r in records) else None
+        forced_m.update(score_metrics(labels, [r["margin"] for r in records],
+                                      answers=[int(bool(a)) for a in forced], reference=ref, n_boot=n_boot))
+    return free_m, forced_m

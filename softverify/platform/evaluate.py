@@ -61,9 +61,11 @@ def majority_answers(answers_per_question: Sequence[Sequence[int | None]]) -> li
 
 def format_table(metrics: dict[str, float]) -> str:
     keys = ["n", "tpr", "tnr", "precision", "f1", "mcc", "balanced_accuracy", "unanswered_rate"]
+    keys += [k for k in ("auroc", "auprc", "spearman_ref") if k in metrics]
     w = max(len(k) for k in keys)
     lines = [f"{'metric':<{w}}  value", f"{'-' * w}  -----"]
     for k in keys:
         v = metrics.get(k)
-        lines.append(f"{k:<{w}}  {v:.4f}" if isinstance(v, float) else f"{k:<{w}}  {v}")
+        ci = f"  [{metrics[k + '_lo']:.3f}, {metrics[k + '_hi']:.3f}]" if k + "_lo" in metrics else ""
+        lines.append((f"{k:<{w}}  {v:.4f}" if isinstance(v, float) else f"{k:<{w}}  {v}") + ci)
     return "\n".join(lines)

@@ -67,9 +67,11 @@ def plot_metrics(jsonl: Path, out_png: Path, keys: list[str] | None = None) -> P
     if keys is None:
         seen = {k: None for r in rows for k in r}  # eval runs only every few steps: look at all rows
         keys = [k for k in seen if k.startswith("reward/")]
-        keys += [k for k in ("eval/mcc", "eval/f1", "eval/unanswered_rate", "eval_forced/mcc",
+        keys += [k for k in ("eval_forced/auroc", "eval_forced/auprc", "eval_forced/spearman_ref", "eval/mcc",
+                             "eval/f1", "eval/unanswered_rate", "eval_forced/mcc",
                              "eval_forced/balanced_accuracy") if k in seen]
-        keys += [k for k in ("reward_mean", "kl", "entropy", "response_len_mean", "clip_frac", "time/step_s") if k in seen]
+        keys += [k for k in ("reward_mean", "dynamic/zero_var_group_frac", "kl", "entropy", "response_len_mean",
+                             "clip_frac", "lr", "time/step_s", "throughput/questions_per_hour") if k in seen]
     keys = keys or [k for k in rows[-1] if k != "step"][:6]
     ncol = 3
     nrow = math.ceil(len(keys) / ncol)
@@ -78,6 +80,11 @@ def plot_metrics(jsonl: Path, out_png: Path, keys: list[str] | None = None) -> P
         pts = [(r["step"], r[k]) for r in rows if r.get(k) is not None]
         if pts:
             ax.plot(*zip(*pts), marker="o", ms=3)
+        band = [(r["step"], r[k + "_lo"], r[k + "_hi"]) for r in rows
+                if r.get(k + "_lo") is not None and r.get(k + "_hi") is not None]
+        if band:  # bootstrap 95% interval of an eval metric
+            st, lo, hi = zip(*band)
+            ax.fill_between(st, lo, hi, alpha=0.25)
         ax.set_title(k, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
     for ax in list(axes.flat)[len(keys):]:

@@ -79,14 +79,14 @@ def cmd_eval(args) -> int:
     res = run_eval(engine, rows, max_new_tokens=args.max_new_tokens or cfg.rollout.max_new_tokens,
                    stop=cfg.rollout.stop, assistant_prefix=cfg.rollout.assistant_prefix, samples=args.samples,
                    temperature=cfg.rollout.temperature, seed=args.seed, batch_size=args.batch_size,
-                   force_answer=not args.no_force)
+                   force_answer=not args.no_force, system_prompt=cfg.rollout.system_prompt)
     metrics, records = res.metrics, res.records
     metrics.update(model=str(args.model_dir), split=args.split, samples_per_question=args.samples)
     if res.forced_metrics is not None:
         metrics["forced"] = res.forced_metrics
     print(format_table(metrics))
     if res.forced_metrics is not None:
-        print("forced answers (unanswered turns closed, yes/no by likelihood):")
+        print("forced reading (yes/no by likelihood at the answer position; AUROC/AUPRC of that score, 95% bootstrap CI):")
         print(format_table(res.forced_metrics))
     if args.output:
         out = Path(args.output)

@@ -25,13 +25,43 @@ from softverify.data import PromptOrder, load_prompts
 from softverify.models import resolve_model_path
 from softverify.platform import checkpoint as ckpt
 from softverify.platform.metrics import MetricsLogger, plot_metrics
+from softverify.grpo import informative_groups
 from softverify.rewards import compose
 from softverify.types import Sample
+
+
+def resolve_threshold_policies(cfg: TrainConfig, rows) -> tuple[TrainConfig, dict[str, float]]:
+    """Replace ``params.threshold: balanced|median`` of world-model verifiers by the number
+    that policy gives over the training prompts (``softverify.verifiers.balance``)."""
+    from softverify.verifiers.balance import POLICIES, policy_threshold
+
+    specs, chosen = [], {}
+    for spec in cfg.verifiers:
+        pol = spec.params.get("threshold")
+        if spec.kind == "world_model" and isinstance(pol, str) and pol in POLICIES:
+            from softverify.bio.worldmodel import WorldModel
+
+            wm = WorldModel.load(spec.params["model_dir"])
+            task = np.array(rows["task"]) if "task" in rows.column_names else np.array(["de"] * len(rows))
+            de = task == "de"
+            p = wm.predict_proba([x for x, k in zip(rows["pert"], de) if k], [x for x, k in zip(rows["gene"], de) if k])
+            neg = np.array(rows["negated"], dtype=bool)[de] if "negated" in rows.column_names else None
+            t = policy_threshold(pol, p, neg)
+            chosen[spec.display_name] = t
+            spec = spec.model_copy(update={"params": {**spec.params, "threshold": t}})
+        specs.append(spec)
+    return (cfg.model_copy(update={"verifiers": specs}) if chosen else cfg), chosen
 
 
 @ray.remote(num_cpus=0)
 def _merge(*parts: list[Sample]) -> list[Sample]:
     return [s for p in parts for s in p]
+
+
+@ray.remote(num_cpus=0)
+def _select(picks: list[list[int]], *parts: list[Sample]) -> list[Sample]:
+    """The samples at ``picks[k]`` of each part, concatenated (dynamic sampling)."""
+    return [p[i] for p, idx in zip(parts, picks) for i in idx]
 
 
 @ray.remote(num_cpus=0)
@@ -89,6 +119,8 @@ class Trainer:
         self.weights: tuple[int, list] | None = None  # (version, [state-dict ref]) of the current policy
         self.pool = None
         self.learners = None
+        self.questions_trained = 0  # prompts whose group reached the learner (this process)
+        self.thresholds_chosen: dict[str, float] = {}
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -109,6 +141,10 @@ class Trainer:
             )
         self.model_path = resolve_model_path(cfg.model.path, cfg.model.cache_dir)
         self.train_rows = load_prompts(cfg.data, cfg.data.split)
+        cfg, self.thresholds_chosen = resolve_threshold_policies(cfg, self.train_rows)
+        self.cfg = cfg
+        for name, t in self.thresholds_chosen.items():
+            print(f"verifier {name!r}: threshold {t:.4f} chosen over {len(self.train_rows)} training prompts")
         self.eval_rows = load_prompts(cfg.data, cfg.data.eval_split, cfg.data.eval_size) if cfg.trainer.eval_every else None
         init_ray(cfg)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -135,9 +171,10 @@ class Trainer:
     # ------------------------------------------------------------------ one step
     def _sync_weights(self) -> float:
         t = time.perf_counter()
-        ref = self.learners.state_dict_ref()
-        self.weights = (self.step, [ref])  # also handed to every generate call (restart safety)
-        ray.get([w.load_weights.remote(ref, self.step) for w in self.workers])
+        partial = self.cfg.learner.train_layers is not None and self.step > 0  # a restore sends everything
+        ref = self.learners.state_dict_ref(trainable_only=partial)
+        self.weights = (self.step, [ref], partial)  # also handed to every generate call (restart safety)
+        ray.get([w.load_weights.remote(ref, self.step, partial) for w in self.workers])
         return time.perf_counter() - t
 
     def rollout(self, row_ids: list[int], seed: int):
@@ -160,40 +197,94 @@ class Trainer:
         group_ids = np.repeat(np.array(order), self.cfg.rollout.group_size)
         return merged, group_ids
 
-    def train_step(self) -> dict[str, Any]:
+    def _sample_round(self, k: int, seed: int) -> dict[str, Any]:
+        """Roll out ``k`` fresh prompts, score them, compose rewards and advantages."""
         cfg = self.cfg
         t0 = time.perf_counter()
-        row_ids = self.order.take(cfg.rollout.prompts_per_step)
-        seed = cfg.trainer.seed * 100003 + self.step
-        merged, group_ids = self.rollout(row_ids, seed)
+        merged, group_ids = self.rollout(self.order.take(k), seed)
         summ = ray.get(_summary.remote(merged))
         t1 = time.perf_counter()
         scores = self.pool.score(merged, policy_worker=self.workers[0])  # worker 0 scores needs_policy verifiers
         t2 = time.perf_counter()
         weights = [v.weight for v in cfg.verifiers]
-        thresholds = self.pool.thresholds  # None where a verifier applied its threshold itself
-        rewards, adv = compose(scores, weights, thresholds, group_ids, cfg.reward.aggregation, cfg.algorithm.advantage)
-        n = len(group_ids)
-        lengths = np.array(summ["lengths"])
-        total_tokens = int(lengths.sum())
-        learn = self.learners.train_step(merged, adv.astype(np.float32), n, total_tokens)
+        rewards, adv = compose(scores, weights, self.pool.thresholds, group_ids, cfg.reward.aggregation,
+                               cfg.algorithm.advantage)
+        return {"ref": merged, "group_ids": group_ids, "summ": summ, "scores": scores, "rewards": rewards, "adv": adv,
+                "lengths": np.array(summ["lengths"]), "rollout_s": t1 - t0, "verify_s": t2 - t1}
+
+    def _select_groups(self, rounds: list[dict[str, Any]]) -> tuple[list[list[int]], int, int]:
+        """Per round, the sample indices the learner trains on (dynamic sampling), at most
+        ``prompts_per_step`` groups in all; returns (picks, groups kept, groups seen)."""
+        mode, cap = self.cfg.algorithm.dynamic_sampling, self.cfg.rollout.prompts_per_step
+        picks, kept, seen = [], 0, 0
+        for r in rounds:
+            g = r["group_ids"]
+            ok = informative_groups(r["rewards"], g) if mode != "off" else np.ones(len(g), dtype=bool)
+            idx = []
+            for gid in dict.fromkeys(g.tolist()):  # groups in order
+                seen += 1
+                members = np.nonzero(g == gid)[0]
+                if ok[members[0]] and kept < cap:
+                    idx.extend(members.tolist())
+                    kept += 1
+            picks.append(idx)
+        return picks, kept, seen
+
+    def train_step(self) -> dict[str, Any]:
+        cfg = self.cfg
+        ac = cfg.algorithm
+        t0 = time.perf_counter()
+        seed = cfg.trainer.seed * 100003 + self.step
+        rounds = [self._sample_round(cfg.rollout.prompts_per_step, seed)]
+        while ac.dynamic_sampling == "refill" and len(rounds) <= ac.max_refill_rounds:
+            _, kept, _ = self._select_groups(rounds)
+            if kept >= cfg.rollout.prompts_per_step:
+                break
+            rounds.append(self._sample_round(cfg.rollout.prompts_per_step, seed + 7919 * len(rounds)))
+        picks, kept, seen = self._select_groups(rounds)
+        t2 = time.perf_counter()
+        adv = np.concatenate([r["adv"][p] for r, p in zip(rounds, picks)]).astype(np.float32)
+        lengths_sel = np.concatenate([r["lengths"][p] for r, p in zip(rounds, picks)])
+        n = len(adv)
+        learn: dict[str, Any] = {}
+        if n:
+            if len(rounds) == 1 and n == len(rounds[0]["adv"]):
+                batch_ref = rounds[0]["ref"]
+            else:
+                batch_ref = _select.remote(picks, *[r["ref"] for r in rounds])
+            learn = self.learners.train_step(batch_ref, adv, n, int(lengths_sel.sum()))
         t3 = time.perf_counter()
         self.step += 1
-        sync_s = self._sync_weights()
+        sync_s = self._sync_weights() if n else 0.0  # nothing learned: the workers' weights are current
         t4 = time.perf_counter()
+        rewards = np.concatenate([r["rewards"] for r in rounds])
+        scores = np.concatenate([r["scores"] for r in rounds])
+        lengths = np.concatenate([r["lengths"] for r in rounds])
+        all_adv = np.concatenate([r["adv"] for r in rounds])
+        total_tokens = int(lengths.sum())
+        rollout_s = sum(r["rollout_s"] for r in rounds)
+        verify_s = sum(r["verify_s"] for r in rounds)
+        prompts = seen
+        self.questions_trained += kept
         m: dict[str, Any] = {
             "reward_mean": float(np.nanmean(rewards)) if np.isfinite(rewards).any() else float("nan"),
             "reward_std": float(np.nanstd(rewards)) if np.isfinite(rewards).any() else float("nan"),
-            "adv_mean": float(adv.mean()), "adv_std": float(adv.std()), "adv_abs_max": float(np.abs(adv).max()),
+            "adv_mean": float(all_adv.mean()), "adv_std": float(all_adv.std()), "adv_abs_max": float(np.abs(all_adv).max()),
             "response_len_mean": float(lengths.mean()), "response_len_max": int(lengths.max()),
-            "stop_rate": float(np.mean(summ["stopped"])),
-            "time/rollout_s": t1 - t0, "time/verify_s": t2 - t1, "time/learn_s": t3 - t2, "time/sync_s": sync_s,
+            "stop_rate": float(np.mean([x for r in rounds for x in r["summ"]["stopped"]])),
+            "time/rollout_s": rollout_s, "time/verify_s": verify_s, "time/learn_s": t3 - t2, "time/sync_s": sync_s,
             "time/step_s": t4 - t0,
-            "throughput/rollout_tok_s": total_tokens / max(t1 - t0, 1e-9),
-            "throughput/verify_samples_s": n / max(t2 - t1, 1e-9),
-            "throughput/learn_tok_s": total_tokens / max(t3 - t2, 1e-9),
+            "throughput/rollout_tok_s": total_tokens / max(rollout_s, 1e-9),
+            "throughput/verify_samples_s": len(rewards) / max(verify_s, 1e-9),
+            "throughput/learn_tok_s": int(lengths_sel.sum()) / max(t3 - t2, 1e-9),
+            "throughput/questions_per_hour": 3600.0 * prompts / max(t4 - t0, 1e-9),
+            "questions_sampled": prompts, "questions_trained": kept, "questions_trained_total": self.questions_trained,
+            "dynamic/zero_var_group_frac": self._zero_var_frac(rounds),
+            "dynamic/groups_kept": kept, "dynamic/groups_sampled": seen, "dynamic/refill_rounds": len(rounds) - 1,
             "data_position": self.order.position,
         }
+        for name, t in self.thresholds_chosen.items():
+            m[f"threshold/{name}"] = t
         for j, name in enumerate(self.pool.names):
             col = scores[:, j]
             ok = ~np.isnan(col)
@@ -201,8 +292,20 @@ class Trainer:
             m[f"reward_std/{name}"] = float(col[ok].std()) if ok.any() else None
             m[f"abstain/{name}"] = float(1 - ok.mean())
         m.update(learn)
-        self._log_samples(summ["texts"], rewards[: len(summ["texts"])])
+        texts = rounds[0]["summ"]["texts"]
+        self._log_samples(texts, rounds[0]["rewards"][: len(texts)])
         return m
+
+    @staticmethod
+    def _zero_var_frac(rounds: list[dict[str, Any]]) -> float:
+        """Fraction of the sampled groups whose rewards all agree."""
+        zero = total = 0
+        for r in rounds:
+            ok = informative_groups(r["rewards"], r["group_ids"])
+            for gid in np.unique(r["group_ids"]):
+                total += 1
+                zero += int(not ok[r["group_ids"] == gid][0])
+        return zero / max(total, 1)
 
     def _log_samples(self, texts, rewards) -> None:
         with open(self.out / "samples.jsonl", "a") as f:
@@ -224,11 +327,30 @@ class Trainer:
                             stop=list(self.cfg.rollout.stop), seed=0)
         refs = [self.workers[w].evaluate.remote(rows[w::k], sp, self.weights) for w in range(k) if rows[w::k]]
         records = [r for part in ray.get(refs) for r in part]
+        ordered = [rows[w::k] for w in range(k) if rows[w::k]]
+        wm_p = self._eval_world_model_p([r for part in ordered for r in part])
+        if wm_p is not None:
+            for rec, p in zip(records, wm_p):
+                rec["wm_p"] = float(p)
         free, forced = metrics_from_records(records)
         out = {f"eval/{m}": v for m, v in free.items()}
         if forced is not None:
             out.update({f"eval_forced/{m}": v for m, v in forced.items()})
         return out
+
+    def _eval_world_model_p(self, rows: list[dict]) -> np.ndarray | None:
+        """The first world-model verifier's p for the eval rows (for the Spearman
+        correlation of the policy's forced score with what the verifier believes)."""
+        spec = next((v for v in self.cfg.verifiers if v.kind == "world_model"), None)
+        if spec is None or not rows or "pert" not in rows[0]:
+            return None
+        if getattr(self, "_eval_wm", None) is None:
+            from softverify.bio.worldmodel import WorldModel
+
+            self._eval_wm = WorldModel.load(spec.params["model_dir"])
+        p = self._eval_wm.predict_proba([r["pert"] for r in rows], [r["gene"] for r in rows])
+        neg = np.array([bool(r.get("negated", False)) for r in rows])
+        return np.where(neg, 1 - p, p)
 
     def save_checkpoint(self) -> Path:
         state = {

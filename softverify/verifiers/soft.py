@@ -45,6 +45,9 @@ class WorldModelVerifier(Verifier):
         self.model = WorldModel.load(model_dir)
         if threshold == "model":
             threshold = self.model.threshold
+        if threshold in ("balanced", "median"):
+            raise ValueError(f"world_model threshold {threshold!r} is a policy over training prompts: the trainer "
+                             "resolves it (softverify.verifiers.balance); here pass a number or 'model'")
         if threshold is not None and not 0 <= float(threshold) <= 1:
             raise ValueError(f"world_model threshold must be in [0, 1] or 'model', got {threshold!r}")
         self.threshold = None if threshold is None else float(threshold)

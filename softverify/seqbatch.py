@@ -1,0 +1,164 @@
+"""What the learner runs its forward pass on: merged sequences and shared prompts.
+
+With binary answers and groups of 8-16, most of a group's completions are the same few
+tokens ("yes</answer>" eight times), and every completion of a group repeats the same
+prompt. Two exact reductions remove that repeated work:
+
+- :func:`merge_identical`: identical (prompt, completion, advantage) samples become one
+  sequence with weight = their count. Identical tokens under the same policy have the
+  same logprobs and ratio, so weight x loss equals the sum of the copies' losses.
+- :func:`completion_logprobs_shared`: each distinct prompt of a micro-batch is encoded
+  once; its completions continue from that KV cache (gradients flow back through the
+  cache into the prompt's activations), giving the same logprobs as encoding every
+  ``prompt + completion`` in full.
+
+Both return logprobs aligned to completion tokens, ``[B, C_max]``, so the loss code does
+not care which path produced them (:func:`completion_logprobs_packed` is the plain one).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from softverify.modeling import pack_sequences, token_logprobs
+from softverify.types import Sample
+
+
+def merge_identical(samples: Sequence[Sample], advantages: np.ndarray) -> tuple[list[Sample], np.ndarray, np.ndarray]:
+    """``(unique samples, their advantages, weights)``; weight = how many copies merged.
+    Order follows first occurrence, so groups stay contiguous."""
+    if len(samples) != len(advantages):
+        raise ValueError(f"{len(samples)} samples but {len(advantages)} advantages")
+    first: dict[tuple, int] = {}
+    keep: list[int] = []
+    weights: list[float] = []
+    for i, s in enumerate(samples):
+        key = (tuple(s.prompt_token_ids), tuple(s.completion_token_ids), float(advantages[i]))
+        j = first.get(key)
+        if j is None:
+            first[key] = len(keep)
+            keep.append(i)
+            weights.append(1.0)
+        else:
+            weights[j] += 1.0
+    adv = np.asarray(advantages, dtype=np.float64)
+    return [samples[i] for i in keep], adv[keep], np.asarray(weights)
+
+
+@dataclass
+class CompletionBatch:
+    """Right-padded completion-aligned tensors: ``mask[b, t]`` = 1 on real tokens."""
+
+    logp: torch.Tensor  # [B, C] log p(completion token t | prompt, tokens < t)
+    mask: torch.Tensor  # [B, C]
+    entropy: torch.Tensor | None  # [B, C] entropy of the tempered distribution at t
+
+
+def completion_mask(completions: Sequence[Sequence[int]], device=None) -> torch.Tensor:
+    C = max(max((len(c) for c in completions), default=0), 1)
+    m = torch.zeros((len(completions), C), dtype=torch.float32, device=device)
+    for b, c in enumerate(completions):
+        m[b, : len(c)] = 1.0
+    return m
+
+
+def completion_logprobs_packed(model, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
+                               pad_id: int, temperature: float, with_entropy: bool = False,
+                               entropy_grad: bool = False, device=None) -> CompletionBatch:
+    """The plain path: every ``prompt + completion`` encoded in full (one padded batch)."""
+    packed = pack_sequences(prompts, completions, pad_id).to(device or "cpu")
+    lp, ent = token_logprobs(model, packed, temperature, with_entropy=with_entropy, entropy_grad=entropy_grad)
+    mask = completion_mask(completions, lp.device)
+    C = mask.shape[1]
+    logp = lp.new_zeros((len(prompts), C))
+    ent_out = lp.new_zeros((len(prompts), C)) if ent is not None else None
+    for b, (p, c) in enumerate(zip(prompts, completions)):
+        s = len(p) - 1
+        logp[b, : len(c)] = lp[b, s : s + len(c)]
+        if ent_out is not None:
+            ent_out[b, : len(c)] = ent[b, s : s + len(c)]
+    return CompletionBatch(logp, mask, ent_out)
+
+
+def completion_logprobs_shared(model, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
+                               pad_id: int, temperature: float, with_entropy: bool = False,
+                               entropy_grad: bool = False, device=None) -> CompletionBatch:
+    """Each distinct prompt encoded once; its completions continue from the KV cache."""
+    device = device or "cpu"
+    B = len(prompts)
+    mask = completion_mask(completions, device)
+    C = mask.shape[1]
+    by_prompt: dict[tuple, list[int]] = {}
+    for b, p in enumerate(prompts):
+        by_prompt.setdefault(tuple(p), []).append(b)
+    rows_logp: list[tuple[list[int], torch.Tensor, torch.Tensor | None]] = []
+    for p, idx in by_prompt.items():
+        P = len(p)
+        ids = torch.tensor([list(p)], dtype=torch.long, device=device)
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, logits_to_keep=1)
+        first_logits = out.logits[:, -1:, :]  # predicts completion token 0
+        K = len(idx)
+        comp = torch.full((K, C), pad_id, dtype=torch.long, device=device)
+        cmask = mask[idx]
+        for k, b in enumerate(idx):
+            comp[k, : len(completions[b])] = torch.tensor(list(completions[b]), dtype=torch.long, device=device)
+        cache = out.past_key_values
+        if K > 1:
+            cache.batch_repeat_interleave(K)
+        if C > 1:
+            attn = torch.cat([torch.ones((K, P), dtype=torch.long, device=device), cmask[:, :-1].long()], dim=1)
+            pos = torch.arange(P, P + C - 1, device=device).unsqueeze(0).expand(K, -1)
+            nxt = model(input_ids=comp[:, :-1], attention_mask=attn, position_ids=pos, past_key_values=cache,
+                        use_cache=True).logits
+            logits = torch.cat([first_logits.expand(K, -1, -1), nxt], dim=1)
+        else:
+            logits = first_logits.expand(K, -1, -1)
+        logits = logits.float() / temperature
+        logp_all = F.log_softmax(logits, dim=-1)
+        lp = logp_all.gather(-1, comp.unsqueeze(-1)).squeeze(-1)
+        ent = None
+        if with_entropy:
+            with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+                ent = -(logp_all.exp() * logp_all).sum(-1)
+        rows_logp.append((idx, lp, ent))
+    logp = torch.zeros((B, C), dtype=torch.float32, device=device)
+    ent_out = torch.zeros((B, C), dtype=torch.float32, device=device) if with_entropy else None
+    for idx, lp, ent in rows_logp:
+        t = torch.tensor(idx, device=device)
+        logp = logp.index_copy(0, t, lp)
+        if ent_out is not None:
+            ent_out = ent_out.index_copy(0, t, ent)
+    return CompletionBatch(logp * mask, mask, None if ent_out is None else ent_out * mask)
+
+
+def old_logprobs(samples: Sequence[Sample], C: int, device=None) -> torch.Tensor:
+    """Behaviour logprobs aligned like :class:`CompletionBatch` ``[B, C]``."""
+    old = torch.zeros((len(samples), C), dtype=torch.float32, device=device)
+    for b, s in enumerate(samples):
+        n = len(s.behaviour_logprobs)
+        if n:
+            old[b, :n] = torch.tensor(s.behaviour_logprobs, dtype=torch.float32)
+    return old
+
+
+def answer_token_start(tokenizer, completion_ids: Sequence[int], tag: str = "<answer>") -> int | None:
+    """Index of the completion token where the last ``tag`` starts (None if absent).
+    Found by binary search over decoded prefixes, so tokenisation of the tag itself
+    (``<``, ``answer``, ``>`` or merged with a newline) does not matter."""
+    ids = list(completion_ids)
+    text = tokenizer.decode(ids)
+    c = text.rfind(tag)
+    if c < 0:
+        return None
+    lo, hi = 1, len(ids)  # smallest k with len(decode(ids[:k])) > c
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(tokenizer.decode(ids[:mid])) > c:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo - 1

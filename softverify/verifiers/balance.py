@@ -1,0 +1,64 @@
+"""Threshold policies for a soft verifier's reward that avoid the base-rate trap.
+
+On prompts balanced by the experimental label, a world model trained on ~13%-positive
+data gives most pairs a low p. With the reward p for "yes" and 1 - p for "no", "always no"
+then earns more than most gene-aware answers and GRPO climbs that easy hill. rbio1's
+threshold normalisation moves the reward's midpoint to a threshold t; choosing t from the
+*training prompts* makes the fixed answers tie:
+
+- ``balanced``: the t at which the expected reward of "always yes" equals that of "always
+  no" (= 0.5) over the prompts, found by bisection (the mean normalised p falls as t rises);
+- ``median``: t = the median of p over the prompts, so half of the prompts favour "yes"
+  (what GRPO's per-group, std-normalised advantages respond to).
+
+Pure functions; the trainer computes p over its training rows and hands t to the verifier.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from softverify.rewards import threshold_normalize
+
+POLICIES = ("balanced", "median")
+
+
+def expected_fixed_rewards(p: np.ndarray, t: float | None, negated: np.ndarray | None = None) -> tuple[float, float]:
+    """(E[reward | always yes], E[reward | always no]) over prompts with world-model p,
+    after threshold normalisation at ``t``; negated questions flip which answer p supports."""
+    p = np.asarray(p, dtype=np.float64)
+    ok = np.isfinite(p)
+    pn = threshold_normalize(p[ok], t)
+    neg = np.zeros(ok.sum(), dtype=bool) if negated is None else np.asarray(negated, dtype=bool)[ok]
+    r_yes = np.where(neg, 1 - pn, pn)
+    return float(r_yes.mean()), float((1 - r_yes).mean())
+
+
+def balanced_threshold(p: np.ndarray, negated: np.ndarray | None = None, tol: float = 1e-10) -> float:
+    """The t in (0, 1) with E[reward | always yes] = E[reward | always no]."""
+    p = np.asarray(p, dtype=np.float64)
+    if not np.isfinite(p).any():
+        raise ValueError("balanced threshold: the verifier scored none of the training prompts (all p are NaN)")
+    gap = lambda t: (lambda a, b: a - b)(*expected_fixed_rewards(p, t, negated))  # noqa: E731
+    lo, hi = 1e-9, 1 - 1e-9
+    g_lo, g_hi = gap(lo), gap(hi)
+    if np.sign(g_lo) == np.sign(g_hi):
+        raise ValueError(f"balanced threshold: no t in (0, 1) ties always-yes and always-no "
+                         f"(reward gap {g_lo:.3f} at t=0, {g_hi:.3f} at t=1); use a fixed threshold")
+    while hi - lo > tol:
+        mid = 0.5 * (lo + hi)
+        if np.sign(gap(mid)) == np.sign(g_lo):
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def policy_threshold(policy: str, p: np.ndarray, negated: np.ndarray | None = None) -> float:
+    if policy == "balanced":
+        return balanced_threshold(p, negated)
+    if policy == "median":
+        ok = np.isfinite(np.asarray(p, dtype=np.float64))
+        if not ok.any():
+            raise ValueError("median threshold: the verifier scored none of the training prompts")
+        return float(np.median(np.asarray(p, dtype=np.float64)[ok]))
+    raise ValueError(f"unknown threshold policy {policy!r}; expected one of {POLICIES}")

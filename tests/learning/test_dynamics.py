@@ -1,0 +1,70 @@
+"""Dynamics options, each against hand-computed numbers: dynamic sampling, the balanced
+threshold policy, lr schedules, forced-score AUROC."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from softverify.grpo import informative_groups
+from softverify.learner import lr_factor
+from softverify.platform.score_metrics import bootstrap_ci, score_metrics
+from softverify.verifiers.balance import balanced_threshold, expected_fixed_rewards, policy_threshold
+
+
+def test_informative_groups_on_hand_made_groups():
+    rewards = np.array([1, 1, 1, 1, 0, 1, 0, 0, 0.5, 0.5, np.nan, np.nan, 0.2, np.nan])
+    groups = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 3, 3, 4, 4])
+    keep = informative_groups(rewards, groups)
+    # group 0 all 1 (no signal), 1 mixed, 2 equal, 3 all NaN, 4 a single finite reward
+    assert keep.tolist() == [False] * 4 + [True] * 4 + [False] * 6
+
+
+def test_balanced_threshold_ties_fixed_answers_on_a_toy_prompt_set():
+    p = np.array([0.05, 0.1, 0.1, 0.2, 0.3, 0.9])
+    # without a threshold "always no" earns more: mean(p) = 0.275
+    yes, no = expected_fixed_rewards(p, None)
+    assert yes == pytest.approx(0.275) and no == pytest.approx(0.725)
+    t = balanced_threshold(p)
+    yes, no = expected_fixed_rewards(p, t)
+    assert yes == pytest.approx(0.5, abs=1e-8) and no == pytest.approx(0.5, abs=1e-8)
+    # by hand: with t between 0.1 and 0.2 the normalised p are 0.5 p / t for the three
+    # below t and 0.5 + 0.5 (p - t) / (1 - t) for 0.2, 0.3 and 0.9; mean = 0.5 at t = 5/37
+    # (0.125/t + 1.5 + 0.5 (1.4 - 3t)/(1 - t) = 3  ->  37 t^2 - 42 t + 5 = 0, t in (0.1, 0.2))
+    def mean_norm(t):
+        lo = [0.5 * x / t for x in p if x < t]
+        hi = [0.5 + 0.5 * (x - t) / (1 - t) for x in p if x >= t]
+        return np.mean(lo + hi)
+    assert mean_norm(t) == pytest.approx(0.5, abs=1e-6) and t == pytest.approx(5 / 37, abs=1e-8)
+    # NaN (unknown genes) are ignored; negated questions flip which answer p supports, and
+    # a set where no threshold can tie the fixed answers is refused with the gaps named
+    assert balanced_threshold(np.array([0.05, 0.1, 0.1, np.nan, 0.2, 0.3, 0.9])) == pytest.approx(t)
+    with pytest.raises(ValueError, match="no t in"):
+        balanced_threshold(np.array([0.05, 0.1, 0.9]), np.array([False, False, True]))
+    assert policy_threshold("median", p) == pytest.approx(0.15)
+    with pytest.raises(ValueError, match="unknown threshold policy 'mode'"):
+        policy_threshold("mode", p)
+    with pytest.raises(ValueError, match="scored none"):
+        balanced_threshold(np.array([np.nan]))
+
+
+def test_lr_schedules_hand_computed():
+    assert [lr_factor(k, 4, 10, "constant") for k in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert lr_factor(7, 4, 10, "linear") == pytest.approx(1 - 3 / 6)
+    assert lr_factor(7, 4, 10, "cosine") == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_factor(20, 0, 10, "linear") == 0.0
+    with pytest.raises(ValueError, match="unknown lr schedule 'step'"):
+        lr_factor(0, 0, 10, "step")
+
+
+def test_forced_score_auroc_hand_made():
+    labels = [1, 1, 0, 0, 1, 0]
+    scores = [2.0, 0.5, 1.0, -1.0, -0.5, -2.0]
+    # positive/negative pairs ranked right: (2>1,-1,-2), (0.5>-1,-2; <1), (-0.5>-1,-2; <1) = 3+2+2 of 9
+    m = score_metrics(labels, scores, answers=[1, 1, 1, 0, 0, 0], reference=[6, 5, 4, 3, 2, 1], n_boot=200)
+    assert m["auroc"] == pytest.approx(7 / 9)
+    assert m["auroc_lo"] <= m["auroc"] <= m["auroc_hi"]
+    assert m["spearman_ref"] == pytest.approx(1 - 6 * sum(d * d for d in [0, 1, -1, 1, -1, 0]) / (6 * 35))
+    lo, hi = bootstrap_ci(lambda a: float(np.mean(a)), np.ones(10))
+    assert lo == hi == 1.0
