@@ -220,13 +220,27 @@ class AlgorithmConfig(_Section):
         "With token_mean one advantage is spread over the think tokens and the answer is 1-5% of what is trained. "
         "0 = off; no effect in the direct style (every completion token is the answer span).",
     )
-    dynamic_sampling: Literal["off", "filter", "refill"] = Field(
+    dynamic_sampling: Literal["none", "filter", "refill"] = Field(
         "filter", description="DAPO dynamic sampling. Groups whose rewards all agree carry no GRPO signal: "
         "'filter' drops them from the learner batch (they cost compute and dilute token_mean); 'refill' also "
         "samples fresh prompts, up to algorithm.max_refill_rounds extra rounds, until rollout.prompts_per_step "
-        "informative groups are found; 'off' trains on every group. Counts are logged under dynamic/*.",
+        "informative groups are found; 'none' trains on every group. Counts are logged under dynamic/*.",
     )
     max_refill_rounds: int = Field(2, ge=0, description="dynamic_sampling='refill': extra rollout rounds per step at most.")
+
+
+class LoraConfig(_Section):
+    """LoRA adapters through peft: only the low-rank factors train; weight sync sends the
+    merged weights of the adapted modules only."""
+
+    enabled: bool = Field(False, description="Train LoRA adapters instead of the full weights.")
+    r: int = Field(16, ge=1, description="Adapter rank.")
+    alpha: float = Field(32.0, gt=0, description="Scale numerator: the update is (alpha / r) * B @ A.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Names of the Linear modules that get adapters.",
+    )
 
 
 class LearnerConfig(_Section):
@@ -249,6 +263,7 @@ class LearnerConfig(_Section):
         "lower layers frozen); backward stops at the lowest trained layer and weight sync sends only the trained "
         "tensors. None = train everything.",
     )
+    lora: LoraConfig = Field(default_factory=LoraConfig)
     merge_identical: bool = Field(
         True, description="Merge identical (prompt, completion, advantage) samples into one weighted sequence "
         "(exact: same loss and gradient). With yes/no answers most of a group is a handful of distinct sequences.",
@@ -314,6 +329,11 @@ class TrainConfig(_Section):
     @model_validator(mode="after")
     def _cross_checks(self) -> "TrainConfig":
         self.rollout.apply_style(self.prompt.style)
+        if self.learner.lora.enabled and self.learner.zero_stage == 3:
+            raise ValueError("learner.lora.enabled does not support learner.zero_stage = 3 (adapters are small: "
+                             "use ZeRO 0-2)")
+        if self.learner.lora.enabled and self.learner.train_layers is not None:
+            raise ValueError("learner.lora.enabled and learner.train_layers both restrict what trains; choose one")
         n = self.rollout.prompts_per_step * self.rollout.group_size
         if n < self.learner.num_ranks:
             raise ValueError(

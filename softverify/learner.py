@@ -133,6 +133,11 @@ class Learner:
         self.trainable: list[str] | None = None
         if cfg.learner.train_layers is not None:
             self.trainable = freeze_below_top_layers(model, cfg.learner.train_layers)
+        self.lora = cfg.learner.lora.enabled
+        if self.lora:
+            from softverify.lora import apply_lora
+
+            model = apply_lora(model, cfg.learner.lora)
         self.tied = bool(getattr(model.config, "tie_word_embeddings", False))
         self.ref = None
         if cfg.algorithm.kl_coef > 0:
@@ -248,6 +253,13 @@ class Learner:
         ``trainable_only`` (weight sync with ``learner.train_layers``): only the tensors
         that training changes; the frozen rest is identical on every holder of the policy."""
         module = self.engine.module
+        if self.lora:
+            from softverify.lora import merged_state_dict
+
+            sd = merged_state_dict(module, adapted_only=trainable_only) if self.rank == 0 else None
+            if sd is not None and self.tied and not trainable_only:
+                sd.pop("lm_head.weight", None)
+            return sd
         if self.cfg.learner.zero_stage == 3:
             import deepspeed
 
@@ -282,7 +294,8 @@ class Learner:
         sd = sd if sd is not None else self.state_dict()
         if self.rank != 0 or sd is None:
             return
-        self.engine.module.save_pretrained(hf_dir, state_dict=sd, safe_serialization=True)
+        module = self.engine.module.get_base_model() if self.lora else self.engine.module
+        module.save_pretrained(hf_dir, state_dict=sd, safe_serialization=True)
         self.tokenizer.save_pretrained(hf_dir)
 
     def load_checkpoint(self, directory: str, tag: str) -> None:

@@ -83,10 +83,13 @@ def test_time_budget_stops_early_and_eval_reports_both_readings(ray_cluster, tin
     assert rows[0]["eval_forced/n"] == 8 and rows[0]["eval_forced/unanswered_rate"] == 0.0
 
 
-@pytest.mark.parametrize("zero_stage", [1, 3])
-def test_weight_sync_rollout_equals_learner(ray_cluster, tiny_model_dir, prompt_file, tmp_path, zero_stage):
-    cfg = tiny_cfg(tiny_model_dir, prompt_file, tmp_path / "run", **{"trainer.steps": 1,
-                                                                       "learner.zero_stage": zero_stage})
+@pytest.mark.parametrize("over", [
+    {"learner.zero_stage": 1}, {"learner.zero_stage": 3},
+    # partial weight sync: only the trained tensors travel, the workers still match the learner
+    {"learner.train_layers": 1}, {"learner.lora.enabled": True, "learner.lora.r": 4},
+], ids=["zero1", "zero3", "top_layer", "lora"])
+def test_weight_sync_rollout_equals_learner(ray_cluster, tiny_model_dir, prompt_file, tmp_path, over):
+    cfg = tiny_cfg(tiny_model_dir, prompt_file, tmp_path / "run", **{"trainer.steps": 1, **over})
     tr = Trainer(cfg)
     try:
         tr.setup()

@@ -66,38 +66,27 @@ def answer_contexts(engine, prompt_ids: Sequence[Sequence[int]], prefix: str, ge
     return out
 
 
+def _answer_ids(tok, word: str) -> list[list[int]]:
+    """Token ids of an answer word in the spellings the parser accepts ("yes", "Yes")."""
+    return [tok(w, add_special_tokens=False)["input_ids"] for w in dict.fromkeys((word, word.capitalize()))]
+
+
 def answer_margins(engine, contexts: Sequence[Sequence[int]]) -> list[float]:
-    """log p("yes") - log p("no") for the token after each context, under the engine's
-    current weights (teacher-forced; multi-token answers are summed)."""
+    """log p(yes) - log p(no) for the token after each context under the engine's current
+    weights, each side summed over the spellings the answer parser accepts ("yes"/"Yes":
+    the parser is case-insensitive, so a policy that writes "No" means no)."""
     tok = engine.tokenizer
-    yes = tok("yes", add_special_tokens=False)["input_ids"]
-    no = tok("no", add_special_tokens=False)["input_ids"]
+    yes, no = _answer_ids(tok, "yes"), _answer_ids(tok, "no")
     ctx = [list(c) for c in contexts]
-    if len(yes) == 1 and len(no) == 1:  # one forward pass, last position only
-        return _next_token_margins(engine, ctx, yes[0], no[0])
-    lp_yes = engine.score(ctx, [yes] * len(ctx), temperature=1.0)
-    lp_no = engine.score(ctx, [no] * len(ctx), temperature=1.0)
-    return [sum(a) - sum(b) for a, b in zip(lp_yes, lp_no)]
+    if all(len(t) == 1 for t in yes + no):  # one forward pass, last position only
+        return _next_token_margins(engine, ctx, [t[0] for t in yes], [t[0] for t in no])
+    import numpy as np
 
+    def logp(variants):
+        per = [[sum(x) for x in engine.score(ctx, [v] * len(ctx), temperature=1.0)] for v in variants]
+        return np.logaddexp.reduce(np.array(per), axis=0)
 
-def _next_token_margins(engine, ctx: list[list[int]], yes_id: int, no_id: int) -> list[float]:
-    """log p(yes) - log p(no) for the token after each context (left-padded batches)."""
-    import torch
-
-    pad = engine.tokenizer.pad_token_id
-    margins: list[float] = []
-    with torch.no_grad():
-        for s in range(0, len(ctx), engine.batch_size):
-            part = ctx[s : s + engine.batch_size]
-            L = max(len(c) for c in part)
-            ids = torch.tensor([[pad] * (L - len(c)) + c for c in part], device=engine.device)
-            attn = torch.tensor([[0] * (L - len(c)) + [1] * len(c) for c in part], device=engine.device)
-            pos = (attn.cumsum(-1) - 1).clamp(min=0)
-            logits = engine.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False,
-                                  logits_to_keep=1).logits[:, -1].float()
-            lp = torch.log_softmax(logits, -1)
-            margins.extend((lp[:, yes_id] - lp[:, no_id]).tolist())
-    return margins
+    return (logp(yes) - logp(no)).tolist()
 
 
 def run_eval(engine, rows: Sequence[dict], *, max_new_tokens: int, stop: Sequence[str], assistant_prefix: str,

@@ -171,7 +171,8 @@ class Trainer:
     # ------------------------------------------------------------------ one step
     def _sync_weights(self) -> float:
         t = time.perf_counter()
-        partial = self.cfg.learner.train_layers is not None and self.step > 0  # a restore sends everything
+        lc = self.cfg.learner
+        partial = (lc.train_layers is not None or lc.lora.enabled) and self.step > 0  # a restore sends everything
         ref = self.learners.state_dict_ref(trainable_only=partial)
         self.weights = (self.step, [ref], partial)  # also handed to every generate call (restart safety)
         ray.get([w.load_weights.remote(ref, self.step, partial) for w in self.workers])
@@ -219,7 +220,7 @@ class Trainer:
         picks, kept, seen = [], 0, 0
         for r in rounds:
             g = r["group_ids"]
-            ok = informative_groups(r["rewards"], g) if mode != "off" else np.ones(len(g), dtype=bool)
+            ok = informative_groups(r["rewards"], g) if mode != "none" else np.ones(len(g), dtype=bool)
             idx = []
             for gid in dict.fromkeys(g.tolist()):  # groups in order
                 seen += 1

@@ -21,7 +21,8 @@ _ANSWER_CLOSE = re.compile(r"</answer>", re.IGNORECASE)
 
 
 def format_score(text: str, max_chars: int = 4000) -> float:
-    """Mean of six checks, each 0 or 1:
+    """Mean of six checks, each 0 or 1 (a direct-style turn, one that starts with
+    ``<answer>``, has no think block to check: the mean of checks 3, 5 and 6):
 
     1. exactly one ``<think>`` and one ``</think>``;
     2. ``<think>`` opens before ``</think>`` closes;
@@ -31,6 +32,7 @@ def format_score(text: str, max_chars: int = 4000) -> float:
     6. the text is at most ``max_chars`` long and nothing but whitespace follows ``</answer>``.
     """
     checks = []
+    direct = text.lstrip().lower().startswith("<answer>")
     t_open = [m.start() for m in _THINK_OPEN.finditer(text)]
     t_close = [m.start() for m in _THINK_CLOSE.finditer(text)]
     a_open = [m.start() for m in _ANSWER_OPEN.finditer(text)]
@@ -43,6 +45,8 @@ def format_score(text: str, max_chars: int = 4000) -> float:
     checks.append(len(answers) == 1)
     tail_ok = bool(a_close) and text[a_close[-1] + len("</answer>"):].strip() == ""
     checks.append(len(text) <= max_chars and tail_ok)
+    if direct:
+        checks = [checks[2] and not t_open and not t_close, checks[4], checks[5]]
     return float(np.mean(checks))
 
 

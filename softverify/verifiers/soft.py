@@ -31,12 +31,13 @@ class WorldModelVerifier(Verifier):
     Batched: the distinct (pert, gene) pairs of a batch (a GRPO group shares one) go
     through one forward pass; symbol -> embedding-row lookups are cached. Abstains for genes without an
     embedding and for tasks other than ``tasks`` (default: the knockdown task ``de``).
+    ``shuffle_seed``: the shuffled-reward control (genes answer with a permuted gene's p).
     """
 
     owns_threshold = True
 
     def __init__(self, name: str | None = None, model_dir: str | None = None, threshold: float | str | None = "model",
-                 tasks: Sequence[str] | None = ("de",), resources=None):
+                 tasks: Sequence[str] | None = ("de",), shuffle_seed: int | None = None, resources=None):
         super().__init__(name, resources)
         if not model_dir:
             raise ValueError("world_model verifier needs params.model_dir (a `softverify worldmodel fit` output)")
@@ -53,6 +54,13 @@ class WorldModelVerifier(Verifier):
         self.threshold = None if threshold is None else float(threshold)
         self.tasks = None if tasks is None else list(tasks)
         self._row_cache: dict[str, int] = {}  # symbol -> embedding row (-1 = no embedding)
+        # Control for the science ladder: each gene symbol answers with another gene's
+        # embedding row (a fixed random permutation), so every question keeps a consistent
+        # reward from the same distribution of p, but one unrelated to its own genes.
+        self._perm = None
+        if shuffle_seed is not None:
+            n = len(self.model.embedding.symbols)
+            self._perm = np.random.default_rng(int(shuffle_seed)).permutation(n)
 
     def p_de(self, perts: list, genes: list) -> np.ndarray:
         """P(DE) per pair, NaN for unknown genes: symbols -> rows once per distinct symbol,
@@ -73,7 +81,10 @@ class WorldModelVerifier(Verifier):
         idx = [get(s) for s in symbols]
         if any(i is None for i in idx):
             miss = sorted({str(s) for s, i in zip(symbols, idx) if i is None})
-            self._row_cache.update(zip(miss, self.model.embedding.index(miss).tolist()))
+            rows = self.model.embedding.index(miss)
+            if self._perm is not None:
+                rows = np.where(rows >= 0, self._perm[np.maximum(rows, 0)], -1)
+            self._row_cache.update(zip(miss, rows.tolist()))
             idx = [self._row_cache[str(s)] if i is None else i for s, i in zip(symbols, idx)]
         return np.asarray(idx, dtype=np.int64)
 
