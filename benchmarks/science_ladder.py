@@ -255,7 +255,7 @@ def main() -> int:
     ap.add_argument("--group", type=int, default=8, help="completions per prompt")
     ap.add_argument("--micro-batch", type=int, default=64)
     ap.add_argument("--train-layers", type=int, default=6)
-    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--entropy-coef", type=float, default=0.0)
     ap.add_argument("--threshold", default="balanced", help="world-model threshold policy: balanced|median|model")
     ap.add_argument("--cot-max-new-tokens", type=int, default=64)

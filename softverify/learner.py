@@ -87,14 +87,14 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
 
 
 def freeze_below_top_layers(model, n: int) -> list[str]:
-    """Freeze everything but the top ``n`` decoder layers and the final norm; returns the
-    names of the parameters left trainable."""
+    """Freeze everything but the top ``n`` decoder layers and the final norm (all layers
+    when the model has fewer than ``n``; embeddings stay frozen); returns the names of the
+    parameters left trainable."""
     inner = getattr(model, "model", None)
     layers = getattr(inner, "layers", None)
     if layers is None:
         raise ValueError(f"learner.train_layers needs a decoder with model.layers; {type(model).__name__} has none")
-    if n > len(layers):
-        raise ValueError(f"learner.train_layers = {n} but the model has {len(layers)} decoder layers")
+    n = min(n, len(layers))
     model.requires_grad_(False)
     for layer in list(layers)[len(layers) - n:]:
         layer.requires_grad_(True)

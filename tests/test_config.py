@@ -13,6 +13,21 @@ def test_defaults_are_the_embedded_job():
     assert cfg.data.source == "perturbqa" and cfg.data.cell_lines == ["k562"]
     assert cfg.rollout.num_workers >= 2 and cfg.learner.num_ranks == 2
     assert [v.kind for v in cfg.verifiers] == ["hard", "format"]
+    # the default job evaluates what the policy believes, on enough questions to mean something
+    assert cfg.trainer.eval_every > 0 and cfg.data.eval_size >= 256
+    assert cfg.prompt.style == "direct" and cfg.rollout.assistant_prefix == "<answer>"
+
+
+def test_prompt_style_fills_only_unset_rollout_fields():
+    cot = build_config({}, ["prompt.style=cot"])
+    assert cot.rollout.assistant_prefix == "<think>\n" and cot.rollout.max_new_tokens == 128
+    assert "Think step by step" in cot.rollout.system_prompt
+    mine = build_config({}, ["prompt.style=cot", "rollout.max_new_tokens=32", "rollout.assistant_prefix=''"])
+    assert mine.rollout.max_new_tokens == 32 and mine.rollout.assistant_prefix == ""
+    with pytest.raises(ConfigError, match=r"prompt\.style"):
+        build_config({}, ["prompt.style=verbose"])
+    with pytest.raises(ConfigError, match="choose one"):
+        build_config({}, ["learner.lora.enabled=true", "learner.train_layers=2"])
 
 
 def test_unknown_key_names_the_path():

@@ -81,12 +81,15 @@ def test_time_budget_stops_early_and_eval_reports_both_readings(ray_cluster, tin
     # a random tiny model never writes <answer>: free reading all unanswered, forced reading answers all
     assert rows[0]["eval/n"] == 8 and rows[0]["eval/unanswered_rate"] == 1.0
     assert rows[0]["eval_forced/n"] == 8 and rows[0]["eval_forced/unanswered_rate"] == 0.0
+    # the forced score of every question is ranked against the labels, with an interval
+    assert 0.0 <= rows[0]["eval_forced/auroc"] <= 1.0
+    assert rows[0]["eval_forced/auroc_lo"] <= rows[0]["eval_forced/auroc"] <= rows[0]["eval_forced/auroc_hi"]
 
 
 @pytest.mark.parametrize("over", [
-    {"learner.zero_stage": 1}, {"learner.zero_stage": 3},
+    {"learner.zero_stage": 1, "learner.train_layers": "null"}, {"learner.zero_stage": 3, "learner.train_layers": "null"},
     # partial weight sync: only the trained tensors travel, the workers still match the learner
-    {"learner.train_layers": 1}, {"learner.lora.enabled": True, "learner.lora.r": 4},
+    {"learner.train_layers": 1}, {"learner.lora.enabled": True, "learner.lora.r": 4, "learner.train_layers": "null"},
 ], ids=["zero1", "zero3", "top_layer", "lora"])
 def test_weight_sync_rollout_equals_learner(ray_cluster, tiny_model_dir, prompt_file, tmp_path, over):
     cfg = tiny_cfg(tiny_model_dir, prompt_file, tmp_path / "run", **{"trainer.steps": 1, **over})

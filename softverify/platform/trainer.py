@@ -172,7 +172,8 @@ class Trainer:
     def _sync_weights(self) -> float:
         t = time.perf_counter()
         lc = self.cfg.learner
-        partial = (lc.train_layers is not None or lc.lora.enabled) and self.step > 0  # a restore sends everything
+        # only what training changes; the frozen rest equals the initial weights every worker starts from
+        partial = lc.train_layers is not None or lc.lora.enabled
         ref = self.learners.state_dict_ref(trainable_only=partial)
         self.weights = (self.step, [ref], partial)  # also handed to every generate call (restart safety)
         ray.get([w.load_weights.remote(ref, self.step, partial) for w in self.workers])
