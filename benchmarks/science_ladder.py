@@ -6,7 +6,7 @@ and hyper-parameters; only the verifiers differ), all in the direct prompt style
   base              no training: SmolLM2-135M-Instruct as shipped
   hard              the experimental PerturbQA label (hard verifier)
   world_model       the soft verifier: a world model trained ONLY on RPE1 + HepG2 (never
-                    K562), its p the reward, threshold 'balanced' over the training prompts
+                    K562), its p the reward, threshold 'median' over the training prompts
   hard_world_model  both, summed
   composed          hard + world model, normalised per verifier then summed (GDPO)
   knowledge         GO knowledge verifiers (ROUGE against GO terms, keyword hits); CoT only:
@@ -255,9 +255,9 @@ def main() -> int:
     ap.add_argument("--group", type=int, default=8, help="completions per prompt")
     ap.add_argument("--micro-batch", type=int, default=64)
     ap.add_argument("--train-layers", type=int, default=6)
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--lr", type=float, default=6e-5)
     ap.add_argument("--entropy-coef", type=float, default=0.0)
-    ap.add_argument("--threshold", default="balanced", help="world-model threshold policy: balanced|median|model")
+    ap.add_argument("--threshold", default="median", help="world-model threshold policy: balanced|median|model")
     ap.add_argument("--cot-max-new-tokens", type=int, default=64)
     ap.add_argument("--sup-batch", type=int, default=32, help="supervised ceiling: questions per optimiser step")
     ap.add_argument("--layout", default="2x2", help="rollout workers x learner ranks")

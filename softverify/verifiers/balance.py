@@ -11,6 +11,15 @@ threshold normalisation moves the reward's midpoint to a threshold t; choosing t
 - ``median``: t = the median of p over the prompts, so half of the prompts favour "yes"
   (what GRPO's per-group, std-normalised advantages respond to).
 
+Which one is neutral depends on the advantage estimator. GRPO divides by the group's std,
+so a binary-answer group's advantages are +-sqrt(q/(1-q))-sized whatever the reward gap:
+only the *sign* of p_n - 0.5 per prompt reaches the policy, and the shared "answer yes"
+direction gets pushed by (fraction of prompts above t) - 0.5. Under GRPO use ``median``.
+Dr. GRPO keeps the reward gap, so its push is proportional to mean(2 p_n - 1): under Dr.
+GRPO use ``balanced``. Measured on the K562 train prompts with the RPE1+HepG2 world model:
+``balanced`` gives t = 0.026 with 62% of prompts above it, and GRPO collapsed onto "yes" in
+7 steps; ``median`` (t = 0.051) keeps the push at 50/50.
+
 Pure functions; the trainer computes p over its training rows and hands t to the verifier.
 """
 from __future__ import annotations
