@@ -251,7 +251,7 @@ class LearnerConfig(_Section):
     num_gpus_per_rank: float = Field(0.0, ge=0, description="Ray GPUs per rank; > 0 selects NCCL.")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per rank.")
     zero_stage: Literal[0, 1, 2, 3] = Field(1, description="DeepSpeed ZeRO stage.")
-    lr: float = Field(1e-4, gt=0, description="AdamW learning rate (the default suits learner.train_layers = 6 in "
+    lr: float = Field(6e-5, gt=0, description="AdamW learning rate (the default suits learner.train_layers = 6 in "
                       "the direct style; full-model CoT runs want ~1e-6).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     micro_batch_size: int = Field(
@@ -286,7 +286,7 @@ class TrainerConfig(_Section):
     checkpoint_every: int = Field(10, ge=0, description="Checkpoint every N steps (0 = only at the end).")
     keep_checkpoints: int = Field(2, ge=1, description="How many step checkpoints to keep.")
     eval_every: int = Field(
-        10, ge=0, description="Evaluate on held-out questions every N steps (0 = off); logs eval/* (free reading) and "
+        15, ge=0, description="Evaluate on held-out questions every N steps (0 = off); logs eval/* (free reading) and "
         "eval_forced/* (forced reading, AUROC/AUPRC of the forced score with 95% intervals).")
     time_budget_minutes: float | None = Field(
         None, gt=0, description="Wall-clock budget for this process's training loop: stop after the step that "
@@ -305,7 +305,7 @@ class TrainConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     verifiers: list[VerifierSpec] = Field(
-        default_factory=lambda: [VerifierSpec(kind="hard", weight=1.0), VerifierSpec(kind="format", weight=0.5)],
+        default_factory=lambda: [VerifierSpec(kind="hard", weight=1.0), VerifierSpec(kind="format", weight=0.25)],
         description="Verifiers scoring each completion: kind, name, weight, threshold, params, resources.",
     )
     reward: RewardConfig = Field(default_factory=RewardConfig)

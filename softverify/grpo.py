@@ -164,3 +164,52 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3"
     if estimator not in KL_ESTIMATORS:
         raise ValueError(f"unknown KL estimator {estimator!r}; expected one of {sorted(KL_ESTIMATORS)}")
     return KL_ESTIMATORS[estimator](logp, ref_logp)
+
+
+# --------------------------------------------------------------------------- the whole loss
+
+
+def policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+    agg: str = "token_mean",
+    total_tokens: float | None = None,
+    total_seqs: float | None = None,
+    weights: torch.Tensor | None = None,
+    answer_mask: torch.Tensor | None = None,
+    answer_share: float = 0.0,
+    entropy: torch.Tensor | None = None,
+    entropy_coef: float = 0.0,
+    ref_logp: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+    kl_estimator: str = "k3",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+    """Everything the learner minimises for one micro-batch:
+
+    ``(1 - s) * PG(all tokens) + s * PG(answer span, mean per sequence)
+    - entropy_coef * H + kl_coef * KL(policy || reference)``
+
+    where PG is :func:`clipped_surrogate`, ``s = answer_share`` (applied when an
+    ``answer_mask`` is given), H and KL use the same aggregation and global denominators as
+    PG. Returns the loss and ``{"pg", "kl", ...clip stats}`` (pg/kl as tensors, detached).
+    """
+    pg, stats = clipped_surrogate(logp, old_logp, advantages, mask, eps_low, eps_high, agg, total_tokens, total_seqs,
+                                  weights)
+    loss = pg
+    if answer_mask is not None and answer_share > 0:
+        pg_ans, _ = clipped_surrogate(logp, old_logp, advantages, answer_mask, eps_low, eps_high, "seq_mean",
+                                      total_tokens, total_seqs, weights)
+        loss = (1 - answer_share) * pg + answer_share * pg_ans
+    if entropy is not None and entropy_coef > 0:
+        loss = loss - entropy_coef * masked_aggregate(entropy, mask, agg, total_tokens, total_seqs, weights)
+    out: dict[str, torch.Tensor | float] = {"pg": pg.detach(), **stats}
+    if ref_logp is not None and kl_coef > 0:
+        kl_tok = kl_penalty(logp, ref_logp, kl_estimator)
+        loss = loss + kl_coef * masked_aggregate(kl_tok, mask, agg, total_tokens, total_seqs, weights)
+        out["kl"] = masked_aggregate(kl_tok.detach(), mask, weights=weights)
+    return loss, out

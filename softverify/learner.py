@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from softverify.config import TrainConfig
-from softverify.grpo import clipped_surrogate, kl_penalty, masked_aggregate
+from softverify.grpo import masked_aggregate, policy_loss
 from softverify.modeling import load_causal_lm
 from softverify.seqbatch import (answer_token_start, completion_logprobs_packed, completion_logprobs_shared,
                                  merge_identical, old_logprobs)
@@ -210,25 +210,19 @@ class Learner:
                 cb = self._logprobs(self.engine, ss, with_entropy=True, entropy_grad=ac.entropy_coef > 0)
                 mask = cb.mask
                 old = old_logprobs(ss, mask.shape[1], self.device)
-                pg, st = clipped_surrogate(cb.logp, old, adv, mask, ac.eps_low, ac.eps_high, ac.loss_agg,
-                                           batch.total_tokens, batch.total_seqs, weights=w)
-                loss = pg
-                if ac.answer_loss_share > 0 and self.cfg.prompt.style == "cot":
-                    am = self._answer_mask(ss, mask)
-                    pg_ans, _ = clipped_surrogate(cb.logp, old, adv, am, ac.eps_low, ac.eps_high, "seq_mean",
-                                                  batch.total_tokens, batch.total_seqs, weights=w)
-                    loss = (1 - ac.answer_loss_share) * pg + ac.answer_loss_share * pg_ans
-                if ac.entropy_coef > 0:
-                    ent_term = masked_aggregate(cb.entropy, mask, ac.loss_agg, batch.total_tokens, batch.total_seqs, w)
-                    loss = loss - ac.entropy_coef * ent_term
+                am = self._answer_mask(ss, mask) if ac.answer_loss_share > 0 and self.cfg.prompt.style == "cot" else None
+                ref_logp = None
                 if self.ref is not None:
                     with torch.no_grad():
                         ref_logp = self._logprobs(self.ref, ss).logp
-                    kl_tok = kl_penalty(cb.logp, ref_logp, ac.kl_estimator)
-                    kl = masked_aggregate(kl_tok, mask, ac.loss_agg, batch.total_tokens, batch.total_seqs, w)
-                    loss = loss + ac.kl_coef * kl
-                    if not dummy:
-                        add("kl", float(masked_aggregate(kl_tok.detach(), mask, weights=w)), float((mask * w[:, None]).sum()))
+                loss, st = policy_loss(
+                    cb.logp, old, adv, mask, eps_low=ac.eps_low, eps_high=ac.eps_high, agg=ac.loss_agg,
+                    total_tokens=batch.total_tokens, total_seqs=batch.total_seqs, weights=w, answer_mask=am,
+                    answer_share=ac.answer_loss_share, entropy=cb.entropy, entropy_coef=ac.entropy_coef,
+                    ref_logp=ref_logp, kl_coef=ac.kl_coef, kl_estimator=ac.kl_estimator)
+                pg = st["pg"]
+                if "kl" in st and not dummy:
+                    add("kl", float(st["kl"]), float((mask * w[:, None]).sum()))
                 loss = loss * scale * (0.0 if dummy else 1.0)
                 self.engine.backward(loss)
                 self.engine.step()

@@ -92,7 +92,8 @@ def test_yaml_round_trip(tmp_path):
 
 def test_describe_documents_every_field():
     lines = describe()
-    assert any(l.startswith("rollout.group_size = 4:") for l in lines)
+    assert any(l.startswith("rollout.group_size = 8:") for l in lines)
+    assert any(l.startswith("learner.lora.r = 16:") for l in lines)  # nested sections are listed too
     assert all(":" in l and not l.endswith(": ") for l in lines)
 
 

@@ -163,3 +163,23 @@ def test_impossible_gpu_request_is_refused(ray_cluster, tiny_model_dir, prompt_f
     cfg = tiny_cfg(tiny_model_dir, prompt_file, tmp_path / "run", **{"learner.num_gpus_per_rank": 1})
     with pytest.raises(ConfigError, match="impossible resource request.*2 GPU"):
         Trainer(cfg).setup()
+
+
+def test_dynamic_sampling_refills_then_skips_a_step_without_signal(ray_cluster, tiny_model_dir, prompt_file, tmp_path):
+    """A random tiny model never answers, so the hard verifier gives every sample 0: every
+    group has zero variance. 'refill' samples max_refill_rounds more rounds, finds nothing,
+    and the step trains on nothing (the weights do not move) but is counted and logged."""
+    cfg = tiny_cfg(tiny_model_dir, prompt_file, tmp_path / "run", **{
+        "trainer.steps": 1, "verifiers": "[{kind: hard}]", "algorithm.dynamic_sampling": "refill",
+        "algorithm.max_refill_rounds": 2, "trainer.checkpoint_every": 0})
+    tr = Trainer(cfg)
+    try:
+        final = tr.fit()
+    finally:
+        tr.shutdown()
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["dynamic/refill_rounds"] == 2 and row["dynamic/groups_sampled"] == 6
+    assert row["dynamic/groups_kept"] == 0 and row["dynamic/zero_var_group_frac"] == 1.0
+    assert row["data_position"] == 6 and "grad_norm" not in row  # the learner was not called
+    w0, w1 = _weights(tiny_model_dir), _weights(final)
+    assert all(torch.equal(w0[k], w1[k]) for k in w1)

@@ -68,3 +68,28 @@ def test_forced_score_auroc_hand_made():
     assert m["spearman_ref"] == pytest.approx(1 - 6 * sum(d * d for d in [0, 1, -1, 1, -1, 0]) / (6 * 35))
     lo, hi = bootstrap_ci(lambda a: float(np.mean(a)), np.ones(10))
     assert lo == hi == 1.0
+
+
+def test_policy_loss_terms_hand_computed():
+    """ratio 1 everywhere, so PG per token = -A: two sequences, 2 and 1 tokens."""
+    import torch
+
+    from softverify.grpo import policy_loss
+
+    logp = torch.zeros((2, 2))
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    adv = torch.tensor([1.0, -2.0])
+    # token_mean over 3 tokens: (-1 - 1 + 2) / 3 = 0
+    loss, st = policy_loss(logp, logp, adv, mask)
+    assert float(loss) == pytest.approx(0.0) and float(st["pg"]) == pytest.approx(0.0)
+    # answer share 0.5, answer span = the last real token of each: seq_mean (-1 + 2) / 2 = 0.5
+    am = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    loss, _ = policy_loss(logp, logp, adv, mask, answer_mask=am, answer_share=0.5)
+    assert float(loss) == pytest.approx(0.5 * 0.0 + 0.5 * 0.5)
+    # entropy bonus: entropies 1, 2 | 3 -> token mean 2; coef 0.1 subtracts 0.2
+    ent = torch.tensor([[1.0, 2.0], [3.0, 0.0]])
+    loss, _ = policy_loss(logp, logp, adv, mask, entropy=ent, entropy_coef=0.1)
+    assert float(loss) == pytest.approx(-0.2)
+    # KL (k1 = logp - ref): ref = -1 everywhere -> KL 1 per token; coef 0.5 adds 0.5
+    loss, st = policy_loss(logp, logp, adv, mask, ref_logp=torch.full((2, 2), -1.0), kl_coef=0.5, kl_estimator="k1")
+    assert float(loss) == pytest.approx(0.5) and float(st["kl"]) == pytest.approx(1.0)

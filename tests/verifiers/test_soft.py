@@ -143,3 +143,26 @@ def test_coexpression_questions(coexpr_npz):
     s = v.score([sample(completion("yes" if y else "no"), pert=a, gene=b, task="coexpression")
                  for a, b, y in zip(tr.pert, tr.gene, tr.label)])
     assert (s >= 0.5).all()
+
+
+def test_shuffled_world_model_control_is_consistent_but_unrelated(wm_dir, k562):
+    """The science ladder's control: same p distribution, each question a fixed reward,
+    but the reward no longer tracks the question's genes."""
+    d, tr = wm_dir
+    te = tr.sample(2000, random_state=3)
+    real = build_verifier("world_model", model_dir=str(d), threshold=None)
+    shuf = build_verifier("world_model", model_dir=str(d), threshold=None, shuffle_seed=1)
+    qs = [sample(completion("yes"), pert=a, gene=b) for a, b in zip(te.pert, te.gene)]
+    r, s = real.score(qs), shuf.score(qs)
+    assert nan_equal(s, shuf.score(qs))  # consistent: the same question, the same reward
+    ok = np.isfinite(r) & np.isfinite(s)
+    assert ok.mean() > 0.9 and not np.allclose(r[ok], s[ok])
+    y = te["label"].to_numpy()[ok]
+    assert binary_metrics(r[ok], y, 0.5)["auroc"] > 0.7
+    assert abs(binary_metrics(s[ok], y, 0.5)["auroc"] - 0.5) < 0.1
+
+
+def test_threshold_policy_is_resolved_by_the_trainer_not_the_verifier(wm_dir):
+    d, _ = wm_dir
+    with pytest.raises(ValueError, match="'median' is a policy over training prompts"):
+        build_verifier("world_model", model_dir=str(d), threshold="median")
