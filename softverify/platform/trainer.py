@@ -30,29 +30,6 @@ from softverify.rewards import compose
 from softverify.types import Sample
 
 
-def resolve_threshold_policies(cfg: TrainConfig, rows) -> tuple[TrainConfig, dict[str, float]]:
-    """Replace ``params.threshold: balanced|median`` of world-model verifiers by the number
-    that policy gives over the training prompts (``softverify.verifiers.balance``)."""
-    from softverify.verifiers.balance import POLICIES, policy_threshold
-
-    specs, chosen = [], {}
-    for spec in cfg.verifiers:
-        pol = spec.params.get("threshold")
-        if spec.kind == "world_model" and isinstance(pol, str) and pol in POLICIES:
-            from softverify.bio.worldmodel import WorldModel
-
-            wm = WorldModel.load(spec.params["model_dir"])
-            task = np.array(rows["task"]) if "task" in rows.column_names else np.array(["de"] * len(rows))
-            de = task == "de"
-            p = wm.predict_proba([x for x, k in zip(rows["pert"], de) if k], [x for x, k in zip(rows["gene"], de) if k])
-            neg = np.array(rows["negated"], dtype=bool)[de] if "negated" in rows.column_names else None
-            t = policy_threshold(pol, p, neg)
-            chosen[spec.display_name] = t
-            spec = spec.model_copy(update={"params": {**spec.params, "threshold": t}})
-        specs.append(spec)
-    return (cfg.model_copy(update={"verifiers": specs}) if chosen else cfg), chosen
-
-
 @ray.remote(num_cpus=0)
 def _merge(*parts: list[Sample]) -> list[Sample]:
     return [s for p in parts for s in p]
@@ -141,8 +118,11 @@ class Trainer:
             )
         self.model_path = resolve_model_path(cfg.model.path, cfg.model.cache_dir)
         self.train_rows = load_prompts(cfg.data, cfg.data.split)
-        cfg, self.thresholds_chosen = resolve_threshold_policies(cfg, self.train_rows)
-        self.cfg = cfg
+        from softverify.verifiers.balance import resolve_threshold_policies
+
+        specs, self.thresholds_chosen = resolve_threshold_policies(cfg.verifiers, self.train_rows)
+        if self.thresholds_chosen:
+            cfg = self.cfg = cfg.model_copy(update={"verifiers": specs})
         for name, t in self.thresholds_chosen.items():
             print(f"verifier {name!r}: threshold {t:.4f} chosen over {len(self.train_rows)} training prompts")
         self.eval_rows = load_prompts(cfg.data, cfg.data.eval_split, cfg.data.eval_size) if cfg.trainer.eval_every else None

@@ -71,3 +71,31 @@ def policy_threshold(policy: str, p: np.ndarray, negated: np.ndarray | None = No
             raise ValueError("median threshold: the verifier scored none of the training prompts")
         return float(np.median(np.asarray(p, dtype=np.float64)[ok]))
     raise ValueError(f"unknown threshold policy {policy!r}; expected one of {POLICIES}")
+
+
+def _column(rows, key: str, default=None) -> list:
+    if hasattr(rows, "column_names"):  # a datasets.Dataset: column access, not row by row
+        return list(rows[key]) if key in rows.column_names else [default] * len(rows)
+    return [r.get(key, default) for r in rows]
+
+
+def resolve_threshold_policies(specs, rows) -> tuple[list, dict[str, float]]:
+    """Specs with every world-model ``params.threshold: balanced|median`` replaced by the
+    number that policy gives over ``rows`` (the training prompts; a Dataset or dicts),
+    and ``{verifier name: chosen threshold}``."""
+    out, chosen = [], {}
+    for spec in specs:
+        pol = spec.params.get("threshold")
+        if spec.kind == "world_model" and isinstance(pol, str) and pol in POLICIES:
+            from softverify.bio.worldmodel import WorldModel
+
+            wm = WorldModel.load(spec.params["model_dir"])
+            de = np.array([(t or "de") == "de" for t in _column(rows, "task", "de")])
+            perts = [x for x, k in zip(_column(rows, "pert"), de) if k]
+            genes = [x for x, k in zip(_column(rows, "gene"), de) if k]
+            neg = np.array(_column(rows, "negated", False), dtype=bool)[de]
+            t = policy_threshold(pol, wm.predict_proba(perts, genes), neg)
+            chosen[spec.display_name] = t
+            spec = spec.model_copy(update={"params": {**spec.params, "threshold": t}})
+        out.append(spec)
+    return out, chosen

@@ -190,7 +190,60 @@ def _coexpr_questions(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    """``softverify verifiers report``: the config's verifiers on a labelled question set."""
+    from pathlib import Path
+
+    from softverify.config import load_config
+    from softverify.data import load_prompts
+    from softverify.platform.checkpoint import write_text_atomic
+    from softverify.verifiers.report import report_markdown, report_plot, verifier_report
+
+    ov = list(args.overrides) + ([f"data.mirror={args.data_mirror}"] if args.data_mirror else [])
+    cfg = load_config(args.config, ov)
+    if args.questions:
+        import pandas as pd
+
+        q = Path(args.questions)
+        if not q.is_file():
+            raise FileNotFoundError(f"question file {args.questions!r} not found")
+        if q.suffix not in (".jsonl", ".parquet"):
+            raise ValueError(f"question file {args.questions!r} must end in .jsonl or .parquet, got {q.suffix!r}")
+        df = pd.read_parquet(q) if q.suffix == ".parquet" else pd.read_json(q, lines=True)
+        rows = df.to_dict("records")
+    else:
+        ds = load_prompts(cfg.data, args.split, args.limit)
+        rows = [ds[i] for i in range(len(ds))]
+    if not rows or "label" not in rows[0]:
+        raise ValueError("the verifier report needs labelled questions (a 'label' column)")
+    rep = verifier_report(cfg.verifiers, rows, cfg.prompt.style)
+    md = report_markdown(rep)
+    print(md)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "report.json", json.dumps(rep, indent=2, default=float))
+        write_text_atomic(out / "report.md", md + "\n")
+        report_plot(rep, out / "report.png")
+        print(f"wrote {out / 'report.json'}, report.md, report.png", file=sys.stderr)
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
+    r = subparsers.add_parser("verifiers", help="what a set of verifiers will teach, measured before training")
+    rsub = r.add_subparsers(dest="verifiers_command", metavar="ACTION")
+    rsub.required = True
+    rp = rsub.add_parser("report", help="agreement with labels, calibration, pairwise agreement and the expected "
+                         "reward of fixed strategies (always yes/no, follow the label, follow each verifier)")
+    rp.add_argument("--config", "-c", help="training config YAML (its verifiers, prompt style, data)")
+    rp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    rp.add_argument("--questions", help="labelled question file (.jsonl/.parquet); default: the config's data")
+    rp.add_argument("--split", default="train", help="split of the config's data (threshold policies resolve on it)")
+    rp.add_argument("--limit", type=int, default=4000, help="questions drawn from the split")
+    rp.add_argument("--data-mirror", help="local PerturbQA CSV folder")
+    rp.add_argument("--out", help="directory for report.json, report.md, report.png")
+    rp.set_defaults(func=_report)
+
     p = subparsers.add_parser("verify", help="score a JSONL of completions with verifiers (no training)",
                               description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", nargs="?", help="JSONL with 'completion' + metadata fields per row")

@@ -1,0 +1,156 @@
+"""The verifier report: what a set of verifiers will teach, measured before training.
+
+For a labelled question set, every verifier scores the answer "yes" and the answer "no" to
+every question. From those two score matrices:
+
+- agreement with the labels: AUROC of the verifier's preference for "yes" (score(yes) -
+  score(no)), MCC of its decision (prefers yes or not), calibration (ECE, Brier) of its
+  normalised yes-score read as P(yes), abstention rate;
+- pairwise agreement between verifiers: Spearman correlation of their preferences;
+- the expected reward, after threshold normalisation and the configured composition, of
+  fixed strategies: always yes, always no, follow the label, follow each verifier. If
+  "always no" earns about what "follow the label" does, training will find the easy hill:
+  the base-rate trap, visible here before a single step. ``yes_push`` is the fraction of
+  questions on which the composed reward prefers "yes": what GRPO's std-normalised
+  advantages push the shared "answer yes" direction with (0.5 = neutral).
+
+Ray-free: verifiers are built from their specs exactly as the training pool builds them.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from softverify.calibration import brier_score, expected_calibration_error, reliability_bins
+from softverify.rewards import threshold_normalize, weighted_mean_available
+from softverify.types import Sample
+from softverify.verifiers.base import build_from_spec, composition_thresholds, verifier_class
+
+
+def answer_samples(rows: Sequence[dict], answers: Sequence[int], style: str = "direct") -> list[Sample]:
+    """Samples that answer each row with ``answers[i]`` (1 yes, 0 no) in the given style."""
+    out = []
+    for i, (r, a) in enumerate(zip(rows, answers)):
+        word = "yes" if a else "no"
+        text = f"<answer>{word}</answer>" if style == "direct" else f"<think>\n</think>\n<answer>\n{word}\n</answer>"
+        out.append(Sample(prompt_id=str(r.get("prompt_id", i)), prompt=str(r.get("question", "")), completion=text,
+                          metadata=dict(r)))
+    return out
+
+
+def composed_reward(scores: np.ndarray, weights: Sequence[float], thresholds: Sequence[float | None]) -> np.ndarray:
+    """Per-sample reward as training composes it before group normalisation."""
+    cols = [threshold_normalize(scores[:, j], thresholds[j]) for j in range(scores.shape[1])]
+    return weighted_mean_available(np.column_stack(cols), np.asarray(weights, dtype=np.float64))
+
+
+def fixed_strategy_rewards(r_yes: np.ndarray, r_no: np.ndarray, labels: np.ndarray,
+                           follow: dict[str, np.ndarray]) -> dict[str, float]:
+    """Mean composed reward of each fixed strategy; ``follow[name]`` = 1 where that
+    verifier prefers yes, 0 where no, -1 where it abstains (then the strategy says no)."""
+    def pick(ans: np.ndarray) -> float:
+        r = np.where(ans == 1, r_yes, r_no)
+        return float(np.nanmean(r)) if np.isfinite(r).any() else float("nan")
+
+    out = {"always_yes": pick(np.ones(len(labels), dtype=int)), "always_no": pick(np.zeros(len(labels), dtype=int)),
+           "follow_label": pick(np.asarray(labels, dtype=int))}
+    for name, pref in follow.items():
+        out[f"follow_{name}"] = pick(np.where(np.asarray(pref) == 1, 1, 0))
+    return out
+
+
+def verifier_report(specs, rows: Sequence[dict], style: str = "direct") -> dict[str, Any]:
+    from scipy.stats import spearmanr
+    from sklearn.metrics import matthews_corrcoef, roc_auc_score
+
+    from softverify.verifiers.balance import resolve_threshold_policies
+
+    specs, chosen = resolve_threshold_policies([s for s in specs if not verifier_class(s.kind).needs_policy], rows)
+    labels = np.array([int(r["label"]) for r in rows])
+    n = len(rows)
+    yes, no = answer_samples(rows, [1] * n, style), answer_samples(rows, [0] * n, style)
+    verifiers = [build_from_spec(s) for s in specs]
+    s_yes = np.column_stack([v.score(yes) for v in verifiers])
+    s_no = np.column_stack([v.score(no) for v in verifiers])
+    thresholds = composition_thresholds(specs)
+    per: dict[str, dict] = {}
+    prefs: dict[str, np.ndarray] = {}
+    follow: dict[str, np.ndarray] = {}
+    for j, (spec, v) in enumerate(zip(specs, verifiers)):
+        name = spec.display_name
+        y_n = threshold_normalize(s_yes[:, j], thresholds[j])
+        n_n = threshold_normalize(s_no[:, j], thresholds[j])
+        pref = y_n - n_n
+        ok = np.isfinite(pref)
+        prefs[name] = pref
+        follow[name] = np.where(ok, (pref > 0).astype(int), -1)
+        informative = ok & (np.abs(pref) > 0)
+        m: dict[str, Any] = {"abstain_rate": float(1 - ok.mean()), "informative_rate": float(informative.mean())}
+        if ok.any() and len(np.unique(labels[ok])) == 2 and np.nanstd(pref[ok]) > 0:
+            m["auroc"] = float(roc_auc_score(labels[ok], pref[ok]))
+            m["mcc"] = float(matthews_corrcoef(labels[ok], (pref[ok] > 0).astype(int)))
+            m["ece"] = expected_calibration_error(y_n[ok], labels[ok])
+            m["brier"] = brier_score(y_n[ok], labels[ok])
+            m["reliability"] = reliability_bins(y_n[ok], labels[ok])
+        per[name] = m
+    names = list(prefs)
+    rho = np.full((len(names), len(names)), np.nan)
+    for a in range(len(names)):
+        for b in range(len(names)):
+            ok = np.isfinite(prefs[names[a]]) & np.isfinite(prefs[names[b]])
+            if ok.sum() > 2 and np.std(prefs[names[a]][ok]) > 0 and np.std(prefs[names[b]][ok]) > 0:
+                rho[a, b] = spearmanr(prefs[names[a]][ok], prefs[names[b]][ok]).statistic
+    weights = [s.weight for s in specs]
+    r_yes, r_no = composed_reward(s_yes, weights, thresholds), composed_reward(s_no, weights, thresholds)
+    both = np.isfinite(r_yes) & np.isfinite(r_no)
+    return {
+        "n_questions": n, "positive_rate": float(labels.mean()) if n else float("nan"), "style": style,
+        "verifiers": per, "names": names, "spearman": rho.tolist(), "thresholds_chosen": chosen,
+        "fixed_strategies": fixed_strategy_rewards(r_yes, r_no, labels, follow),
+        "yes_push": float(np.mean(r_yes[both] > r_no[both])) if both.any() else float("nan"),
+    }
+
+
+def report_markdown(rep: dict[str, Any]) -> str:
+    lines = [f"Verifier report: {rep['n_questions']} questions, {rep['positive_rate']:.1%} yes, {rep['style']} style", "",
+             "| verifier | AUROC | MCC | ECE | Brier | abstains | informative |", "|---|---|---|---|---|---|---|"]
+    f = lambda x: "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"  # noqa: E731
+    for name, m in rep["verifiers"].items():
+        lines.append(f"| {name} | {f(m.get('auroc'))} | {f(m.get('mcc'))} | {f(m.get('ece'))} | {f(m.get('brier'))} | "
+                     f"{m['abstain_rate']:.1%} | {m['informative_rate']:.1%} |")
+    lines += ["", "| fixed strategy | expected composed reward |", "|---|---|"]
+    for k, v in rep["fixed_strategies"].items():
+        lines.append(f"| {k} | {f(v)} |")
+    lines += ["", f"yes_push (questions on which the composed reward prefers yes): {rep['yes_push']:.1%}"]
+    if len(rep["names"]) > 1:
+        lines += ["", "Spearman correlation of preferences: | " + " | ".join(rep["names"]) + " |"]
+        for a, row in zip(rep["names"], rep["spearman"]):
+            lines.append(f"| {a} | " + " | ".join(f(x) for x in row) + " |")
+    return "\n".join(lines)
+
+
+def report_plot(rep: dict[str, Any], path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fs = rep["fixed_strategies"]
+    axes[0].barh(list(fs), [fs[k] for k in fs], color=["grey" if k.startswith("always") else "C0" for k in fs])
+    axes[0].axvline(fs.get("follow_label", np.nan), color="black", ls=":", lw=1)
+    axes[0].set_xlabel("expected composed reward")
+    axes[0].set_title(f"fixed strategies ({rep['n_questions']} questions; yes_push {rep['yes_push']:.0%})", fontsize=9)
+    for name, m in rep["verifiers"].items():
+        bins = [b for b in m.get("reliability", []) if b["n"]]
+        if bins:
+            axes[1].plot([b["mean_p"] for b in bins], [b["rate"] for b in bins], marker="o", label=name)
+    axes[1].plot([0, 1], [0, 1], color="grey", ls="--", lw=1)
+    axes[1].set_xlabel("normalised score for 'yes' (read as P(yes))")
+    axes[1].set_ylabel("observed fraction yes")
+    axes[1].set_title("reliability", fontsize=9)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
