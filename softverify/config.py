@@ -296,6 +296,10 @@ class TrainerConfig(_Section):
     wandb: bool = Field(False, description="Also log to Weights & Biases (offline mode works without login).")
     wandb_project: str = Field("softverify", description="W&B project name.")
     progress: bool = Field(True, description="Show a progress bar.")
+    diagnostics: bool = Field(
+        True, description="Log per-step verifier diagnostics (diag/*): each verifier's correlation with the label, "
+        "soft-vs-hard disagreement, reward for the given vs the opposite answer (scores flipped answers once more).",
+    )
 
 
 class TrainConfig(_Section):

@@ -67,6 +67,7 @@ def plot_metrics(jsonl: Path, out_png: Path, keys: list[str] | None = None) -> P
     if keys is None:
         seen = {k: None for r in rows for k in r}  # eval runs only every few steps: look at all rows
         keys = [k for k in seen if k.startswith("reward/")]
+        keys += [k for k in seen if k.startswith(("diag/corr_label/", "diag/disagree_hard/"))]
         keys += [k for k in ("eval_forced/auroc", "eval_forced/auprc", "eval_forced/spearman_ref", "eval/mcc",
                              "eval/f1", "eval/unanswered_rate", "eval_forced/mcc",
                              "eval_forced/balanced_accuracy") if k in seen]

@@ -42,9 +42,27 @@ def _select(picks: list[list[int]], *parts: list[Sample]) -> list[Sample]:
 
 
 @ray.remote(num_cpus=0)
+def _flipped(samples: list[Sample]) -> list[Sample]:
+    """The same samples with the answer swapped (unanswered ones unchanged): diagnostics."""
+    import dataclasses
+
+    from softverify.verifiers.answer import flip_answer
+
+    return [dataclasses.replace(s, completion=flip_answer(s.completion) or s.completion) for s in samples]
+
+
+@ray.remote(num_cpus=0)
 def _summary(samples: list[Sample], n_texts: int = 2) -> dict[str, Any]:
+    from softverify.verifiers.answer import answer_to_int, parse_answer
+
+    def label(s: Sample) -> int:
+        v = s.metadata.get("label")
+        return int(v) if v is not None and str(v) in ("0", "1", "True", "False") else -1
+
     return {
         "lengths": [len(s.completion_token_ids) for s in samples],
+        "answers": [-1 if (a := answer_to_int(parse_answer(s.completion))) is None else a for s in samples],
+        "labels": [label(s) for s in samples],
         "stopped": [s.finish_reason == "stop" for s in samples],
         "texts": [(s.prompt_id, s.metadata.get("question", ""), s.completion) for s in samples[:n_texts]],
     }
@@ -273,10 +291,27 @@ class Trainer:
             m[f"reward/{name}"] = float(col[ok].mean()) if ok.any() else None
             m[f"reward_std/{name}"] = float(col[ok].std()) if ok.any() else None
             m[f"abstain/{name}"] = float(1 - ok.mean())
+        m.update(self._diagnostics(rounds[0]))
         m.update(learn)
         texts = rounds[0]["summ"]["texts"]
         self._log_samples(texts, rounds[0]["rewards"][: len(texts)])
         return m
+
+    def _diagnostics(self, rnd: dict[str, Any]) -> dict[str, float]:
+        """Verifier diagnostics on the step's first round (see ``platform/diagnostics.py``);
+        the flipped answers are scored by the same pool (a few ms for non-policy verifiers)."""
+        from softverify.platform.diagnostics import verifier_diagnostics
+        from softverify.verifiers.base import verifier_class
+
+        if not self.cfg.trainer.diagnostics:
+            return {}
+        specs = self.cfg.verifiers
+        opposite = None
+        if not any(verifier_class(s.kind).needs_policy for s in specs):
+            opposite = self.pool.score(_flipped.remote(rnd["ref"]))
+        soft = [s.kind in ("world_model", "coexpression") for s in specs]
+        return verifier_diagnostics(self.pool.names, rnd["scores"], np.array(rnd["summ"]["answers"]),
+                                    np.array(rnd["summ"]["labels"]), opposite, soft)
 
     @staticmethod
     def _zero_var_frac(rounds: list[dict[str, Any]]) -> float:

@@ -25,3 +25,18 @@ def parse_answer(completion: str) -> str | None:
 
 def answer_to_int(answer: str | None) -> int | None:
     return None if answer is None else int(answer == "yes")
+
+
+def flip_answer(completion: str) -> str | None:
+    """The completion with its last answer swapped (yes <-> no), or None when unanswered.
+    Scoring both tells how much a verifier pays for the answer the policy gave over the
+    opposite one (a training diagnostic)."""
+    found = list(ANSWER_RE.finditer(completion))
+    if not found:
+        return None
+    m = found[-1]
+    word = m.group(1)
+    other = {"yes": "no", "no": "yes"}[word.lower()]
+    if word[0].isupper():
+        other = other.capitalize()
+    return completion[: m.start(1)] + other + completion[m.end(1):]

@@ -93,3 +93,22 @@ def test_policy_loss_terms_hand_computed():
     # KL (k1 = logp - ref): ref = -1 everywhere -> KL 1 per token; coef 0.5 adds 0.5
     loss, st = policy_loss(logp, logp, adv, mask, ref_logp=torch.full((2, 2), -1.0), kl_coef=0.5, kl_estimator="k1")
     assert float(loss) == pytest.approx(0.5) and float(st["kl"]) == pytest.approx(1.0)
+
+
+def test_verifier_diagnostics_hand_made():
+    from softverify.platform.diagnostics import verifier_diagnostics
+    from softverify.verifiers.answer import flip_answer
+
+    assert flip_answer("<think>x</think><answer> Yes </answer>") == "<think>x</think><answer> No </answer>"
+    assert flip_answer("no tag") is None
+    answers = np.array([1, 0, 1, -1])
+    labels = np.array([1, 0, 0, 1])  # right, right, wrong, unanswered
+    scores = np.array([[1.0, 0.9], [1.0, 0.2], [0.0, 0.8], [0.0, np.nan]])
+    opposite = np.array([[0.0, 0.1], [0.0, 0.8], [1.0, 0.2], [np.nan, np.nan]])
+    d = verifier_diagnostics(["hard", "wm"], scores, answers, labels, opposite, soft=[False, True])
+    assert d["diag/corr_label/hard"] == pytest.approx(1.0)
+    # wm pays >= .5 on samples 0 (right), 2 (wrong) and < .5 on 1 (right): disagrees on 1 and 2
+    assert d["diag/disagree_hard/wm"] == pytest.approx(2 / 3)
+    assert d["diag/reward_given/wm"] == pytest.approx((0.9 + 0.2 + 0.8) / 3)
+    assert d["diag/reward_opposite/wm"] == pytest.approx((0.1 + 0.8 + 0.2) / 3)
+    assert "diag/disagree_hard/hard" not in d
