@@ -123,15 +123,23 @@ def _wm_fit(args) -> int:
     from softverify.bio.worldmodel import FitConfig, WorldModel
 
     torch.set_num_threads(args.threads)
-    emb = GeneEmbedding.load(args.embedding)
+    if args.model == "mlp" and not args.embedding:
+        raise ValueError("worldmodel fit --model mlp needs --embedding (a `softverify embed genes` directory)")
+    emb = GeneEmbedding.load(args.embedding) if args.embedding else None
     cells = perturbqa.parse_cell_lines(args.cell_lines)
     train = perturbqa.load_tables(cells, "de", mirror=args.mirror)
     if args.train_split != "all":
         train = train[train["split"] == args.train_split]
-    cfg = FitConfig(max_epochs=args.max_epochs, patience=args.patience, seed=args.seed,
-                    threads=args.threads, max_rows=args.max_rows)
     log = (lambda m: print(m, file=sys.stderr)) if not args.quiet else (lambda m: None)
-    wm = WorldModel.fit(train, emb, cfg, cell_lines=cells, log=log)
+    if args.model == "gbdt":
+        from softverify.bio.gbdt_worldmodel import GBDTConfig, GBDTWorldModel
+
+        wm = GBDTWorldModel.fit(train, emb, GBDTConfig(seed=args.seed, threads=args.threads, max_rows=args.max_rows),
+                                cell_lines=cells, log=log)
+    else:
+        cfg = FitConfig(max_epochs=args.max_epochs, patience=args.patience, seed=args.seed,
+                        threads=args.threads, max_rows=args.max_rows)
+        wm = WorldModel.fit(train, emb, cfg, cell_lines=cells, log=log)
     report = {"val": wm.meta["val"], "threshold": wm.threshold}
     if args.eval_cell_line:
         ev = perturbqa.load_table(args.eval_cell_line, "de", mirror=args.mirror)
@@ -218,8 +226,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     wm = subparsers.add_parser("worldmodel", help="train / evaluate DE world models (soft verifier brains)")
     wsub = wm.add_subparsers(dest="wm_command", metavar="ACTION", required=True)
-    w = wsub.add_parser("fit", help="train an MLP on (pert, gene) embeddings with early stopping")
-    w.add_argument("--embedding", required=True, help="directory from `softverify embed genes`")
+    w = wsub.add_parser("fit", help="train a world model: an MLP on (pert, gene) embeddings, or a calibrated "
+                        "LightGBM model on the training lines' gene statistics (+ embeddings)")
+    w.add_argument("--model", default="mlp", choices=["mlp", "gbdt"],
+                   help="'mlp': pair MLP on embeddings; 'gbdt': target/perturbation DE rates and counts (+ the "
+                        "embedding when given), isotonic-calibrated, saved as LightGBM text")
+    w.add_argument("--embedding", help="directory from `softverify embed genes` (required for mlp)")
     w.add_argument("--cell-lines", default="rpe1,hepg2", help="training " + cells_help)
     w.add_argument("--train-split", default="all", choices=["all", "train", "test"])
     w.add_argument("--eval-cell-line", default=None, help="report metrics on this cell line after training")

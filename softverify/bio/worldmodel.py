@@ -212,6 +212,10 @@ class WorldModel:
             raise FileNotFoundError(f"no world model in {str(d)!r} (expected worldmodel.json + model.safetensors; "
                                     "train one with `softverify worldmodel fit`)")
         meta = json.loads(mp.read_text())
+        if meta.get("model_kind") == "gbdt":  # the feature model (its own loader, same interface)
+            from softverify.bio.gbdt_worldmodel import GBDTWorldModel
+
+            return GBDTWorldModel.load(d)
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(f"world model {str(d)!r} has format {meta.get('format')}; expected {FORMAT_VERSION}")
         state = load_file(str(d / "model.safetensors"))

@@ -58,15 +58,23 @@ class WorldModelVerifier(Verifier):
         # embedding row (a fixed random permutation), so every question keeps a consistent
         # reward from the same distribution of p, but one unrelated to its own genes.
         self._perm = None
+        self._shuffle_map: dict[str, str] | None = None
+        self.mlp = hasattr(self.model, "net")  # pair MLP: fast row-index path; else predict_proba
         if shuffle_seed is not None:
-            n = len(self.model.embedding.symbols)
-            self._perm = np.random.default_rng(int(shuffle_seed)).permutation(n)
+            rng = np.random.default_rng(int(shuffle_seed))
+            if self.mlp:
+                self._perm = rng.permutation(len(self.model.embedding.symbols))
+            else:
+                vocab = sorted(set(self.model.stats.target) | set(self.model.stats.pert))
+                self._shuffle_map = dict(zip(vocab, (vocab[i] for i in rng.permutation(len(vocab)))))
 
     def p_de(self, perts: list, genes: list) -> np.ndarray:
         """P(DE) per pair, NaN for unknown genes: symbols -> rows once per distinct symbol,
         then one forward pass over the distinct known pairs."""
         from softverify.bio.worldmodel import _predict_idx  # the model's own batched forward
 
+        if not self.mlp:
+            return self._p_de_generic(perts, genes)
         pi, gi = self._rows(perts), self._rows(genes)
         ok = (pi >= 0) & (gi >= 0)
         out = np.full(len(pi), np.nan)
@@ -75,6 +83,17 @@ class WorldModelVerifier(Verifier):
             keys, inv = np.unique(pi[ok] * n + gi[ok], return_inverse=True)
             out[ok] = _predict_idx(self.model.net, keys // n, keys % n)[inv]
         return out
+
+    def _p_de_generic(self, perts: list, genes: list) -> np.ndarray:
+        """Any model with ``predict_proba``: one call over the distinct pairs of the batch."""
+        if self._shuffle_map is not None:
+            m = self._shuffle_map
+            perts, genes = [m.get(p, p) for p in perts], [m.get(g, g) for g in genes]
+        pairs = list(zip(perts, genes))
+        uniq = list(dict.fromkeys(pairs))
+        p = self.model.predict_proba([a for a, _ in uniq], [b for _, b in uniq])
+        look = dict(zip(uniq, p))
+        return np.array([look[x] for x in pairs], dtype=np.float64)
 
     def _rows(self, symbols: list) -> np.ndarray:
         get = self._row_cache.get
