@@ -93,6 +93,11 @@ class DataConfig(_Section):
         description="Additional tasks mixed into the training split, e.g. "
         "[{task: coexpression, matrix: coexpr.npz, num_prompts: 256}]; rows carry task=<name>.",
     )
+    stratify_by: str | None = Field(
+        None, description="Name of a world_model verifier: each step's prompts are drawn half from the rows it "
+        "answers 'yes' and half from those it answers 'no' (at its resolved threshold; rows it cannot score are "
+        "left out). Cancels the per-step push towards one answer that collapses binary-answer GRPO.",
+    )
     holdout_gene_fraction: float = Field(
         0.2, gt=0.0, lt=1.0,
         description="Held-out genes: this fraction of gene symbols (chosen by a seeded hash) forms "
@@ -340,6 +345,9 @@ class TrainConfig(_Section):
     @model_validator(mode="after")
     def _cross_checks(self) -> "TrainConfig":
         self.rollout.apply_style(self.prompt.style)
+        names = [v.display_name for v in self.verifiers]
+        if self.data.stratify_by is not None and self.data.stratify_by not in names:
+            raise ValueError(f"data.stratify_by {self.data.stratify_by!r} names no verifier; verifiers are {names}")
         if self.learner.lora.enabled and self.learner.zero_stage == 3:
             raise ValueError("learner.lora.enabled does not support learner.zero_stage = 3 (adapters are small: "
                              "use ZeRO 0-2)")

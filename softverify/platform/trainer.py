@@ -155,7 +155,7 @@ class Trainer:
         ]
         self.pool = VerifierPool(cfg.verifiers)
         self.learners = LearnerGroup(cfg, self.model_path)
-        self.order = PromptOrder(len(self.train_rows), cfg.data.seed)
+        self.order = self._prompt_order()
         if last is not None:
             state = ckpt.read_state(last)
             self.learners.load_checkpoint(str(last / "ds"), "ds")
@@ -165,6 +165,22 @@ class Trainer:
         ray.get([w.ping.remote() for w in self.workers])
         self.logger = MetricsLogger(self.out, cfg.trainer.wandb, cfg.trainer.wandb_project, cfg.model_dump(),
                                     truncate_after_step=self.step if self.resume else 0)
+
+    def _prompt_order(self):
+        """Shuffled order over the training rows, or stratified by a verifier's decisions."""
+        from softverify.data import StratifiedOrder
+
+        cfg = self.cfg
+        if cfg.data.stratify_by is None:
+            return PromptOrder(len(self.train_rows), cfg.data.seed)
+        from softverify.verifiers.balance import verifier_decisions
+
+        spec = next(v for v in cfg.verifiers if v.display_name == cfg.data.stratify_by)
+        d = verifier_decisions(spec, self.train_rows)
+        pools = [np.nonzero(d == 1)[0].tolist(), np.nonzero(d == 0)[0].tolist()]
+        print(f"prompts stratified by {spec.display_name!r}: {len(pools[0])} yes / {len(pools[1])} no "
+              f"({int((d < 0).sum())} rows it cannot score left out)")
+        return StratifiedOrder(pools, cfg.data.seed)
 
     # ------------------------------------------------------------------ one step
     def _sync_weights(self) -> float:

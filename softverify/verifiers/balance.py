@@ -99,3 +99,20 @@ def resolve_threshold_policies(specs, rows) -> tuple[list, dict[str, float]]:
             spec = spec.model_copy(update={"params": {**spec.params, "threshold": t}})
         out.append(spec)
     return out, chosen
+
+
+def verifier_decisions(spec, rows) -> np.ndarray:
+    """Per row: 1 where a world-model spec (numeric or 'model' threshold) answers yes, 0 no,
+    -1 where it abstains (unknown gene) or the row is not a knockdown question."""
+    from softverify.bio.worldmodel import WorldModel
+
+    if spec.kind != "world_model":
+        raise ValueError(f"stratifying prompts needs a world_model verifier; {spec.display_name!r} is {spec.kind!r}")
+    wm = WorldModel.load(spec.params["model_dir"])
+    t = spec.params.get("threshold", "model")
+    t = wm.threshold if t in ("model", None) else float(t)
+    p = wm.predict_proba(_column(rows, "pert"), _column(rows, "gene"))
+    neg = np.array(_column(rows, "negated", False), dtype=bool)
+    de = np.array([(x or "de") == "de" for x in _column(rows, "task", "de")])
+    yes = np.where(neg, p < t, p >= t)
+    return np.where(np.isfinite(p) & de, yes.astype(int), -1)

@@ -112,3 +112,18 @@ def test_verifier_diagnostics_hand_made():
     assert d["diag/reward_given/wm"] == pytest.approx((0.9 + 0.2 + 0.8) / 3)
     assert d["diag/reward_opposite/wm"] == pytest.approx((0.1 + 0.8 + 0.2) / 3)
     assert "diag/disagree_hard/hard" not in d
+
+
+def test_stratified_order_alternates_pools_and_resumes():
+    from softverify.data import StratifiedOrder
+
+    pools = [[0, 2, 4], [1, 3, 5, 7, 9]]
+    o = StratifiedOrder(pools, seed=3)
+    first = o.take(8)
+    assert [x % 2 for x in first] == [0, 1] * 4  # every pair of prompts: one from each pool
+    assert sorted(first[0::2][:3]) == [0, 2, 4]  # one epoch of the small pool, then it reshuffles
+    rest = o.take(6)
+    again = StratifiedOrder(pools, seed=3, position=8)
+    assert again.take(6) == rest
+    with pytest.raises(ValueError, match="two non-empty pools"):
+        StratifiedOrder([[1], []], seed=0)
