@@ -6,7 +6,10 @@ and hyper-parameters; only the verifiers differ), all in the direct prompt style
   base              no training: SmolLM2-135M-Instruct as shipped
   hard              the experimental PerturbQA label (hard verifier)
   world_model       the soft verifier: a world model trained ONLY on RPE1 + HepG2 (never
-                    K562), its p the reward, threshold 'median' over the training prompts
+                    K562), its p the reward, threshold 'median' over the training prompts,
+                    each step's prompts half of its yes and half of its no decisions
+                    (data.stratify_by)
+  world_model_unstratified  the same without stratified steps (collapsed onto "yes")
   hard_world_model  both, summed
   composed          hard + world model, normalised per verifier then summed (GDPO)
   knowledge         GO knowledge verifiers (ROUGE against GO terms, keyword hits); CoT only:
@@ -62,17 +65,19 @@ def rungs(assets: Path, threshold: str) -> dict[str, dict]:
     go_rouge = {"kind": "go_rouge", "weight": 0.25, "params": {"kb_dir": kb, "variant": "mean", "measure": "fmeasure"}}
     go_kw = {"kind": "go_keywords", "weight": 0.25, "params": {"kb_dir": kb, "target": 5}}
     cot = {"prompt": {"style": "cot"}}
+    strat = {"data": {"stratify_by": "world_model"}}  # each step half WM-yes, half WM-no prompts
     return {
         "base": {"verifiers": None},
         "hard": {"verifiers": [{"kind": "hard"}, FORMAT]},
-        "world_model": {"verifiers": [soft, FORMAT]},
-        "hard_world_model": {"verifiers": [{"kind": "hard"}, soft, FORMAT]},
+        "world_model": {"verifiers": [soft, FORMAT], "over": strat},
+        "world_model_unstratified": {"verifiers": [soft, FORMAT]},
+        "hard_world_model": {"verifiers": [{"kind": "hard"}, soft, FORMAT], "over": strat},
         "composed": {"verifiers": [{"kind": "hard"}, soft, FORMAT],
-                     "over": {"reward": {"aggregation": "normalize_then_sum"}}},
-        "shuffled": {"verifiers": [{**soft, "params": {**soft["params"], "shuffle_seed": 1}}, FORMAT]},
+                     "over": {"reward": {"aggregation": "normalize_then_sum"}, **strat}},
+        "shuffled": {"verifiers": [{**soft, "params": {**soft["params"], "shuffle_seed": 1}}, FORMAT], "over": strat},
         "supervised": {"verifiers": None},
         "knowledge": {"verifiers": [dict(go_rouge, weight=1.0), dict(go_kw, weight=0.5), FORMAT], "over": cot},
-        "cot": {"verifiers": [soft, FORMAT], "over": cot},
+        "cot": {"verifiers": [soft, FORMAT], "over": {**cot, **strat}},
     }
 
 
