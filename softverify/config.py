@@ -94,9 +94,10 @@ class DataConfig(_Section):
         "[{task: coexpression, matrix: coexpr.npz, num_prompts: 256}]; rows carry task=<name>.",
     )
     stratify_by: str | None = Field(
-        None, description="Name of a world_model verifier: each step's prompts are drawn half from the rows it "
-        "answers 'yes' and half from those it answers 'no' (at its resolved threshold; rows it cannot score are "
-        "left out). Cancels the per-step push towards one answer that collapses binary-answer GRPO.",
+        None, description="'label', or the name of a world_model verifier: each step's prompts are drawn half from "
+        "the rows whose label (or the verifier's answer, at its resolved threshold) is 'yes' and half from the 'no' "
+        "rows; rows it cannot score are left out. Cancels the per-step push towards one answer that collapses "
+        "binary-answer GRPO (see softverify.data.StratifiedOrder).",
     )
     holdout_gene_fraction: float = Field(
         0.2, gt=0.0, lt=1.0,
@@ -346,8 +347,9 @@ class TrainConfig(_Section):
     def _cross_checks(self) -> "TrainConfig":
         self.rollout.apply_style(self.prompt.style)
         names = [v.display_name for v in self.verifiers]
-        if self.data.stratify_by is not None and self.data.stratify_by not in names:
-            raise ValueError(f"data.stratify_by {self.data.stratify_by!r} names no verifier; verifiers are {names}")
+        if self.data.stratify_by not in (None, "label") and self.data.stratify_by not in names:
+            raise ValueError(f"data.stratify_by {self.data.stratify_by!r} is neither 'label' nor a verifier name; "
+                             f"verifiers are {names}")
         if self.learner.lora.enabled and self.learner.zero_stage == 3:
             raise ValueError("learner.lora.enabled does not support learner.zero_stage = 3 (adapters are small: "
                              "use ZeRO 0-2)")

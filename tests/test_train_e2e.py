@@ -183,3 +183,17 @@ def test_dynamic_sampling_refills_then_skips_a_step_without_signal(ray_cluster, 
     assert row["data_position"] == 6 and "grad_norm" not in row  # the learner was not called
     w0, w1 = _weights(tiny_model_dir), _weights(final)
     assert all(torch.equal(w0[k], w1[k]) for k in w1)
+
+
+def test_stratify_by_label_alternates_labels(ray_cluster, tiny_model_dir, prompt_file, tmp_path):
+    cfg = tiny_cfg(tiny_model_dir, prompt_file, tmp_path / "run", **{"data.stratify_by": "label"})
+    tr = Trainer(cfg)
+    try:
+        tr.setup()
+        ids = tr.order.take(6)
+        assert [int(tr.train_rows[i]["label"]) for i in ids] == [1, 0] * 3
+        tr.logger.close()
+    finally:
+        tr.shutdown()
+    with pytest.raises(ConfigError, match="neither 'label' nor a verifier name"):
+        tiny_cfg(tiny_model_dir, prompt_file, tmp_path / "x", **{"data.stratify_by": "wm"})

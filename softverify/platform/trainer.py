@@ -175,10 +175,15 @@ class Trainer:
             return PromptOrder(len(self.train_rows), cfg.data.seed)
         from softverify.verifiers.balance import verifier_decisions
 
-        spec = next(v for v in cfg.verifiers if v.display_name == cfg.data.stratify_by)
-        d = verifier_decisions(spec, self.train_rows)
+        if cfg.data.stratify_by == "label":
+            if "label" not in self.train_rows.column_names:
+                raise ConfigError("data.stratify_by='label' needs a 'label' column in the training prompts")
+            d, what = np.asarray(self.train_rows["label"], dtype=int), "label"
+        else:
+            spec = next(v for v in cfg.verifiers if v.display_name == cfg.data.stratify_by)
+            d, what = verifier_decisions(spec, self.train_rows), repr(spec.display_name)
         pools = [np.nonzero(d == 1)[0].tolist(), np.nonzero(d == 0)[0].tolist()]
-        print(f"prompts stratified by {spec.display_name!r}: {len(pools[0])} yes / {len(pools[1])} no "
+        print(f"prompts stratified by {what}: {len(pools[0])} yes / {len(pools[1])} no "
               f"({int((d < 0).sum())} rows it cannot score left out)")
         return StratifiedOrder(pools, cfg.data.seed)
 
