@@ -87,8 +87,12 @@ def init_ray(cfg: TrainConfig) -> None:
         if address:
             ray.init(address=address, log_to_driver=True)
         else:
+            # Ray kills idle task workers beyond a soft limit (default: the CPU count); our six
+            # actors already exceed it on a small machine, so each step's small tasks (merge,
+            # summary, select) would start a fresh Python process (~3 s of CPU each; measured:
+            # a 2-core step went from 11.5 to 23-26 s). Keep a few task workers alive instead.
             ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(need["CPU"])), include_dashboard=False,
-                     log_to_driver=True)
+                     log_to_driver=True, _system_config={"num_workers_soft_limit": 64})
     have = ray.cluster_resources()
     for res, amount in need.items():
         if amount > have.get(res, 0.0) + 1e-9:
