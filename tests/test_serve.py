@@ -281,9 +281,11 @@ def test_verify_scores_a_hand_checked_answer(server):
     out = verify(good, metadata={"label": 1})
     assert out["scores"] == {"format": 1.0, "hard": 1.0} and out["parsed_answer"] == "yes"
     assert verify(good, metadata={"label": 0})["scores"]["hard"] == 0.0
-    # no think block: checks 1, 2 and 4 fail, 3, 5 and 6 pass -> 3/6; no label -> hard abstains
+    # a direct-style turn (starts with <answer>): only the answer checks apply -> 1.0; no label -> hard abstains
     out = verify("<answer>no</answer>", verifiers=["format", "hard"])
-    assert out["scores"] == {"format": 0.5, "hard": None} and out["parsed_answer"] == "no"
+    assert out["scores"] == {"format": 1.0, "hard": None} and out["parsed_answer"] == "no"
+    # text before the answer but no think block: checks 1, 2 and 4 fail, 3, 5 and 6 pass -> 3/6
+    assert verify("Probably not. <answer>no</answer>", verifiers=["format"])["scores"] == {"format": 0.5}
     r = requests.post(f"{server}/v1/verify", headers={"Authorization": f"Bearer {KEY}"}, timeout=30,
                    json={"question": "q", "answer": "a", "verifiers": ["soft"]})
     assert r.status_code == 422 and r.json()["error"]["param"] == "verifiers"

@@ -45,6 +45,10 @@ def test_format_score_hand_checked():
     # two answers: checks 3 and 5 fail, 4 ok, 6 ok -> 4/6
     assert format_score("<think>a</think><answer>yes</answer><answer>no</answer>") == pytest.approx(4 / 6)
     assert format_score(GOOD + " trailing") == pytest.approx(5 / 6)
+    # direct-style turns (start with <answer>): one answer, yes/no, nothing after -> 3 checks
+    assert format_score("<answer>yes</answer>") == 1.0
+    assert format_score("<answer>maybe</answer>") == pytest.approx(2 / 3)
+    assert format_score("<answer>no</answer\n\nNo") == pytest.approx(0.0)
     with pytest.raises(ValueError, match="unknown verifier kind 'nope'"):
         build_verifier("nope")
     with pytest.raises(ValueError, match="max_chars must be > 0"):

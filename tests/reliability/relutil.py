@@ -20,6 +20,9 @@ def tiny_overrides(model_dir: Path, prompts: Path, out: Path, **over) -> list[st
         "rollout.stop=[]", "rollout.num_cpus_per_worker=0.25", "learner.num_ranks=2", "learner.num_cpus_per_rank=0.25",
         "learner.micro_batch_size=4", "learner.lr=1e-2", "trainer.progress=false", "trainer.steps=2",
         "trainer.checkpoint_every=1", "trainer.keep_checkpoints=5",
+        # these tests are about faults, not dynamics: every group reaches the learner (a random
+        # tiny model's groups are often all-equal), and every weight trains and syncs
+        "algorithm.dynamic_sampling=none", "learner.train_layers=null", "learner.lr_warmup_steps=0",
         "verifiers=[{kind: hard}, {kind: format, weight: 0.5}, {kind: length, weight: 1.0, params: {max_chars: 200}}]",
     ]
     return ov + [f"{k}={v}" for k, v in over.items()]
