@@ -56,8 +56,12 @@ def _summary(samples: list[Sample], n_texts: int = 2) -> dict[str, Any]:
     from softverify.verifiers.answer import answer_to_int, parse_answer
 
     def label(s: Sample) -> int:
-        v = s.metadata.get("label")
-        return int(v) if v is not None and str(v) in ("0", "1", "True", "False") else -1
+        """1/0, or -1 where the row has no usable label (diagnostics skip it)."""
+        try:
+            v = int(s.metadata.get("label"))
+        except (TypeError, ValueError):
+            return -1
+        return v if v in (0, 1) else -1
 
     return {
         "lengths": [len(s.completion_token_ids) for s in samples],
@@ -235,25 +239,28 @@ class Trainer:
         rewards, adv = compose(scores, weights, self.pool.thresholds, group_ids, cfg.reward.aggregation,
                                cfg.algorithm.advantage)
         return {"ref": merged, "group_ids": group_ids, "summ": summ, "scores": scores, "rewards": rewards, "adv": adv,
-                "lengths": np.array(summ["lengths"]), "rollout_s": t1 - t0, "verify_s": t2 - t1}
+                "informative": informative_groups(rewards, group_ids), "lengths": np.array(summ["lengths"]),
+                "rollout_s": t1 - t0, "verify_s": t2 - t1}
 
-    def _select_groups(self, rounds: list[dict[str, Any]]) -> tuple[list[list[int]], int, int]:
+    def _select_groups(self, rounds: list[dict[str, Any]]) -> tuple[list[list[int]], int, int, int]:
         """Per round, the sample indices the learner trains on (dynamic sampling), at most
-        ``prompts_per_step`` groups in all; returns (picks, groups kept, groups seen)."""
+        ``prompts_per_step`` groups in all; returns (picks, groups kept, groups seen,
+        groups whose rewards all agree)."""
         mode, cap = self.cfg.algorithm.dynamic_sampling, self.cfg.rollout.prompts_per_step
-        picks, kept, seen = [], 0, 0
+        picks, kept, seen, zero_var = [], 0, 0, 0
         for r in rounds:
             g = r["group_ids"]
-            ok = informative_groups(r["rewards"], g) if mode != "none" else np.ones(len(g), dtype=bool)
             idx = []
             for gid in dict.fromkeys(g.tolist()):  # groups in order
                 seen += 1
                 members = np.nonzero(g == gid)[0]
-                if ok[members[0]] and kept < cap:
+                informative = bool(r["informative"][members[0]])
+                zero_var += not informative
+                if (informative or mode == "none") and kept < cap:
                     idx.extend(members.tolist())
                     kept += 1
             picks.append(idx)
-        return picks, kept, seen
+        return picks, kept, seen, zero_var
 
     def train_step(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -262,11 +269,11 @@ class Trainer:
         seed = cfg.trainer.seed * 100003 + self.step
         rounds = [self._sample_round(cfg.rollout.prompts_per_step, seed)]
         while ac.dynamic_sampling == "refill" and len(rounds) <= ac.max_refill_rounds:
-            _, kept, _ = self._select_groups(rounds)
+            _, kept, _, _ = self._select_groups(rounds)
             if kept >= cfg.rollout.prompts_per_step:
                 break
             rounds.append(self._sample_round(cfg.rollout.prompts_per_step, seed + 7919 * len(rounds)))
-        picks, kept, seen = self._select_groups(rounds)
+        picks, kept, seen, zero_var = self._select_groups(rounds)
         t2 = time.perf_counter()
         adv = np.concatenate([r["adv"][p] for r, p in zip(rounds, picks)]).astype(np.float32)
         lengths_sel = np.concatenate([r["lengths"][p] for r, p in zip(rounds, picks)])
@@ -289,7 +296,6 @@ class Trainer:
         total_tokens = int(lengths.sum())
         rollout_s = sum(r["rollout_s"] for r in rounds)
         verify_s = sum(r["verify_s"] for r in rounds)
-        prompts = seen
         self.questions_trained += kept
         m: dict[str, Any] = {
             "reward_mean": float(np.nanmean(rewards)) if np.isfinite(rewards).any() else float("nan"),
@@ -302,9 +308,9 @@ class Trainer:
             "throughput/rollout_tok_s": total_tokens / max(rollout_s, 1e-9),
             "throughput/verify_samples_s": len(rewards) / max(verify_s, 1e-9),
             "throughput/learn_tok_s": int(lengths_sel.sum()) / max(t3 - t2, 1e-9),
-            "throughput/questions_per_hour": 3600.0 * prompts / max(t4 - t0, 1e-9),
-            "questions_sampled": prompts, "questions_trained": kept, "questions_trained_total": self.questions_trained,
-            "dynamic/zero_var_group_frac": self._zero_var_frac(rounds),
+            "throughput/questions_per_hour": 3600.0 * seen / max(t4 - t0, 1e-9),
+            "questions_sampled": seen, "questions_trained": kept, "questions_trained_total": self.questions_trained,
+            "dynamic/zero_var_group_frac": zero_var / max(seen, 1),
             "dynamic/groups_kept": kept, "dynamic/groups_sampled": seen, "dynamic/refill_rounds": len(rounds) - 1,
             "data_position": self.order.position,
         }
@@ -337,17 +343,6 @@ class Trainer:
         soft = [s.kind in ("world_model", "coexpression") for s in specs]
         return verifier_diagnostics(self.pool.names, rnd["scores"], np.array(rnd["summ"]["answers"]),
                                     np.array(rnd["summ"]["labels"]), opposite, soft)
-
-    @staticmethod
-    def _zero_var_frac(rounds: list[dict[str, Any]]) -> float:
-        """Fraction of the sampled groups whose rewards all agree."""
-        zero = total = 0
-        for r in rounds:
-            ok = informative_groups(r["rewards"], r["group_ids"])
-            for gid in np.unique(r["group_ids"]):
-                total += 1
-                zero += int(not ok[r["group_ids"] == gid][0])
-        return zero / max(total, 1)
 
     def _log_samples(self, texts, rewards) -> None:
         with open(self.out / "samples.jsonl", "a") as f:
