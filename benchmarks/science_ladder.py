@@ -147,6 +147,8 @@ def train_config(name: str, rung: dict, args, out: Path):
     }
     for sec, vals in rung.get("over", {}).items():
         raw[sec] = {**raw.get(sec, {}), **vals}
+    if raw["prompt"]["style"] == "direct":
+        raw["algorithm"]["estimator"] = args.estimator
     if raw["prompt"]["style"] == "cot":
         raw["rollout"]["max_new_tokens"] = args.cot_max_new_tokens
         raw["learner"]["micro_batch_size"] = 8
@@ -263,6 +265,8 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=6e-5)
     ap.add_argument("--entropy-coef", type=float, default=0.0)
     ap.add_argument("--kl-coef", type=float, default=0.0, help="KL to the base model (k3), all RL rungs")
+    ap.add_argument("--estimator", default="sample", choices=["sample", "enumerate"],
+                    help="direct-style rungs: sampled GRPO groups, or the exact expected gradient over yes/no")
     ap.add_argument("--threshold", default="median", help="world-model threshold policy: balanced|median|model")
     ap.add_argument("--cot-max-new-tokens", type=int, default=64)
     ap.add_argument("--sup-batch", type=int, default=32, help="supervised ceiling: questions per optimiser step")

@@ -235,6 +235,30 @@ class AlgorithmConfig(_Section):
         "informative groups are found; 'none' trains on every group. Counts are logged under dynamic/*.",
     )
     max_refill_rounds: int = Field(2, ge=0, description="dynamic_sampling='refill': extra rollout rounds per step at most.")
+    estimator: Literal["sample", "enumerate"] = Field(
+        "sample", description="'sample': GRPO on rollout.group_size sampled completions per prompt. 'enumerate' "
+        "(direct style only): every answer in algorithm.answer_candidates is scored by the verifiers and the loss is "
+        "the exact expected policy gradient over that closed set (grpo.enumerated_loss): the large-group limit of "
+        "GRPO, with no sampling noise and no generation cost; rollout.group_size is then unused.",
+    )
+    answer_candidates: list[str] = Field(
+        ["yes", "no"], description="estimator='enumerate': the closed answer set; each becomes the completion "
+        "'<candidate>' + rollout.stop[0] after the direct style's '<answer>' prefix.",
+    )
+
+    @field_validator("answer_candidates", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, v: Any) -> Any:
+        if isinstance(v, list) and any(isinstance(c, bool) for c in v):
+            raise ValueError(f"YAML read unquoted yes/no as booleans ({v!r}); quote them: ['yes', 'no']")
+        return v
+
+    @field_validator("answer_candidates")
+    @classmethod
+    def _candidates(cls, v: list[str]) -> list[str]:
+        if len(v) < 2 or len(set(v)) != len(v) or any(not c.strip() for c in v):
+            raise ValueError(f"answer_candidates must be at least 2 distinct non-empty answers; got {v!r}")
+        return v
 
 
 class LoraConfig(_Section):
@@ -343,6 +367,13 @@ class TrainConfig(_Section):
                 raise ValueError(f"unknown verifier kind {s.kind!r}; expected one of {known}")
         return v
 
+    @property
+    def samples_per_prompt(self) -> int:
+        """Sequences the learner gets per prompt: the sampled group, or every candidate answer."""
+        if self.algorithm.estimator == "enumerate":
+            return len(self.algorithm.answer_candidates)
+        return self.rollout.group_size
+
     @model_validator(mode="after")
     def _cross_checks(self) -> "TrainConfig":
         self.rollout.apply_style(self.prompt.style)
@@ -355,10 +386,16 @@ class TrainConfig(_Section):
                              "use ZeRO 0-2)")
         if self.learner.lora.enabled and self.learner.train_layers is not None:
             raise ValueError("learner.lora.enabled and learner.train_layers both restrict what trains; choose one")
-        n = self.rollout.prompts_per_step * self.rollout.group_size
+        if self.algorithm.estimator == "enumerate":
+            if self.prompt.style != "direct":
+                raise ValueError(f"algorithm.estimator='enumerate' needs prompt.style='direct' (a closed answer set); "
+                                 f"got prompt.style={self.prompt.style!r}")
+            if not self.rollout.stop:
+                raise ValueError("algorithm.estimator='enumerate' needs rollout.stop (it closes each candidate answer)")
+        n = self.rollout.prompts_per_step * self.samples_per_prompt
         if n < self.learner.num_ranks:
             raise ValueError(
-                f"rollout.prompts_per_step * rollout.group_size = {n} samples cannot be split over "
+                f"rollout.prompts_per_step * samples per prompt = {n} samples cannot be split over "
                 f"learner.num_ranks = {self.learner.num_ranks}"
             )
         if self.rollout.prompts_per_step < self.rollout.num_workers:

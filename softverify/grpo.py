@@ -213,3 +213,67 @@ def policy_loss(
         loss = loss + kl_coef * masked_aggregate(kl_tok, mask, agg, total_tokens, total_seqs, weights)
         out["kl"] = masked_aggregate(kl_tok.detach(), mask, weights=weights)
     return loss, out
+
+
+# --------------------------------------------------------------------------- closed answer sets
+
+
+def enumerated_loss(
+    seq_logp: torch.Tensor,
+    rewards: torch.Tensor,
+    groups: torch.Tensor,
+    *,
+    advantage: str = "grpo",
+    total_groups: float | None = None,
+    entropy_coef: float = 0.0,
+    ref_seq_logp: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+    eps: float = 1e-6,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Exact policy gradient when every answer a prompt may get is in a small closed set
+    (the direct style's yes/no): no sampling, so no sampling noise.
+
+    ``seq_logp[b]`` is log pi(candidate b | prompt) summed over its tokens; rows sharing a
+    ``groups`` id are the candidates of one prompt. Over them ``q = softmax(seq_logp)`` is
+    the policy restricted to the closed set, and per prompt
+
+    ``loss = -sum_a sg(q_a) * A_a * log q_a - entropy_coef * H(q) + kl_coef * KL(q || q_ref)``
+
+    with ``A_a = r_a - sum_b q_b r_b`` ('drgrpo'), divided by the reward's std under q
+    ('grpo'), all of ``A`` detached. Its gradient is exactly E_{a~q}[A_a grad log q_a],
+    the expectation of what sampled GRPO estimates from a group (the large-group limit),
+    and H and KL are exact too. Losses are summed over prompts and divided by
+    ``total_groups`` (the prompts of the whole step, all ranks) so micro-batches add up.
+    """
+    if advantage not in ("grpo", "drgrpo"):
+        raise ValueError(f"unknown advantage {advantage!r}; expected 'grpo' or 'drgrpo'")
+    if not (seq_logp.shape == rewards.shape == groups.shape) or seq_logp.dim() != 1:
+        raise ValueError(f"seq_logp, rewards and groups must be equal-length vectors; got {tuple(seq_logp.shape)}, "
+                         f"{tuple(rewards.shape)}, {tuple(groups.shape)}")
+    uniq, inv = torch.unique(groups, return_inverse=True)
+    G = len(uniq)
+    neg_inf = torch.full((G,), float("-inf"), dtype=seq_logp.dtype, device=seq_logp.device)
+    lse = neg_inf.scatter_reduce(0, inv, seq_logp, reduce="amax")
+    lse = lse + torch.log(torch.zeros_like(lse).index_add(0, inv, torch.exp(seq_logp - lse[inv])))
+    logq = seq_logp - lse[inv]
+    q = logq.exp()
+    with torch.no_grad():
+        qd = q.detach()
+        base = torch.zeros(G, dtype=qd.dtype, device=qd.device).index_add(0, inv, qd * rewards)
+        adv = rewards - base[inv]
+        if advantage == "grpo":
+            std = torch.zeros(G, dtype=qd.dtype, device=qd.device).index_add(0, inv, qd * adv**2).sqrt()
+            adv = adv / (std[inv] + eps)
+    denom = max(float(total_groups if total_groups is not None else G), 1.0)
+    pg = -(qd * adv * logq).sum() / denom
+    ent_g = torch.zeros(G, dtype=q.dtype, device=q.device).index_add(0, inv, -q * logq)
+    loss = pg - entropy_coef * ent_g.sum() / denom if entropy_coef > 0 else pg
+    out: dict[str, torch.Tensor] = {"pg": pg.detach(), "entropy": ent_g.detach().mean()}
+    if ref_seq_logp is not None and kl_coef > 0:
+        ref_lse = neg_inf.scatter_reduce(0, inv, ref_seq_logp, reduce="amax")
+        ref_lse = ref_lse + torch.log(torch.zeros_like(ref_lse).index_add(0, inv, torch.exp(ref_seq_logp - ref_lse[inv])))
+        ref_logq = ref_seq_logp - ref_lse[inv]
+        kl_g = torch.zeros(G, dtype=q.dtype, device=q.device).index_add(0, inv, q * (logq - ref_logq))
+        loss = loss + kl_coef * kl_g.sum() / denom
+        out["kl"] = kl_g.detach().mean()
+    return loss, out

@@ -50,7 +50,7 @@ def shard_indices(n: int, world_size: int) -> list[list[int]]:
 
 def grad_accum_steps(cfg: TrainConfig) -> int:
     """Micro-batches per rank per pass; fixed for the run because DeepSpeed fixes it at init."""
-    n = cfg.rollout.prompts_per_step * cfg.rollout.group_size
+    n = cfg.rollout.prompts_per_step * cfg.samples_per_prompt
     per_rank = math.ceil(n / cfg.learner.num_ranks)
     return max(1, math.ceil(per_rank / cfg.learner.micro_batch_size))
 
@@ -196,6 +196,8 @@ class Learner:
             sums[k] = sums.get(k, 0.0) + (v if k.endswith("_sum") else v * w)
             weights[k] = weights.get(k, 0.0) + w
 
+        if ac.estimator == "enumerate":
+            return self._train_step_enumerated(batch)
         samples, advs = list(batch.samples), np.asarray(batch.advantages, dtype=np.float64)
         mult = np.ones(len(samples))
         if lc.merge_identical and samples:
@@ -235,6 +237,53 @@ class Learner:
         self.steps_done += 1
         # "_sum" metrics are this rank's share of a global quantity: the driver adds them up.
         out = {k: (sums[k] if k.endswith("_sum") else sums[k] / max(weights[k], 1e-12)) for k in sums}
+        gn = self.engine.get_global_grad_norm()
+        out["grad_norm"] = float(gn) if gn is not None else float("nan")
+        out["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        return out
+
+    def _train_step_enumerated(self, batch: LearnBatch) -> dict[str, float]:
+        """``algorithm.estimator='enumerate'``: ``batch.advantages`` holds each candidate's
+        reward; consecutive runs of ``K`` samples are one prompt's candidates (the trainer
+        and LearnerGroup keep them together). One exact loss per prompt, see
+        :func:`softverify.grpo.enumerated_loss`; micro-batches split between prompts."""
+        from softverify.grpo import enumerated_loss
+
+        ac = self.cfg.algorithm
+        K = len(ac.answer_candidates)
+        samples, rewards = list(batch.samples), np.asarray(batch.advantages, dtype=np.float64)
+        if len(samples) % K:
+            raise ValueError(f"enumerated batch of {len(samples)} samples is not whole groups of {K} candidates")
+        scale = self.gas * self.world_size
+        total_groups = batch.total_seqs / K
+        pg_sum, ent, kl, n_groups = 0.0, 0.0, 0.0, 0
+        for gidx in shard_indices(len(samples) // K, self.gas):
+            idx = [g * K + j for g in gidx for j in range(K)]
+            ss = [samples[i] for i in idx] if idx else [self._dummy(), self._dummy()]
+            r = torch.tensor(rewards[idx] if idx else [0.0, 0.0], dtype=torch.float32, device=self.device)
+            groups = torch.tensor([i // K for i in idx] if idx else [0, 0], device=self.device)
+            cb = self._logprobs(self.engine, ss)
+            seq = (cb.logp * cb.mask).sum(-1)
+            ref_seq = None
+            if self.ref is not None:
+                with torch.no_grad():
+                    rb = self._logprobs(self.ref, ss)
+                    ref_seq = (rb.logp * rb.mask).sum(-1)
+            loss, st = enumerated_loss(seq, r, groups, advantage=ac.advantage, total_groups=total_groups,
+                                       entropy_coef=ac.entropy_coef, ref_seq_logp=ref_seq, kl_coef=ac.kl_coef)
+            self.engine.backward(loss * scale * (1.0 if idx else 0.0))
+            self.engine.step()
+            if idx:
+                g = len(gidx)
+                pg_sum += float(st["pg"])  # already this micro-batch's share of the step's loss
+                ent += float(st["entropy"]) * g
+                kl += float(st.get("kl", 0.0)) * g
+                n_groups += g
+        self.steps_done += 1
+        out = {"learn_seqs_sum": float(len(samples)), "pg_loss_sum": pg_sum,
+               "entropy": ent / max(n_groups, 1)}
+        if self.ref is not None:
+            out["kl"] = kl / max(n_groups, 1)
         gn = self.engine.get_global_grad_norm()
         out["grad_norm"] = float(gn) if gn is not None else float("nan")
         out["lr"] = float(self.optimizer.param_groups[0]["lr"])

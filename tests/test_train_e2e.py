@@ -197,3 +197,45 @@ def test_stratify_by_label_alternates_labels(ray_cluster, tiny_model_dir, prompt
         tr.shutdown()
     with pytest.raises(ConfigError, match="neither 'label' nor a verifier name"):
         tiny_cfg(tiny_model_dir, prompt_file, tmp_path / "x", **{"data.stratify_by": "wm"})
+
+
+def test_enumerate_estimator_raises_the_rewarded_answer(ray_cluster, tiny_model_dir, tmp_path):
+    """Every training label is 'yes' and the hard verifier rewards the label: with the
+    enumerated estimator the learner sees both candidates of each prompt and the policy's
+    probability of 'yes' (over the closed set) must rise, on the prompts it trained on."""
+    from softverify.actors.rollout import RolloutCore
+    from softverify.config import ModelConfig
+    from softverify.seqbatch import completion_logprobs_packed
+
+    prompts = tmp_path / "yes.jsonl"
+    with open(prompts, "w") as f:
+        for i, (a, b) in enumerate([("TP53", "MYC"), ("GATA1", "KLF1"), ("TAL1", "LMO2"), ("HBG1", "CDKN1A")]):
+            f.write(json.dumps({"question": f"Is a knockdown of {a} in K562 cells likely to result in differential "
+                                f"expression of {b}?", "pert": a, "gene": b, "label": 1, "split": "train"}) + "\n")
+    cfg = tiny_cfg(tiny_model_dir, prompts, tmp_path / "run", **{
+        "algorithm.estimator": "enumerate", "rollout.stop": "['</answer>']", "verifiers": "[{kind: hard}]",
+        "trainer.steps": 4, "trainer.checkpoint_every": 0, "learner.lr": 3e-3, "trainer.eval_every": 0})
+    tr = Trainer(cfg)
+    try:
+        final = tr.fit()
+    finally:
+        tr.shutdown()
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["learn_seqs"] == 4 and r["dynamic/groups_kept"] == 2 for r in rows)  # 2 prompts x 2 candidates
+    assert rows[0]["reward/hard"] == 0.5  # yes and no each once per prompt
+    core = RolloutCore(str(tiny_model_dir), ModelConfig(path=str(tiny_model_dir)), cfg.rollout)
+    samples = core.candidates([json.loads(l) for l in prompts.read_text().splitlines()], ["yes", "no"])
+    assert [s.completion for s in samples[:2]] == ["<answer>yes</answer>", "<answer>no</answer>"]
+
+    def p_yes(model_dir: Path) -> np.ndarray:
+        from transformers import AutoModelForCausalLM
+
+        m = AutoModelForCausalLM.from_pretrained(str(model_dir))
+        with torch.no_grad():
+            cb = completion_logprobs_packed(m, [s.prompt_token_ids for s in samples],
+                                            [s.completion_token_ids for s in samples], 0, 1.0)
+        seq = (cb.logp * cb.mask).sum(-1).view(-1, 2)
+        return torch.softmax(seq, -1)[:, 0].numpy()
+
+    before, after = p_yes(tiny_model_dir), p_yes(final)
+    assert (after > before).all(), (before, after)

@@ -57,6 +57,7 @@ class LearnerGroup:
     def __init__(self, cfg: TrainConfig, model_path: str):
         lc = cfg.learner
         self.world = lc.num_ranks
+        self.cfg = cfg
         addr, port = "127.0.0.1", _free_port()
         if lc.num_gpus_per_rank > 0:  # multi-node GPU: rank 0's node address
             addr = ray.util.get_node_ip_address()
@@ -69,7 +70,9 @@ class LearnerGroup:
         self.zero3 = lc.zero_stage == 3
 
     def train_step(self, samples_ref, advantages: np.ndarray, n: int, total_tokens: int) -> dict[str, float]:
-        shards = shard_indices(n, self.world)
+        # the enumerated loss needs each prompt's candidates on one rank: shard whole groups
+        unit = self.cfg.samples_per_prompt if self.cfg.algorithm.estimator == "enumerate" else 1
+        shards = [[g * unit + j for g in gs for j in range(unit)] for gs in shard_indices(n // unit, self.world)]
         results = ray.get([
             a.train_step.remote(samples_ref, advantages, shards[r], total_tokens, n) for r, a in enumerate(self.actors)
         ])

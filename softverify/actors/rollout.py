@@ -86,6 +86,24 @@ class RolloutCore:
                 )
         return out
 
+    def candidates(self, rows: Sequence[dict[str, Any]], answers: Sequence[str]) -> list[Sample]:
+        """Every answer of a closed set as a completion of every row (``algorithm.estimator =
+        'enumerate'``): rendered exactly like :meth:`generate`'s prompts, each completion
+        ``answer + rollout.stop[0]`` (the tokens a sampled answer ends with), candidates of a
+        row contiguous. Nothing is generated; ``behaviour_logprobs`` are zeros because the
+        enumerated loss takes its answer distribution from the learner's own forward."""
+        prefix, close = self.rollout.assistant_prefix, self.rollout.stop[0]
+        tok = self.engine.tokenizer
+        pb = with_assistant_prefix(self.engine.render([row_messages(r, self.rollout.system_prompt) for r in rows]),
+                                   tok, prefix)
+        comp = [tok(a + close, add_special_tokens=False)["input_ids"] for a in answers]
+        return [
+            Sample(prompt_id=str(row.get("prompt_id", i)), prompt=pb.texts[i], completion=prefix + a + close,
+                   metadata=dict(row), group=i, prompt_token_ids=pb.token_ids[i], completion_token_ids=list(c),
+                   behaviour_logprobs=[0.0] * len(c), finish_reason="stop")
+            for i, row in enumerate(rows) for a, c in zip(answers, comp)
+        ]
+
     def evaluate(self, rows: Sequence[dict[str, Any]], sampling: SamplingParams,
                  weights: tuple[int, list] | None = None) -> list[dict[str, Any]]:
         """Greedy answers to labelled rows under the given policy; records as in

@@ -124,6 +124,7 @@ class Trainer:
         self.learners = None
         self.questions_trained = 0  # prompts whose group reached the learner (this process)
         self.thresholds_chosen: dict[str, float] = {}
+        self._stale = False  # the learner has weights the rollout workers have not received
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -204,11 +205,15 @@ class Trainer:
         ref = self.learners.state_dict_ref(trainable_only=partial)
         self.weights = (self.step, [ref], partial)  # also handed to every generate call (restart safety)
         ray.get([w.load_weights.remote(ref, self.step, partial) for w in self.workers])
+        self._stale = False
         return time.perf_counter() - t
 
     def rollout(self, row_ids: list[int], seed: int):
+        """The step's samples (an ObjectRef) and their group ids: G sampled completions per
+        prompt, or with ``algorithm.estimator='enumerate'`` every candidate answer (no generation)."""
         from softverify.actors.rollout import sampling_from
 
+        cfg = self.cfg
         rows = [self.train_rows[i] for i in row_ids]
         k = len(self.workers)
         chunks = [list(range(len(rows)))[w::k] for w in range(k)]
@@ -217,14 +222,25 @@ class Trainer:
         for w, idx in enumerate(chunks):
             if not idx:
                 continue
-            sp = sampling_from(self.cfg.rollout, seed=seed * 1000 + w)
-            refs.append(self.workers[w].generate.remote([rows[i] for i in idx], 0, self.cfg.rollout.group_size, sp,
-                                                        self.weights))
+            part = [rows[i] for i in idx]
+            if cfg.algorithm.estimator == "enumerate":
+                refs.append(self.workers[w].candidates.remote(part, cfg.algorithm.answer_candidates))
+            else:
+                sp = sampling_from(cfg.rollout, seed=seed * 1000 + w)
+                refs.append(self.workers[w].generate.remote(part, 0, cfg.rollout.group_size, sp, self.weights))
             order.extend(idx)
         merged = _merge.remote(*refs)
-        # group ids follow the merged order: each chunk's rows, G samples each
-        group_ids = np.repeat(np.array(order), self.cfg.rollout.group_size)
+        # group ids follow the merged order: each chunk's rows, G samples (or candidates) each
+        group_ids = np.repeat(np.array(order), cfg.samples_per_prompt)
         return merged, group_ids
+
+    def _lazy_sync(self) -> bool:
+        """With the enumerated estimator the workers generate nothing during training, so
+        their weights only need to be current for evals and policy-scored verifiers."""
+        from softverify.verifiers.base import verifier_class
+
+        return self.cfg.algorithm.estimator == "enumerate" and not any(
+            verifier_class(s.kind).needs_policy for s in self.cfg.verifiers)
 
     def _sample_round(self, k: int, seed: int) -> dict[str, Any]:
         """Roll out ``k`` fresh prompts, score them, compose rewards and advantages."""
@@ -238,7 +254,11 @@ class Trainer:
         weights = [v.weight for v in cfg.verifiers]
         rewards, adv = compose(scores, weights, self.pool.thresholds, group_ids, cfg.reward.aggregation,
                                cfg.algorithm.advantage)
+        # the learner's per-sample input: GRPO advantages, or the rewards themselves (the
+        # enumerated loss forms its advantages from the policy's own answer distribution)
+        learn_values = rewards if cfg.algorithm.estimator == "enumerate" else adv
         return {"ref": merged, "group_ids": group_ids, "summ": summ, "scores": scores, "rewards": rewards, "adv": adv,
+                "learn_values": learn_values,
                 "informative": informative_groups(rewards, group_ids), "lengths": np.array(summ["lengths"]),
                 "rollout_s": t1 - t0, "verify_s": t2 - t1}
 
@@ -275,7 +295,7 @@ class Trainer:
             rounds.append(self._sample_round(cfg.rollout.prompts_per_step, seed + 7919 * len(rounds)))
         picks, kept, seen, zero_var = self._select_groups(rounds)
         t2 = time.perf_counter()
-        adv = np.concatenate([r["adv"][p] for r, p in zip(rounds, picks)]).astype(np.float32)
+        adv = np.concatenate([r["learn_values"][p] for r, p in zip(rounds, picks)]).astype(np.float32)
         lengths_sel = np.concatenate([r["lengths"][p] for r, p in zip(rounds, picks)])
         n = len(adv)
         learn: dict[str, Any] = {}
@@ -287,7 +307,10 @@ class Trainer:
             learn = self.learners.train_step(batch_ref, adv, n, int(lengths_sel.sum()))
         t3 = time.perf_counter()
         self.step += 1
-        sync_s = self._sync_weights() if n else 0.0  # nothing learned: the workers' weights are current
+        self._stale = self._stale or bool(n)
+        sync_s = 0.0  # nothing learned, or synced lazily (enumerate): the workers need nothing now
+        if self._stale and not self._lazy_sync():
+            sync_s = self._sync_weights()
         t4 = time.perf_counter()
         rewards = np.concatenate([r["rewards"] for r in rounds])
         scores = np.concatenate([r["scores"] for r in rounds])
@@ -358,6 +381,8 @@ class Trainer:
         from softverify.engines.base import SamplingParams
         from softverify.platform.eval_run import metrics_from_records
 
+        if self._stale:
+            self._sync_weights()
         rows = [self.eval_rows[i] for i in range(len(self.eval_rows))]
         k = len(self.workers)
         sp = SamplingParams(max_new_tokens=self.cfg.rollout.max_new_tokens, temperature=0.0,

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from softverify.grpo import informative_groups
 from softverify.learner import lr_factor
@@ -127,3 +128,47 @@ def test_stratified_order_alternates_pools_and_resumes():
     assert again.take(6) == rest
     with pytest.raises(ValueError, match="two non-empty pools"):
         StratifiedOrder([[1], []], seed=0)
+
+
+def test_enumerated_loss_gradients_hand_computed():
+    """Two candidates with q = (0.75, 0.25), rewards (1, 0): A = r - E_q[r] = (0.25, -0.75).
+    d loss / d s_b = -q_b A_b, so drgrpo gives (-0.1875, 0.1875); grpo divides A by the
+    reward's std under q, sqrt(0.1875), giving -/+ sqrt(q(1-q)) = -/+0.4330."""
+    from softverify.grpo import enumerated_loss
+
+    base = torch.log(torch.tensor([0.6, 0.2, 0.5, 0.5]))  # second prompt: q = (0.5, 0.5)
+    rewards = torch.tensor([1.0, 0.0, 0.3, 0.3])  # second prompt: no reward gap, no gradient
+    groups = torch.tensor([0, 0, 1, 1])
+    for adv, expect in (("drgrpo", 0.1875), ("grpo", 0.1875 / 0.1875**0.5)):
+        s = base.clone().requires_grad_(True)
+        loss, st = enumerated_loss(s, rewards, groups, advantage=adv, total_groups=2)
+        loss.backward()
+        assert torch.allclose(s.grad, torch.tensor([-expect, expect, 0.0, 0.0]) / 2, atol=1e-6), (adv, s.grad)
+        h0 = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+        assert float(st["entropy"]) == pytest.approx((h0 + math.log(2)) / 2, abs=1e-6)
+    # entropy bonus: d(-c H)/d s_b = c q_b (log q_b + H); KL to an identical reference: 0 and no gradient
+    s = base.clone().requires_grad_(True)
+    loss, st = enumerated_loss(s, torch.zeros(4), groups, advantage="drgrpo", total_groups=2, entropy_coef=0.5,
+                               ref_seq_logp=base.clone(), kl_coef=1.0)
+    loss.backward()
+    q = torch.tensor([0.75, 0.25, 0.5, 0.5])
+    H = torch.tensor([h0, h0, math.log(2), math.log(2)])
+    assert torch.allclose(s.grad, 0.5 * q * (torch.log(q) + H) / 2, atol=1e-6)
+    assert float(st["kl"]) == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="equal-length"):
+        enumerated_loss(base, rewards[:3], groups)
+    with pytest.raises(ValueError, match="unknown advantage 'ppo'"):
+        enumerated_loss(base, rewards, groups, advantage="ppo")
+
+
+def test_enumerate_estimator_config_checks():
+    from softverify.config import ConfigError, build_config
+
+    cfg = build_config({}, ["algorithm.estimator=enumerate", "rollout.prompts_per_step=4"])
+    assert cfg.samples_per_prompt == 2 and cfg.algorithm.answer_candidates == ["yes", "no"]
+    with pytest.raises(ConfigError, match="needs prompt.style='direct'"):
+        build_config({}, ["algorithm.estimator=enumerate", "prompt.style=cot"])
+    with pytest.raises(ConfigError, match="at least 2 distinct"):
+        build_config({}, ["algorithm.estimator=enumerate", "algorithm.answer_candidates=['yes', 'yes']"])
+    with pytest.raises(ConfigError, match="quote them"):
+        build_config({}, ["algorithm.answer_candidates=[yes, no]"])
