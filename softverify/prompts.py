@@ -13,6 +13,9 @@ Two styles (``prompt.style``) share all of the machinery:
 """
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 #: The rbio1 system prompt. It spells the exact output layout out as an example: small
@@ -55,3 +58,59 @@ def row_messages(row: dict[str, Any], system: str | None = None) -> list[dict[st
     else:
         sys_text = system or own or RBIO_SYSTEM_PROMPT
     return [{"role": "system", "content": sys_text}, {"role": "user", "content": str(row["question"])}]
+
+
+def with_system(messages: list[dict[str, str]], system: str | None) -> list[dict[str, str]]:
+    """A client's chat with ``system`` in front when it brings no system message of its own
+    (its own wins: serving lets the client override what training used)."""
+    if not system or any(m.get("role") == "system" for m in messages):
+        return list(messages)
+    return [{"role": "system", "content": system}, *messages]
+
+
+#: Written into every saved model directory (final/, checkpoint hf/): how its policy was prompted.
+PROMPT_FILE = "softverify_prompt.json"
+
+
+@dataclass(frozen=True)
+class TrainedPrompt:
+    """How a trained policy saw its prompts, so serving can ask it the same way."""
+
+    style: str
+    system_prompt: str | None
+    assistant_prefix: str
+    stop: list[str]
+    source: str = ""  # the file it was read from
+
+    def to_json(self) -> str:
+        return json.dumps({"style": self.style, "system_prompt": self.system_prompt,
+                           "assistant_prefix": self.assistant_prefix, "stop": list(self.stop)}, indent=2)
+
+
+def trained_prompt(style: str, rollout: Any) -> TrainedPrompt:
+    """From a resolved config's ``prompt.style`` and ``rollout`` section."""
+    return TrainedPrompt(style, rollout.system_prompt, rollout.assistant_prefix or "", list(rollout.stop))
+
+
+def load_trained_prompt(model_dir: str | Path) -> TrainedPrompt | None:
+    """The prompt a saved policy was trained with: ``model_dir/softverify_prompt.json``, or
+    for runs saved before it existed, the run's ``config.yaml`` beside ``final/``. None for
+    a model softverify did not train (a hub id, the embedded SmolLM2)."""
+    d = Path(model_dir)
+    meta = d / PROMPT_FILE
+    if meta.is_file():
+        raw = json.loads(meta.read_text(encoding="utf-8"))
+        return TrainedPrompt(raw.get("style", "cot"), raw.get("system_prompt"), raw.get("assistant_prefix", ""),
+                             list(raw.get("stop", [])), str(meta))
+    cfg_file = d.parent / "config.yaml"
+    if d.is_dir() and cfg_file.is_file():
+        import yaml
+
+        raw = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}
+        ro, style = raw.get("rollout") or {}, (raw.get("prompt") or {}).get("style", "cot")
+        if "assistant_prefix" in ro or "system_prompt" in ro:
+            defaults = STYLE_DEFAULTS.get(style, {})
+            return TrainedPrompt(style, ro.get("system_prompt") or defaults.get("system_prompt"),
+                                 ro.get("assistant_prefix") if ro.get("assistant_prefix") is not None
+                                 else defaults.get("assistant_prefix", ""), list(ro.get("stop") or []), str(cfg_file))
+    return None

@@ -309,3 +309,107 @@ def test_rate_limit_is_429_with_retry_after(server):
     with pytest.raises(openai.RateLimitError):
         c.chat.completions.create(model=MODEL_ID, messages=MESSAGES, max_tokens=4)
     assert requests.post(f"{server}/v1/chat/completions", data=b"{", timeout=30).status_code == 401
+
+
+# ------------------------------------------------------------------ serving a run as it was trained
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_model_dir, tmp_path_factory):
+    """A run directory as `softverify train` leaves it: final/ with the weights and the
+    prompt metadata, config.yaml beside it (direct style)."""
+    import shutil
+
+    from softverify.config import build_config
+    from softverify.prompts import PROMPT_FILE, trained_prompt
+
+    run = tmp_path_factory.mktemp("runs") / "k562_direct"
+    shutil.copytree(tiny_model_dir, run / "final")
+    cfg = build_config({}, [f"model.path={tiny_model_dir}"])
+    (run / "final" / PROMPT_FILE).write_text(trained_prompt(cfg.prompt.style, cfg.rollout).to_json())
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    return run, cfg
+
+
+QUESTION = "Is a knockdown of TP53 in K562 cells likely to result in differential expression of MYC?"
+
+
+def test_training_eval_and_serving_render_the_same_tokens(trained_run):
+    """The question a client sends as one user message reaches the served policy as the same
+    tokens the rollout worker trained it on and the eval asked it with."""
+    from softverify.actors.rollout import RolloutCore
+    from softverify.engines.base import SamplingParams
+    from softverify.engines.hf import HFEngine
+    from softverify.platform.eval_run import run_eval
+    from softverify.platform.serve import prompt_ids
+    from softverify.prompts import load_trained_prompt
+
+    run, cfg = trained_run
+    final = str(run / "final")
+    row = {"question": QUESTION, "label": 1, "pert": "TP53", "gene": "MYC"}
+    core = RolloutCore(final, cfg.model, cfg.rollout)
+    sp = SamplingParams(max_new_tokens=2, temperature=0.0, stop=list(cfg.rollout.stop))
+    train_ids = core.generate([row], 0, 1, sp)[0].prompt_token_ids
+
+    engine = HFEngine(final, torch_threads=1)
+    seen: list[list[int]] = []
+    real_generate = engine.generate
+    engine.generate = lambda ids, sp, n=1: (seen.extend(list(i) for i in ids), real_generate(ids, sp, n))[1]
+    run_eval(engine, [row], max_new_tokens=2, stop=cfg.rollout.stop, assistant_prefix=cfg.rollout.assistant_prefix,
+             system_prompt=cfg.rollout.system_prompt, progress=False)
+    eval_ids = seen[0]
+
+    served = ServeConfig(model=final).with_trained_prompt(final)
+    serve_ids = prompt_ids(engine, [{"role": "user", "content": QUESTION}], served.system_prompt,
+                           served.assistant_prefix)
+    assert train_ids == eval_ids == serve_ids
+    assert served.assistant_prefix == "<answer>" and served.trained_stop == ["</answer>"]
+    assert served.model_id() == "k562_direct"  # not 'final', the name every run's directory shares
+    # a run saved before the metadata existed: the same prompt from config.yaml beside final/
+    (run / "final" / "softverify_prompt.json").rename(run / "prompt.bak")
+    try:
+        tp = load_trained_prompt(final)
+        assert tp is not None and tp.source.endswith("config.yaml")
+        assert (tp.system_prompt, tp.assistant_prefix) == (cfg.rollout.system_prompt, cfg.rollout.assistant_prefix)
+    finally:
+        (run / "prompt.bak").rename(run / "final" / "softverify_prompt.json")
+    # a client's own system message and explicit settings win; a model softverify did not train gets none
+    assert prompt_ids(engine, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": QUESTION}],
+                      served.system_prompt, "") != serve_ids
+    plain = ServeConfig(model=str(run.parent)).with_trained_prompt(str(run.parent))
+    assert (plain.assistant_prefix, plain.system_prompt, plain.trained_stop) == ("", None, [])
+
+
+def test_trained_stop_is_kept_and_client_stop_trimmed():
+    from softverify.platform.serve import trim_at_stop
+
+    assert trim_at_stop("yes</answer> and more", [], ["</answer>"]) == "yes</answer>"
+    assert trim_at_stop("yes</answer> and more", ["</answer>"]) == "yes"
+    assert trim_at_stop("yes. STOP</answer>", ["STOP"], ["</answer>"]) == "yes. "
+
+
+def test_a_served_run_answers_in_its_trained_layout(server, trained_run, tiny_model_dir):
+    """`softverify serve RUN/final` with no prompt flags: the reply is what the policy gives
+    to its training prompt (system prompt + '<answer>' prefix), under the run's name."""
+    from ray import serve
+
+    from softverify.engines.base import SamplingParams, render_turns
+    from softverify.engines.hf import HFEngine
+    from softverify.platform.serve import build_app
+    from softverify.prompts import row_messages
+
+    run, cfg = trained_run
+    serve.run(build_app(ServeConfig(model=str(run / "final"), api_key=KEY, replicas={"num_cpus": 0.5})),
+              name="trained", route_prefix="/trained")
+    try:
+        c = openai.OpenAI(base_url=f"{server}/trained/v1", api_key=KEY, max_retries=0, timeout=60)
+        assert [m.id for m in c.models.list().data] == ["k562_direct"]
+        resp = c.chat.completions.create(model="k562_direct", messages=[{"role": "user", "content": QUESTION}],
+                                         max_tokens=8, temperature=0)
+        engine = HFEngine(str(run / "final"), torch_threads=1)
+        pb = render_turns(engine, [row_messages({"question": QUESTION}, cfg.rollout.system_prompt)], "<answer>")
+        g = engine.generate(pb.token_ids, SamplingParams(max_new_tokens=8, temperature=0, stop=["</answer>"]))[0][0]
+        assert resp.choices[0].message.content == "<answer>" + g.text
+        assert resp.usage.prompt_tokens == len(pb.token_ids[0])
+    finally:
+        serve.delete("trained")

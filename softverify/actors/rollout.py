@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import ray
 
 from softverify.config import ModelConfig, RolloutConfig
-from softverify.engines.base import SamplingParams, with_assistant_prefix
+from softverify.engines.base import SamplingParams, render_turns
 from softverify.prompts import row_messages
 from softverify.types import Sample
 
@@ -71,8 +71,7 @@ class RolloutCore:
         self._ensure_weights(weights)
         prefix = self.rollout.assistant_prefix
         sys_prompt = self.rollout.system_prompt
-        pb = with_assistant_prefix(self.engine.render([row_messages(r, sys_prompt) for r in rows]),
-                                   self.engine.tokenizer, prefix)
+        pb = render_turns(self.engine, [row_messages(r, sys_prompt) for r in rows], prefix)
         gens = self.engine.generate(pb.token_ids, sampling, n=n)
         out = []
         for i, (row, gs) in enumerate(zip(rows, gens)):
@@ -94,8 +93,7 @@ class RolloutCore:
         enumerated loss takes its answer distribution from the learner's own forward."""
         prefix, close = self.rollout.assistant_prefix, self.rollout.stop[0]
         tok = self.engine.tokenizer
-        pb = with_assistant_prefix(self.engine.render([row_messages(r, self.rollout.system_prompt) for r in rows]),
-                                   tok, prefix)
+        pb = render_turns(self.engine, [row_messages(r, self.rollout.system_prompt) for r in rows], prefix)
         comp = [tok(a + close, add_special_tokens=False)["input_ids"] for a in answers]
         return [
             Sample(prompt_id=str(row.get("prompt_id", i)), prompt=pb.texts[i], completion=prefix + a + close,

@@ -47,3 +47,9 @@ def with_assistant_prefix(batch: PromptBatch, tokenizer, prefix: str) -> PromptB
         return batch
     extra = tokenizer(prefix, add_special_tokens=False)["input_ids"]
     return PromptBatch([t + prefix for t in batch.texts], [list(ids) + extra for ids in batch.token_ids])
+
+
+def render_turns(engine, messages_list, prefix: str) -> PromptBatch:
+    """The one way a prompt becomes tokens, for rollout, eval, verify and serving alike: the
+    engine's chat template, then the assistant turn opened with ``prefix``."""
+    return with_assistant_prefix(engine.render(messages_list), engine.tokenizer, prefix)

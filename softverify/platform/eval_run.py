@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from softverify.engines.base import SamplingParams, with_assistant_prefix
+from softverify.engines.base import SamplingParams, render_turns
 from softverify.platform.evaluate import classification_metrics, majority_answers
 from softverify.prompts import row_messages
 from softverify.verifiers.answer import ANSWER_RE, answer_to_int, parse_answer
@@ -128,8 +128,7 @@ def run_eval(engine, rows: Sequence[dict], *, max_new_tokens: int, stop: Sequenc
     records: list[dict[str, Any]] = []
     for start in tqdm(range(0, len(rows), batch_size), desc="eval", unit="batch", disable=not progress):
         batch = [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
-        pb = with_assistant_prefix(engine.render([row_messages(r, system_prompt) for r in batch]), engine.tokenizer,
-                                   assistant_prefix)
+        pb = render_turns(engine, [row_messages(r, system_prompt) for r in batch], assistant_prefix)
         gens = engine.generate(pb.token_ids, sp, n=samples)
         first = len(records)
         for r, gs in zip(batch, gens):

@@ -28,7 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
-from softverify.engines.base import SamplingParams, with_assistant_prefix
+from softverify.engines.base import SamplingParams, render_turns
 from softverify.platform.serve_api import (
     SSE_DONE, ApiError, ChatCompletionRequest, RateLimiter, ServeConfig, VerifyRequest, chat_chunk,
     chat_response, check_api_key, check_chat, check_prompt_tokens, completion_id, models_response,
@@ -44,10 +44,21 @@ def _error(e: ApiError) -> JSONResponse:
     return JSONResponse(status_code=e.status, content=e.body(), headers=e.headers)
 
 
-def trim_at_stop(text: str, stops: list[str]) -> str:
-    """OpenAI returns the text before the first stop sequence, without it."""
-    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-    return text if cut < 0 else text[:cut]
+def trim_at_stop(text: str, stops: list[str], keep: list[str] | tuple[str, ...] = ()) -> str:
+    """OpenAI returns the text before the first stop sequence, without it; a ``keep`` stop
+    (the run's trained answer end, e.g. '</answer>') ends the text after itself instead."""
+    ends = [i for i in (text.find(s) for s in stops) if i >= 0]
+    ends += [i + len(s) for s in keep if (i := text.find(s)) >= 0]
+    return text[: min(ends)] if ends else text
+
+
+def prompt_ids(engine, messages: list[dict[str, str]], system_prompt: str | None, prefix: str) -> list[int]:
+    """A client's chat as the tokens the trained policy saw: its system prompt in front
+    unless the chat has one, the assistant turn opened with its prefix (``render_turns``,
+    the same function rollout and eval use)."""
+    from softverify.prompts import with_system
+
+    return render_turns(engine, [with_system(messages, system_prompt)], prefix).token_ids[0]
 
 
 @serve.deployment(name="ChatServer")
@@ -58,7 +69,7 @@ class ChatServer:
     def __init__(self, cfg: dict, model_path: str, api_key: str | None):
         from softverify.engines.hf import HFEngine
 
-        self.cfg = ServeConfig.model_validate(cfg)
+        self.cfg = ServeConfig.model_validate(cfg).with_trained_prompt(model_path)
         r, self.limits = self.cfg.replicas, self.cfg.limits
         self.engine = HFEngine(model_path, self.cfg.dtype, r.torch_threads, self.cfg.trust_remote_code,
                                batch_size=r.max_batch_size)
@@ -85,8 +96,7 @@ class ChatServer:
 
     def _prompt(self, req: ChatCompletionRequest) -> list[int]:
         msgs = [{"role": m.role, "content": m.content} for m in req.messages]
-        pb = with_assistant_prefix(self.engine.render([msgs]), self.engine.tokenizer, self.cfg.assistant_prefix)
-        ids = pb.token_ids[0]
+        ids = prompt_ids(self.engine, msgs, self.cfg.system_prompt, self.cfg.assistant_prefix)
         check_prompt_tokens(len(ids), self.limits)
         return ids
 
@@ -130,18 +140,22 @@ class ChatServer:
             ids = self._prompt(req)
         except ApiError as e:
             return _error(e)
+        trim = stop_list(req.stop)
+        keep = [] if req.stop is not None else list(self.cfg.trained_stop or [])  # the client's stop wins
         sp = SamplingParams(max_new_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
-                            stop=stop_list(req.stop), seed=req.seed)
+                            stop=trim + keep, seed=req.seed)
         cid, prefix = completion_id(), self.cfg.assistant_prefix
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(self._stream(cid, ids, sp, include_usage), media_type="text/event-stream",
+            return StreamingResponse(self._stream(cid, ids, sp, include_usage, trim, keep),
+                                     media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         g = await self._generate_batch((ids, sp))
-        text = prefix + trim_at_stop(g.text, sp.stop)
+        text = prefix + trim_at_stop(g.text, trim, keep)
         return chat_response(cid, self.model_id, text, g.finish_reason, len(ids), len(g.token_ids))
 
-    async def _stream(self, cid: str, ids: list[int], sp: SamplingParams, include_usage: bool):
+    async def _stream(self, cid: str, ids: list[int], sp: SamplingParams, include_usage: bool,
+                      trim: list[str], keep: list[str]):
         """SSE: a role chunk, content chunks as words appear, a finish chunk, [DONE].
 
         Text is held back by (longest stop sequence - 1) characters so a stop sequence
@@ -157,7 +171,7 @@ class ChatServer:
             try:
                 while (piece := await asyncio.to_thread(next, it, None)) is not None:
                     pending += piece
-                    cut = trim_at_stop(pending, sp.stop)
+                    cut = trim_at_stop(pending, trim, keep)
                     if len(cut) < len(pending):  # a stop sequence: send what precedes it, end
                         pending, stopped = cut, True
                         stream.cancel()
@@ -235,6 +249,12 @@ def build_app(cfg: ServeConfig):
     from softverify.models import resolve_model_path
 
     model_path = resolve_model_path(cfg.model)
+    from softverify.prompts import load_trained_prompt
+
+    tp = load_trained_prompt(model_path)
+    print(f"softverify serve: prompts as trained ({tp.style} style, from {tp.source})" if tp else
+          "softverify serve: no training prompt found beside the model; chats are rendered as sent",
+          file=sys.stderr, flush=True)
     api_key = cfg.api_key or os.environ.get("SOFTVERIFY_API_KEY") or None
     engine = select_engine(cfg)
     if engine == "vllm":

@@ -146,9 +146,15 @@ class ServeConfig(_Strict):
     port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
     api_key: str | None = Field(
         None, description="Bearer key clients must send; prefer $SOFTVERIFY_API_KEY over writing it in YAML.")
-    assistant_prefix: str = Field(
-        "", description="Text every assistant turn starts with (e.g. '<think>\\n' if the model was trained so); "
-        "it is returned as part of the completion.")
+    assistant_prefix: str | None = Field(
+        None, description="Text every assistant turn starts with; it is returned as part of the completion. "
+        "None: what the run trained with (its softverify_prompt.json or config.yaml), else none.")
+    system_prompt: str | None = Field(
+        None, description="System message put in front of a chat that brings none of its own. None: the run's "
+        "training system prompt, else none. A client's own system message always wins.")
+    trained_stop: list[str] | None = Field(
+        None, description="Stop strings that end an answer as in training and stay in the text (e.g. "
+        "'</answer>'), used when a request has no 'stop' of its own. None: the run's rollout.stop, else none.")
     max_model_len: int | None = Field(None, ge=1, description="vLLM: context length (default: the model's).")
     accelerator_type: str | None = Field(None, description="vLLM: Ray accelerator type to schedule on, e.g. 'A10G'.")
     replicas: ReplicaConfig = Field(default_factory=ReplicaConfig, description="Replica count and autoscaling.")
@@ -158,9 +164,31 @@ class ServeConfig(_Strict):
         description="Verifiers /v1/verify scores answers with; empty disables the endpoint.")
 
     def model_id(self) -> str:
+        """``served_model_name``, else a name that tells runs apart: every run saves its policy
+        as ``final/`` (checkpoints as ``step_N/hf``), so those take the run's name."""
         if self.served_model_name:
             return self.served_model_name
-        return self.model.rstrip("/").split("/")[-1] or self.model
+        parts = [p for p in self.model.rstrip("/").split("/") if p]
+        if not parts:
+            return self.model
+        if parts[-1] == "final" and len(parts) >= 2:
+            return parts[-2]
+        if parts[-1] == "hf" and len(parts) >= 4 and parts[-3] == "checkpoints":
+            return f"{parts[-4]}-{parts[-2]}"
+        return parts[-1]
+
+    def with_trained_prompt(self, model_path: str) -> "ServeConfig":
+        """Unset prompt fields filled from the run that trained ``model_path`` (so the served
+        policy is asked exactly as it was trained), else from nothing."""
+        from softverify.prompts import load_trained_prompt
+
+        tp = load_trained_prompt(model_path)
+        return self.model_copy(update={
+            "assistant_prefix": self.assistant_prefix if self.assistant_prefix is not None
+            else (tp.assistant_prefix if tp else ""),
+            "system_prompt": self.system_prompt if self.system_prompt is not None else (tp.system_prompt if tp else None),
+            "trained_stop": self.trained_stop if self.trained_stop is not None else (list(tp.stop) if tp else []),
+        })
 
 
 # ------------------------------------------------------------------ requests

@@ -73,13 +73,22 @@ def cmd_eval(args) -> int:
     rows = load_prompts(cfg.data, args.split, args.limit)
     if "label" not in rows.column_names:
         raise ValueError(f"eval needs labelled questions; split {args.split!r} has columns {rows.column_names}")
-    engine = HFEngine(resolve_model_path(args.model_dir, cfg.model.cache_dir), cfg.model.dtype,
+    model_path = resolve_model_path(args.model_dir, cfg.model.cache_dir)
+    engine = HFEngine(model_path, cfg.model.dtype,
                       torch_threads=args.threads or torch.get_num_threads(), batch_size=args.batch_size,
                       decode=cfg.rollout.hf_decode)
+    system, prefix, stop = cfg.rollout.system_prompt, cfg.rollout.assistant_prefix, cfg.rollout.stop
+    from softverify.prompts import load_trained_prompt
+
+    tp = load_trained_prompt(model_path)
+    prompt_set = args.config or any(o.startswith(("rollout.", "prompt.")) for o in args.overrides)
+    if tp is not None and not prompt_set:  # ask the policy as it was trained
+        system, prefix, stop = tp.system_prompt, tp.assistant_prefix, tp.stop or stop
+        print(f"prompts as trained: {tp.style} style (from {tp.source}); a --config or --set prompt.*/rollout.* overrides it", file=sys.stderr)
     res = run_eval(engine, rows, max_new_tokens=args.max_new_tokens or cfg.rollout.max_new_tokens,
-                   stop=cfg.rollout.stop, assistant_prefix=cfg.rollout.assistant_prefix, samples=args.samples,
+                   stop=stop, assistant_prefix=prefix, samples=args.samples,
                    temperature=cfg.rollout.temperature, seed=args.seed, batch_size=args.batch_size,
-                   force_answer=not args.no_force, system_prompt=cfg.rollout.system_prompt)
+                   force_answer=not args.no_force, system_prompt=system)
     metrics, records = res.metrics, res.records
     metrics.update(model=str(args.model_dir), split=args.split, samples_per_question=args.samples)
     if res.forced_metrics is not None:

@@ -414,6 +414,14 @@ class Trainer:
         neg = np.array([bool(r.get("negated", False)) for r in rows])
         return np.where(neg, 1 - p, p)
 
+    def _write_prompt(self, model_dir: Path) -> None:
+        """How this policy was prompted, beside its weights: ``softverify serve`` and
+        ``softverify eval`` ask it the same way (see ``prompts.load_trained_prompt``)."""
+        from softverify.prompts import PROMPT_FILE, trained_prompt
+
+        if model_dir.is_dir():
+            ckpt.write_text_atomic(model_dir / PROMPT_FILE, trained_prompt(self.cfg.prompt.style, self.cfg.rollout).to_json())
+
     def save_checkpoint(self) -> Path:
         state = {
             "step": self.step, "data_position": self.order.position, "seed": self.cfg.trainer.seed,
@@ -422,6 +430,7 @@ class Trainer:
 
         def write_model(ds_dir: Path, hf_dir: Path) -> None:
             self.learners.save_checkpoint(str(ds_dir), "ds", str(hf_dir))
+            self._write_prompt(hf_dir)
 
         return ckpt.save(self.ckpt_root, self.step, state, write_model, self.cfg.trainer.keep_checkpoints)
 
@@ -456,6 +465,7 @@ class Trainer:
             tmp = self.out / ".final.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             self.learners.save_hf(str(tmp))
+            self._write_prompt(tmp)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             try:

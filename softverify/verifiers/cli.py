@@ -76,13 +76,13 @@ def to_samples(rows: list[dict], model: str | None, prefix: str):
                               completion=r["completion"], metadata=meta, group=i))
     engine = None
     if model:
-        from softverify.engines.base import with_assistant_prefix
+        from softverify.engines.base import render_turns
         from softverify.engines.hf import HFEngine
         from softverify.models import resolve_model_path
         from softverify.prompts import row_messages
 
         engine = HFEngine(resolve_model_path(model), dtype="float32")
-        pb = with_assistant_prefix(engine.render([row_messages(r) for r in rows]), engine.tokenizer, prefix)
+        pb = render_turns(engine, [row_messages(r) for r in rows], prefix)
         for s, text, ids in zip(samples, pb.texts, pb.token_ids):
             s.prompt, s.prompt_token_ids = text, ids
     return samples, engine
