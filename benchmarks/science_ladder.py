@@ -140,7 +140,8 @@ def train_config(name: str, rung: dict, args, out: Path):
         "rollout": {"num_workers": w, "prompts_per_step": args.prompts, "group_size": args.group, "batch_size": 64},
         "learner": {"num_ranks": r, "micro_batch_size": args.micro_batch, "lr": args.lr,
                     "train_layers": args.train_layers, "lr_warmup_steps": 5},
-        "algorithm": {"dynamic_sampling": "filter", "entropy_coef": args.entropy_coef, "kl_coef": args.kl_coef},
+        "algorithm": {"dynamic_sampling": "filter", "entropy_coef": args.entropy_coef, "kl_coef": args.kl_coef,
+                      "advantage": args.advantage},
         "trainer": {"steps": args.max_steps, "time_budget_minutes": args.minutes, "eval_every": args.eval_every,
                     "checkpoint_every": 0, "output_dir": str(out), "seed": args.seed, "progress": True},
         "verifiers": rung["verifiers"],
@@ -267,6 +268,8 @@ def main() -> int:
     ap.add_argument("--kl-coef", type=float, default=0.0, help="KL to the base model (k3), all RL rungs")
     ap.add_argument("--estimator", default="sample", choices=["sample", "enumerate"],
                     help="direct-style rungs: sampled GRPO groups, or the exact expected gradient over yes/no")
+    ap.add_argument("--advantage", default="grpo", choices=["grpo", "drgrpo"],
+                    help="group advantage: std-normalised (grpo) or not (drgrpo)")
     ap.add_argument("--threshold", default="median", help="world-model threshold policy: balanced|median|model")
     ap.add_argument("--cot-max-new-tokens", type=int, default=64)
     ap.add_argument("--sup-batch", type=int, default=32, help="supervised ceiling: questions per optimiser step")
