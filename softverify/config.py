@@ -190,7 +190,9 @@ class VerifierSpec(_Section):
         None, ge=0, le=1, description="Normalisation threshold t: scores < t map to [0, .5], >= t to [.5, 1]."
     )
     params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the verifier.")
-    num_cpus: float = Field(0.25, gt=0, description="Ray CPUs for the actor hosting this verifier.")
+    num_cpus: float = Field(0.0, ge=0, description="Ray CPUs reserved for the actor hosting this verifier. 0 (the "
+                            "default) reserves none: verifiers are light lookups between rollout and learning, so the "
+                            "default run fits a 2-CPU cluster (rollout 2 x 0.5 + learner 2 x 0.5).")
     num_gpus: float = Field(0.0, ge=0, description="Ray GPUs for the actor hosting this verifier.")
 
     @property

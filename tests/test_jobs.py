@@ -31,6 +31,7 @@ from softverify.platform.jobs import (
     parse_env_vars,
     project_dir,
     resolve_address,
+    resolve_job_outputs,
     softverify_entrypoint,
 )
 
@@ -76,6 +77,50 @@ def _kill_cluster(temp_dir: str) -> None:
             p.kill()
         except psutil.NoSuchProcess:
             pass
+
+
+def _start_head(temp_dir: str, env: dict) -> str:
+    """`ray start --head` on loopback with free ports under ``temp_dir``; its dashboard address."""
+    (gcs, dash, client, agent, agent_grpc, env_agent, metrics, nm, om) = _free_ports(9)
+    cmd = [
+        sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={gcs}",
+        "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+        "--include-dashboard=true", "--num-cpus=1", "--num-gpus=0", f"--temp-dir={temp_dir}",
+        f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
+        f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={env_agent}",
+        f"--metrics-export-port={metrics}", f"--node-manager-port={nm}", f"--object-manager-port={om}",
+        "--disable-usage-stats",
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        pytest.fail(f"ray start failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return f"http://127.0.0.1:{dash}"
+
+
+def test_a_token_cluster_gets_one_line_saying_what_to_set():
+    """A head started with token auth; a client without the token gets one line (no Ray
+    traceback) naming RAY_AUTH_MODE / RAY_AUTH_TOKEN, and with them it works."""
+    temp_dir = tempfile.mkdtemp(prefix="svauth", dir="/tmp")
+    token = "0123456789abcdef0123456789abcdef"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    try:
+        address = _start_head(temp_dir, dict(base, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token))
+        cmd = [sys.executable, "-m", "softverify.cli", "job", "list", "--address", address]
+        deadline = time.monotonic() + 60
+        while True:  # the dashboard comes up a moment after `ray start` returns
+            ok = subprocess.run(cmd, env=dict(base, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token),
+                                capture_output=True, text=True, timeout=120, cwd=REPO)
+            if ok.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert ok.returncode == 0 and ok.stdout.strip() == "no jobs", ok.stderr[-2000:]
+        bad = subprocess.run(cmd, env=base, capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert bad.returncode == 2
+        assert "requires token authentication" in bad.stderr and "RAY_AUTH_TOKEN" in bad.stderr
+        assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    finally:
+        _kill_cluster(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -164,14 +209,31 @@ def test_cli_user_errors_are_one_line(capsys):
         (["submit", "--address", dead, "--", "trian"], "unknown softverify command 'trian'"),
         (["submit", "--address", dead, "--", "train", "--help-config"], f"cannot reach the Ray Jobs API at '{dead}'"),
         (["job", "list", "--address", dead], f"cannot reach the Ray Jobs API at '{dead}'"),
-        (["submit", "--address", dead, "--working-dir", "/no/such/dir", "--", "train"], "'/no/such/dir' is not a directory"),
-        (["submit", "--address", dead, "--env", "JUSTKEY", "--", "train"], "bad environment variable 'JUSTKEY'"),
+        (["submit", "--address", dead, "--working-dir", "/no/such/dir", "--", "train", "--output-dir", "/srv/r"],
+         "'/no/such/dir' is not a directory"),
+        (["submit", "--address", dead, "--env", "JUSTKEY", "--", "train", "--output-dir", "/srv/r"],
+         "bad environment variable 'JUSTKEY'"),
+        # the default trainer.output_dir is relative: refused before anything is uploaded
+        (["submit", "--address", dead, "--", "train"], "trainer.output_dir 'runs/default' is relative"),
+        (["submit", "--address", dead, "--output-root", "shared", "--", "train"], "must be an absolute path"),
     ]
     for argv, msg in cases:
         assert cli.main(argv) == 2, argv
         err = capsys.readouterr().err
         assert msg in err, (argv, err)
         assert "Traceback" not in err
+
+
+def test_relative_output_dirs_are_refused_or_placed_under_the_root(tmp_path):
+    with pytest.raises(JobsError, match=r"'runs/default' is relative.*--output-root DIR"):
+        resolve_job_outputs(["train"])
+    cmd, outs = resolve_job_outputs(["train", "--set", "trainer.output_dir=runs/k562"], "/mnt/shared")
+    assert outs == ["/mnt/shared/runs/k562"] and cmd[-2:] == ["--output-dir", "/mnt/shared/runs/k562"]
+    assert resolve_job_outputs(["train", "--output-dir", "/abs/run"]) == (["train", "--output-dir", "/abs/run"],
+                                                                          ["/abs/run"])
+    assert resolve_job_outputs(["train", "--output-dir", "s3://bucket/run"])[1] == ["s3://bucket/run"]
+    assert resolve_job_outputs(["sweep", "x.yaml"]) == (["sweep", "x.yaml"], [])  # sweeps name their storage
+    assert resolve_job_outputs(["train", "--help-config"])[1] == []
 
 
 # ---------------------------------------------------------------- real cluster
@@ -251,3 +313,22 @@ def test_unknown_job_id(ray_address, capsys):
         assert cli.main([*argv, "--address", ray_address]) == 2
         err = capsys.readouterr().err
         assert "no job 'raysubmit_nosuchjob'" in err and "softverify job list" in err and "Traceback" not in err
+
+
+def test_a_submitted_train_job_keeps_its_outputs(ray_address, tiny_model_dir, prompt_file, tmp_path, capsys):
+    """The default relative output dir, placed under --output-root: the final model is
+    there after the job ends (without the root it would be in the job's deleted copy)."""
+    root = tmp_path / "shared"
+    argv = ["submit", "--address", ray_address, "--output-root", str(root), "--", "train",
+            "--model", str(tiny_model_dir), "--steps", "1",
+            "--set", "data.source=file", "--set", f"data.path={prompt_file}", "--set", "trainer.eval_every=0",
+            "--set", "trainer.progress=false", "--set", "rollout.num_workers=1", "--set", "rollout.prompts_per_step=2",
+            "--set", "rollout.group_size=2", "--set", "rollout.num_cpus_per_worker=0.25", "--set", "learner.num_ranks=1",
+            "--set", "learner.num_cpus_per_rank=0.25", "--set", "learner.micro_batch_size=4",
+            "--set", "verifiers=[{kind: hard, num_cpus: 0.25}]", "--set", "trainer.diagnostics=false"]
+    rc = cli.main(argv)
+    out, err = capsys.readouterr()
+    assert rc == 0, err[-3000:] + out[-3000:]
+    assert f"writes its outputs to {root / 'runs' / 'default'}" in err
+    final = root / "runs" / "default" / "final"
+    assert (final / "model.safetensors").is_file() and (final / "softverify_prompt.json").is_file()

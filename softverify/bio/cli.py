@@ -26,9 +26,20 @@ def _data_fetch(args) -> int:
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     for k in kinds:
         perturbqa.check_kind(k)
-    paths = perturbqa.fetch(args.cell_lines, kinds=kinds, mirror=args.mirror, force=args.force)
-    for (cell, kind), p in paths.items():
-        print(f"{cell}-{kind}: {p}")
+    cells = perturbqa.parse_cell_lines(args.cell_lines)
+    if args.sha256 and len(cells) * len(kinds) != 1:
+        raise ValueError(f"--sha256 pins one table: give one --cell-lines and one --kinds (got {cells} x {list(kinds)})")
+    src_dir = perturbqa.mirror_folder(args.mirror)
+    for cell in cells:
+        for kind in kinds:
+            name = perturbqa.file_name(cell, kind)
+            cached = (perturbqa.cache_folder(None) / name).is_file() and not args.force
+            source = ("already in the cache" if cached else str(src_dir / name) if src_dir is not None
+                      else perturbqa.upstream_url(cell, kind))
+            p = perturbqa.fetch_file(cell, kind, mirror=args.mirror, force=args.force, sha256=args.sha256)
+            pinned = args.sha256 or perturbqa.SHA256.get((cell, kind))
+            note = "matches the pin" if pinned else "NOT pinned: checked by columns only"
+            print(f"{name}: {p}\n  from   {source}\n  sha256 {perturbqa.sha256_of(p)} ({note})")
     return 0
 
 
@@ -165,6 +176,12 @@ def _wm_eval(args) -> int:
 # ----------------------------------------------------------------------------- wiring
 
 
+def perturbqa_pinned() -> tuple[str, ...]:
+    from softverify.bio.perturbqa import PINNED_CELL_LINES
+
+    return PINNED_CELL_LINES
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     cells_help = "comma-separated PerturbQA cell lines (k562, rpe1, hepg2, jurkat)"
     mirror_help = "local directory with the PerturbQA CSVs (default $SOFTVERIFY_DATA_MIRROR, else the cache/download)"
@@ -173,7 +190,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     f = dsub.add_parser("fetch", help="download (or copy from a mirror) and verify dataset files into the cache")
     f.add_argument("dataset", help="dataset name: perturbqa")
-    f.add_argument("--cell-lines", default="k562,rpe1,hepg2,jurkat", help=cells_help)
+    f.add_argument("--cell-lines", default=",".join(perturbqa_pinned()),
+                   help=cells_help + "; default: those with pinned checksums (jurkat has none: ask for it by name)")
+    f.add_argument("--sha256", help="accept this digest for the one table fetched (a trusted copy whose "
+                   "checksum differs from the pin)")
     f.add_argument("--kinds", default="de,dir", help="tables to fetch: de, dir or both")
     f.add_argument("--from", dest="mirror", default=None, help=mirror_help)
     f.add_argument("--force", action="store_true", help="re-fetch files already in the cache")

@@ -132,15 +132,48 @@ def exit_code_for(status: str, driver_exit_code: int | None = None) -> int:
     raise JobsError(f"job status {status!r} is not final: expected SUCCEEDED, FAILED or STOPPED")
 
 
+def auth_hint(address: str) -> str:
+    """What to set when a cluster wants a token this client did not send (Ray >= 2.5x heads
+    started with RAY_AUTH_MODE=token; the client side defaults to auth off)."""
+    return (f"the Ray cluster at {address!r} requires token authentication and this client sent no token: set "
+            f"RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<the cluster's token> (or put it in ~/.ray/auth_token; "
+            f"`ray get-auth-token` on the head prints it), then retry")
+
+
+class _AuthChecked:
+    """Ray's JobSubmissionClient whose every call turns Ray's AuthenticationError (a
+    30-line traceback) into one :class:`JobsError` line saying what to set."""
+
+    def __init__(self, client, address: str):
+        self._client, self._address = client, address
+
+    def __getattr__(self, name: str):
+        from ray.exceptions import AuthenticationError
+
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*a, **kw):
+            try:
+                return attr(*a, **kw)
+            except AuthenticationError:
+                raise JobsError(auth_hint(self._address)) from None
+        return call
+
+
 class JobsClient:
     """The Ray Jobs API of one cluster, with errors a user can act on."""
 
     def __init__(self, address: str | None = None):
+        from ray.exceptions import AuthenticationError
         from ray.job_submission import JobSubmissionClient
 
         self.address = resolve_address(address)
         try:
-            self._client = JobSubmissionClient(self.address)
+            self._client = _AuthChecked(JobSubmissionClient(self.address), self.address)
+        except AuthenticationError:
+            raise JobsError(auth_hint(self.address)) from None
         except ConnectionError as e:
             raise JobsError(
                 f"cannot reach the Ray Jobs API at {self.address!r}: expected a Ray cluster's dashboard "
@@ -234,3 +267,45 @@ class JobsClient:
 def _stdout_write(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
+
+
+def _is_remote_or_absolute(path: str) -> bool:
+    return "://" in path or os.path.isabs(path)
+
+
+def resolve_job_outputs(command: Sequence[str], output_root: str | None = None) -> tuple[list[str], list[str]]:
+    """``(command, output paths)`` with every output path of a submitted ``train`` made safe.
+
+    A Ray job runs in a temporary copy of the uploaded working dir inside the node's Ray
+    session directory, so a relative ``trainer.output_dir`` (the default ``runs/default``
+    included) would put the model there and lose it when the job ends. With
+    ``output_root`` (a folder every node can reach, or a URI) a relative path is placed
+    under it and the command gets an explicit ``--output-dir``; without it, refuse, naming
+    the path and the two ways out. Absolute paths and URIs pass unchanged."""
+    argv = list(command)
+    if argv and argv[0] == "softverify":
+        argv = argv[1:]
+    if not argv or argv[0] != "train":
+        return argv, []
+    from softverify.cli import build_parser
+    from softverify.config import load_config
+    from softverify.platform.train_cli import _shortcuts
+
+    args = build_parser().parse_args(argv)
+    if args.help_config:
+        return argv, []
+    out = load_config(args.config, _shortcuts(args)).trainer.output_dir
+    if _is_remote_or_absolute(out):
+        return argv, [out]
+    if output_root is None:
+        raise JobsError(
+            f"trainer.output_dir {out!r} is relative: the job runs in a temporary copy of the working dir on the "
+            f"cluster, so its checkpoints and final model would be deleted when it ends. Pass an absolute path on "
+            f"storage the cluster keeps (--output-dir /mnt/shared/runs/x after 'train'), or --output-root DIR to "
+            f"place relative output paths under DIR")
+    if not _is_remote_or_absolute(output_root):
+        raise JobsError(f"--output-root {output_root!r} must be an absolute path or a URI: a relative one would "
+                        f"again resolve inside the job's temporary working dir")
+    root = output_root.rstrip("/")
+    new = f"{root}/{os.path.normpath(out)}" if "://" in root else os.path.join(root, os.path.normpath(out))
+    return [*argv, "--output-dir", new], [new]

@@ -51,15 +51,22 @@ def _add_submit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-cpus", type=float, help="CPUs reserved for the job's driver (default: none)")
     p.add_argument("--num-gpus", type=float, help="GPUs reserved for the job's driver (default: none)")
     p.add_argument("--no-wait", action="store_true", help="print the job id and return instead of following logs")
+    p.add_argument("--output-root", help="absolute path (or URI) every node can reach: a relative "
+                   "trainer.output_dir is placed under it (without it, relative output paths are refused)")
     # dest must not be "command": softverify.cli keeps the top-level command name there.
     p.add_argument("cmd_argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
                    help="-- then the softverify command to run, e.g. -- train --config my.yaml")
 
 
 def _do_submit(args, command: list[str], known_commands) -> int:
-    from softverify.platform.jobs import build_runtime_env, parse_env_vars, project_dir, softverify_entrypoint
+    from softverify.platform.jobs import (build_runtime_env, parse_env_vars, project_dir, resolve_job_outputs,
+                                          softverify_entrypoint)
 
+    entrypoint = softverify_entrypoint(command, known_commands)  # a typo'd command fails first
+    command, outputs = resolve_job_outputs(command, args.output_root)
     entrypoint = softverify_entrypoint(command, known_commands)
+    for out in outputs:
+        print(f"softverify submit: the job writes its outputs to {out} (on the cluster's filesystem)", file=sys.stderr)
     if args.no_working_dir:
         working_dir = None
     else:

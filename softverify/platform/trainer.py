@@ -101,9 +101,20 @@ def init_ray(cfg: TrainConfig) -> None:
     for res, amount in need.items():
         if amount > have.get(res, 0.0) + 1e-9:
             raise ConfigError(
-                f"impossible resource request: the run needs {amount:g} {res} in total "
-                f"(rollout workers + learner ranks + verifiers) but the Ray cluster has {have.get(res, 0.0):g}"
+                f"impossible resource request: the run needs {amount:g} {res} in total but the Ray cluster has "
+                f"{have.get(res, 0.0):g}; lower {resource_breakdown(cfg, res)}"
             )
+
+
+def resource_breakdown(cfg: TrainConfig, res: str) -> str:
+    """Which config keys ask for ``res`` ('CPU' or 'GPU'), and how much each."""
+    r, l = cfg.rollout, cfg.learner
+    kind = "cpus" if res == "CPU" else "gpus"
+    parts = [(f"rollout.num_{kind}_per_worker", r.num_workers, getattr(r, f"num_{kind}_per_worker")),
+             (f"learner.num_{kind}_per_rank", l.num_ranks, getattr(l, f"num_{kind}_per_rank"))]
+    parts += [(f"verifiers[{i}].num_{kind}", 1, getattr(v, f"num_{kind}")) for i, v in enumerate(cfg.verifiers)]
+    return ", ".join(f"{k} ({n} x {v:g})" if n > 1 else f"{k} ({v:g})" for k, n, v in parts if v > 0) + \
+        " (or rollout.num_workers / learner.num_ranks)"
 
 
 class Trainer:

@@ -91,3 +91,38 @@ def test_cell_line_names_are_validated():
     with pytest.raises(ValueError, match="unknown PerturbQA cell line 'hela'"):
         pq.parse_cell_lines("k562,hela")
     assert pq.upstream_url("jurkat", "dir").endswith("Genentech/PerturbQA/main/perturbqa/datasets/jurkat-dir.csv")
+
+
+def test_data_fetch_defaults_succeed_from_a_mirror_and_say_what_they_fetched(pqa_mirror, private_cache, capsys):
+    """The CLI's default cell lines are the pinned ones, all in the mirror: exit 0, and every
+    file is reported with its source and digest."""
+    from softverify import cli
+
+    assert cli.main(["data", "fetch", "perturbqa", "--from", str(pqa_mirror)]) == 0
+    out = capsys.readouterr().out
+    for cell in pq.PINNED_CELL_LINES:
+        for kind in pq.KINDS:
+            name = pq.file_name(cell, kind)
+            assert f"from   {pqa_mirror / name}" in out and f"sha256 {pq.SHA256[(cell, kind)]} (matches the pin)" in out
+    assert "jurkat" not in pq.PINNED_CELL_LINES and "jurkat" not in out
+    # jurkat by name from a mirror without it: one clear line naming the file
+    assert cli.main(["data", "fetch", "perturbqa", "--cell-lines", "jurkat", "--from", str(pqa_mirror)]) == 2
+    assert "jurkat-de.csv not found in mirror" in capsys.readouterr().err
+
+
+def test_a_trusted_copy_with_another_digest_is_accepted_only_knowingly(tmp_path, pqa_mirror, capsys):
+    from softverify import cli
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "k562-dir.csv").write_bytes((pqa_mirror / "k562-dir.csv").read_bytes().replace(b"\r\n", b"\n") + b"")
+    changed = (mirror / "k562-dir.csv")
+    lines = changed.read_text().splitlines()
+    changed.write_text("\n".join(lines[:-1]) + "\n")  # one row fewer: a different but valid table
+    got = hashlib.sha256(changed.read_bytes()).hexdigest()
+    base = ["data", "fetch", "perturbqa", "--cell-lines", "k562", "--kinds", "dir", "--from", str(mirror)]
+    assert cli.main(base) == 2
+    err = capsys.readouterr().err
+    assert f"sha256 {got} but expected {pq.SHA256[('k562', 'dir')]}" in err and f"--sha256 {got}" in err
+    assert cli.main(base + ["--sha256", got]) == 0
+    assert f"sha256 {got} (matches the pin)" in capsys.readouterr().out
