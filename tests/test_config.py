@@ -103,3 +103,15 @@ def test_cli_reports_config_errors_without_traceback():
     assert r.returncode == 2
     assert "rollout.grup_size: unknown key" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_override_values_that_yaml_would_turn_into_mappings_stay_strings(tmp_path):
+    from softverify.config import ConfigError, apply_overrides, read_yaml
+
+    assert apply_overrides({}, ["a.b=Answer:", "a.c=[1, 2]", "a.d={x: 1}"]) == {"a": {"b": "Answer:", "c": [1, 2],
+                                                                                    "d": {"x": 1}}}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  steps: [1,\n")
+    with pytest.raises(ConfigError) as e:
+        read_yaml(bad)
+    assert str(bad) in str(e.value).split("is not valid YAML")[1] and "<unicode string>" not in str(e.value)

@@ -234,6 +234,11 @@ def test_relative_output_dirs_are_refused_or_placed_under_the_root(tmp_path):
     assert resolve_job_outputs(["train", "--output-dir", "s3://bucket/run"])[1] == ["s3://bucket/run"]
     assert resolve_job_outputs(["sweep", "x.yaml"]) == (["sweep", "x.yaml"], [])  # sweeps name their storage
     assert resolve_job_outputs(["train", "--help-config"])[1] == []
+    # a config only the cluster has: explicit overrides are still checked
+    assert resolve_job_outputs(["train", "--config", "/etc/sv/train.yaml"]) == (["train", "--config",
+                                                                                "/etc/sv/train.yaml"], [])
+    with pytest.raises(JobsError, match="'rel/x' is relative"):
+        resolve_job_outputs(["train", "--config", "/etc/sv/train.yaml", "--output-dir", "rel/x"])
 
 
 # ---------------------------------------------------------------- real cluster

@@ -60,7 +60,8 @@ def test_parse_and_check_limits():
         (b"[1, 2]", 400, None),
         (b'{"model": "tiny", "messages": []}', 422, "messages"),
         (b'{"model": "tiny", "messages": [{"role": "robot", "content": "x"}]}', 422, "messages.0.role"),
-        (b'{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "logprobs": true}', 422, "logprobs"),
+        (b'{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "best_of": 2}', 400, "best_of"),
+        (b'{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": 9}', 422, "n"),
         (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}] * 9}).encode(), 413, "messages"),
         (b" " * 1_000_001, 413, None),
     ]
@@ -165,9 +166,10 @@ def reference(tiny_model_dir):
 
     engine = HFEngine(str(tiny_model_dir), torch_threads=1)
 
-    def greedy(messages, max_tokens):
+    def greedy(messages, max_tokens, **sampling):
         pb = with_assistant_prefix(engine.render([messages]), engine.tokenizer, PREFIX)
-        g = engine.generate(pb.token_ids, SamplingParams(max_new_tokens=max_tokens, temperature=0), n=1)[0][0]
+        g = engine.generate(pb.token_ids, SamplingParams(max_new_tokens=max_tokens, temperature=0, **sampling),
+                            n=1)[0][0]
         g.text = PREFIX + g.text
         return g, len(pb.token_ids[0])
 
@@ -251,8 +253,16 @@ def test_api_key_is_required(server):
     (dict(messages=[{"role": "user", "content": "y"}] * 9), openai.APIStatusError, 413, "messages"),
     (dict(messages=[]), openai.UnprocessableEntityError, 422, "messages"),
     (dict(model="gpt-4o"), openai.NotFoundError, 404, "model"),
-    (dict(logprobs=True), openai.UnprocessableEntityError, 422, "logprobs"),
-    (dict(n=2), openai.UnprocessableEntityError, 422, "n"),
+    # OpenAI features this engine does not implement: 400 naming them
+    (dict(response_format={"type": "json_object"}), openai.BadRequestError, 400, "response_format"),
+    (dict(tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]), openai.BadRequestError, 400,
+     "tools"),
+    (dict(logit_bias={"50256": -100}), openai.BadRequestError, 400, "logit_bias"),
+    (dict(n=2, stream=True), openai.BadRequestError, 400, "n"),
+    (dict(top_logprobs=2), openai.BadRequestError, 400, "top_logprobs"),
+    (dict(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]),
+     openai.BadRequestError, 400, "messages.0.content.0.type"),
+    (dict(extra_body={"best_of": 3}), openai.BadRequestError, 400, "best_of"),  # not an OpenAI chat field
 ])
 def test_bad_requests_get_a_reason(client, kwargs, error, status, param):
     args = dict(model=MODEL_ID, messages=MESSAGES, max_tokens=4) | kwargs
@@ -260,6 +270,58 @@ def test_bad_requests_get_a_reason(client, kwargs, error, status, param):
         client.chat.completions.create(**args)
     assert e.value.status_code == status
     assert e.value.body["param"] == param and e.value.body["message"]
+
+
+def test_openai_parameters_that_map_onto_the_engine(client, reference, server):
+    """What many clients send by default (zero penalties, text parts, no-op tool fields) is
+    accepted and changes nothing; penalties, logprobs, n and seed do what OpenAI says."""
+    plain = client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, max_tokens=12, temperature=0)
+    parts = [MESSAGES[0], {"role": "user", "content": [{"type": "text", "text": "Does MYC "},
+                                                       {"type": "text", "text": "regulate CDK4?"}]}]
+    same = client.chat.completions.create(model=MODEL_ID, messages=parts, max_tokens=12, temperature=0,
+                                          presence_penalty=0, frequency_penalty=0, response_format={"type": "text"},
+                                          tool_choice="none", store=False, metadata={"run": "t"})
+    assert same.choices[0].message.content == plain.choices[0].message.content == reference(MESSAGES, 12)[0].text
+    # penalties: exactly the in-process engine with the same settings
+    pen = client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, max_tokens=16, temperature=0,
+                                         presence_penalty=1.5, frequency_penalty=0.5)
+    ref = reference(MESSAGES, 16, presence_penalty=1.5, frequency_penalty=0.5)[0]
+    assert pen.choices[0].message.content == ref.text
+    # logprobs: one entry per generated token, the chosen token's logprob, 3 alternatives each
+    lp = client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, max_tokens=6, temperature=0,
+                                        logprobs=True, top_logprobs=3)
+    g = reference(MESSAGES, 6)[0]
+    content = lp.choices[0].logprobs.content
+    assert len(content) == lp.usage.completion_tokens == len(g.token_ids)
+    for e, want in zip(content, g.logprobs):
+        assert abs(e.logprob - want) < 1e-4 and len(e.top_logprobs) == 3
+        assert e.top_logprobs[0].logprob >= e.logprob - 1e-6  # greedy picks the most likely token
+    # n samples, reproducible with a seed
+    a = client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, max_tokens=8, n=3, seed=7)
+    b = client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, max_tokens=8, n=3, seed=7)
+    assert [c.index for c in a.choices] == [0, 1, 2]
+    assert [c.message.content for c in a.choices] == [c.message.content for c in b.choices]
+    assert len({c.message.content for c in a.choices}) > 1  # three samples, not one copied
+
+
+def test_unknown_routes_and_401_speak_openai(server):
+    r = requests.get(f"{server}/v1/nope", timeout=30)
+    assert r.status_code == 404 and r.json()["error"]["message"] == "unknown route GET /v1/nope"
+    r = requests.get(f"{server}/v1/chat/completions", timeout=30)
+    assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"
+    r = requests.get(f"{server}/v1/models", timeout=30)
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_openai_penalties_hand_computed():
+    import torch
+
+    from softverify.engines.base import apply_penalties
+
+    logits = torch.zeros((2, 5))
+    out = apply_penalties(logits, [[1, 1, 3], []], presence=0.5, frequency=0.25)
+    assert out[0].tolist() == [0.0, -1.0, 0.0, -0.75, 0.0] and out[1].tolist() == [0.0] * 5
+    assert apply_penalties(logits, [[1], [2]], 0.0, 0.0) is logits
 
 
 def test_malformed_json_is_400(server):

@@ -34,6 +34,7 @@ def tiny_cfg(model_dir: Path, prompts: Path, out: Path, **over):
         f"model.path={model_dir}", "data.source=file", f"data.path={prompts}", f"trainer.output_dir={out}",
         "rollout.num_workers=2", "rollout.prompts_per_step=2", "rollout.group_size=4", "rollout.max_new_tokens=12",
         "rollout.stop=[]", "learner.num_ranks=2", "learner.micro_batch_size=2", "learner.lr=1e-2",
+        "algorithm.estimator=sample",  # these tests exercise the sampled-GRPO machinery
         "trainer.progress=false", "trainer.steps=2", "trainer.checkpoint_every=1",
         # random tiny models never answer, so hard/format are flat; length varies in every group
         "verifiers=[{kind: hard}, {kind: format, weight: 0.5}, {kind: length, weight: 1.0, params: {max_chars: 200}}]",

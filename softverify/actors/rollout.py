@@ -91,7 +91,7 @@ class RolloutCore:
         ``answer + rollout.stop[0]`` (the tokens a sampled answer ends with), candidates of a
         row contiguous. Nothing is generated; ``behaviour_logprobs`` are zeros because the
         enumerated loss takes its answer distribution from the learner's own forward."""
-        prefix, close = self.rollout.assistant_prefix, self.rollout.stop[0]
+        prefix, close = self.rollout.assistant_prefix, (self.rollout.stop[0] if self.rollout.stop else "")
         tok = self.engine.tokenizer
         pb = render_turns(self.engine, [row_messages(r, self.rollout.system_prompt) for r in rows], prefix)
         comp = [tok(a + close, add_special_tokens=False)["input_ids"] for a in answers]

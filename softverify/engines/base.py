@@ -16,6 +16,9 @@ class SamplingParams:
     top_k: int = 0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    presence_penalty: float = 0.0  # OpenAI semantics: subtracted once from every token already generated
+    frequency_penalty: float = 0.0  # ... and this times how often it was generated
+    top_logprobs: int = 0  # > 0: also report this many most likely tokens per step
 
 
 @dataclass
@@ -27,6 +30,7 @@ class Generation:
     token_ids: list[int]
     logprobs: list[float]
     finish_reason: str  # "stop" (EOS or stop string) or "length"
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)  # per step, when asked for
 
 
 @dataclass
@@ -53,3 +57,19 @@ def render_turns(engine, messages_list, prefix: str) -> PromptBatch:
     """The one way a prompt becomes tokens, for rollout, eval, verify and serving alike: the
     engine's chat template, then the assistant turn opened with ``prefix``."""
     return with_assistant_prefix(engine.render(messages_list), engine.tokenizer, prefix)
+
+
+def apply_penalties(logits, generated, presence: float, frequency: float):
+    """OpenAI's presence/frequency penalties on next-token logits ``[B, V]``: each token
+    already generated in row b (``generated[b]``, a list of ids; the prompt does not count)
+    loses ``presence + frequency * count``. Returns new logits (input untouched)."""
+    import torch
+
+    if not presence and not frequency:
+        return logits
+    counts = torch.zeros_like(logits)
+    for b, toks in enumerate(generated):
+        if len(toks):
+            ids = torch.as_tensor(list(toks), dtype=torch.long, device=logits.device)
+            counts[b].index_add_(0, ids, torch.ones(len(ids), dtype=logits.dtype, device=logits.device))
+    return logits - presence * (counts > 0).to(logits.dtype) - frequency * counts

@@ -12,7 +12,9 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from softverify.engines.base import Generation, PromptBatch, SamplingParams
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from softverify.engines.base import Generation, PromptBatch, SamplingParams, apply_penalties
 from softverify.modeling import load_causal_lm, pack_sequences, token_logprobs
 
 
@@ -104,6 +106,8 @@ class HFEngine:
         )
         if sp.stop:
             kwargs.update(stop_strings=list(sp.stop), tokenizer=self.tokenizer)
+        if sp.presence_penalty or sp.frequency_penalty:
+            kwargs["logits_processor"] = LogitsProcessorList([_Penalties(L, sp.presence_penalty, sp.frequency_penalty)])
         out = self.model.generate(
             input_ids=input_ids.to(self.device), attention_mask=attn.to(self.device), **kwargs
         )
@@ -112,10 +116,18 @@ class HFEngine:
         steps = len(out.logits)
         logp = torch.empty(new_tokens.shape[0], steps)
         temp = sp.temperature if sp.temperature > 0 else 1.0  # greedy: report plain logprobs
+        tops: list[list[list[tuple[int, float]]]] = [[] for _ in range(new_tokens.shape[0])]
         for t, lg in enumerate(out.logits):
             lp = F.log_softmax(lg.float().cpu() / temp, dim=-1)
             logp[:, t] = lp.gather(-1, new_tokens[:, t : t + 1]).squeeze(-1)
-        return [self._finish(new_tokens[b].tolist(), logp[b].tolist(), sp) for b in range(new_tokens.shape[0])]
+            if sp.top_logprobs:
+                v, i = lp.topk(sp.top_logprobs, dim=-1)
+                for b in range(lp.shape[0]):
+                    tops[b].append(list(zip(i[b].tolist(), v[b].tolist())))
+        gens = [self._finish(new_tokens[b].tolist(), logp[b].tolist(), sp) for b in range(new_tokens.shape[0])]
+        for g, top in zip(gens, tops):
+            g.top_logprobs = top[: len(g.token_ids)]
+        return gens
 
     def _decode_loop(self, prompts: list[list[int]], n: int, sp: SamplingParams) -> list[Generation]:
         """Sample ``n`` completions of each prompt with an explicit KV-cache loop.
@@ -150,10 +162,17 @@ class HFEngine:
         greedy, temp = sp.temperature == 0, (sp.temperature if sp.temperature > 0 else 1.0)
         stops = list(sp.stop or [])
         tail = 2 + max((len(self.tokenizer(s, add_special_tokens=False)["input_ids"]) for s in stops), default=0)
+        tops: list[list[list[tuple[int, float]]]] = [[] for _ in range(B)]
         for t in range(sp.max_new_tokens):
-            logp = F.log_softmax(logits / temp, dim=-1)
-            nxt = logits.argmax(-1) if greedy else torch.multinomial(_truncated_probs(logp, sp.top_k, sp.top_p), 1)[:, 0]
+            logp = F.log_softmax(logits / temp, dim=-1)  # behaviour logprobs: before penalties, as in generate
+            pick = apply_penalties(logits, [toks[r] for r in live], sp.presence_penalty, sp.frequency_penalty)
+            plogp = logp if pick is logits else F.log_softmax(pick / temp, dim=-1)
+            nxt = pick.argmax(-1) if greedy else torch.multinomial(_truncated_probs(plogp, sp.top_k, sp.top_p), 1)[:, 0]
             chosen = logp.gather(-1, nxt[:, None])[:, 0]
+            if sp.top_logprobs:
+                tv, ti = logp.topk(sp.top_logprobs, dim=-1)
+                for j, r in enumerate(live):
+                    tops[r].append(list(zip(ti[j].tolist(), tv[j].tolist())))
             keep = []
             for j, (r, tok, lp) in enumerate(zip(live, nxt.tolist(), chosen.tolist())):
                 toks[r].append(tok)
@@ -176,7 +195,7 @@ class HFEngine:
             next_pos = next_pos + 1
         return [
             Generation(text=self.tokenizer.decode(toks[r], skip_special_tokens=True), token_ids=toks[r],
-                       logprobs=lps[r], finish_reason="stop" if stopped[r] else "length")
+                       logprobs=lps[r], finish_reason="stop" if stopped[r] else "length", top_logprobs=tops[r])
             for r in range(B)
         ]
 
@@ -240,6 +259,9 @@ class HFEngine:
         )
         if sampling.stop:
             kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
+        if sampling.presence_penalty or sampling.frequency_penalty:
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [_Penalties(len(prompt_token_ids), sampling.presence_penalty, sampling.frequency_penalty)])
         ids = torch.tensor([list(prompt_token_ids)], dtype=torch.long, device=self.device)
         out = TextStream(streamer, self.eos_ids, sampling)
 
@@ -293,6 +315,18 @@ class HFEngine:
 
     def _is_tied(self, key: str) -> bool:
         return key == "lm_head.weight" and bool(getattr(self.model.config, "tie_word_embeddings", False))
+
+
+class _Penalties(LogitsProcessor):
+    """:func:`apply_penalties` inside HF ``generate``: tokens after the (padded) prompt of
+    length ``prompt_len`` are the generated ones."""
+
+    def __init__(self, prompt_len: int, presence: float, frequency: float):
+        self.prompt_len, self.presence, self.frequency = prompt_len, presence, frequency
+
+    def __call__(self, input_ids, scores):
+        gen = input_ids[:, self.prompt_len:]
+        return apply_penalties(scores, [row.tolist() for row in gen], self.presence, self.frequency)
 
 
 def _truncated_probs(logp: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:

@@ -294,7 +294,17 @@ def resolve_job_outputs(command: Sequence[str], output_root: str | None = None) 
     args = build_parser().parse_args(argv)
     if args.help_config:
         return argv, []
-    out = load_config(args.config, _shortcuts(args)).trainer.output_dir
+    if args.config and not os.path.isfile(args.config):
+        # a config that exists only on the cluster (e.g. a mounted ConfigMap): judge the
+        # explicit overrides alone, and say what could not be checked
+        ov = [o.split("=", 1)[1] for o in _shortcuts(args) if o.startswith("trainer.output_dir=")]
+        if not ov:
+            print(f"softverify submit: {args.config!r} is not readable here, so its trainer.output_dir cannot be "
+                  f"checked; make sure it is absolute on the cluster's storage", file=sys.stderr)
+            return argv, []
+        out = ov[-1]
+    else:
+        out = load_config(args.config, _shortcuts(args)).trainer.output_dir
     if _is_remote_or_absolute(out):
         return argv, [out]
     if output_root is None:

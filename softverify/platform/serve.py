@@ -25,13 +25,15 @@ import time
 from typing import Any
 
 from fastapi import FastAPI, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
 from softverify.engines.base import SamplingParams, render_turns
 from softverify.platform.serve_api import (
     SSE_DONE, ApiError, ChatCompletionRequest, RateLimiter, ServeConfig, VerifyRequest, chat_chunk,
-    chat_response, check_api_key, check_chat, check_prompt_tokens, completion_id, models_response,
+    chat_response, check_api_key, check_chat, check_prompt_tokens, choice, completion_id, models_response,
+    token_logprobs_content,
     parse_body, stop_list, usage,
 )
 from softverify.platform.serve_verify import VerifierSet
@@ -42,6 +44,14 @@ log = logging.getLogger("ray.serve")
 
 def _error(e: ApiError) -> JSONResponse:
     return JSONResponse(status_code=e.status, content=e.body(), headers=e.headers)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException):
+    """Unknown routes and wrong methods answer in OpenAI's error shape, not FastAPI's."""
+    what = {404: f"unknown route {request.method} {request.url.path}", 405: f"method {request.method} is not "
+            f"allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
+    return _error(ApiError(exc.status_code, what, code="not_found" if exc.status_code == 404 else None))
 
 
 def trim_at_stop(text: str, stops: list[str], keep: list[str] | tuple[str, ...] = ()) -> str:
@@ -95,27 +105,30 @@ class ChatServer:
             raise ApiError(413, f"request body is {declared} bytes; the limit is {self.limits.max_body_bytes}")
 
     def _prompt(self, req: ChatCompletionRequest) -> list[int]:
-        msgs = [{"role": m.role, "content": m.content} for m in req.messages]
+        msgs = req.chat()
         ids = prompt_ids(self.engine, msgs, self.cfg.system_prompt, self.cfg.assistant_prefix)
         check_prompt_tokens(len(ids), self.limits)
         return ids
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
-    async def _generate_batch(self, items: list[tuple[list[int], SamplingParams]]):
-        """Requests that arrived together; those with equal sampling settings share a generate."""
+    async def _generate_batch(self, items: list[tuple[list[int], SamplingParams, int]]):
+        """Requests that arrived together; those with equal sampling settings (and ``n``)
+        share a generate. Each gets its list of ``n`` generations."""
         groups: dict[tuple, list[int]] = {}
-        for i, (_, sp) in enumerate(items):
-            groups.setdefault((sp.max_new_tokens, sp.temperature, sp.top_p, tuple(sp.stop), sp.seed), []).append(i)
+        for i, (_, sp, n) in enumerate(items):
+            key = (sp.max_new_tokens, sp.temperature, sp.top_p, tuple(sp.stop), sp.seed, sp.presence_penalty,
+                   sp.frequency_penalty, sp.top_logprobs, n)
+            groups.setdefault(key, []).append(i)
         out: list[Any] = [None] * len(items)
         async with self._gen_lock:
             for idx in groups.values():
-                sp = items[idx[0]][1]
+                _, sp, n = items[idx[0]]
                 t0 = time.perf_counter()
-                gens = await asyncio.to_thread(self.engine.generate, [items[i][0] for i in idx], sp, 1)
+                gens = await asyncio.to_thread(self.engine.generate, [items[i][0] for i in idx], sp, n)
                 for i, g in zip(idx, gens):
-                    out[i] = g[0]
+                    out[i] = g
                 log.info("generated a batch of %d request(s), %d new tokens, in %.2f s", len(idx),
-                         sum(len(g[0].token_ids) for g in gens), time.perf_counter() - t0)
+                         sum(len(x.token_ids) for g in gens for x in g), time.perf_counter() - t0)
         return out
 
     # ------------------------------------------------------------------ routes
@@ -142,17 +155,25 @@ class ChatServer:
             return _error(e)
         trim = stop_list(req.stop)
         keep = [] if req.stop is not None else list(self.cfg.trained_stop or [])  # the client's stop wins
+        n_top = (req.top_logprobs or 0) if req.logprobs else 0
         sp = SamplingParams(max_new_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
-                            stop=trim + keep, seed=req.seed)
+                            stop=trim + keep, seed=req.seed, presence_penalty=req.presence_penalty,
+                            frequency_penalty=req.frequency_penalty, top_logprobs=n_top)
         cid, prefix = completion_id(), self.cfg.assistant_prefix
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             return StreamingResponse(self._stream(cid, ids, sp, include_usage, trim, keep),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        g = await self._generate_batch((ids, sp))
-        text = prefix + trim_at_stop(g.text, trim, keep)
-        return chat_response(cid, self.model_id, text, g.finish_reason, len(ids), len(g.token_ids))
+        gens = await self._generate_batch((ids, sp, req.n))
+        decode = lambda t: self.engine.tokenizer.decode([t])  # noqa: E731
+        choices = [
+            choice(k, prefix + trim_at_stop(g.text, trim, keep), g.finish_reason,
+                   token_logprobs_content(decode, g.token_ids, g.logprobs, g.top_logprobs, n_top)
+                   if req.logprobs else None)
+            for k, g in enumerate(gens)
+        ]
+        return chat_response(cid, self.model_id, choices, len(ids), sum(len(g.token_ids) for g in gens))
 
     async def _stream(self, cid: str, ids: list[int], sp: SamplingParams, include_usage: bool,
                       trim: list[str], keep: list[str]):

@@ -194,11 +194,35 @@ class ServeConfig(_Strict):
 # ------------------------------------------------------------------ requests
 
 
+class TextPart(BaseModel):
+    """One part of a message's content given as a list (OpenAI's content parts). Other
+    part types (image_url, input_audio, file) carry their own fields: they are parsed so
+    :meth:`ChatMessage.text` can refuse them by type."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    role: Literal["system", "user", "assistant"]
-    content: str
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
     name: str | None = None
+
+    def text(self, i: int) -> str:
+        """The content as one string; a part that is not text is refused by name."""
+        if isinstance(self.content, str):
+            return self.content
+        for j, part in enumerate(self.content):
+            if part.type != "text" or part.text is None:
+                raise ApiError(400, f"content part type {part.type!r} is not supported: this server answers text "
+                               f"only", param=f"messages.{i}.content.{j}.type", code="unsupported_content")
+        return "".join(p.text or "" for p in self.content)
+
+    def as_chat(self, i: int) -> dict[str, str]:
+        """``developer`` is OpenAI's newer name for the system role."""
+        return {"role": "system" if self.role == "developer" else self.role, "content": self.text(i)}
 
 
 class StreamOptions(BaseModel):
@@ -207,8 +231,10 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    """The subset of OpenAI's chat request this server honours; anything else is refused
-    by name (422) rather than silently ignored, so a client never believes a setting took."""
+    """OpenAI's chat request. Fields that map onto the engine are honoured; OpenAI fields
+    that do not (tools, JSON mode, logit_bias, audio...) are accepted only at their
+    no-op values and otherwise refused by name (400, :func:`check_supported`), so a client
+    never believes a setting took. Names OpenAI does not have are refused as OpenAI does."""
 
     model_config = ConfigDict(extra="forbid")
     model: str
@@ -217,12 +243,65 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1, le=1)
+    n: int = Field(1, ge=1, le=8)
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
     user: str | None = None
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    # OpenAI fields accepted at their no-op values only (see check_supported)
+    response_format: dict[str, Any] | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+    logit_bias: dict[str, float] | None = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    modalities: list[str] | None = None
+    audio: Any = None
+    prediction: Any = None
+    web_search_options: Any = None
+    reasoning_effort: str | None = None
+    store: bool | None = None
+    metadata: dict[str, str] | None = None
+    service_tier: str | None = None
+
+    def chat(self) -> list[dict[str, str]]:
+        return [m.as_chat(i) for i, m in enumerate(self.messages)]
+
+
+def check_supported(req: ChatCompletionRequest) -> None:
+    """400, naming the parameter, for an OpenAI feature this engine does not implement."""
+    def refuse(param: str, what: str) -> None:
+        raise ApiError(400, f"{param}: {what} is not supported by this server", param=param,
+                       code="unsupported_parameter")
+
+    if req.response_format not in (None, {"type": "text"}):
+        refuse("response_format", f"response_format {req.response_format.get('type', req.response_format)!r} "
+               "(only {'type': 'text'})")
+    if req.tools:
+        refuse("tools", "tool calling")
+    if req.tool_choice not in (None, "none") and not (req.tool_choice == "auto" and not req.tools):
+        refuse("tool_choice", "tool calling")
+    if req.functions or req.function_call not in (None, "none"):
+        refuse("functions" if req.functions else "function_call", "function calling")
+    if req.logit_bias:
+        refuse("logit_bias", "logit_bias")
+    if req.modalities not in (None, ["text"]):
+        refuse("modalities", f"modalities {req.modalities!r} (only ['text'])")
+    for name in ("audio", "prediction", "web_search_options", "reasoning_effort"):
+        if getattr(req, name) is not None:
+            refuse(name, name)
+    if req.top_logprobs and not req.logprobs:
+        raise ApiError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
+    if req.stream and req.n > 1:
+        refuse("n", "n > 1 with stream=true")
+    if req.stream and req.logprobs:
+        refuse("logprobs", "logprobs with stream=true")
 
 
 class VerifyRequest(BaseModel):
@@ -258,6 +337,10 @@ def parse_body(raw: bytes, model: type[BaseModel], limits: LimitsConfig) -> Base
         return model.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
+        unknown = [err for err in e.errors() if err["type"] == "extra_forbidden"]
+        if unknown:  # OpenAI's answer to a name it does not have
+            raise ApiError(400, f"Unrecognized request argument supplied: {_loc(unknown[0])}",
+                           param=_loc(unknown[0]), code="unrecognized_argument") from None
         msg = "; ".join(f"{_loc(err) or 'body'}: {err['msg']}" for err in e.errors()[:5])
         raise ApiError(422, msg, param=_loc(first) or None) from None
 
@@ -267,9 +350,11 @@ def check_chat(req: ChatCompletionRequest, limits: LimitsConfig, model_id: str) 
     if req.model != model_id:
         raise ApiError(404, f"model {req.model!r} does not exist; this server serves {model_id!r}",
                        param="model", code="model_not_found")
+    check_supported(req)
     for i, m in enumerate(req.messages):
-        if len(m.content) > limits.max_message_chars:
-            raise ApiError(413, f"messages[{i}].content has {len(m.content)} characters; the limit is "
+        n = len(m.text(i))
+        if n > limits.max_message_chars:
+            raise ApiError(413, f"messages[{i}].content has {n} characters; the limit is "
                            f"{limits.max_message_chars}", param=f"messages.{i}.content")
     asked = req.max_completion_tokens or req.max_tokens
     param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
@@ -302,7 +387,8 @@ def check_api_key(authorization: str | None, expected: str | None) -> None:
     scheme, _, given = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
         raise ApiError(401, "missing or invalid API key (send 'Authorization: Bearer <key>')",
-                       type="authentication_error", code="invalid_api_key")
+                       type="authentication_error", code="invalid_api_key",
+                       headers={"WWW-Authenticate": 'Bearer realm="softverify"'})
 
 
 class RateLimiter:
@@ -342,12 +428,32 @@ def completion_id() -> str:
     return "chatcmpl-" + uuid.uuid4().hex[:24]
 
 
-def chat_response(cid: str, model: str, text: str, finish_reason: str, prompt_tokens: int,
+def choice(index: int, text: str, finish_reason: str, logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason,
+            "logprobs": logprobs}
+
+
+def token_logprobs_content(decode: Callable[[int], str], token_ids: list[int], logprobs: list[float],
+                           top: list[list[tuple[int, float]]] | None, n_top: int) -> dict[str, Any]:
+    """OpenAI's ``choices[i].logprobs``: one entry per generated token, with the
+    ``n_top`` most likely alternatives at that step."""
+    def entry(tid: int, lp: float) -> dict[str, Any]:
+        t = decode(tid)
+        return {"token": t, "logprob": float(lp), "bytes": list(t.encode("utf-8"))}
+
+    out = []
+    for k, (tid, lp) in enumerate(zip(token_ids, logprobs)):
+        e = entry(tid, lp)
+        e["top_logprobs"] = [entry(a, b) for a, b in (top[k][:n_top] if top and k < len(top) else [])]
+        out.append(e)
+    return {"content": out}
+
+
+def chat_response(cid: str, model: str, choices: list[dict[str, Any]], prompt_tokens: int,
                   completion_tokens: int, created: int | None = None) -> dict[str, Any]:
     return {
         "id": cid, "object": "chat.completion", "created": created or int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "finish_reason": finish_reason, "logprobs": None}],
+        "choices": choices,
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
     }

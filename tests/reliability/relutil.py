@@ -23,6 +23,7 @@ def tiny_overrides(model_dir: Path, prompts: Path, out: Path, **over) -> list[st
         # these tests are about faults, not dynamics: every group reaches the learner (a random
         # tiny model's groups are often all-equal), and every weight trains and syncs
         "algorithm.dynamic_sampling=none", "learner.train_layers=null", "learner.lr_warmup_steps=0",
+        "algorithm.estimator=sample", "algorithm.advantage=grpo", "algorithm.entropy_coef=0",
         "verifiers=[{kind: hard}, {kind: format, weight: 0.5}, {kind: length, weight: 1.0, params: {max_chars: 200}}]",
     ]
     return ov + [f"{k}={v}" for k, v in over.items()]
