@@ -18,17 +18,7 @@ import ray
 from softverify.config import VerifierSpec
 from softverify.types import Sample
 from softverify.verifiers.base import Verifier, build_from_spec, composition_thresholds, verifier_class
-
-
-def check_scores(name: str, scores, n: int) -> np.ndarray:
-    """The verifier contract: shape ``[n]``, values in [0, 1] or NaN."""
-    s = np.asarray(scores, dtype=np.float64)
-    if s.shape != (n,):
-        raise ValueError(f"verifier {name!r} returned shape {s.shape}, expected ({n},)")
-    bad = ~np.isnan(s) & ((s < 0) | (s > 1))
-    if bad.any():
-        raise ValueError(f"verifier {name!r} returned scores outside [0, 1]: {s[bad][:5]}")
-    return s
+from softverify.verifiers.suite import check_scores  # noqa: F401  (re-exported: the contract lives there)
 
 
 class VerifierHost:

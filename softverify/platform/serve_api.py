@@ -128,6 +128,9 @@ class LimitsConfig(_Strict):
 class VerifierSpec(_Strict):
     kind: str = Field(description="Registered verifier kind (softverify.verifiers.available_kinds()).")
     name: str | None = Field(None, description="Name the score is reported under (default: the kind).")
+    weight: float = Field(1.0, ge=0, description="Weight in the reward, as in training's verifiers[].weight.")
+    threshold: float | None = Field(
+        None, ge=0, le=1, description="Normalisation threshold, as in training's verifiers[].threshold.")
     params: dict[str, Any] = Field(default_factory=dict, description="Keyword parameters of the verifier.")
 
 

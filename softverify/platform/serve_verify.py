@@ -10,22 +10,20 @@ from typing import Any, Sequence
 
 from softverify.platform.serve_api import ApiError, VerifierSpec, VerifyRequest
 from softverify.types import Sample
-from softverify.verifiers import build_verifier
+from softverify.verifiers.suite import VerifierSuite
 from softverify.verifiers.answer import parse_answer
 
 
 class VerifierSet:
-    """The configured verifiers, built once per replica, keyed by their names."""
+    """The configured verifiers (a :class:`VerifierSuite`, as training builds them: with
+    thresholds), built once per replica, keyed by their names."""
 
     def __init__(self, specs: Sequence[VerifierSpec]):
-        self.verifiers = {}
-        for spec in specs:
-            v = build_verifier(spec.kind, name=spec.name, **spec.params)
-            if v.needs_policy:
-                raise ValueError(f"verifier {v.name!r} needs the policy's logprobs; /v1/verify cannot host it")
-            if v.name in self.verifiers:
-                raise ValueError(f"two verifiers are named {v.name!r}; give one a 'name'")
-            self.verifiers[v.name] = v
+        from softverify.config import VerifierSpec as TrainSpec
+
+        self.suite = VerifierSuite([TrainSpec(kind=s.kind, name=s.name, weight=s.weight, threshold=s.threshold,
+                                              params=s.params) for s in specs])
+        self.verifiers = self.suite.verifiers
 
     def score(self, req: VerifyRequest) -> dict[str, Any]:
         if not self.verifiers:
@@ -38,11 +36,11 @@ class VerifierSet:
         messages = [{"role": "user", "content": req.question}]
         sample = Sample(prompt_id="verify", prompt=req.question, completion=req.answer,
                         metadata={**req.metadata, "messages": messages}, finish_reason="stop")
-        scores: dict[str, float | None] = {}
-        for name in names:
-            try:
-                value = float(self.verifiers[name].score([sample])[0])
-            except (ValueError, TypeError, KeyError) as e:  # metadata the verifier cannot use
-                raise ApiError(422, f"verifier {name!r} cannot score this request: {e}", param="metadata") from None
-            scores[name] = None if math.isnan(value) else value  # None: the verifier abstains
-        return {"object": "verification", "scores": scores, "parsed_answer": parse_answer(req.answer)}
+        try:
+            matrix = self.suite.score([sample], names)
+        except (ValueError, TypeError, KeyError) as e:  # metadata a verifier cannot use
+            raise ApiError(422, f"a verifier cannot score this request: {e}", param="metadata") from None
+        scores = {n: None if math.isnan(v) else float(v) for n, v in zip(names, matrix[0])}  # None: abstains
+        reward = float(self.suite.rewards(matrix, names)[0])
+        return {"object": "verification", "scores": scores, "reward": None if math.isnan(reward) else reward,
+                "parsed_answer": parse_answer(req.answer)}

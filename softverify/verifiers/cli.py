@@ -90,7 +90,7 @@ def to_samples(rows: list[dict], model: str | None, prefix: str):
 
 def score_all(specs, samples, engine=None) -> tuple[np.ndarray, list[float]]:
     """Score matrix ``[n, len(specs)]`` and seconds per verifier (build time excluded)."""
-    from softverify.actors.verifier_pool import check_scores
+    from softverify.verifiers.suite import check_scores
     from softverify.verifiers.base import build_from_spec
 
     cols, secs = [], []

@@ -69,3 +69,26 @@ def test_config_and_sweep_style_overrides(wm_dir, coexpr_npz):
     assert vs[1].threshold == 0.3 and vs[2].top == 0.2 and vs[2].threshold == pytest.approx(0.8)
     with pytest.raises(ValueError, match="bad parameters for verifier 'coexpression'"):
         build_from_spec(VerifierSpec(kind="coexpression", params={"matrix": str(coexpr_npz), "topfraction": 0.2}))
+
+
+def test_serving_and_training_give_the_same_reward_for_the_same_sample():
+    """/v1/verify's reward = the reward training composes: thresholds and weights applied."""
+    import numpy as np
+
+    from softverify.config import VerifierSpec
+    from softverify.platform.serve_api import VerifierSpec as ServeSpec, VerifyRequest
+    from softverify.platform.serve_verify import VerifierSet
+    from softverify.rewards import compose
+    from softverify.types import Sample
+    from softverify.verifiers.base import build_from_spec, composition_thresholds
+
+    specs = [VerifierSpec(kind="format", weight=0.5, threshold=0.8), VerifierSpec(kind="hard", weight=1.0)]
+    answer = "Probably not. <answer>no</answer>"  # format 0.5 -> 0.3125 under t = 0.8
+    sample = Sample(prompt_id="q", prompt="q", completion=answer, metadata={"label": 0}, finish_reason="stop")
+    cols = [build_from_spec(s).score([sample]) for s in specs]
+    train_reward, _ = compose(np.column_stack(cols), [s.weight for s in specs], composition_thresholds(specs),
+                              np.zeros(1, dtype=int))
+    served = VerifierSet([ServeSpec(kind=s.kind, weight=s.weight, threshold=s.threshold) for s in specs]).score(
+        VerifyRequest(question="q", answer=answer, metadata={"label": 0}))
+    assert served["scores"] == {"format": 0.5, "hard": 1.0}
+    assert served["reward"] == pytest.approx(float(train_reward[0])) == pytest.approx((0.5 * 0.3125 + 1.0) / 1.5)
