@@ -319,6 +319,9 @@ def serve_forever(cfg: ServeConfig, address: str | None = None) -> int:
     """Start Ray (or join ``address``), bind the HTTP proxy, deploy, block until Ctrl-C."""
     import ray
 
+    from softverify.models import resolve_model_path
+
+    resolve_model_path(cfg.model)  # a missing model fails here, in a second, not after Ray has started
     ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
     try:
         app = build_app(cfg)  # after ray.init: engine=auto looks at the cluster's GPUs

@@ -91,6 +91,11 @@ def init_ray(cfg: TrainConfig) -> None:
         if address:
             ray.init(address=address, log_to_driver=True)
         else:
+            local_gpus = _local_gpu_count()
+            if need["GPU"] > local_gpus + 1e-9:  # refuse before starting Ray (seconds and log lines saved)
+                raise ConfigError(
+                    f"impossible resource request: the run needs {need['GPU']:g} GPU in total but this machine "
+                    f"has {local_gpus}; lower {resource_breakdown(cfg, 'GPU')}")
             # Ray kills idle task workers beyond a soft limit (default: the CPU count); our six
             # actors already exceed it on a small machine, so each step's small tasks (merge,
             # summary, select) would start a fresh Python process (~3 s of CPU each; measured:
@@ -104,6 +109,15 @@ def init_ray(cfg: TrainConfig) -> None:
                 f"impossible resource request: the run needs {amount:g} {res} in total but the Ray cluster has "
                 f"{have.get(res, 0.0):g}; lower {resource_breakdown(cfg, res)}"
             )
+
+
+def _local_gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001  (no usable CUDA: no GPUs)
+        return 0
 
 
 def resource_breakdown(cfg: TrainConfig, res: str) -> str:
