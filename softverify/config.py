@@ -342,7 +342,7 @@ class LearnerConfig(_Section):
 
 class TrainerConfig(_Section):
     steps: int = Field(150, ge=1, description="GRPO steps to run (total, counting resumed ones). The default, "
-                       "150 steps of 16 direct questions, is ~15 minutes on a 2-core CPU.")
+                       "150 steps of 16 direct questions, is ~20 minutes with its evals on a 2-core CPU.")
     seed: int = Field(0, description="Seed for sampling and everything random in the loop.")
     output_dir: str = Field("runs/default", description="Metrics, checkpoints and the final model go here.")
     checkpoint_every: int = Field(25, ge=0, description="Checkpoint every N steps (0 = only at the end).")
