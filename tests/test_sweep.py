@@ -25,6 +25,7 @@ BASE = {
     "data": {"source": "perturbqa", "max_prompts": 32, "eval_size": 8},
     "rollout": {"num_workers": 1, "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 8, "stop": []},
     "learner": {"num_ranks": 1, "micro_batch_size": 8},
+    "algorithm": {"estimator": "sample"},  # sampled groups: rollout.group_size is what the cross-field rules use
     "verifiers": [{"kind": "hard"}, {"kind": "format", "weight": 0.5}],
     "trainer": {"steps": 2, "eval_every": 1},
 }
@@ -153,9 +154,9 @@ def test_trial_resources_cover_the_trainers_actors():
                                             "hfl": [{"kind": "hard"}, {"kind": "format"}, {"kind": "length"}]}}))
     one = trial_resources(s.trial_config({VERIFIER_SET_KEY: "h"}, "x"), 0.5)
     three = trial_resources(s.trial_config({VERIFIER_SET_KEY: "hfl"}, "x"), 0.5)
-    # driver bundle, then one bundle: 1 worker * 0.5 + 1 rank * 0.5 + verifiers
+    # driver bundle, then one bundle: 1 worker * 0.5 + 1 rank * 0.5 + verifiers (default: 0 CPUs each)
     assert one == [{"CPU": 0.5}, {"CPU": 1.5}]
-    assert three == [{"CPU": 0.5}, {"CPU": 1.75}]
+    assert three == [{"CPU": 0.5}, {"CPU": 1.0}]
 
 
 # ---------------------------------------------------------------------------- real sweeps
