@@ -268,7 +268,8 @@ def enumerated_loss(
     pg = -(qd * adv * logq).sum() / denom
     ent_g = torch.zeros(G, dtype=q.dtype, device=q.device).index_add(0, inv, -q * logq)
     loss = pg - entropy_coef * ent_g.sum() / denom if entropy_coef > 0 else pg
-    out: dict[str, torch.Tensor] = {"pg": pg.detach(), "entropy": ent_g.detach().mean()}
+    out: dict[str, torch.Tensor] = {"pg": pg.detach(), "entropy": ent_g.detach().mean(),
+                                    "expected_reward": base.mean()}  # E_q[r] per prompt, before this update
     if ref_seq_logp is not None and kl_coef > 0:
         ref_lse = neg_inf.scatter_reduce(0, inv, ref_seq_logp, reduce="amax")
         ref_lse = ref_lse + torch.log(torch.zeros_like(ref_lse).index_add(0, inv, torch.exp(ref_seq_logp - ref_lse[inv])))

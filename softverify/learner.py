@@ -256,7 +256,7 @@ class Learner:
             raise ValueError(f"enumerated batch of {len(samples)} samples is not whole groups of {K} candidates")
         scale = self.gas * self.world_size
         total_groups = batch.total_seqs / K
-        pg_sum, ent, kl, n_groups = 0.0, 0.0, 0.0, 0
+        pg_sum, ent, kl, exp_r, n_groups = 0.0, 0.0, 0.0, 0.0, 0
         for gidx in shard_indices(len(samples) // K, self.gas):
             idx = [g * K + j for g in gidx for j in range(K)]
             ss = [samples[i] for i in idx] if idx else [self._dummy(), self._dummy()]
@@ -277,11 +277,15 @@ class Learner:
                 g = len(gidx)
                 pg_sum += float(st["pg"])  # already this micro-batch's share of the step's loss
                 ent += float(st["entropy"]) * g
+                exp_r += float(st["expected_reward"]) * g
                 kl += float(st.get("kl", 0.0)) * g
                 n_groups += g
         self.steps_done += 1
         out = {"learn_seqs_sum": float(len(samples)), "pg_loss_sum": pg_sum,
-               "entropy": ent / max(n_groups, 1)}
+               "entropy": ent / max(n_groups, 1),
+               # the policy's expected reward over its answer set: what reward_mean (the mean over all
+               # candidates, constant by construction here) cannot show
+               "policy_expected_reward": exp_r / max(n_groups, 1)}
         if self.ref is not None:
             out["kl"] = kl / max(n_groups, 1)
         gn = self.engine.get_global_grad_norm()

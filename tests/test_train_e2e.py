@@ -233,6 +233,8 @@ def test_enumerate_estimator_raises_the_rewarded_answer(ray_cluster, tiny_model_
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["learn_seqs"] == 4 and r["dynamic/groups_kept"] == 2 for r in rows)  # 2 prompts x 2 candidates
     assert rows[0]["reward/hard"] == 0.5  # yes and no each once per prompt
+    # the policy's own expected reward (E_q[r]) is what moves: it rises as q(yes) does
+    assert rows[-1]["policy_expected_reward"] > rows[0]["policy_expected_reward"]
     core = RolloutCore(str(tiny_model_dir), ModelConfig(path=str(tiny_model_dir)), cfg.rollout)
     samples = core.candidates([json.loads(l) for l in prompts.read_text().splitlines()], ["yes", "no"])
     assert [s.completion for s in samples[:2]] == ["<answer>yes</answer>", "<answer>no</answer>"]

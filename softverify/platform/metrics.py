@@ -71,8 +71,8 @@ def plot_metrics(jsonl: Path, out_png: Path, keys: list[str] | None = None) -> P
         keys += [k for k in ("eval_forced/auroc", "eval_forced/auprc", "eval_forced/spearman_ref", "eval/mcc",
                              "eval/f1", "eval/unanswered_rate", "eval_forced/mcc",
                              "eval_forced/balanced_accuracy") if k in seen]
-        keys += [k for k in ("reward_mean", "dynamic/zero_var_group_frac", "kl", "entropy", "response_len_mean",
-                             "clip_frac", "lr", "time/step_s", "throughput/questions_per_hour") if k in seen]
+        keys += [k for k in ("reward_mean", "policy_expected_reward", "dynamic/zero_var_group_frac", "kl",
+                             "entropy", "response_len_mean", "clip_frac", "lr", "time/step_s", "throughput/questions_per_hour") if k in seen]
     keys = keys or [k for k in rows[-1] if k != "step"][:6]
     ncol = 3
     nrow = math.ceil(len(keys) / ncol)

@@ -146,6 +146,7 @@ def test_enumerated_loss_gradients_hand_computed():
         assert torch.allclose(s.grad, torch.tensor([-expect, expect, 0.0, 0.0]) / 2, atol=1e-6), (adv, s.grad)
         h0 = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
         assert float(st["entropy"]) == pytest.approx((h0 + math.log(2)) / 2, abs=1e-6)
+        assert float(st["expected_reward"]) == pytest.approx((0.75 + 0.3) / 2, abs=1e-6)
     # entropy bonus: d(-c H)/d s_b = c q_b (log q_b + H); KL to an identical reference: 0 and no gradient
     s = base.clone().requires_grad_(True)
     loss, st = enumerated_loss(s, torch.zeros(4), groups, advantage="drgrpo", total_groups=2, entropy_coef=0.5,
