@@ -26,6 +26,32 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class _StyleFilled(_Section):
+    """A section some of whose fields, left unset (None), follow ``prompt.style``: they get
+    the direct style's values here and TrainConfig re-fills them for its own style.
+    ``_style_table()`` is ``{style: {field: value}}``."""
+
+    #: the fields filled from the style table (not set by the user)
+    _style_filled: set = PrivateAttr(default_factory=set)
+
+    @classmethod
+    def _style_table(cls) -> dict[str, dict[str, Any]]:
+        raise NotImplementedError
+
+    @model_validator(mode="after")
+    def _fill_style_defaults(self):
+        for k, v in self._style_table()["direct"].items():
+            if getattr(self, k) is None:
+                self.__dict__[k] = v  # no re-validation: the defaults are valid values
+                self._style_filled.add(k)
+        return self
+
+    def apply_style(self, style: str) -> None:
+        """Give the fields the user left unset the values of prompt style ``style``."""
+        for k in self._style_filled:
+            self.__dict__[k] = self._style_table()[style][k]
+
+
 class ModelConfig(_Section):
     path: str = Field(
         "smollm2",
@@ -115,7 +141,7 @@ class DataConfig(_Section):
         return self
 
 
-class RolloutConfig(_Section):
+class RolloutConfig(_StyleFilled):
     engine: Literal["auto", "hf", "vllm"] = Field(
         "auto", description="'auto' = vLLM when a GPU and vllm are present, else HF transformers."
     )
@@ -151,22 +177,9 @@ class RolloutConfig(_Section):
         "logits; see benchmarks/README.md for the measured speed-up).",
     )
 
-    #: fields left unset (None) and filled from a prompt style's defaults; TrainConfig
-    #: re-fills them for its own ``prompt.style``
-    _style_filled: set = PrivateAttr(default_factory=set)
-
-    @model_validator(mode="after")
-    def _fill_style_defaults(self) -> "RolloutConfig":
-        for k, v in STYLE_DEFAULTS["direct"].items():
-            if getattr(self, k) is None:
-                self.__dict__[k] = v  # no re-validation: the defaults are valid values
-                self._style_filled.add(k)
-        return self
-
-    def apply_style(self, style: str) -> None:
-        """Give the fields the user left unset the values of prompt style ``style``."""
-        for k in self._style_filled:
-            self.__dict__[k] = STYLE_DEFAULTS[style][k]
+    @classmethod
+    def _style_table(cls) -> dict[str, dict[str, Any]]:
+        return STYLE_DEFAULTS
 
 
 class PromptConfig(_Section):
@@ -208,7 +221,7 @@ class RewardConfig(_Section):
     )
 
 
-class AlgorithmConfig(_Section):
+class AlgorithmConfig(_StyleFilled):
     advantage: Literal["grpo", "drgrpo"] | None = Field(
         None, description="'grpo': (r - mean) / (std + eps) within a group; 'drgrpo': r - mean (no std). "
         "None = the prompt style's (direct: drgrpo, cot: grpo; see ALGORITHM_STYLE_DEFAULTS)."
@@ -240,20 +253,6 @@ class AlgorithmConfig(_Section):
         "informative groups are found; 'none' trains on every group. Counts are logged under dynamic/*.",
     )
     max_refill_rounds: int = Field(2, ge=0, description="dynamic_sampling='refill': extra rollout rounds per step at most.")
-    _style_filled: set = PrivateAttr(default_factory=set)
-
-    @model_validator(mode="after")
-    def _fill_style_defaults(self) -> "AlgorithmConfig":
-        for k, v in ALGORITHM_STYLE_DEFAULTS["direct"].items():
-            if getattr(self, k) is None:
-                self.__dict__[k] = v
-                self._style_filled.add(k)
-        return self
-
-    def apply_style(self, style: str) -> None:
-        """The fields left unset take prompt style ``style``'s values."""
-        for k in self._style_filled:
-            self.__dict__[k] = ALGORITHM_STYLE_DEFAULTS[style][k]
     estimator: Literal["sample", "enumerate"] | None = Field(
         None, description="'sample': GRPO on rollout.group_size sampled completions per prompt. 'enumerate' "
         "(direct style only): every answer in algorithm.answer_candidates is scored by the verifiers and the loss is "
@@ -266,6 +265,10 @@ class AlgorithmConfig(_Section):
         "'<candidate>' + rollout.stop[0] (the tokens a sampled answer ends with; nothing when rollout.stop is "
         "empty) after the direct style's '<answer>' prefix.",
     )
+
+    @classmethod
+    def _style_table(cls) -> dict[str, dict[str, Any]]:
+        return ALGORITHM_STYLE_DEFAULTS
 
     @field_validator("answer_candidates", mode="before")
     @classmethod

@@ -218,6 +218,14 @@ def policy_loss(
 # --------------------------------------------------------------------------- closed answer sets
 
 
+def _group_log_softmax(x: torch.Tensor, inv: torch.Tensor, G: int) -> torch.Tensor:
+    """``log softmax`` of ``x`` within each of ``G`` groups (``inv[b]`` = row b's group),
+    max-shifted per group for stability."""
+    m = torch.full((G,), float("-inf"), dtype=x.dtype, device=x.device).scatter_reduce(0, inv, x, reduce="amax")
+    lse = m + torch.log(torch.zeros_like(m).index_add(0, inv, torch.exp(x - m[inv])))
+    return x - lse[inv]
+
+
 def enumerated_loss(
     seq_logp: torch.Tensor,
     rewards: torch.Tensor,
@@ -252,10 +260,7 @@ def enumerated_loss(
                          f"{tuple(rewards.shape)}, {tuple(groups.shape)}")
     uniq, inv = torch.unique(groups, return_inverse=True)
     G = len(uniq)
-    neg_inf = torch.full((G,), float("-inf"), dtype=seq_logp.dtype, device=seq_logp.device)
-    lse = neg_inf.scatter_reduce(0, inv, seq_logp, reduce="amax")
-    lse = lse + torch.log(torch.zeros_like(lse).index_add(0, inv, torch.exp(seq_logp - lse[inv])))
-    logq = seq_logp - lse[inv]
+    logq = _group_log_softmax(seq_logp, inv, G)
     q = logq.exp()
     with torch.no_grad():
         qd = q.detach()
@@ -271,9 +276,7 @@ def enumerated_loss(
     out: dict[str, torch.Tensor] = {"pg": pg.detach(), "entropy": ent_g.detach().mean(),
                                     "expected_reward": base.mean()}  # E_q[r] per prompt, before this update
     if ref_seq_logp is not None and kl_coef > 0:
-        ref_lse = neg_inf.scatter_reduce(0, inv, ref_seq_logp, reduce="amax")
-        ref_lse = ref_lse + torch.log(torch.zeros_like(ref_lse).index_add(0, inv, torch.exp(ref_seq_logp - ref_lse[inv])))
-        ref_logq = ref_seq_logp - ref_lse[inv]
+        ref_logq = _group_log_softmax(ref_seq_logp, inv, G)
         kl_g = torch.zeros(G, dtype=q.dtype, device=q.device).index_add(0, inv, q * (logq - ref_logq))
         loss = loss + kl_coef * kl_g.sum() / denom
         out["kl"] = kl_g.detach().mean()

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from softverify.config import TrainConfig
-from softverify.grpo import masked_aggregate, policy_loss
+from softverify.grpo import enumerated_loss, masked_aggregate, policy_loss
 from softverify.modeling import load_causal_lm
 from softverify.seqbatch import (answer_token_start, completion_logprobs_packed, completion_logprobs_shared,
                                  merge_identical, old_logprobs)
@@ -187,6 +187,8 @@ class Learner:
 
     def train_step(self, batch: LearnBatch) -> dict[str, float]:
         ac, lc = self.cfg.algorithm, self.cfg.learner
+        if ac.estimator == "enumerate":
+            return self._train_step_enumerated(batch)
         scale = self.gas * self.world_size
         self.engine.train()
         sums: dict[str, float] = {}
@@ -196,8 +198,6 @@ class Learner:
             sums[k] = sums.get(k, 0.0) + (v if k.endswith("_sum") else v * w)
             weights[k] = weights.get(k, 0.0) + w
 
-        if ac.estimator == "enumerate":
-            return self._train_step_enumerated(batch)
         samples, advs = list(batch.samples), np.asarray(batch.advantages, dtype=np.float64)
         mult = np.ones(len(samples))
         if lc.merge_identical and samples:
@@ -247,14 +247,13 @@ class Learner:
         reward; consecutive runs of ``K`` samples are one prompt's candidates (the trainer
         and LearnerGroup keep them together). One exact loss per prompt, see
         :func:`softverify.grpo.enumerated_loss`; micro-batches split between prompts."""
-        from softverify.grpo import enumerated_loss
-
         ac = self.cfg.algorithm
         K = len(ac.answer_candidates)
         samples, rewards = list(batch.samples), np.asarray(batch.advantages, dtype=np.float64)
         if len(samples) % K:
             raise ValueError(f"enumerated batch of {len(samples)} samples is not whole groups of {K} candidates")
         scale = self.gas * self.world_size
+        self.engine.train()
         total_groups = batch.total_seqs / K
         pg_sum, ent, kl, exp_r, n_groups = 0.0, 0.0, 0.0, 0.0, 0
         for gidx in shard_indices(len(samples) // K, self.gas):

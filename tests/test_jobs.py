@@ -127,23 +127,10 @@ def test_a_token_cluster_gets_one_line_saying_what_to_set():
 def ray_address():
     # Short path: Ray's unix sockets live under it and must stay under ~107 characters.
     temp_dir = tempfile.mkdtemp(prefix="svjobs", dir="/tmp")
-    (gcs, dash, client, agent, agent_grpc, env_agent, metrics, nm, om) = _free_ports(9)
-    cmd = [
-        sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={gcs}",
-        "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-        "--include-dashboard=true", "--num-cpus=1", "--num-gpus=0", f"--temp-dir={temp_dir}",
-        f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
-        f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={env_agent}",
-        f"--metrics-export-port={metrics}", f"--node-manager-port={nm}", f"--object-manager-port={om}",
-        "--disable-usage-stats",
-    ]
     env = dict(os.environ, RAY_AUTH_MODE="disabled")
     env.pop("RAY_ADDRESS", None)
-    address = f"http://127.0.0.1:{dash}"
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            pytest.fail(f"ray start failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        address = _start_head(temp_dir, env)
         deadline = time.monotonic() + 60
         while True:
             try:

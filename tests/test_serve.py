@@ -421,7 +421,7 @@ def test_training_eval_and_serving_render_the_same_tokens(trained_run):
              system_prompt=cfg.rollout.system_prompt, progress=False)
     eval_ids = seen[0]
 
-    served = ServeConfig(model=final).with_trained_prompt(final)
+    served = ServeConfig(model=final).with_trained_prompt(load_trained_prompt(final))
     serve_ids = prompt_ids(engine, [{"role": "user", "content": QUESTION}], served.system_prompt,
                            served.assistant_prefix)
     assert train_ids == eval_ids == serve_ids
@@ -438,7 +438,7 @@ def test_training_eval_and_serving_render_the_same_tokens(trained_run):
     # a client's own system message and explicit settings win; a model softverify did not train gets none
     assert prompt_ids(engine, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": QUESTION}],
                       served.system_prompt, "") != serve_ids
-    plain = ServeConfig(model=str(run.parent)).with_trained_prompt(str(run.parent))
+    plain = ServeConfig(model=str(run.parent)).with_trained_prompt(load_trained_prompt(str(run.parent)))
     assert (plain.assistant_prefix, plain.system_prompt, plain.trained_stop) == ("", None, [])
 
 

@@ -42,18 +42,24 @@ def tiny_cfg(model_dir: Path, prompts: Path, out: Path, **over):
     return build_config({}, ov)
 
 
+def _fit(cfg) -> tuple[Path, list[dict]]:
+    """Train ``cfg`` to the end; the final model dir and the metrics rows it logged."""
+    tr = Trainer(cfg)
+    try:
+        final = tr.fit()
+    finally:
+        tr.shutdown()
+    rows = [json.loads(l) for l in (Path(cfg.trainer.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    return final, rows
+
+
 def _weights(d: Path) -> dict[str, torch.Tensor]:
     return load_file(str(d / "model.safetensors"))
 
 
 def test_train_two_steps(ray_cluster, tiny_model_dir, prompt_file, tmp_path):
     cfg = tiny_cfg(tiny_model_dir, prompt_file, tmp_path / "run")
-    tr = Trainer(cfg)
-    try:
-        final = tr.fit()
-    finally:
-        tr.shutdown()
-    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    final, rows = _fit(cfg)
     assert [r["step"] for r in rows] == [1, 2]
     for key in ("reward/hard", "reward/format", "reward/length", "entropy", "clip_frac", "grad_norm",
                 "time/rollout_s", "time/verify_s", "time/learn_s", "throughput/rollout_tok_s", "response_len_mean"):
@@ -71,12 +77,7 @@ def test_time_budget_stops_early_and_eval_reports_both_readings(ray_cluster, tin
     cfg = tiny_cfg(tiny_model_dir, prompt_file, tmp_path / "run", **{
         "trainer.steps": 5, "trainer.time_budget_minutes": 1e-4, "trainer.eval_every": 1,
         "trainer.checkpoint_every": 0, "learner.num_ranks": 1, "rollout.num_workers": 1})
-    tr = Trainer(cfg)
-    try:
-        final = tr.fit()
-    finally:
-        tr.shutdown()
-    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    final, rows = _fit(cfg)
     assert [r["step"] for r in rows] == [1]  # the 0.006 s budget is spent after the first step
     assert (final / "model.safetensors").is_file()
     # a random tiny model never writes <answer>: free reading all unanswered, forced reading answers all
@@ -182,12 +183,8 @@ def test_dynamic_sampling_refills_then_skips_a_step_without_signal(ray_cluster, 
     cfg = tiny_cfg(tiny_model_dir, prompt_file, tmp_path / "run", **{
         "trainer.steps": 1, "verifiers": "[{kind: hard}]", "algorithm.dynamic_sampling": "refill",
         "algorithm.max_refill_rounds": 2, "trainer.checkpoint_every": 0})
-    tr = Trainer(cfg)
-    try:
-        final = tr.fit()
-    finally:
-        tr.shutdown()
-    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    final, rows = _fit(cfg)
+    row = rows[0]
     assert row["dynamic/refill_rounds"] == 2 and row["dynamic/groups_sampled"] == 6
     assert row["dynamic/groups_kept"] == 0 and row["dynamic/zero_var_group_frac"] == 1.0
     assert row["data_position"] == 6 and "grad_norm" not in row  # the learner was not called
@@ -225,12 +222,7 @@ def test_enumerate_estimator_raises_the_rewarded_answer(ray_cluster, tiny_model_
     cfg = tiny_cfg(tiny_model_dir, prompts, tmp_path / "run", **{
         "algorithm.estimator": "enumerate", "rollout.stop": "['</answer>']", "verifiers": "[{kind: hard}]",
         "trainer.steps": 4, "trainer.checkpoint_every": 0, "learner.lr": 3e-3, "trainer.eval_every": 0})
-    tr = Trainer(cfg)
-    try:
-        final = tr.fit()
-    finally:
-        tr.shutdown()
-    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    final, rows = _fit(cfg)
     assert all(r["learn_seqs"] == 4 and r["dynamic/groups_kept"] == 2 for r in rows)  # 2 prompts x 2 candidates
     assert rows[0]["reward/hard"] == 0.5  # yes and no each once per prompt
     # the policy's own expected reward (E_q[r]) is what moves: it rises as q(yes) does

@@ -62,7 +62,7 @@ def _do_submit(args, command: list[str], known_commands) -> int:
     from softverify.platform.jobs import (build_runtime_env, parse_env_vars, project_dir, resolve_job_outputs,
                                           softverify_entrypoint)
 
-    entrypoint = softverify_entrypoint(command, known_commands)  # a typo'd command fails first
+    # only `train` is rewritten, so a typo'd command reaches the entrypoint check unchanged
     command, outputs = resolve_job_outputs(command, args.output_root)
     entrypoint = softverify_entrypoint(command, known_commands)
     for out in outputs:

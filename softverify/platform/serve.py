@@ -79,7 +79,7 @@ class ChatServer:
     def __init__(self, cfg: dict, model_path: str, api_key: str | None):
         from softverify.engines.hf import HFEngine
 
-        self.cfg = ServeConfig.model_validate(cfg).with_trained_prompt(model_path)
+        self.cfg = ServeConfig.model_validate(cfg)  # prompt fields already resolved by build_app
         r, self.limits = self.cfg.replicas, self.cfg.limits
         self.engine = HFEngine(model_path, self.cfg.dtype, r.torch_threads, self.cfg.trust_remote_code,
                                batch_size=r.max_batch_size)
@@ -268,10 +268,9 @@ def vllm_llm_config(cfg: ServeConfig, model_path: str) -> dict[str, Any]:
 def build_app(cfg: ServeConfig):
     """The Serve application for ``cfg`` (not yet running)."""
     from softverify.models import resolve_model_path
-
-    model_path = resolve_model_path(cfg.model)
     from softverify.prompts import load_trained_prompt
 
+    model_path = resolve_model_path(cfg.model)
     tp = load_trained_prompt(model_path)
     print(f"softverify serve: prompts as trained ({tp.style} style, from {tp.source})" if tp else
           "softverify serve: no training prompt found beside the model; chats are rendered as sent",
@@ -288,7 +287,7 @@ def build_app(cfg: ServeConfig):
             raise ValueError(f"engine=vllm needs Ray Serve LLM and vLLM (pip install 'softverify[gpu]'): {e}") from e
         return build_openai_app({"llm_configs": [LLMConfig(**vllm_llm_config(cfg, model_path))]})
     return ChatServer.options(**cfg.replicas.serve_options()).bind(
-        cfg.model_dump(exclude={"api_key"}), model_path, api_key)
+        cfg.with_trained_prompt(tp).model_dump(exclude={"api_key"}), model_path, api_key)
 
 
 def load_serve_config(raw: dict[str, Any]) -> ServeConfig:

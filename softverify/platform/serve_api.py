@@ -180,12 +180,10 @@ class ServeConfig(_Strict):
             return f"{parts[-4]}-{parts[-2]}"
         return parts[-1]
 
-    def with_trained_prompt(self, model_path: str) -> "ServeConfig":
-        """Unset prompt fields filled from the run that trained ``model_path`` (so the served
-        policy is asked exactly as it was trained), else from nothing."""
-        from softverify.prompts import load_trained_prompt
-
-        tp = load_trained_prompt(model_path)
+    def with_trained_prompt(self, tp) -> "ServeConfig":
+        """Unset prompt fields filled from ``tp``, the :class:`~softverify.prompts.TrainedPrompt`
+        of the run that trained the model (so the served policy is asked exactly as it was
+        trained), or left empty when ``tp`` is None."""
         return self.model_copy(update={
             "assistant_prefix": self.assistant_prefix if self.assistant_prefix is not None
             else (tp.assistant_prefix if tp else ""),

@@ -261,11 +261,9 @@ class Trainer:
 
     def _lazy_sync(self) -> bool:
         """With the enumerated estimator the workers generate nothing during training, so
-        their weights only need to be current for evals and policy-scored verifiers."""
-        from softverify.verifiers.base import verifier_class
-
-        return self.cfg.algorithm.estimator == "enumerate" and not any(
-            verifier_class(s.kind).needs_policy for s in self.cfg.verifiers)
+        their weights only need to be current for evals and policy-scored verifiers
+        (the pool knows which those are)."""
+        return self.cfg.algorithm.estimator == "enumerate" and not self.pool.policy_specs
 
     def _sample_round(self, k: int, seed: int) -> dict[str, Any]:
         """Roll out ``k`` fresh prompts, score them, compose rewards and advantages."""
