@@ -206,7 +206,11 @@ def test_rejections_are_counted_and_logged(caplog):
     with caplog.at_level(logging.WARNING):
         for t in ("Answer: 13", "Answer: 130%", "nope", "Answer: 4"):
             log.record(parse_donation(t, 10, False), "1_1", t)
-    assert log.summary() == {"attempts": 4, "rejected": 3, "by_reason": {"out_of_range": 2, "no_answer": 1}}
+    log.record_strategy(True), log.record_strategy(False)
+    log.gave_up += 1
+    assert log.summary() == {"donation_answers": {"attempts": 4, "rejected": 3,
+                                                  "by_reason": {"out_of_range": 2, "no_answer": 1}},
+                             "donations_given_up": 1, "strategies": {"written": 2, "without_sentence": 1}}
     assert sum("rejected answer from 1_1 (out_of_range" in r.message for r in caplog.records) == 2
 
 
@@ -280,8 +284,10 @@ def test_full_run_with_numeric_agents(tmp_path):
     d14 = [d for d in dec if d["donor"] == "1_4"]
     assert d14 and all((not d["valid"]) and d["amount"] == 0 and len(d["errors"]) == 2 for d in d14)
     rej = summary["rejections"]
-    assert rej["by_reason"]["out_of_range"] == len(d13) + 2 * len(d14)
-    assert rej["by_reason"]["gave_up"] == len(d14)
+    answers = rej["donation_answers"]
+    assert answers["by_reason"] == {"out_of_range": len(d13) + 2 * len(d14)}  # gave-ups are not rejections
+    assert answers["attempts"] == sum(d["attempts"] for d in dec) and answers["rejected"] <= answers["attempts"]
+    assert rej["donations_given_up"] == len(d14)
     # generation 1: wealth identity per game, hand-computable scores
     gen1 = [r for r in recs if r["type"] == "generation"][0]
     for game_no in (1, 2):
@@ -309,7 +315,7 @@ def test_full_run_with_numeric_agents(tmp_path):
 def test_all_defect_and_all_cooperate_baselines(tmp_path):
     cfg = _run_cfg(tmp_path, num_generations=1)
     s0 = DonorGameRunner(cfg, FixedFractionAgent(0.0)).run()
-    assert s0["average_final_resources"] == [10.0] and s0["rejections"]["rejected"] == 0
+    assert s0["average_final_resources"] == [10.0] and s0["rejections"]["donation_answers"]["rejected"] == 0
     s1 = DonorGameRunner(cfg, FixedFractionAgent(1.0)).run()
     # all give everything, 4 agents, x2: r1 A->B: A=0, B=10+20=30; r2 B->A: A=60, B=0;
     # r3: B=120; r4: A=240. Every game ends with two agents at 240 and two at 0: mean 120
@@ -342,6 +348,23 @@ def test_plots_and_cli(tmp_path, capsys):
     assert nums["average_final_resources"] == [round(x, 4) for x in summary["average_final_resources"]]
     assert nums["mean_donation_fraction"] == [0.5, 0.5] and len(nums["fraction_by_round"]["1"]) == 4
     capsys.readouterr()
+    # two runs: each gets its own "by round" panel
+    other = tmp_path / "cli2"
+    assert main(["donor-game", "run", "--set", "agent.backend=fixed", "--set", "agent.fixed_fraction=0.2",
+                 "--set", "game.num_agents=4", "--set", "game.num_rounds=4", "--set", "run.progress=false",
+                 "--generations", "2", "--output-dir", str(other), "--no-plot"]) == 0
+    import matplotlib.pyplot as plt
+
+    from softverify.envs.donor_game import plots
+
+    titles = []
+    real_close = plt.close
+    plt.close = lambda fig=None: (titles.extend(a.get_title() for a in fig.axes), real_close(fig))
+    try:
+        plots.plot_runs([out, other], tmp_path / "both")
+    finally:
+        plt.close = real_close
+    assert "By round: cli" in titles and "By round: cli2" in titles
     assert main(["donor-game", "plot", str(out), "-o", str(tmp_path / "p")]) == 0
     assert "average_final_resources" in capsys.readouterr().out
     assert (tmp_path / "p" / "figure_numbers.json").exists()

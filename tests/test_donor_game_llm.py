@@ -44,7 +44,9 @@ def test_full_small_run_with_tiny_model(tmp_path, tiny_engine):
         if not d["valid"]:
             assert d["amount"] == 0
     n_err = sum(len(d["errors"]) for d in dec)
-    assert summary["rejections"]["rejected"] - summary["rejections"]["by_reason"].get("gave_up", 0) == n_err
+    answers = summary["rejections"]["donation_answers"]
+    assert answers["rejected"] == n_err and answers["attempts"] == sum(d["attempts"] for d in dec)
+    assert summary["rejections"]["donations_given_up"] == sum(not d["valid"] for d in dec)
     strat = [r for r in recs if r["type"] == "strategy"]
     assert [r["agent"] for r in strat] == ["1_1", "1_2", "1_3", "1_4", "2_1", "2_2"]
     assert all(r["strategy"].startswith("My strategy will be") for r in strat)
@@ -116,7 +118,7 @@ def test_openai_agent_against_a_real_local_server(tmp_path, openai_server):
     assert len(seen) - n0 == 4 + 4
     recs = read_jsonl(tmp_path / "oa" / "decisions.jsonl")
     dec = [r for r in recs if r["type"] == "decision"]
-    assert len(dec) == 4 and summary["rejections"]["attempts"] == 4
+    assert len(dec) == 4 and summary["rejections"]["donation_answers"]["attempts"] == 4
     # a random tiny model does not produce "Answer: x": every decision is a logged rejection
     assert all(not d["valid"] and d["amount"] == 0 and d["errors"] for d in dec)
     assert summary["average_final_resources"] == [10.0]

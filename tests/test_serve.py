@@ -50,6 +50,63 @@ def test_rate_limiter_bucket_and_retry_after():
     RateLimiter(None, 1).acquire()  # disabled
 
 
+def test_background_load_answers_503_until_ready_then_the_value():
+    """A replica is up at once; until its model is built, requests get 503 + Retry-After."""
+    from softverify.platform.serve_api import BackgroundLoad
+
+    gate = threading.Event()
+    load = BackgroundLoad(lambda: (gate.wait(10), "engine")[1], "model 'tiny'", retry_after_s=3)
+    with pytest.raises(ApiError) as e:
+        load.get()
+    assert (e.value.status, e.value.code, e.value.headers) == (503, "model_loading", {"Retry-After": "3"})
+    assert "model 'tiny' is still loading" in e.value.body()["error"]["message"] and not load.ready
+    gate.set()
+    assert load.wait(10) and load.ready and load.get() == "engine"
+
+    def broken():
+        raise OSError("no such file: weights.safetensors")
+
+    bad = BackgroundLoad(broken, "model 'x'")
+    assert bad.wait(10) and bad.failed and not bad.ready
+    with pytest.raises(ApiError) as e:
+        bad.get()
+    assert e.value.status == 500 and "failed to load: OSError: no such file: weights.safetensors" in e.value.message
+
+
+def test_wait_ready_polls_health_and_reports_a_failed_load():
+    """serve_forever's "ready" line waits on /health: 503 means keep polling, 500 stop."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from softverify.platform.serve import wait_ready
+
+    answers = [503, 503, 200]
+
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self):
+            code = answers.pop(0) if len(answers) > 1 else answers[0]
+            self.send_response(code)
+            self.end_headers()
+            self.wfile.write(b'{"status": "failed", "detail": "model failed to load: OSError"}' if code == 500 else b"{}")
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        wait_ready(url, timeout_s=10, poll_s=0.01)
+        assert answers == [200]  # it polled through both 503s
+        answers[:] = [500]
+        with pytest.raises(RuntimeError, match="failed to load: .*OSError"):
+            wait_ready(url, timeout_s=10, poll_s=0.01)
+        answers[:] = [503]
+        with pytest.raises(TimeoutError, match="not ready after"):
+            wait_ready(url, timeout_s=0.2, poll_s=0.05)
+    finally:
+        srv.shutdown()
+
+
 def test_parse_and_check_limits():
     limits = LimitsConfig(**LIMITS)
     ok = b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}'
@@ -147,6 +204,9 @@ def server(tiny_model_dir):
         cfg = ServeConfig(model=str(tiny_model_dir), served_model_name=MODEL_ID, api_key=KEY, limits=LIMITS,
                           assistant_prefix=PREFIX, replicas={"num_cpus": 0.5, "torch_threads": 1})
         serve.run(build_app(cfg), name="softverify", route_prefix="/")
+        from softverify.platform.serve import wait_ready
+
+        wait_ready(f"http://127.0.0.1:{port}", timeout_s=120)  # the model loads on a thread
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()
@@ -179,8 +239,9 @@ def reference(tiny_model_dir):
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Does MYC regulate CDK4?"}]
 
 
-def test_models_lists_the_served_model(client):
+def test_models_lists_the_served_model(client, server):
     assert [m.id for m in client.models.list().data] == [MODEL_ID]
+    assert requests.get(f"{server}/health", timeout=10).json() == {"status": "ok"}
 
 
 def test_chat_completion_matches_the_engine(client, reference):
@@ -464,6 +525,9 @@ def test_a_served_run_answers_in_its_trained_layout(server, trained_run, tiny_mo
     serve.run(build_app(ServeConfig(model=str(run / "final"), api_key=KEY, replicas={"num_cpus": 0.5})),
               name="trained", route_prefix="/trained")
     try:
+        from softverify.platform.serve import wait_ready
+
+        wait_ready(f"{server}/trained", timeout_s=120)
         c = openai.OpenAI(base_url=f"{server}/trained/v1", api_key=KEY, max_retries=0, timeout=60)
         assert [m.id for m in c.models.list().data] == ["k562_direct"]
         resp = c.chat.completions.create(model="k562_direct", messages=[{"role": "user", "content": QUESTION}],

@@ -149,6 +149,38 @@ def test_error_line_names_the_exception():
     assert error_line(FileNotFoundError("model path '/x' does not exist")) == "model path '/x' does not exist"
 
 
+def test_reward_metric_refused_when_trials_have_different_rewards():
+    with pytest.raises(ConfigError, match="search.verifier_sets give trials different reward functions"):
+        parse_sweep(spec({"verifier_sets": {"a": [{"kind": "hard"}], "b": [{"kind": "format"}]}},
+                         tune={"metric": "reward_mean"}))
+    with pytest.raises(ConfigError, match=r"search.verifiers.hard.weight .*rank by a held-out eval metric"):
+        parse_sweep(spec({"verifiers.hard.weight": {"uniform": [0.5, 1.0]}}, tune={"metric": "reward_mean"}))
+    # the same reward function in every trial: the reward is a fair ranking
+    assert parse_sweep(spec({"learner.lr": {"choice": [1e-4, 1e-3]}}, tune={"metric": "reward_mean"}))
+
+
+def test_unused_verifier_values_and_trial_labels():
+    from softverify.platform.sweep_report import trial_label
+
+    s = parse_sweep(spec({"verifier_sets": {"h": [{"kind": "hard"}], "hl": [{"kind": "hard"}, {"kind": "length"}]},
+                          "verifiers.length.weight": {"uniform": [0.5, 2.0]}, "learner.lr": {"choice": [1e-4]}}))
+    used = {VERIFIER_SET_KEY: "hl", "verifiers.length.weight": 1.23456, "learner.lr": 1e-4}
+    assert s.unused_params(used) == set()
+    assert s.unused_params({**used, VERIFIER_SET_KEY: "h"}) == {"verifiers.length.weight"}
+    assert trial_label(s, used, "abc_00001") == "hl length.weight=1.23 lr=0.0001 (00001)"
+    assert trial_label(s, {**used, VERIFIER_SET_KEY: "h"}, "abc_00002") == "h lr=0.0001 (00002)"
+
+
+def test_local_sweep_uses_the_real_cpus():
+    from softverify.platform.sweep_run import concurrent_trials
+
+    assert concurrent_trials(1.0, 2, 2) == 2
+    assert concurrent_trials(1.5, 2, 2) == 1  # fewer at once, not more logical CPUs than cores
+    assert concurrent_trials(0.5, 16, 3) == 3
+    with pytest.raises(ConfigError, match="one trial reserves 2.5 CPUs but this machine has 2; lower"):
+        concurrent_trials(2.5, 2, 1)
+
+
 def test_trial_resources_cover_the_trainers_actors():
     s = parse_sweep(spec({"verifier_sets": {"h": [{"kind": "hard", "num_cpus": 0.5}],
                                             "hfl": [{"kind": "hard"}, {"kind": "format"}, {"kind": "length"}]}}))
@@ -166,8 +198,8 @@ def test_trial_resources_cover_the_trainers_actors():
 def ray_cluster():
     if ray.is_initialized():
         ray.shutdown()
-    # logical CPUs for 2 concurrent smoke trials (2.25 CPUs each) on a 2-core machine
-    ray.init(num_cpus=5, include_dashboard=False, log_to_driver=False)
+    # what `softverify sweep` starts here: the machine's 2 cores, 2 smoke trials of 1 CPU each
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -198,10 +230,16 @@ def test_smoke_sweep_end_to_end_then_restore(ray_cluster, tiny_model_dir, tmp_pa
     assert (table["status"] == "COMPLETED").any()
     assert sorted(table["config/verifier_set"]) == ["hard_format", "hard_format", "hard_format_length",
                                                     "hard_format_length"]
-    for col in ("final/reward_mean", "final/eval/mcc", "final/eval/f1", "final/eval/balanced_accuracy"):
+    for col in ("final/reward_mean", "final/eval/mcc", "final/eval/f1", "final/eval/balanced_accuracy",
+                "final/eval_forced/auroc"):
         assert table[col].notna().all(), col
-    # sorted by the sweep metric, best first
-    assert list(table["final/reward_mean"]) == sorted(table["final/reward_mean"], reverse=True)
+    # sorted by the sweep metric (the verifier sets differ: a held-out metric, not the reward), best first
+    assert sweep.spec.tune.metric == "eval_forced/auroc"
+    assert list(table["final/eval_forced/auroc"]) == sorted(table["final/eval_forced/auroc"], reverse=True)
+    # the length weight is sampled for every trial but only reported where the set has a length verifier
+    no_length = table["config/verifier_set"] == "hard_format"
+    assert table.loc[no_length, "config/verifiers.length.weight"].isna().all()
+    assert table.loc[~no_length, "config/verifiers.length.weight"].between(0.5, 2.0).all()
     pq = pd.read_parquet(out / "results.parquet")
     assert list(pq["trial_id"]) == list(table["trial_id"].astype(str))
     assert (out / "sweep.png").stat().st_size > 10_000

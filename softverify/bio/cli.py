@@ -157,8 +157,10 @@ def _wm_fit(args) -> int:
         ev = ev[ev["split"] == args.eval_split] if args.eval_split != "all" else ev
         report["eval"] = {"cell_line": args.eval_cell_line, "split": args.eval_split, **wm.evaluate(ev)}
         wm.meta["eval"] = report["eval"]
-    wm.save(args.out)
+    saved = wm.save(args.out)
+    report["saved"] = str(saved)
     _print_json(report)
+    print(f"world model saved to {saved} (use it with --verifier 'world_model model_dir={saved}')", file=sys.stderr)
     return 0
 
 
@@ -202,10 +204,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--cell-lines", default="k562", help=cells_help)
     q.add_argument("--split", default="train", help="train, test, loco_train, loco_test, gene_train, gene_test")
     q.add_argument("--limit", type=int, default=None, help="number of questions (default: all)")
-    q.add_argument("--negated-fraction", type=float, default=0.0)
+    q.add_argument("--negated-fraction", type=float, default=0.0,
+                   help="share of questions asked in a negated form (\"...leave the expression of B unchanged?\"; the "
+                        "label flips), default 0")
     q.add_argument("--no-balance", action="store_true", help="keep the natural ~13%% positive rate")
-    q.add_argument("--holdout-cell-line", default=None)
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--holdout-cell-line", default=None,
+                   help="for the loco_* splits: the cell line left out of training (default: the last of --cell-lines)")
+    q.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     q.add_argument("--from", dest="mirror", default=None, help=mirror_help)
     q.add_argument("--out", default=None, help="output .parquet")
     q.set_defaults(func=_data_questions)
@@ -220,12 +225,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--out", default=None, help="output directory (default <cache>/genes)")
     b.set_defaults(func=_genes_build)
     s = gsub.add_parser("show", help="print a gene's description and GO terms")
-    s.add_argument("symbol")
+    s.add_argument("symbol", help="gene symbol, alias or Ensembl id, e.g. TP53")
     s.add_argument("--kb", default=None, help="knowledge base directory (default <cache>/genes)")
-    s.add_argument("--max-terms", type=int, default=20)
+    s.add_argument("--max-terms", type=int, default=20, help="GO terms listed (default 20)")
     s.set_defaults(func=_genes_show)
     c = gsub.add_parser("coverage", help="fraction of PerturbQA genes resolved / with GO terms")
-    c.add_argument("--kb", default=None)
+    c.add_argument("--kb", default=None, help="knowledge base directory (default <cache>/genes)")
     c.add_argument("--cell-lines", default="k562,rpe1,hepg2", help=cells_help)
     c.add_argument("--from", dest="mirror", default=None, help=mirror_help)
     c.set_defaults(func=_genes_coverage)
@@ -233,13 +238,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     emb = subparsers.add_parser("embed", help="gene embeddings (GenePT text, GO factorisation, one-hot)")
     esub = emb.add_subparsers(dest="embed_command", metavar="ACTION", required=True)
     e = esub.add_parser("genes", help="embed every gene of the given PerturbQA cell lines")
-    e.add_argument("--kind", choices=["genept", "go", "onehot"], required=True)
+    e.add_argument("--kind", choices=["genept", "go", "onehot"], required=True,
+                   help="genept: sentence embedding of each gene's NCBI/UniProt text; go: SVD of the gene x GO-term "
+                        "matrix; onehot: an identity per gene (no shared knowledge, a baseline)")
     e.add_argument("--kb", default=None, help="knowledge base directory (genept, go)")
     e.add_argument("--cell-lines", default="k562,rpe1,hepg2", help=cells_help)
     e.add_argument("--from", dest="mirror", default=None, help=mirror_help)
     e.add_argument("--encoder", default=None, help="local sentence-transformers dir (default bundled all-MiniLM-L6-v2)")
     e.add_argument("--openai-model", default=None, help="use an OpenAI-compatible /embeddings endpoint with this model")
-    e.add_argument("--openai-base-url", default=None)
+    e.add_argument("--openai-base-url", default=None, help="base URL of that endpoint (default: the openai client's)")
     e.add_argument("--dim", type=int, default=128, help="GO factorisation dimension")
     e.add_argument("--out", required=True, help="output directory")
     e.set_defaults(func=_embed_genes)
@@ -253,22 +260,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "embedding when given), isotonic-calibrated, saved as LightGBM text")
     w.add_argument("--embedding", help="directory from `softverify embed genes` (required for mlp)")
     w.add_argument("--cell-lines", default="rpe1,hepg2", help="training " + cells_help)
-    w.add_argument("--train-split", default="all", choices=["all", "train", "test"])
+    w.add_argument("--train-split", default="all", choices=["all", "train", "test"],
+                   help="PerturbQA split of the training lines used (default all: the lines are held out anyway)")
     w.add_argument("--eval-cell-line", default=None, help="report metrics on this cell line after training")
-    w.add_argument("--eval-split", default="test", choices=["all", "train", "test"])
+    w.add_argument("--eval-split", default="test", choices=["all", "train", "test"],
+                   help="split of --eval-cell-line (default test)")
     w.add_argument("--from", dest="mirror", default=None, help=mirror_help)
-    w.add_argument("--max-epochs", type=int, default=12)
-    w.add_argument("--patience", type=int, default=2)
+    w.add_argument("--max-epochs", type=int, default=12, help="mlp: most training epochs (default 12)")
+    w.add_argument("--patience", type=int, default=2,
+                   help="mlp: stop after this many epochs without a better validation AUROC (default 2)")
     w.add_argument("--max-rows", type=int, default=None, help="subsample training rows")
-    w.add_argument("--threads", type=int, default=1)
-    w.add_argument("--seed", type=int, default=0)
-    w.add_argument("--quiet", action="store_true")
+    w.add_argument("--threads", type=int, default=1, help="torch / LightGBM threads (default 1)")
+    w.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and batches (default 0)")
+    w.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
     w.add_argument("--out", required=True, help="output model directory")
     w.set_defaults(func=_wm_fit)
-    v = wsub.add_parser("eval", help="AUROC/AUPRC/MCC of a saved world model on a cell line")
-    v.add_argument("--model", required=True)
-    v.add_argument("--cell-line", required=True)
-    v.add_argument("--split", default="test", choices=["all", "train", "test"])
+    v = wsub.add_parser("eval", help="AUROC/AUPRC/MCC of a saved world model on a cell line (covered rows, and "
+                        "all rows with the uncovered answered no)")
+    v.add_argument("--model", required=True, help="world model directory (from `softverify worldmodel fit`)")
+    v.add_argument("--cell-line", required=True, help="PerturbQA cell line to score (k562, rpe1, hepg2, jurkat)")
+    v.add_argument("--split", default="test", choices=["all", "train", "test"], help="its split (default test)")
     v.add_argument("--from", dest="mirror", default=None, help=mirror_help)
     v.set_defaults(func=_wm_eval)
 

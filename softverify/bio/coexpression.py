@@ -151,8 +151,9 @@ def matrix_from_h5ad(path: str | os.PathLike, method: str = "npmi", max_genes: i
     (scanpy keeps log-normalised values there when ``.X`` is scaled, and scaled values
     are no use for "expressed or not").
     """
-    import anndata as ad
     import scipy.sparse as sp
+
+    from softverify.bio.cell_embeddings import read_h5ad
 
     if method not in METHODS:
         raise ValueError(f"unknown co-expression method {method!r}; expected one of {list(METHODS)}")
@@ -160,13 +161,7 @@ def matrix_from_h5ad(path: str | os.PathLike, method: str = "npmi", max_genes: i
         warnings.simplefilter("ignore", FutureWarning)
         warnings.filterwarnings("ignore", category=UserWarning)
         warnings.filterwarnings("ignore", module="anndata")
-        try:
-            a = ad.read_h5ad(path)
-        except FileNotFoundError:
-            raise
-        except Exception as e:  # h5py/anndata raise OSError, KeyError, TypeError... on a bad file
-            raise ValueError(f"{str(path)!r} is not a readable AnnData .h5ad file ({type(e).__name__}: "
-                             f"{str(e)[:200]})") from None
+        a = read_h5ad(path)  # names the file when it is missing or unreadable (not h5py's errno text)
     src = a.raw if (use_raw or use_raw is None) and a.raw is not None else a
     if use_raw and a.raw is None:
         raise ValueError(f"{str(path)!r} has no .raw layer")

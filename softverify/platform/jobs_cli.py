@@ -1,18 +1,7 @@
 """``softverify job submit|status|logs|stop|list`` and the short form ``softverify submit``.
 
-Everything after ``--`` is the softverify command to run on the cluster::
-
-    softverify submit -- train --config configs/k562.yaml
-    softverify submit --no-wait --pip wandb==0.31.0 --env WANDB_MODE=offline -- sweep tune_configs/k562_verifiers.yaml
-    softverify submit status raysubmit_AbC123     # same as: softverify job status raysubmit_AbC123
-    softverify submit logs --follow raysubmit_AbC123
-    softverify submit stop raysubmit_AbC123
-    softverify submit list
-
-The address comes from ``--address``, else ``$RAY_ADDRESS``, else http://127.0.0.1:8265.
-``submit`` follows the logs and exits with the job's result (0 succeeded, the driver's exit
-code if it failed, 143 if stopped); Ctrl-C stops following, not the job.
-The logic lives in :mod:`softverify.platform.jobs`; this module only parses arguments.
+This module only parses arguments; the logic lives in :mod:`softverify.platform.jobs`.
+``HELP_TEXT`` is what a user reads in ``--help``: its examples name files the project ships.
 """
 from __future__ import annotations
 
@@ -22,7 +11,22 @@ import sys
 from datetime import datetime
 
 MANAGE_VERBS = ("status", "logs", "stop", "list")
-HELP_TEXT = __doc__.replace("``", "").replace("::", ":")  # the docstring, minus reST markup
+HELP_TEXT = """\
+Everything after -- is the softverify command to run on the cluster:
+
+    softverify submit --output-root /shared/runs -- train --config configs/verifiers_world_model.yaml
+    softverify submit --no-wait --pip wandb==0.31.0 --env WANDB_MODE=offline -- sweep tune_configs/smoke_cpu.yaml
+    softverify submit status raysubmit_AbC123     # same as: softverify job status raysubmit_AbC123
+    softverify submit logs --follow raysubmit_AbC123
+    softverify submit stop raysubmit_AbC123
+    softverify submit list
+
+The address comes from --address, else $RAY_ADDRESS, else http://127.0.0.1:8265.
+A relative trainer.output_dir is refused unless --output-root names storage every node can
+reach (the job's working directory is a temporary copy that Ray deletes).
+submit follows the logs and exits with the job's result (0 succeeded, the driver's exit
+code if it failed, 143 if stopped); Ctrl-C stops following, not the job.
+"""
 
 
 def _client(args):
@@ -162,26 +166,26 @@ def cmd_list(args) -> int:
 def _add_manage_parsers(sub) -> None:
     s = sub.add_parser("status", help="show a job's status")
     _add_address(s)
-    s.add_argument("job_id")
+    s.add_argument("job_id", help="the submission id submit printed, e.g. raysubmit_AbC123")
     s.add_argument("--json", action="store_true", help="print Ray's full job record as JSON")
     s.set_defaults(func=cmd_status)
 
     lg = sub.add_parser("logs", help="print a job's logs")
     _add_address(lg)
-    lg.add_argument("job_id")
+    lg.add_argument("job_id", help="the submission id")
     lg.add_argument("--follow", "-f", action="store_true", help="stream until the job ends, exit with its result")
     lg.set_defaults(func=cmd_logs)
 
     st = sub.add_parser("stop", help="stop a running job")
     _add_address(st)
-    st.add_argument("job_id")
+    st.add_argument("job_id", help="the submission id")
     st.add_argument("--no-wait", action="store_true", help="return once the stop is requested")
     st.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the job to stop (default 60)")
     st.set_defaults(func=cmd_stop)
 
     ls = sub.add_parser("list", help="list the cluster's jobs")
     _add_address(ls)
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help="print every job's full record as JSON")
     ls.set_defaults(func=cmd_list)
 
 

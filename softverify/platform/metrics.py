@@ -54,16 +54,30 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
 
 
-def plot_metrics(jsonl: Path, out_png: Path, keys: list[str] | None = None) -> Path:
-    """A grid of metric-vs-step panels (reward per verifier, KL, entropy, length, timings)."""
+def plot_metrics(jsonl: Path, out_png: Path, keys: list[str] | None = None, title: str | None = None) -> Path:
+    """metrics.png: :func:`metrics_figure` of a run's metrics.jsonl, titled with the run
+    (default: its directory name)."""
+    rows = read_metrics(jsonl)
+    if not rows:
+        raise ValueError(f"{jsonl} holds no metrics to plot")
+    fig = metrics_figure(rows, keys, title or Path(jsonl).resolve().parent.name)
+    import matplotlib.pyplot as plt  # after metrics_figure chose the Agg backend
+
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png
+
+
+def metrics_figure(rows: list[dict[str, Any]], keys: list[str] | None, title: str):
+    """A grid of metric-vs-step panels (reward per verifier, eval AUROC/MCC, KL, entropy,
+    length, timings) under a title naming the run and its steps, so a PNG shared on its own
+    still says what it shows. Steps are whole numbers on the axis, even for a 1-step run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    rows = read_metrics(jsonl)
-    if not rows:
-        raise ValueError(f"{jsonl} holds no metrics to plot")
     if keys is None:
         seen = {k: None for r in rows for k in r}  # eval runs only every few steps: look at all rows
         keys = [k for k in seen if k.startswith("reward/")]
@@ -77,6 +91,7 @@ def plot_metrics(jsonl: Path, out_png: Path, keys: list[str] | None = None) -> P
     ncol = 3
     nrow = math.ceil(len(keys) / ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 2.8 * nrow), squeeze=False)
+    steps = [r["step"] for r in rows if "step" in r]
     for ax, k in zip(axes.flat, keys):
         pts = [(r["step"], r[k]) for r in rows if r.get(k) is not None]
         if pts:
@@ -88,9 +103,13 @@ def plot_metrics(jsonl: Path, out_png: Path, keys: list[str] | None = None) -> P
             ax.fill_between(st, lo, hi, alpha=0.25)
         ax.set_title(k, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
+        if steps and max(steps) - min(steps) < 6:  # too few for a locator: one tick per step
+            ax.set_xticks(range(min(steps), max(steps) + 1))
+            ax.set_xlim(min(steps) - 0.5, max(steps) + 0.5)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
+    fig.suptitle(f"{title} - steps {min(steps)}-{max(steps)}" if steps else title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return out_png
+    return fig

@@ -31,7 +31,7 @@ from ray import serve
 
 from softverify.engines.base import SamplingParams, render_turns
 from softverify.platform.serve_api import (
-    SSE_DONE, ApiError, ChatCompletionRequest, RateLimiter, ServeConfig, VerifyRequest, chat_chunk,
+    SSE_DONE, ApiError, BackgroundLoad, ChatCompletionRequest, RateLimiter, ServeConfig, VerifyRequest, chat_chunk,
     chat_response, check_api_key, check_chat, check_prompt_tokens, choice, completion_id, models_response,
     token_logprobs_content,
     parse_body, stop_list, usage,
@@ -77,22 +77,42 @@ class ChatServer:
     """One replica: an HF engine, a rate limiter and the verifiers, behind FastAPI routes."""
 
     def __init__(self, cfg: dict, model_path: str, api_key: str | None):
-        from softverify.engines.hf import HFEngine
-
         self.cfg = ServeConfig.model_validate(cfg)  # prompt fields already resolved by build_app
         r, self.limits = self.cfg.replicas, self.cfg.limits
-        self.engine = HFEngine(model_path, self.cfg.dtype, r.torch_threads, self.cfg.trust_remote_code,
-                               batch_size=r.max_batch_size)
         self.model_id = self.cfg.model_id()
         self.api_key = api_key
         self.limiter = RateLimiter(self.limits.requests_per_second, self.limits.burst)
-        self.verifiers = VerifierSet(self.cfg.verifiers)
         self.created = int(time.time())
         # one generate at a time per replica: a batch or a stream. Two would only fight
         # over the same cores (and a GPU's memory) and make both slower.
         self._gen_lock = asyncio.Lock()
         self._generate_batch.set_max_batch_size(r.max_batch_size)
         self._generate_batch.set_batch_wait_timeout_s(r.batch_wait_timeout_s)
+        # the model and verifiers load on a thread: until they are up, requests get a 503
+        # with Retry-After instead of waiting in the proxy with no answer
+        self._parts = BackgroundLoad(lambda: self._build(model_path), f"model {self.model_id!r}")
+
+    def _build(self, model_path: str):
+        from softverify.engines.hf import HFEngine
+
+        r = self.cfg.replicas
+        engine = HFEngine(model_path, self.cfg.dtype, r.torch_threads, self.cfg.trust_remote_code,
+                          batch_size=r.max_batch_size)
+        return engine, VerifierSet(self.cfg.verifiers)
+
+    @property
+    def engine(self):
+        return self._parts.get()[0]
+
+    @property
+    def verifiers(self):
+        return self._parts.get()[1]
+
+    def check_health(self) -> None:
+        """Ray Serve's periodic replica check: a replica whose model failed to load is
+        replaced instead of answering 500 forever."""
+        if self._parts.failed:
+            raise RuntimeError(f"model {self.model_id!r} failed to load: {self._parts.error!r}")
 
     # ------------------------------------------------------------------ helpers
     def _admit(self, request: Request, rate_limited: bool = True) -> None:
@@ -134,12 +154,20 @@ class ChatServer:
     # ------------------------------------------------------------------ routes
     @api.get("/health")
     async def health(self):
+        """200 once the model is loaded, 503 (with Retry-After) while it loads: a readiness
+        probe for Kubernetes and for ``serve_forever``'s "ready" line."""
+        try:
+            self._parts.get()
+        except ApiError as e:
+            return JSONResponse(status_code=e.status, headers=e.headers,
+                                content={"status": "loading" if e.status == 503 else "failed", "detail": e.message})
         return {"status": "ok"}
 
     @api.get("/v1/models")
     async def models(self, request: Request):
         try:
             self._admit(request, rate_limited=False)
+            self._parts.get()
         except ApiError as e:
             return _error(e)
         return models_response(self.model_id, self.created)
@@ -314,6 +342,30 @@ def app_builder(args: dict[str, Any]):
     return build_app(load_serve_config(raw))
 
 
+def wait_ready(base_url: str, timeout_s: float = 900.0, poll_s: float = 0.5) -> None:
+    """Block until ``GET {base_url}/health`` answers 200 (the replica's model is loaded).
+    Raises TimeoutError with the last answer if it does not within ``timeout_s``, and
+    RuntimeError at once when the replica reports that loading failed."""
+    import urllib.error
+    import urllib.request
+
+    deadline, last = time.monotonic() + timeout_s, "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base_url}/health", timeout=10) as r:
+                if r.status == 200:
+                    return
+        except urllib.error.HTTPError as e:
+            body = e.read()[:500].decode(errors="replace")
+            last = f"HTTP {e.code} {body}"
+            if e.code == 500:
+                raise RuntimeError(f"the served model failed to load: {body}") from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+            last = repr(e)
+        time.sleep(poll_s)
+    raise TimeoutError(f"{base_url}/health not ready after {timeout_s:.0f} s (last: {last})")
+
+
 def serve_forever(cfg: ServeConfig, address: str | None = None) -> int:
     """Start Ray (or join ``address``), bind the HTTP proxy, deploy, block until Ctrl-C."""
     import ray
@@ -326,7 +378,12 @@ def serve_forever(cfg: ServeConfig, address: str | None = None) -> int:
         app = build_app(cfg)  # after ray.init: engine=auto looks at the cluster's GPUs
         serve.start(http_options={"host": cfg.host, "port": cfg.port})
         serve.run(app, name="softverify", route_prefix="/", blocking=False)
-        print(f"softverify serve: {cfg.model_id()!r} ready at http://{cfg.host}:{cfg.port}/v1 "
+        base = f"http://{cfg.host}:{cfg.port}"
+        if select_engine(cfg) == "hf":
+            print(f"softverify serve: loading {cfg.model_id()!r} (requests get 503 + Retry-After until it is up)",
+                  file=sys.stderr, flush=True)
+            wait_ready(f"http://127.0.0.1:{cfg.port}" if cfg.host in ("0.0.0.0", "::") else base)
+        print(f"softverify serve: {cfg.model_id()!r} ready at {base}/v1 "
               f"(engine {select_engine(cfg)}); Ctrl-C stops", file=sys.stderr, flush=True)
         while True:
             time.sleep(3600)

@@ -392,6 +392,54 @@ def check_api_key(authorization: str | None, expected: str | None) -> None:
                        headers={"WWW-Authenticate": 'Bearer realm="softverify"'})
 
 
+class BackgroundLoad:
+    """Builds a replica's heavy parts (engine, verifiers) on a thread, so the replica is up
+    at once and can answer "still loading" instead of leaving clients hanging.
+
+    Ray Serve queues requests in the proxy until a replica's constructor returns; a model
+    that takes a minute to load meant ``/v1/models`` hung for that minute. With the load on
+    a thread, :meth:`get` raises a 503 with ``Retry-After`` until the parts are built, and a
+    500 naming the failure if building them failed (``failed`` lets Serve's health check
+    replace such a replica).
+    """
+
+    def __init__(self, build: Callable[[], Any], what: str, retry_after_s: int = 5):
+        self.what, self.retry_after_s = what, retry_after_s
+        self._value: Any = None
+        self.error: BaseException | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(build,), name=f"load {what}", daemon=True)
+        self._thread.start()
+
+    def _run(self, build: Callable[[], Any]) -> None:
+        try:
+            self._value = build()
+        except BaseException as e:  # reported to every request and to the health check
+            self.error = e
+        finally:
+            self._done.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._done.is_set() and self.error is None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def get(self) -> Any:
+        if not self._done.is_set():
+            raise ApiError(503, f"{self.what} is still loading; retry in {self.retry_after_s} s", type="server_error",
+                           code="model_loading", headers={"Retry-After": str(self.retry_after_s)})
+        if self.error is not None:
+            raise ApiError(500, f"{self.what} failed to load: {type(self.error).__name__}: {self.error}",
+                           type="server_error", code="model_load_failed")
+        return self._value
+
+
 class RateLimiter:
     """Token bucket: ``burst`` requests at once, refilled at ``rate`` per second.
 

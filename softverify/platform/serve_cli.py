@@ -86,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--served-model-name", help="model id clients use (default: the directory name)")
     g.add_argument("--engine", choices=["auto", "hf", "vllm"], help="default auto: vllm with GPUs, else hf")
     g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
-    g.add_argument("--assistant-prefix", help="text every answer starts with, e.g. '<think>\\n'")
+    g.add_argument("--assistant-prefix", help="text every answer starts with (default: what the model was trained with, from its softverify_prompt.json; else none)")
     g = p.add_argument_group("replicas and autoscaling")
     g.add_argument("--num-replicas", type=int)
     g.add_argument("--autoscale", action="store_true", help="scale between --min-replicas and --max-replicas")
@@ -107,4 +107,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--burst", type=int, help="requests a replica admits back to back")
     g.add_argument("--no-rate-limit", action="store_true")
     g.add_argument("--no-verify", action="store_true", help="disable /v1/verify")
+    _help_from_config(p)
     p.set_defaults(func=cmd_serve)
+
+
+def _help_from_config(p: argparse.ArgumentParser) -> None:
+    """Flags without their own help text show their ServeConfig key's description and
+    default, so ``--help`` and ``--help-config`` can never disagree."""
+    from softverify.platform.serve_api import ServeConfig
+
+    for action in p._actions:
+        key = _FLAG_KEYS.get(action.dest)
+        if action.help is not None or key is None:
+            continue
+        model, *path, leaf = [ServeConfig, *key.split(".")]
+        for sec in path:
+            model = model.model_fields[sec].annotation
+        field = model.model_fields[leaf]
+        default = field.get_default(call_default_factory=True)
+        action.help = f"{(field.description or '').rstrip('.')} (--set {key}; default {default})".replace("%", "%%")
+    for action in p._actions:
+        if action.dest == "no_rate_limit" and action.help is None:
+            action.help = "admit every request (--set limits.requests_per_second=null)"

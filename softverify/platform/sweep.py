@@ -169,6 +169,19 @@ class Sweep:
             node[parts[-1]] = value
         return raw
 
+    def unused_params(self, params: dict[str, Any]) -> set[str]:
+        """Searched ``verifiers.<name>.<field>`` keys that this trial's verifier set does not
+        contain: Tune still samples them, but they change nothing, so the report leaves
+        them empty instead of showing a weight the trial never used."""
+        names = {v.get("name") or v.get("kind") for v in self.trial_raw(params).get("verifiers") or []}
+        return {k for k in params if k.startswith("verifiers.") and k.split(".")[1] not in names}
+
+    @property
+    def varies_reward(self) -> bool:
+        """Whether trials are scored by different reward functions (verifier sets, verifier
+        fields, reward composition), so their rewards cannot be compared with each other."""
+        return len(self.verifier_sets) > 1 or any(k.startswith(("verifiers.", "reward.")) for k in self.dists)
+
     def trial_config(self, params: dict[str, Any], output_dir: str | Path) -> TrainConfig:
         """The config a trial actually runs: its raw config plus the sweep-managed keys."""
         raw = self.trial_raw(params)
@@ -369,6 +382,12 @@ def parse_sweep(raw: dict[str, Any], base_dir: Path | None = None) -> Sweep:
     if vmode == "grid" and t.search_alg == "optuna":
         raise ConfigError("tune.search_alg=optuna cannot expand a verifier_sets grid; use a plain mapping (choice)")
     sweep = Sweep(spec, base_raw, dists, vsets, vmode)
+    if sweep.varies_reward and not t.metric.startswith("eval"):
+        varied = ([f"search.{VERIFIER_SET_KEY}s"] if len(vsets) > 1 else []) + \
+            [f"search.{k}" for k in dists if k.startswith(("verifiers.", "reward."))]
+        raise ConfigError(f"tune.metric={t.metric!r}: {', '.join(varied)} give trials different reward functions, "
+                          "so their rewards are not comparable; rank by a held-out eval metric instead "
+                          "(tune.metric: eval_forced/auroc, eval/mcc, eval/f1 or eval/balanced_accuracy)")
     steps = build_config(base_raw).trainer.steps
     if sweep.uses_eval:
         every = build_config(base_raw).trainer.eval_every or 1

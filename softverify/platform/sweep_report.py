@@ -24,7 +24,7 @@ import yaml
 from softverify.platform.sweep import VERIFIER_SET_KEY, Sweep
 
 #: Metrics summarised per trial besides the sweep metric.
-SUMMARY_METRICS = ("eval/mcc", "eval/f1", "eval/balanced_accuracy", "reward_mean")
+SUMMARY_METRICS = ("eval_forced/auroc", "eval/mcc", "eval/f1", "eval/balanced_accuracy", "reward_mean")
 
 
 def _atomic(path: Path, write) -> None:
@@ -86,8 +86,9 @@ def results_table(sweep: Sweep, results):
         else:
             status, error = "INTERRUPTED", ""  # the sweep was interrupted: --resume finishes it
         row: dict[str, Any] = {"trial_id": trial_id, "status": status, "error": error, "steps": steps}
+        unused = sweep.unused_params({k: cfg[k] for k in keys if k in cfg})
         for k in keys:
-            v = cfg.get(k)
+            v = None if k in unused else cfg.get(k)  # a value the trial's verifier set never used
             row[f"config/{k}"] = v if not isinstance(v, (list, dict)) else repr(v)
         for m in metrics:
             col = hist[m].dropna() if hist is not None and m in hist else None
@@ -133,6 +134,20 @@ def best_config_yaml(sweep: Sweep, result) -> str:
     return header + yaml.safe_dump(cfg.model_dump(), sort_keys=False)
 
 
+def trial_label(sweep: Sweep, config: dict[str, Any], trial_id: str) -> str:
+    """What a person reads in the legend: the verifier set and the searched values the trial
+    used (``hard_format_length lr=0.0031 length.weight=1.2``); the trial id only as a tiebreak."""
+    params = {k: config[k] for k in [VERIFIER_SET_KEY, *sweep.dists] if k in config}
+    unused = sweep.unused_params(params)
+    parts = [str(params[VERIFIER_SET_KEY])] if VERIFIER_SET_KEY in params else []
+    for k in sweep.dists:
+        if k in params and k not in unused:
+            v = params[k]
+            short = ".".join(k.split(".")[1:]) if k.startswith("verifiers.") else k.split(".")[-1]
+            parts.append(f"{short}={v:.3g}" if isinstance(v, float) else f"{short}={v}")
+    return " ".join(parts + [f"({trial_id[-5:]})"]) if parts else trial_id
+
+
 def plot(sweep: Sweep, results, table, path: Path) -> None:
     """metric vs step and reward (or eval MCC) vs step per trial; final metric by verifier set."""
     import matplotlib
@@ -147,7 +162,7 @@ def plot(sweep: Sweep, results, table, path: Path) -> None:
         hist = _history(res)
         if hist is None or "step" not in hist:
             continue
-        label = Path(res.path).name.removeprefix("trial_")
+        label = trial_label(sweep, res.config or {}, Path(res.path).name.removeprefix("trial_"))
         for ax, m in ((axes[0], metric), (axes[1], second)):
             if m in hist:
                 ax.plot(hist["step"], hist[m], marker="o", label=label)

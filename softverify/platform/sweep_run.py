@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -157,8 +157,24 @@ def ensure_ray(sweep: Sweep) -> None:
     per_trial = max(sum(b.get("CPU", 0) for b in trial_resources(sweep.trial_config(p, "unused"),
                                                                   sweep.spec.tune.resources.driver_cpus))
                     for p in sweep.representative_params() or [{}])
-    need = math.ceil(per_trial * sweep.spec.tune.max_concurrent_trials)
-    ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False)
+    cpus = os.cpu_count() or 1
+    t = sweep.spec.tune
+    fits = concurrent_trials(per_trial, cpus, t.max_concurrent_trials)
+    if fits < t.max_concurrent_trials:
+        print(f"softverify sweep: {cpus} CPUs and {per_trial:g} reserved per trial: {fits} trial(s) run at once, "
+              f"not tune.max_concurrent_trials={t.max_concurrent_trials}", file=sys.stderr, flush=True)
+    # the machine's real CPU count: advertising more would let trials oversubscribe the cores
+    ray.init(num_cpus=cpus, include_dashboard=False)
+
+
+def concurrent_trials(per_trial: float, cpus: int, wanted: int) -> int:
+    """How many trials reserving ``per_trial`` CPUs run at once on a local Ray of ``cpus``
+    real CPUs (at most ``wanted``); a trial that cannot fit at all is refused, naming the keys."""
+    if per_trial > cpus + 1e-9:
+        raise ConfigError(f"one trial reserves {per_trial:g} CPUs but this machine has {cpus}; lower "
+                          "base.rollout.num_cpus_per_worker, base.learner.num_cpus_per_rank, verifier num_cpus or "
+                          "tune.resources.driver_cpus (or point trainer.ray_address at a larger cluster)")
+    return max(1, min(wanted, int(cpus // per_trial + 1e-9)))
 
 
 def build_tuner(sweep: Sweep, raw_spec: dict[str, Any]):

@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
+def _add_config_args(p: argparse.ArgumentParser, model_flag: bool = True) -> None:
     p.add_argument("--config", "-c", help="YAML config file (see configs/ and --help-config)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set rollout.group_size=8 (repeatable)")
-    p.add_argument("--model", help="shortcut for --set model.path=...")
+    if model_flag:  # eval names its model positionally; two ways to say it would be one too many
+        p.add_argument("--model", help="shortcut for --set model.path=...")
     p.add_argument("--data-mirror", help="shortcut for --set data.mirror=... (local PerturbQA CSV folder)")
 
 
@@ -60,8 +61,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    import torch
-
     from softverify.config import load_config
     from softverify.data import load_prompts
     from softverify.engines.hf import HFEngine
@@ -75,7 +74,7 @@ def cmd_eval(args) -> int:
         raise ValueError(f"eval needs labelled questions; split {args.split!r} has columns {rows.column_names}")
     model_path = resolve_model_path(args.model_dir, cfg.model.cache_dir)
     engine = HFEngine(model_path, cfg.model.dtype,
-                      torch_threads=args.threads or torch.get_num_threads(), batch_size=args.batch_size,
+                      torch_threads=args.threads or cfg.rollout.torch_threads, batch_size=args.batch_size,
                       decode=cfg.rollout.hf_decode)
     system, prefix, stop = cfg.rollout.system_prompt, cfg.rollout.assistant_prefix, cfg.rollout.stop
     from softverify.prompts import load_trained_prompt
@@ -110,8 +109,34 @@ def cmd_eval(args) -> int:
     return 0
 
 
+TRAIN_DESCRIPTION = """\
+GRPO training of a reasoning LLM against verifiers, on Ray. With no options it runs the
+embedded default: a local Ray, SmolLM2-135M-Instruct, PerturbQA K562 questions in the direct
+style, the hard (experimental label) and format verifiers, and a periodic held-out eval
+(forced-score AUROC, MCC). configs/verifiers_world_model.yaml trains against a world model.
+
+    softverify train --data-mirror DIR                      # the default job, data from DIR
+    softverify train --config configs/verifiers_hard.yaml --steps 50
+    softverify train --set rollout.group_size=8 --set learner.lr=5e-5
+    softverify train --output-dir runs/x --resume           # continue from the last checkpoint
+
+Outputs go to trainer.output_dir: metrics.jsonl, metrics.png, checkpoints/, final/.
+--help-config lists every key with its default and meaning.
+"""
+
+EVAL_DESCRIPTION = """\
+Answers held-out questions with a model and reports TPR/TNR/F1/MCC of its free answers,
+plus a forced reading (yes/no by likelihood at the answer position) with AUROC/AUPRC and
+95% bootstrap intervals. A model saved by `softverify train` is asked with the prompt it was
+trained with; --config or --set prompt.*/rollout.* overrides that.
+
+    softverify eval runs/default/final --limit 512 --data-mirror DIR -o runs/default/eval.json
+"""
+
+
 def register(sub) -> None:
-    p = sub.add_parser("train", help="run GRPO training (default: local Ray, SmolLM2, PerturbQA K562)")
+    p = sub.add_parser("train", help="run GRPO training (default: local Ray, SmolLM2, PerturbQA K562)",
+                       description=TRAIN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_config_args(p)
     p.add_argument("--steps", type=int, help="shortcut for --set trainer.steps=N")
     p.add_argument("--output-dir", help="shortcut for --set trainer.output_dir=DIR")
@@ -121,16 +146,19 @@ def register(sub) -> None:
     p.add_argument("--help-config", action="store_true", help="print every config key with its default and meaning")
     p.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="answer held-out questions and report TPR/TNR/F1/MCC")
+    e = sub.add_parser("eval", help="answer held-out questions and report TPR/TNR/F1/MCC",
+                       description=EVAL_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("model_dir", help="a trained model directory (e.g. runs/x/final), a HF dir, or 'smollm2'")
-    _add_config_args(e)
+    _add_config_args(e, model_flag=False)
     e.add_argument("--split", default="test", help="question split (default: test)")
     e.add_argument("--limit", type=int, default=200, help="number of questions (default 200)")
     e.add_argument("--samples", type=int, default=1, help="1 = greedy; N > 1 = N samples, majority answer")
     e.add_argument("--max-new-tokens", type=int, help="generation budget (default: rollout.max_new_tokens)")
-    e.add_argument("--batch-size", type=int, default=16)
-    e.add_argument("--threads", type=int, help="torch threads")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--batch-size", type=int, default=16, help="questions generated together (default 16)")
+    e.add_argument("--threads", type=int,
+                   help="torch threads (default: rollout.torch_threads, 1, as each training worker uses; "
+                        "raise it on an otherwise idle machine)")
+    e.add_argument("--seed", type=int, default=0, help="sampling seed with --samples > 1 (default 0)")
     e.add_argument("--no-force", action="store_true",
                    help="skip the forced reading (unanswered turns closed, yes/no chosen by likelihood)")
     e.add_argument("--output", "-o", help="write metrics JSON here (and completions next to it)")

@@ -445,6 +445,13 @@ class Trainer:
         if model_dir.is_dir():
             ckpt.write_text_atomic(model_dir / PROMPT_FILE, trained_prompt(self.cfg.prompt.style, self.cfg.rollout).to_json())
 
+    def _plot_title(self) -> str:
+        """metrics.png's title: the run (its directory), model, style and verifiers."""
+        c = self.cfg
+        model = Path(str(c.model.path)).name or str(c.model.path)
+        verifiers = ", ".join(v.display_name for v in c.verifiers)
+        return f"{self.out.resolve().name}: {model}, {c.prompt.style} style, verifiers {verifiers}"
+
     def save_checkpoint(self) -> Path:
         state = {
             "step": self.step, "data_position": self.order.position, "seed": self.cfg.trainer.seed,
@@ -492,7 +499,7 @@ class Trainer:
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             try:
-                plot_metrics(self.out / "metrics.jsonl", self.out / "metrics.png")
+                plot_metrics(self.out / "metrics.jsonl", self.out / "metrics.png", title=self._plot_title())
             except ValueError:
                 pass
             return final

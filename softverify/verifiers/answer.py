@@ -27,6 +27,23 @@ def answer_to_int(answer: str | None) -> int | None:
     return None if answer is None else int(answer == "yes")
 
 
+_LABEL_WORDS = {"1": 1, "yes": 1, "true": 1, "0": 0, "no": 0, "false": 0}
+LABEL_VALUES = "0/1, true/false or \"yes\"/\"no\""
+
+
+def label_to_int(value) -> int:
+    """A yes/no label as 0/1. Rows come from users' JSONL as well as from PerturbQA, so
+    0/1, booleans and the words yes/no/true/false are all accepted; anything else is an
+    error naming the value (``int("yes")``'s message names neither the field nor the fix)."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return int(value)
+    if isinstance(value, str) and value.strip().lower() in _LABEL_WORDS:
+        return _LABEL_WORDS[value.strip().lower()]
+    raise ValueError(f"label {value!r} is not a yes/no label; expected {LABEL_VALUES}")
+
+
 def flip_answer(completion: str) -> str | None:
     """The completion with its last answer swapped (yes <-> no), or None when unanswered.
     Scoring both tells how much a verifier pays for the answer the policy gave over the

@@ -76,10 +76,56 @@ def build_verifier(kind: str, name: str | None = None, **params: Any) -> Verifie
     _import_builtin()
     if kind not in _REGISTRY:
         raise ValueError(f"unknown verifier kind {kind!r}; expected one of {sorted(_REGISTRY)}")
+    valid, open_kw = verifier_params(kind)
+    unknown = sorted(set(params) - set(valid))
+    if unknown and open_kw is None:
+        raise ValueError(f"verifier {kind!r} has no parameter(s) {unknown}; its parameters are "
+                         + (", ".join(f"{k}={v!r}" if v is not _REQUIRED else k for k, v in valid.items()) or "none"))
     try:
         return _REGISTRY[kind](name=name, **params)
-    except TypeError as e:  # wrong/unknown params -> name the verifier
-        raise ValueError(f"bad parameters for verifier {kind!r}: {e}") from e
+    except TypeError as e:  # e.g. a required parameter missing
+        raise ValueError(f"bad parameters for verifier {kind!r}: {str(e).split(': ', 1)[-1]}; its parameters are "
+                         + ", ".join(valid)) from e
+
+
+_REQUIRED = object()  # marks a parameter without a default in verifier_params
+
+
+def verifier_params(kind: str) -> tuple[dict[str, Any], str | None]:
+    """The user-settable parameters of a verifier kind and their defaults (``_REQUIRED``
+    when there is none), read from its constructor, and the name of a ``**kwargs`` that
+    takes any other key (None when unknown keys are errors). ``name`` and ``resources`` are
+    spec fields, not params, so they are left out."""
+    import inspect
+
+    out: dict[str, Any] = {}
+    chain = [c for c in verifier_class(kind).__mro__ if "__init__" in vars(c) and issubclass(c, Verifier)]
+    for i, cls in enumerate(chain):
+        params = list(inspect.signature(cls.__init__).parameters.values())
+        for p in params:
+            if p.name not in ("self", "name", "resources") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                out.setdefault(p.name, _REQUIRED if p.default is inspect.Parameter.empty else p.default)
+        var_kw = next((p.name for p in params if p.kind is p.VAR_KEYWORD), None)
+        if var_kw is None:
+            return out, None
+        if i + 1 == len(chain) or chain[i + 1] is Verifier:  # the **kwargs stop here: any key is taken
+            return out, var_kw
+    return out, None
+
+
+def describe_kind(kind: str) -> tuple[str, str]:
+    """(first docstring paragraph without reST markup, parameters with defaults) for
+    ``softverify verify --list``."""
+    import re
+
+    cls = verifier_class(kind)
+    doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+    doc = re.sub(r":(?:mod|class|func|meth|attr|data):`~?([^`]+)`", lambda m: m.group(1).split(".")[-1], doc)
+    doc = doc.replace("``", "")
+    valid, open_kw = verifier_params(kind)
+    params = ", ".join([k if v is _REQUIRED else f"{k}={v!r}" for k, v in valid.items()]
+                       + ([f"**{open_kw}"] if open_kw else []))
+    return doc, params
 
 
 def verifier_class(kind: str) -> type:

@@ -1,14 +1,16 @@
 """``softverify verify``: score a JSONL of completions with chosen verifiers, no training.
 
 For debugging reward functions: feed hand-written or logged completions, see every
-verifier's column, abstentions and the composed reward. Also ``softverify coexpr``:
-build a co-expression matrix from an ``.h5ad`` and write co-expression questions.
+verifier's column, abstentions, the parsed answer and the composed reward.
 
 Input rows need ``completion``; every other field is metadata the verifiers read
 (``question``, ``pert``, ``gene``, ``label``, ``negated``, ``task``, ``prompt_id``).
 Verifiers come from ``--config`` (a training config's ``verifiers`` list, weights and
 aggregation included) and/or ``--verifier 'KIND key=value ...'`` (``name``, ``weight``,
 ``threshold``, ``num_cpus``/``num_gpus`` are spec fields, other keys are params).
+
+The module also registers ``softverify verifiers report`` and ``softverify coexpr`` (build a
+co-expression matrix from an ``.h5ad``; write co-expression questions).
 """
 from __future__ import annotations
 
@@ -45,6 +47,10 @@ def parse_verifier_arg(text: str):
 
 
 def read_rows(path: str) -> list[dict]:
+    """The input JSONL, each row checked: a string ``completion``; ``label``/``negated``
+    (when present) made 0/1, so a bad value is reported with its line, not deep in a verifier."""
+    from softverify.verifiers.answer import label_to_int
+
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"input {path!r} not found")
@@ -58,6 +64,12 @@ def read_rows(path: str) -> list[dict]:
             raise ValueError(f"{path}:{i + 1}: not JSON ({e.msg})") from None
         if not isinstance(row, dict) or not isinstance(row.get("completion"), str):
             raise ValueError(f"{path}:{i + 1}: each row needs a string 'completion'")
+        for field in ("label", "negated"):
+            if row.get(field) is not None:
+                try:
+                    row[field] = label_to_int(row[field])
+                except ValueError as e:
+                    raise ValueError(f"{path}:{i + 1}: field {field!r}: {e}") from None
         rows.append(row)
     if not rows:
         raise ValueError(f"input {path!r} has no rows")
@@ -126,15 +138,20 @@ def _verify(args) -> int:
     from softverify.config import load_config
     from softverify.rewards import compose
     from softverify.verifiers import available_kinds, verifier_class
+    from softverify.verifiers.answer import parse_answer
     from softverify.verifiers.base import composition_thresholds
 
     if args.list:
+        import textwrap
+
+        from softverify.verifiers.base import describe_kind
+
         for k in available_kinds():
-            cls = verifier_class(k)
-            doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
-            doc = doc if len(doc) <= 90 else doc[:87] + "..."
-            flag = " [needs policy]" if cls.needs_policy else ""
-            print(f"{k:<15}{doc}{flag}")
+            doc, params = describe_kind(k)
+            flag = " [needs policy: pass --model]" if verifier_class(k).needs_policy else ""
+            print(k + flag)
+            print(textwrap.fill(doc, 100, initial_indent="    ", subsequent_indent="    "))
+            print(textwrap.fill(f"params: {params or 'none'}", 100, initial_indent="    ", subsequent_indent="      "))
         return 0
     if not args.input:
         raise ValueError("give an input JSONL (or --list)")
@@ -157,7 +174,7 @@ def _verify(args) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "w") as f:
             for i, s in enumerate(samples):
-                rec = {"index": i, "prompt_id": s.prompt_id,
+                rec = {"index": i, "prompt_id": s.prompt_id, "answer": parse_answer(s.completion),
                        "scores": {sp.display_name: (None if np.isnan(v) else float(v)) for sp, v in zip(specs, scores[i])},
                        "reward": None if rewards is None or np.isnan(rewards[i]) else float(rewards[i])}
                 f.write(json.dumps(rec) + "\n")
@@ -236,7 +253,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rp = rsub.add_parser("report", help="agreement with labels, calibration, pairwise agreement and the expected "
                          "reward of fixed strategies (always yes/no, follow the label, follow each verifier)")
     rp.add_argument("--config", "-c", help="training config YAML (its verifiers, prompt style, data)")
-    rp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    rp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config field, e.g. --set verifiers.0.weight=0.5 (repeatable)")
     rp.add_argument("--questions", help="labelled question file (.jsonl/.parquet); default: the config's data")
     rp.add_argument("--split", default="train", help="split of the config's data (threshold policies resolve on it)")
     rp.add_argument("--limit", type=int, default=4000, help="questions drawn from the split")
@@ -253,27 +271,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="write per-sample scores and composed reward here (JSONL)")
     p.add_argument("--model", help="policy for needs-policy verifiers (go_likelihood): 'smollm2' or a model dir")
     p.add_argument("--assistant-prefix", default="<think>\n", help="text the assistant turn starts with")
-    p.add_argument("--aggregation", choices=["sum_then_normalize", "normalize_then_sum"])
+    p.add_argument("--aggregation", choices=["sum_then_normalize", "normalize_then_sum"],
+                   help="how verifier scores combine (default: the config's reward.aggregation, else sum_then_normalize)")
     p.set_defaults(func=_verify)
 
     c = subparsers.add_parser("coexpr", help="co-expression matrices and questions")
     csub = c.add_subparsers(dest="coexpr_command", metavar="ACTION")
     csub.required = True
     b = csub.add_parser("build", help="gene x gene co-expression (NPMI/Pearson/Spearman) from an .h5ad")
-    b.add_argument("--h5ad", required=True)
+    b.add_argument("--h5ad", required=True, help="AnnData file (cells x genes counts or log-normalised expression)")
     b.add_argument("--out", required=True, help=".npz output")
-    b.add_argument("--method", default="npmi", choices=["npmi", "pearson", "spearman"])
+    b.add_argument("--method", default="npmi", choices=["npmi", "pearson", "spearman"],
+                   help="co-expression measure (default npmi: normalised PMI of co-detection)")
     b.add_argument("--max-genes", type=int, default=2000, help="most variable genes kept")
-    b.add_argument("--min-cells", type=int, default=3)
+    b.add_argument("--min-cells", type=int, default=3, help="drop genes expressed in fewer cells (default 3)")
     b.set_defaults(func=_coexpr_build)
     q = csub.add_parser("questions", help="balanced co-expression yes/no questions from a matrix")
-    q.add_argument("--matrix", required=True)
+    q.add_argument("--matrix", required=True, help="matrix from `softverify coexpr build` (.npz)")
     q.add_argument("--out", required=True, help=".parquet or .jsonl")
-    q.add_argument("--n", type=int, default=256)
-    q.add_argument("--split", default="train", choices=["train", "test"])
-    q.add_argument("--top-fraction", type=float, default=0.1)
-    q.add_argument("--context", default="PBMC")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--n", type=int, default=256, help="number of questions, half yes (default 256)")
+    q.add_argument("--split", default="train", choices=["train", "test"],
+                   help="train or test: pairs are split by a hash, never in both (default train)")
+    q.add_argument("--top-fraction", type=float, default=0.1,
+                   help="pairs in the top (bottom) fraction of scores are the yes (no) answers (default 0.1)")
+    q.add_argument("--context", default="PBMC", help="cell context named in the question text (default PBMC)")
+    q.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     q.set_defaults(func=_coexpr_questions)
 
 

@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 
 from softverify.types import Sample
-from softverify.verifiers.answer import answer_to_int, parse_answer
+from softverify.verifiers.answer import answer_to_int, label_to_int, parse_answer
 from softverify.verifiers.base import Verifier, register
 
 
@@ -29,6 +29,10 @@ class HardLabelVerifier(Verifier):
             if label is None or (isinstance(label, float) and np.isnan(label)):
                 out[i] = np.nan
                 continue
+            try:
+                truth = label_to_int(label)
+            except ValueError as e:
+                raise ValueError(f"sample {s.prompt_id!r}, field {self.label_key!r}: {e}") from None
             ans = answer_to_int(parse_answer(s.completion))
-            out[i] = 1.0 if ans is not None and ans == int(label) else 0.0
+            out[i] = 1.0 if ans is not None and ans == truth else 0.0
         return out

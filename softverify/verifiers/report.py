@@ -60,6 +60,13 @@ def fixed_strategy_rewards(r_yes: np.ndarray, r_no: np.ndarray, labels: np.ndarr
     return out
 
 
+def _row_label(i: int, row: dict, convert) -> int:
+    try:
+        return convert(row["label"])
+    except ValueError as e:
+        raise ValueError(f"question {i}, field 'label': {e}") from None
+
+
 def verifier_report(specs, rows: Sequence[dict], style: str = "direct") -> dict[str, Any]:
     from scipy.stats import spearmanr
     from sklearn.metrics import matthews_corrcoef, roc_auc_score
@@ -67,7 +74,9 @@ def verifier_report(specs, rows: Sequence[dict], style: str = "direct") -> dict[
     from softverify.verifiers.balance import resolve_threshold_policies
 
     specs, chosen = resolve_threshold_policies([s for s in specs if not verifier_class(s.kind).needs_policy], rows)
-    labels = np.array([int(r["label"]) for r in rows])
+    from softverify.verifiers.answer import label_to_int
+
+    labels = np.array([_row_label(i, r, label_to_int) for i, r in enumerate(rows)])
     n = len(rows)
     yes, no = answer_samples(rows, [1] * n, style), answer_samples(rows, [0] * n, style)
     verifiers = [build_from_spec(s) for s in specs]

@@ -71,3 +71,20 @@ def test_metrics_by_hand():
     m = binary_metrics(p, y, 0.5)
     assert m["coverage"] == 0.8 and m["auroc"] == 0.75
     assert m["tpr"] == 0.5 and m["tnr"] == 0.5 and m["mcc"] == 0.0
+    # all rows: the uncovered positive is answered "no" (p = 0): TP 1, FN 2, TN 1, FP 1
+    a = m["all_rows"]
+    assert a["tpr"] == pytest.approx(1 / 3) and a["tnr"] == 0.5
+    assert a["mcc"] == pytest.approx((1 * 1 - 1 * 2) / np.sqrt(2 * 3 * 3 * 2))
+    # ranks: positives 0.9, 0.2, 0 vs negatives 0.8, 0.1 -> 3 of 6 pairs ordered
+    assert a["auroc"] == pytest.approx(0.5)
+
+
+def test_uncovered_rows_lower_the_all_rows_mcc():
+    """A model that answers only the easy rows must not look better on all rows."""
+    y = np.array([1, 1, 0, 0] * 5)
+    p_full = np.where(y == 1, 0.7, 0.3)
+    p_partial = p_full.copy()
+    p_partial[: len(y) // 2] = np.nan
+    full, partial = binary_metrics(p_full, y, 0.5), binary_metrics(p_partial, y, 0.5)
+    assert partial["mcc"] == full["mcc"] == 1.0  # covered-only: equally perfect
+    assert partial["all_rows"]["mcc"] < full["all_rows"]["mcc"] == 1.0

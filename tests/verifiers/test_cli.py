@@ -14,7 +14,11 @@ def test_verify_list(capsys):
     out = capsys.readouterr().out
     for k in ("hard", "world_model", "coexpression", "go_rouge", "go_keywords", "go_likelihood", "mention", "format"):
         assert k in out
-    assert "go_likelihood" in out and "[needs policy]" in out
+    assert "go_likelihood" in out and "[needs policy" in out
+    assert ":mod:" not in out and "``" not in out
+    assert "params: label_key='label'" in out  # each kind lists its parameters with defaults
+    assert "params: model_dir=None, threshold='model'" in out
+    assert not any(line.rstrip().endswith("...") for line in out.splitlines())  # nothing cut mid-word
 
 
 def test_verify_jsonl(tmp_path, capsys, wm_dir, coexpr_npz):
@@ -37,6 +41,7 @@ def test_verify_jsonl(tmp_path, capsys, wm_dir, coexpr_npz):
     assert "world_model" in table and "coexpr" in table and "composed reward" in table
     recs = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["scores"]["hard"] for x in recs] == [float(r.label == 1), float(r.label == 0), 0.0]
+    assert [x["answer"] for x in recs] == ["yes", "no", None]
     assert recs[2]["scores"]["world_model"] is None  # a co-expression question: the world model abstains
     assert recs[2]["scores"]["coexpr"] == 0.0  # unanswered
     assert abs(recs[0]["scores"]["world_model"] + recs[1]["scores"]["world_model"] - 1) < 1e-9
@@ -51,6 +56,26 @@ def test_verify_errors(tmp_path, capsys):
     assert main(["verify", str(inp), "--verifier", "nope"]) == 2
     assert "unknown verifier kind 'nope'" in capsys.readouterr().err
     assert main(["verify", str(inp), "--verifier", "go_likelihood kb_dir=/nonexistent"]) == 2
+    capsys.readouterr()
+    assert main(["verify", str(inp), "--verifier", "hard labels=label"]) == 2
+    err = capsys.readouterr().err
+    assert "verifier 'hard' has no parameter(s) ['labels']; its parameters are label_key='label'" in err
+    assert "HardLabelVerifier" not in err
+
+
+def test_verify_labels_in_words(tmp_path, capsys):
+    """"label": "yes" is a label; "maybe" is an error naming the line, the field and what is accepted."""
+    inp = tmp_path / "in.jsonl"
+    rows = [{"completion": completion("yes"), "label": "yes"}, {"completion": completion("yes"), "label": "no"},
+            {"completion": completion("no"), "label": False}]
+    inp.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    out = tmp_path / "o.jsonl"
+    assert main(["verify", str(inp), "--verifier", "hard", "--out", str(out)]) == 0
+    assert [json.loads(x)["scores"]["hard"] for x in out.read_text().splitlines()] == [1.0, 0.0, 1.0]
+    inp.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"completion": "x", "label": "maybe"}) + "\n")
+    assert main(["verify", str(inp), "--verifier", "hard"]) == 2
+    err = capsys.readouterr().err
+    assert f"{inp}:2: field 'label': label 'maybe' is not a yes/no label; expected 0/1, true/false" in err
 
 
 def test_coexpr_cli(tmp_path, data_root, capsys):
@@ -74,3 +99,14 @@ def test_extra_tasks_mixed_into_training(tmp_path, coexpr_npz, data_root):
     train = load_prompts(cfg.data, "train")
     assert len(train) == 40 and sorted(set(train["task"])) == ["coexpression", "de"]
     assert len(load_prompts(cfg.data, "test", 8)) == 8  # eval stays on the main task
+
+
+def test_coexpr_build_names_a_missing_or_bad_h5ad(tmp_path, capsys):
+    missing = tmp_path / "nope.h5ad"
+    assert main(["coexpr", "build", "--h5ad", str(missing), "--out", str(tmp_path / "m.npz")]) == 2
+    err = capsys.readouterr().err
+    assert f"AnnData file {str(missing)!r} not found" in err and "errno" not in err.lower()
+    bad = tmp_path / "bad.h5ad"
+    bad.write_text("not hdf5")
+    assert main(["coexpr", "build", "--h5ad", str(bad), "--out", str(tmp_path / "m.npz")]) == 2
+    assert f"{str(bad)!r} is not a readable AnnData .h5ad file" in capsys.readouterr().err

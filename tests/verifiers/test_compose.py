@@ -67,7 +67,7 @@ def test_config_and_sweep_style_overrides(wm_dir, coexpr_npz):
     ])
     vs = [build_from_spec(s) for s in cfg.verifiers]
     assert vs[1].threshold == 0.3 and vs[2].top == 0.2 and vs[2].threshold == pytest.approx(0.8)
-    with pytest.raises(ValueError, match="bad parameters for verifier 'coexpression'"):
+    with pytest.raises(ValueError, match=r"verifier 'coexpression' has no parameter\(s\) \['topfraction'\]; its parameters are matrix=None, top_fraction=0.1"):
         build_from_spec(VerifierSpec(kind="coexpression", params={"matrix": str(coexpr_npz), "topfraction": 0.2}))
 
 

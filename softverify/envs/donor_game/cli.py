@@ -92,6 +92,6 @@ def register(sub) -> None:
     t = dsub.add_parser("prompts", help="write donation prompts (JSONL) for GRPO with the 'donor_game' verifier")
     t.add_argument("-n", type=int, default=256, help="number of prompts (default 256)")
     t.add_argument("--output", "-o", required=True, help="a .jsonl file")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="seed for the simulated game histories the prompts describe (default 0)")
     t.add_argument("--game", action="append", metavar="KEY=VALUE", help="game setting, e.g. --game multiplier=1.5")
     t.set_defaults(func=cmd_prompts)

@@ -88,11 +88,17 @@ def parse_strategy(text: str) -> tuple[str, bool]:
 
 
 class RejectionLog:
-    """Counts rejections by reason and logs each one (who, what, why)."""
+    """What went wrong, counted apart so the numbers add up: donation answers (each attempt,
+    each rejection by reason, so ``rejected <= attempts``), donations given up after every
+    retry failed (the donor gave 0), and strategies lacking "My strategy will be". Each
+    rejected answer is also logged (who, what, why)."""
 
     def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()  # rejected donation answers by reason
         self.attempts = 0
+        self.gave_up = 0
+        self.strategies = 0
+        self.strategies_without_sentence = 0
 
     def record(self, parsed: Parsed, who: str, text: str) -> None:
         self.attempts += 1
@@ -101,9 +107,16 @@ class RejectionLog:
         self.counts[parsed.error or "unknown"] += 1
         log.warning("rejected answer from %s (%s: %s): %r", who, parsed.error, parsed.detail, (text or "")[-160:])
 
+    def record_strategy(self, found_sentence: bool) -> None:
+        self.strategies += 1
+        self.strategies_without_sentence += not found_sentence
+
     @property
     def rejected(self) -> int:
         return sum(self.counts.values())
 
     def summary(self) -> dict:
-        return {"attempts": self.attempts, "rejected": self.rejected, "by_reason": dict(self.counts)}
+        return {"donation_answers": {"attempts": self.attempts, "rejected": self.rejected,
+                                     "by_reason": dict(self.counts)},
+                "donations_given_up": self.gave_up,
+                "strategies": {"written": self.strategies, "without_sentence": self.strategies_without_sentence}}

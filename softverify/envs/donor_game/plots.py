@@ -78,22 +78,30 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path) -> dict:
     fig.savefig(out_dir / "average_resources.png", dpi=120)
     plt.close(fig)
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    # one "by round" panel per run: each run's generations build up (or lose) cooperation in
+    # their own way, and drawing only the first run's hid the others
+    panels = 1 + len(numbers)
+    ncol = min(3, panels)
+    nrow = -(-panels // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5.5 * ncol, 4 * nrow), squeeze=False)
+    a1 = axes.flat[0]
     for name, n in numbers.items():
         lbl = Path(name).name or name
         a1.plot(n["generations"], n["mean_donation_fraction"], marker="o", label=lbl)
         a1.fill_between(n["generations"], n["q25_donation_fraction"], n["q75_donation_fraction"], alpha=0.2)
-    first = next(iter(numbers.values()))
-    cmap = plt.get_cmap("viridis")
-    G = len(first["fraction_by_round"])
-    for i, (k, fr) in enumerate(first["fraction_by_round"].items()):
-        a2.plot(range(1, len(fr) + 1), fr, color=cmap(i / max(G - 1, 1)), label=f"gen {k}")
     a1.set(xlabel="generation", ylabel="fraction of resources donated", title="Donation fraction per generation", ylim=(0, 1))
-    a2.set(xlabel="round", ylabel="mean fraction donated", title=f"By round ({Path(next(iter(numbers))).name})", ylim=(0, 1))
     a1.xaxis.set_major_locator(MaxNLocator(integer=True))
-    a2.xaxis.set_major_locator(MaxNLocator(integer=True))
     a1.legend(fontsize=8)
-    a2.legend(fontsize=7, ncol=2)
+    cmap = plt.get_cmap("viridis")
+    for a2, (name, n) in zip(list(axes.flat)[1:], numbers.items()):
+        G = len(n["fraction_by_round"])
+        for i, (k, fr) in enumerate(n["fraction_by_round"].items()):
+            a2.plot(range(1, len(fr) + 1), fr, color=cmap(i / max(G - 1, 1)), label=f"gen {k}")
+        a2.set(xlabel="round", ylabel="mean fraction donated", title=f"By round: {Path(name).name or name}", ylim=(0, 1))
+        a2.xaxis.set_major_locator(MaxNLocator(integer=True))
+        a2.legend(fontsize=7, ncol=2)
+    for ax in list(axes.flat)[panels:]:
+        ax.axis("off")
     fig.tight_layout()
     fig.savefig(out_dir / "donation_fractions.png", dpi=120)
     plt.close(fig)

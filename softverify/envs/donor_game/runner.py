@@ -100,8 +100,8 @@ class DonorGameRunner:
         records = []
         for n, t in zip(names, texts):
             strategy, found = parse_strategy(t)
+            self.rejections.record_strategy(found)
             if not found:
-                self.rejections.counts["strategy_without_sentence"] += 1
                 log.warning("strategy of %s lacks 'My strategy will be'; keeping the whole text", n)
             self.strategies[n] = strategy
             records.append({
@@ -141,7 +141,7 @@ class DonorGameRunner:
                     still.append(i)
             pending = still
         for i in pending:  # gave up: the donor keeps everything, and the record says so
-            self.rejections.counts["gave_up"] += 1
+            self.rejections.gave_up += 1
             actions[i] = Action("donate", 0.0)
         for i in range(len(ctxs)):
             info[i]["valid"] = i not in pending
