@@ -54,3 +54,21 @@ def test_eval_names_its_model_once():
     ev = dict((" ".join(k), v) for k, v in _commands(build_parser()))["softverify eval"]
     assert "--model" not in {o for a in ev._actions for o in a.option_strings}
     assert ev.description and "forced" in ev.description
+
+
+def test_readme_command_table_lists_every_command():
+    """README's "All commands" table names every command and sub-command the CLI has."""
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("## All commands"):text.index("\n## ", text.index("## All commands") + 3)]
+    cells = [re.split(r"(?<!\\)\|", line)[1] for line in table.splitlines() if line.startswith("| `softverify")]
+    named = " ".join(cells).replace("\\|", "|")
+    missing = []
+    for path, p in _commands(build_parser()):
+        if len(path) < 2:
+            continue
+        cmd = path[1]
+        if f"softverify {cmd}" not in named:
+            missing.append(" ".join(path))
+        elif len(path) == 3 and not re.search(rf"softverify {cmd}[^`]*\b{re.escape(path[2])}\b", named):
+            missing.append(" ".join(path))
+    assert not missing, "commands missing from README's table:\n" + "\n".join(missing)
