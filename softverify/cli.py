@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from softverify.config import ConfigError
+    from softverify.configbase import ConfigError
 
     parser = build_parser()
     args = parser.parse_args(argv)

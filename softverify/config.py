@@ -12,18 +12,21 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from softverify.configbase import (  # noqa: F401  (re-exported: the public config API)
+    ConfigError, StrictModel, apply_overrides, cache_dir, format_validation_error, parse_scalar, read_yaml,
+)
+from softverify.configbase import describe as _describe
 from softverify.prompts import STYLE_DEFAULTS
 
 
-class ConfigError(ValueError):
-    """A user mistake in a config file or override; the message says what and where."""
+_Section = StrictModel  # every section: unknown keys are errors
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+def describe(model: type[BaseModel] | None = None, prefix: str = "") -> list[str]:
+    """Lines ``key (default): description`` for every TrainConfig field (``--help-config``)."""
+    return _describe(TrainConfig if model is None else model, prefix)
 
 
 class _StyleFilled(_Section):
@@ -394,9 +397,9 @@ class TrainConfig(_Section):
             raise ValueError(f"verifier names must be unique; repeated: {dup} (set 'name' to tell them apart)")
         if all(s.weight == 0 for s in v):
             raise ValueError("all verifier weights are 0: nothing would be rewarded")
-        from softverify.verifiers import available_kinds
+        from softverify.registry import kinds  # names only: no verifier module is imported
 
-        known = available_kinds()
+        known = kinds()
         for s in v:
             if s.kind not in known:
                 raise ValueError(f"unknown verifier kind {s.kind!r}; expected one of {known}")
@@ -443,74 +446,12 @@ class TrainConfig(_Section):
 # ---------------------------------------------------------------------------- loading
 
 
-def _format_validation_error(e: ValidationError) -> str:
-    lines = []
-    for err in e.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; `softverify train --help-config` lists the keys)"
-        inp = err.get("input")
-        shown = "" if isinstance(inp, (dict, list)) or err["type"] == "extra_forbidden" else f" (got {inp!r})"
-        lines.append(f"  {loc}: {msg}{shown}")
-    return "invalid config:\n" + "\n".join(lines)
-
-
-def _parse_scalar(text: str) -> Any:
-    """Parse an override value the way YAML would (``8`` -> int, ``[a, b]`` -> list).
-    A mapping or list only when written in flow style (``{...}`` / ``[...]``): YAML reads
-    ``Answer:`` as ``{'Answer': None}``, which is never what ``--set key=Answer:`` means."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    if isinstance(value, (dict, list)) and not text.strip().startswith(("{", "[")):
-        return text
-    return value
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides to a nested dict (copy-on-write of touched parts)."""
-    out = dict(raw)
-    for ov in overrides:
-        if "=" not in ov:
-            raise ConfigError(f"override {ov!r} must look like section.key=value")
-        key, value = ov.split("=", 1)
-        parts = key.strip().split(".")
-        if not all(parts):
-            raise ConfigError(f"override {ov!r} has an empty key part")
-        node = out
-        for p in parts[:-1]:
-            child = node.get(p)
-            child = dict(child) if isinstance(child, dict) else {}
-            node[p] = child
-            node = child
-        node[parts[-1]] = _parse_scalar(value)
-    return out
-
-
 def build_config(raw: dict[str, Any] | None = None, overrides: list[str] | None = None) -> TrainConfig:
     raw = apply_overrides(raw or {}, overrides or [])
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format_validation_error(e)) from None
-
-
-def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} not found")
-    try:
-        with open(p, encoding="utf-8") as f:  # a stream, so YAML's error marks name the file, not "<unicode string>"
-            raw = yaml.safe_load(f) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
-    except RecursionError:
-        raise ConfigError(f"config file {str(p)!r} is nested too deeply to be a config") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top, got {type(raw).__name__}")
-    return raw
+        raise ConfigError(format_validation_error(e)) from None
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> TrainConfig:
@@ -519,23 +460,3 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     return build_config(raw, overrides)
 
 
-def describe(model: type[BaseModel] = TrainConfig, prefix: str = "") -> list[str]:
-    """Lines ``key (default): description`` for every field, for ``--help-config``."""
-    lines = []
-    for name, f in model.model_fields.items():
-        ann = f.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            lines.extend(describe(ann, f"{prefix}{name}."))
-            continue
-        default = f.get_default(call_default_factory=True)
-        if isinstance(default, list) and default and isinstance(default[0], BaseModel):
-            default = [d.model_dump(exclude_defaults=True) for d in default]
-        lines.append(f"{prefix}{name} = {default!r}: {f.description or ''}")
-    return lines
-
-
-def cache_dir(cfg_value: str | None = None) -> Path:
-    """The softverify cache: explicit value, else $SOFTVERIFY_CACHE, else ~/.cache/softverify."""
-    d = Path(cfg_value or os.environ.get("SOFTVERIFY_CACHE") or Path.home() / ".cache" / "softverify")
-    d.mkdir(parents=True, exist_ok=True)
-    return d

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from softverify.config import cache_dir
+from softverify.configbase import cache_dir
 
 DEFAULT_MODEL = "smollm2"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -27,6 +27,7 @@ import pandas as pd
 from softverify.bio.embeddings import GeneEmbedding
 from softverify.bio.gene_stats import FEATURES, GeneStats, out_of_fold_features
 from softverify.bio.metrics import best_mcc_threshold, binary_metrics
+from softverify.bio.questions import validation_perts_mask
 from softverify.fsutil import atomic_dir
 
 FORMAT_VERSION = 1
@@ -75,13 +76,11 @@ class GBDTWorldModel:
         import lightgbm as lgb
         from sklearn.isotonic import IsotonicRegression
 
-        from softverify.bio.worldmodel import _split_by_pert
-
         cfg = cfg or GBDTConfig()
         df = train[["pert", "gene", "label"]].reset_index(drop=True)
         if cfg.max_rows is not None and len(df) > cfg.max_rows:
             df = df.sample(cfg.max_rows, random_state=cfg.seed).reset_index(drop=True)
-        val = _split_by_pert(df["pert"].to_numpy(), cfg.val_fraction, cfg.seed)
+        val = validation_perts_mask(df["pert"].to_numpy(), cfg.val_fraction, cfg.seed)
         y = df["label"].to_numpy().astype(int)
         if val.all() or not val.any() or len(np.unique(y[val])) < 2:
             raise ValueError("validation split by perturbation is degenerate; use more rows or another val_fraction")

@@ -17,7 +17,7 @@ import pandas as pd
 
 from softverify.fsutil import atomic_dir
 from softverify.bio import gene_sources as src
-from softverify.config import cache_dir
+from softverify.configbase import cache_dir
 
 KB_VERSION = 1
 TYPE_RANK = {"protein-coding": 0, "ncRNA": 1}

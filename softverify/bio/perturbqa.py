@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from softverify.config import cache_dir
+from softverify.configbase import cache_dir
 
 CELL_LINES: tuple[str, ...] = ("k562", "rpe1", "hepg2", "jurkat")
 KINDS: tuple[str, ...] = ("de", "dir")

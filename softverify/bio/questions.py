@@ -69,6 +69,15 @@ def held_out_genes(genes: set[str] | list[str], fraction: float, seed: int) -> s
     return {g for g in genes if stable_int("heldout-gene", seed, g) < cut}
 
 
+def validation_perts_mask(perts: np.ndarray, frac: float, seed: int) -> np.ndarray:
+    """Boolean mask of a world model's validation rows: a seeded-hash ``frac`` of the
+    perturbations, so no perturbation is in both the fitting and the validation rows."""
+    uniq = pd.unique(perts)
+    cut = int(frac * 2**64)
+    val = {p for p in uniq if stable_int("wm-val", seed, p) < cut}
+    return np.isin(perts, list(val))
+
+
 def resolve_holdout(cfg: DataConfig, cell_lines: list[str]) -> str:
     h = cfg.holdout_cell_line
     if h is None:

@@ -27,7 +27,7 @@ from torch import nn
 from softverify.fsutil import atomic_dir
 from softverify.bio.embeddings import GeneEmbedding
 from softverify.bio.metrics import best_mcc_threshold, binary_metrics
-from softverify.bio.questions import stable_int
+from softverify.bio.questions import validation_perts_mask
 
 FORMAT_VERSION = 1
 
@@ -83,14 +83,6 @@ class PairMLP(nn.Module):
         return self.rest(h).squeeze(1)
 
 
-def _split_by_pert(perts: np.ndarray, frac: float, seed: int) -> np.ndarray:
-    """Boolean mask of validation rows: a seeded-hash ``frac`` of perturbations."""
-    uniq = pd.unique(perts)
-    cut = int(frac * 2**64)
-    val = {p for p in uniq if stable_int("wm-val", seed, p) < cut}
-    return np.isin(perts, list(val))
-
-
 @dataclass
 class WorldModel:
     """A trained pair MLP with its gene vocabulary; see :meth:`predict_proba`."""
@@ -127,7 +119,7 @@ class WorldModel:
             embedding = GeneEmbedding("onehot", sorted(set(df["pert"]) | set(df["gene"])), None, embedding.meta)
             pi, gi = embedding.index(list(df["pert"])), embedding.index(list(df["gene"]))
         y = df["label"].to_numpy().astype(np.float32)
-        val = _split_by_pert(df["pert"].to_numpy(), cfg.val_fraction, cfg.seed)
+        val = validation_perts_mask(df["pert"].to_numpy(), cfg.val_fraction, cfg.seed)
         if val.all() or not val.any() or len(np.unique(y[val])) < 2:
             raise ValueError("validation split by perturbation is degenerate; use more rows or another val_fraction")
         table = None if embedding.vectors is None else torch.from_numpy(np.asarray(embedding.vectors, np.float32))

@@ -322,7 +322,7 @@ def load_serve_config(raw: dict[str, Any]) -> ServeConfig:
     """Validate, turning pydantic's report into one :class:`ConfigError` line per problem."""
     from pydantic import ValidationError
 
-    from softverify.config import ConfigError
+    from softverify.configbase import ConfigError
 
     try:
         return ServeConfig.model_validate(raw)
@@ -334,7 +334,7 @@ def load_serve_config(raw: dict[str, Any]) -> ServeConfig:
 def app_builder(args: dict[str, Any]):
     """Entry point for ``serve run softverify.platform.serve:app_builder model=...`` and the
     RayService's serveConfigV2 ``args``; ``config`` may name a YAML file the args override."""
-    from softverify.config import read_yaml
+    from softverify.configbase import read_yaml
 
     args = dict(args)
     raw = read_yaml(args.pop("config")) if "config" in args else {}

@@ -22,6 +22,8 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from softverify.configbase import StrictModel
+
 
 class ApiError(Exception):
     """An error the client caused; rendered as ``{"error": {...}}`` with ``status``."""
@@ -39,8 +41,7 @@ class ApiError(Exception):
 # ------------------------------------------------------------------ serving config
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+_Strict = StrictModel
 
 
 class ReplicaConfig(_Strict):

@@ -33,7 +33,7 @@ def _set(raw: dict, dotted: str, value) -> None:
 
 def config_from_args(args):
     """ServeConfig from YAML + flags + --set; every mistake is a ConfigError."""
-    from softverify.config import apply_overrides, read_yaml
+    from softverify.configbase import apply_overrides, read_yaml
     from softverify.platform.serve import load_serve_config
 
     raw = read_yaml(args.config) if args.config else {}
@@ -53,7 +53,7 @@ def config_from_args(args):
 
 
 def cmd_serve(args) -> int:
-    from softverify.config import describe
+    from softverify.configbase import describe
     from softverify.platform.serve_api import ServeConfig
 
     if args.help_config:

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from softverify.config import ConfigError, TrainConfig, VerifierSpec, apply_overrides, build_config, read_yaml
+from softverify.config import ConfigError, StrictModel, TrainConfig, VerifierSpec, apply_overrides, build_config, read_yaml
 
 #: Param name under which the chosen verifier combination travels in a trial's config.
 VERIFIER_SET_KEY = "verifier_set"
@@ -41,8 +41,7 @@ MANAGED_KEYS = ("trainer.output_dir", "trainer.ray_address", "trainer.progress")
 _VERIFIER_FIELDS = set(VerifierSpec.model_fields)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_Strict = StrictModel
 
 
 class AshaConfig(_Strict):

@@ -7,10 +7,11 @@ every verifier is testable with a list of :class:`~softverify.types.Sample` buil
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from softverify.registry import kinds, register, verifier_class  # noqa: F401  (re-exported)
 from softverify.types import Sample
 
 
@@ -49,23 +50,8 @@ class Verifier:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-_REGISTRY: dict[str, Callable[..., Verifier]] = {}
-
-
-def register(kind: str) -> Callable[[type], type]:
-    """Class decorator: make a verifier constructible by its ``kind`` from config."""
-
-    def deco(cls: type) -> type:
-        cls.kind = kind
-        _REGISTRY[kind] = cls
-        return cls
-
-    return deco
-
-
 def available_kinds() -> list[str]:
-    _import_builtin()
-    return sorted(_REGISTRY)
+    return kinds()
 
 
 def build_verifier(kind: str, name: str | None = None, **params: Any) -> Verifier:
@@ -73,16 +59,14 @@ def build_verifier(kind: str, name: str | None = None, **params: Any) -> Verifie
 
     Raises ``ValueError`` naming the unknown kind and the known ones.
     """
-    _import_builtin()
-    if kind not in _REGISTRY:
-        raise ValueError(f"unknown verifier kind {kind!r}; expected one of {sorted(_REGISTRY)}")
+    cls = verifier_class(kind)
     valid, open_kw = verifier_params(kind)
     unknown = sorted(set(params) - set(valid))
     if unknown and open_kw is None:
         raise ValueError(f"verifier {kind!r} has no parameter(s) {unknown}; its parameters are "
                          + (", ".join(f"{k}={v!r}" if v is not _REQUIRED else k for k, v in valid.items()) or "none"))
     try:
-        return _REGISTRY[kind](name=name, **params)
+        return cls(name=name, **params)
     except TypeError as e:  # e.g. a required parameter missing
         raise ValueError(f"bad parameters for verifier {kind!r}: {str(e).split(': ', 1)[-1]}; its parameters are "
                          + ", ".join(valid)) from e
@@ -128,14 +112,6 @@ def describe_kind(kind: str) -> tuple[str, str]:
     return doc, params
 
 
-def verifier_class(kind: str) -> type:
-    """The registered class of ``kind`` (for its class attributes, without building it)."""
-    _import_builtin()
-    if kind not in _REGISTRY:
-        raise ValueError(f"unknown verifier kind {kind!r}; expected one of {sorted(_REGISTRY)}")
-    return _REGISTRY[kind]
-
-
 def build_from_spec(spec) -> Verifier:
     """Build the verifier of a :class:`~softverify.config.VerifierSpec`; a verifier that
     owns its threshold receives ``spec.threshold`` (when set) as its ``threshold`` param."""
@@ -149,8 +125,3 @@ def composition_thresholds(specs) -> list[float | None]:
     """Thresholds for :func:`softverify.rewards.compose`: the spec's, except None for
     verifiers that already applied it themselves."""
     return [None if verifier_class(s.kind).owns_threshold else s.threshold for s in specs]
-
-
-def _import_builtin() -> None:
-    # Importing the package registers the built-in verifiers.
-    import softverify.verifiers  # noqa: F401

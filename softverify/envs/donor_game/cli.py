@@ -9,7 +9,7 @@ from softverify.envs.donor_game.config import DonorGameConfig, load_donor_config
 
 
 def cmd_run(args) -> int:
-    from softverify.config import describe
+    from softverify.configbase import describe
 
     if args.help_config:
         print("\n".join(describe(DonorGameConfig)))
@@ -52,14 +52,14 @@ def cmd_prompts(args) -> int:
     from softverify.envs.donor_game.runner import JsonlWriter
     from softverify.envs.donor_game.verifier import make_prompts
 
-    from softverify.config import _parse_scalar
+    from softverify.configbase import parse_scalar
 
     game = {}
     for kv in args.game or []:
         if "=" not in kv:
             raise ValueError(f"--game {kv!r} must look like key=value")
         k, v = kv.split("=", 1)
-        game[k.strip()] = _parse_scalar(v)
+        game[k.strip()] = parse_scalar(v)
     rows = make_prompts(args.n, seed=args.seed, **game)
     w = JsonlWriter(args.output)
     w.write(rows)

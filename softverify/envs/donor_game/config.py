@@ -10,13 +10,12 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from softverify.config import ConfigError, _format_validation_error, apply_overrides, read_yaml
+from softverify.configbase import ConfigError, StrictModel, apply_overrides, format_validation_error, read_yaml
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+_Section = StrictModel
 
 
 class GameConfig(_Section):
@@ -119,7 +118,7 @@ def build_donor_config(raw: dict | None = None, overrides: list[str] | None = No
     try:
         return DonorGameConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format_validation_error(e)) from None
+        raise ConfigError(format_validation_error(e, keys_hint="`softverify donor-game run --help-config` lists the keys")) from None
 
 
 def load_donor_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> DonorGameConfig:
