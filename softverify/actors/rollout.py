@@ -138,15 +138,12 @@ class RolloutCore:
     def score_policy_verifier(self, spec, samples: Sequence[Sample]):
         """Column of a ``needs_policy`` verifier (e.g. ``go_likelihood``) under the current
         weights: teacher-forced logprobs at temperature 1 (the policy's own distribution)."""
-        from softverify.verifiers.base import build_from_spec
+        from softverify.verifiers.suite import EnginePolicy, VerifierSuite
 
         cache = self.__dict__.setdefault("_policy_verifiers", {})
         if spec.display_name not in cache:
-            cache[spec.display_name] = build_from_spec(spec)
-        tok = self.engine.tokenizer
-        return cache[spec.display_name].score_with(
-            samples, lambda p, c: self.engine.score(p, c, 1.0), lambda t: tok(t, add_special_tokens=False)["input_ids"]
-        )
+            cache[spec.display_name] = VerifierSuite([spec], policy=EnginePolicy(self.engine))
+        return cache[spec.display_name].score(samples)[:, 0]
 
 
 @ray.remote

@@ -17,18 +17,19 @@ import ray
 
 from softverify.config import VerifierSpec
 from softverify.types import Sample
-from softverify.verifiers.base import Verifier, build_from_spec, composition_thresholds, verifier_class
-from softverify.verifiers.suite import check_scores  # noqa: F401  (re-exported: the contract lives there)
+from softverify.verifiers.base import composition_thresholds, verifier_class
+from softverify.verifiers.suite import VerifierSuite, check_scores
 
 
 class VerifierHost:
-    """Holds one verifier; validates its output shape and range."""
+    """Holds one verifier as a one-spec :class:`VerifierSuite` (built from its spec with
+    its threshold, scores checked against the contract) and returns its column."""
 
     def __init__(self, spec: VerifierSpec):
-        self.verifier: Verifier = build_from_spec(spec)
+        self.suite = VerifierSuite([spec])
 
     def score(self, samples: Sequence[Sample]) -> np.ndarray:
-        return check_scores(self.verifier.name, self.verifier.score(samples), len(samples))
+        return self.suite.score(samples)[:, 0]
 
 
 @ray.remote(max_restarts=3, max_task_retries=3)

@@ -23,6 +23,9 @@ class VerifierSet:
 
         self.suite = VerifierSuite([TrainSpec(kind=s.kind, name=s.name, weight=s.weight, threshold=s.threshold,
                                               params=s.params) for s in specs])
+        if self.suite.policy_names:  # /v1/verify scores answers without the policy's logprobs
+            raise ValueError(f"verifier(s) {self.suite.policy_names} need the policy's logprobs; "
+                             "/v1/verify cannot host them")
         self.verifiers = self.suite.verifiers
 
     def score(self, req: VerifyRequest) -> dict[str, Any]:

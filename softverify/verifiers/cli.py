@@ -101,24 +101,18 @@ def to_samples(rows: list[dict], model: str | None, prefix: str):
 
 
 def score_all(specs, samples, engine=None) -> tuple[np.ndarray, list[float]]:
-    """Score matrix ``[n, len(specs)]`` and seconds per verifier (build time excluded)."""
-    from softverify.verifiers.suite import check_scores
-    from softverify.verifiers.base import build_from_spec
+    """Score matrix ``[n, len(specs)]`` and seconds per verifier (build time excluded), by
+    the same :class:`VerifierSuite` training and serving use."""
+    from softverify.verifiers.suite import EnginePolicy, VerifierSuite
 
+    suite = VerifierSuite(specs, policy=EnginePolicy(engine) if engine is not None else None)
+    if suite.policy_names and engine is None:
+        raise ValueError(f"verifier {suite.policy_names[0]!r} needs a policy: pass --model")
     cols, secs = [], []
-    for spec in specs:
-        v = build_from_spec(spec)
+    for name in suite.names:
         t = time.perf_counter()
-        if v.needs_policy:
-            if engine is None:
-                raise ValueError(f"verifier {spec.display_name!r} needs a policy: pass --model")
-            tok = engine.tokenizer
-            col = v.score_with(samples, lambda p, c: engine.score(p, c, 1.0),
-                               lambda x: tok(x, add_special_tokens=False)["input_ids"])
-        else:
-            col = v.score(samples)
+        cols.append(suite.score(samples, [name])[:, 0])
         secs.append(time.perf_counter() - t)
-        cols.append(check_scores(spec.display_name, col, len(samples)))
     return np.column_stack(cols), secs
 
 

@@ -1,15 +1,17 @@
 """VerifierSuite: a run's verifiers built once, Ray-free, scoring samples to the matrix and
 the per-sample reward exactly as training composes it.
 
-One class for every place that scores answers outside the pool's fan-out (``/v1/verify``
-today), so serving and training cannot drift apart: verifiers are built from their specs
-with thresholds (:func:`build_from_spec`), every column is checked against the score
-contract, and the reward is the same threshold normalisation and weighted mean over the
-verifiers that did not abstain (:func:`softverify.rewards.compose`'s reward).
+The one way softverify hosts verifiers: each pool actor holds a suite of its one verifier,
+a rollout worker holds one per policy-scored verifier, and the verify CLI and
+``/v1/verify`` hold one for all of theirs. So serving and training cannot drift apart:
+verifiers are built from their specs with thresholds (:func:`build_from_spec`), every
+column is checked against the score contract, verifiers that need the policy's logprobs
+are routed to a :class:`PolicyScorer`, and the reward is the same threshold normalisation
+and weighted mean over the verifiers that did not abstain (:func:`softverify.rewards.compose`).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
@@ -30,25 +32,60 @@ def check_scores(name: str, scores, n: int) -> np.ndarray:
     return s
 
 
+class PolicyScorer(Protocol):
+    """What a ``needs_policy`` verifier (e.g. ``go_likelihood``) needs from the policy."""
+
+    def logprobs(self, prompt_ids: list[list[int]], continuation_ids: list[list[int]]) -> list[np.ndarray]:
+        """Per-token logprobs of each continuation after its prompt, at temperature 1."""
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` without special tokens."""
+
+
+class EnginePolicy:
+    """A rollout engine (HF or vLLM) as a :class:`PolicyScorer`: the policy under its
+    current weights, teacher-forced at temperature 1 (its own distribution)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def logprobs(self, prompt_ids, continuation_ids):
+        return self.engine.score(prompt_ids, continuation_ids, 1.0)
+
+    def encode(self, text: str) -> list[int]:
+        return self.engine.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 class VerifierSuite:
-    def __init__(self, specs: Sequence[VerifierSpec]):
+    def __init__(self, specs: Sequence[VerifierSpec], policy: PolicyScorer | None = None):
         self.specs = list(specs)
         self.names = [s.display_name for s in self.specs]
         dup = sorted({n for n in self.names if self.names.count(n) > 1})
         if dup:
             raise ValueError(f"verifier names must be unique; repeated: {dup} (set 'name' to tell them apart)")
         self.verifiers: dict[str, Verifier] = {s.display_name: build_from_spec(s) for s in self.specs}
-        policy = [n for n, v in self.verifiers.items() if v.needs_policy]
-        if policy:
-            raise ValueError(f"verifier(s) {policy} need the policy's logprobs; a VerifierSuite cannot host them")
+        #: verifiers scored through ``policy`` (the policy's logprobs), not on the samples alone
+        self.policy_names = [n for n, v in self.verifiers.items() if v.needs_policy]
+        self.policy = policy
         self.weights = np.array([s.weight for s in self.specs], dtype=np.float64)
         self.thresholds = composition_thresholds(self.specs)
 
     def score(self, samples: Sequence[Sample], names: Sequence[str] | None = None) -> np.ndarray:
         """``[n_samples, n_names]`` (all verifiers by default), NaN where one abstains."""
         names = list(names or self.names)
-        cols = [check_scores(n, self.verifiers[n].score(list(samples)), len(samples)) for n in names]
+        samples = list(samples)
+        need = [n for n in names if n in self.policy_names]
+        if need and self.policy is None:
+            raise ValueError(f"verifier(s) {need} need the policy's logprobs: give the suite a policy "
+                             "(e.g. `softverify verify --model`)")
+        cols = [check_scores(n, self._column(n, samples), len(samples)) for n in names]
         return np.column_stack(cols) if cols else np.zeros((len(samples), 0))
+
+    def _column(self, name: str, samples: list[Sample]):
+        v = self.verifiers[name]
+        if name in self.policy_names:
+            return v.score_with(samples, self.policy.logprobs, self.policy.encode)
+        return v.score(samples)
 
     def rewards(self, scores: np.ndarray, names: Sequence[str] | None = None) -> np.ndarray:
         """Per-sample reward of ``scores`` (columns = ``names``): each column threshold-

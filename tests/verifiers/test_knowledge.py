@@ -99,6 +99,33 @@ def test_go_likelihood_exact_with_known_logprobs(kb_params):
         v.score(samples)
 
 
+def test_suite_routes_policy_verifiers_to_its_policy(kb_params):
+    """One VerifierSuite hosts plain and policy-scored verifiers; the latter get the
+    suite's PolicyScorer, and without one the suite names them."""
+    from softverify.config import VerifierSpec
+    from softverify.verifiers.suite import VerifierSuite
+
+    class ToyPolicy:
+        def logprobs(self, ctx, cont):
+            return [np.full(len(c), -0.5) for c in cont]
+
+        def encode(self, text):
+            return [len(w) for w in text.split()]
+
+    specs = [VerifierSpec(kind="go_likelihood", params={**kb_params, "n_terms": 2}), VerifierSpec(kind="hard")]
+    samples = [sample("<think>\nabout TP53\n</think><answer>yes</answer>", pert="TP53", label=1)]
+    samples[0].prompt, samples[0].prompt_token_ids = "<|im_start|>assistant\n", [7, 8]
+    suite = VerifierSuite(specs, policy=ToyPolicy())
+    assert suite.policy_names == ["go_likelihood"]
+    got = suite.score(samples)
+    want = build_verifier("go_likelihood", n_terms=2, **kb_params).score_with(samples, ToyPolicy().logprobs,
+                                                                             ToyPolicy().encode)
+    assert got[0, 0] == pytest.approx(want[0]) == pytest.approx(math.exp(-0.5)) and got[0, 1] == 1.0
+    assert VerifierSuite(specs).score(samples, ["hard"])[0, 0] == 1.0  # plain verifiers need no policy
+    with pytest.raises(ValueError, match=r"\['go_likelihood'\] need the policy's logprobs"):
+        VerifierSuite(specs).score(samples)
+
+
 def test_go_likelihood_with_a_real_policy(kb_params, tiny_model_dir):
     """Through RolloutCore.score_policy_verifier: same numbers as the engine's own scoring."""
     from softverify.actors.rollout import RolloutCore
