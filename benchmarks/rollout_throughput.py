@@ -112,7 +112,7 @@ def main(argv=None) -> dict:
             part = rows[w::k]
             if part:
                 sp = sampling_from(rc.model_copy(update={"max_new_tokens": max_new}), seed=seed * 1000 + w)
-                refs.append(ws[w].generate.remote(part, 0, args.group, sp))
+                refs.append(ws[w].generate.remote(part, args.group, sp))
         return sum(len(s.completion_token_ids) for part in ray.get(refs) for s in part)
 
     def run(v: str, seed: int, max_new: int) -> int:

@@ -22,12 +22,8 @@ class Sample:
     prompt: str  # the rendered prompt text (chat template applied)
     completion: str
     metadata: dict[str, Any] = field(default_factory=dict)
-    group: int = 0  # index of the prompt within the step; samples of one group share it
+    group: int = 0  # the prompt's position in the step (set by the trainer); samples of one group share it
     prompt_token_ids: list[int] = field(default_factory=list)
     completion_token_ids: list[int] = field(default_factory=list)
     behaviour_logprobs: list[float] = field(default_factory=list)
     finish_reason: str = "length"  # "stop" when EOS was produced, else "length"
-
-    @property
-    def messages(self) -> list[dict[str, str]]:
-        return self.metadata.get("messages", [])

@@ -472,7 +472,7 @@ def test_training_eval_and_serving_render_the_same_tokens(trained_run):
     row = {"question": QUESTION, "label": 1, "pert": "TP53", "gene": "MYC"}
     core = RolloutCore(final, cfg.model, cfg.rollout)
     sp = SamplingParams(max_new_tokens=2, temperature=0.0, stop=list(cfg.rollout.stop))
-    train_ids = core.generate([row], 0, 1, sp)[0].prompt_token_ids
+    train_ids = core.generate([row], 1, sp)[0].prompt_token_ids
 
     engine = HFEngine(final, torch_threads=1)
     seen: list[list[int]] = []

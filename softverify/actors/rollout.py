@@ -60,10 +60,13 @@ class RolloutCore:
         self.weights_version = 0
 
     def generate(
-        self, rows: Sequence[dict[str, Any]], group_offset: int, n: int, sampling: SamplingParams,
-        weights: tuple[int, list] | None = None,
+        self, rows: Sequence[dict[str, Any]], n: int, sampling: SamplingParams,
+        weights: tuple[int, list] | None = None, group_ids: Sequence[int] | None = None,
     ) -> list[Sample]:
-        """``weights = (version, [state_dict_ref])``: the policy this call must sample from.
+        """``n`` completions per row; ``group_ids[i]`` (default ``i``) is row ``i``'s group id in
+        the whole step, which the trainer assigns (its position in the step's prompts).
+
+        ``weights = (version, [state_dict_ref])``: the policy this call must sample from.
         A worker that Ray restarted after a crash comes back with the initial weights; it
         notices the version mismatch here and loads the current ones before sampling, so a
         retried task never samples from a stale policy. (The ref is wrapped in a list so
@@ -73,19 +76,21 @@ class RolloutCore:
         sys_prompt = self.rollout.system_prompt
         pb = render_turns(self.engine, [row_messages(r, sys_prompt) for r in rows], prefix)
         gens = self.engine.generate(pb.token_ids, sampling, n=n)
+        gids = list(range(len(rows))) if group_ids is None else list(group_ids)
         out = []
         for i, (row, gs) in enumerate(zip(rows, gens)):
             for g in gs:
                 out.append(
                     Sample(
-                        prompt_id=str(row.get("prompt_id", group_offset + i)), prompt=pb.texts[i], completion=prefix + g.text,
-                        metadata=dict(row), group=group_offset + i, prompt_token_ids=pb.token_ids[i],
+                        prompt_id=str(row.get("prompt_id", gids[i])), prompt=pb.texts[i], completion=prefix + g.text,
+                        metadata=dict(row), group=gids[i], prompt_token_ids=pb.token_ids[i],
                         completion_token_ids=g.token_ids, behaviour_logprobs=g.logprobs, finish_reason=g.finish_reason,
                     )
                 )
         return out
 
-    def candidates(self, rows: Sequence[dict[str, Any]], answers: Sequence[str]) -> list[Sample]:
+    def candidates(self, rows: Sequence[dict[str, Any]], answers: Sequence[str],
+                   group_ids: Sequence[int] | None = None) -> list[Sample]:
         """Every answer of a closed set as a completion of every row (``algorithm.estimator =
         'enumerate'``): rendered exactly like :meth:`generate`'s prompts, each completion
         ``answer + rollout.stop[0]`` (the tokens a sampled answer ends with), candidates of a
@@ -95,9 +100,10 @@ class RolloutCore:
         tok = self.engine.tokenizer
         pb = render_turns(self.engine, [row_messages(r, self.rollout.system_prompt) for r in rows], prefix)
         comp = [tok(a + close, add_special_tokens=False)["input_ids"] for a in answers]
+        gids = list(range(len(rows))) if group_ids is None else list(group_ids)
         return [
-            Sample(prompt_id=str(row.get("prompt_id", i)), prompt=pb.texts[i], completion=prefix + a + close,
-                   metadata=dict(row), group=i, prompt_token_ids=pb.token_ids[i], completion_token_ids=list(c),
+            Sample(prompt_id=str(row.get("prompt_id", gids[i])), prompt=pb.texts[i], completion=prefix + a + close,
+                   metadata=dict(row), group=gids[i], prompt_token_ids=pb.token_ids[i], completion_token_ids=list(c),
                    behaviour_logprobs=[0.0] * len(c), finish_reason="stop")
             for i, row in enumerate(rows) for a, c in zip(answers, comp)
         ]

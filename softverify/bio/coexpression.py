@@ -80,10 +80,10 @@ class CoexpressionMatrix:
         p = Path(path)
         if p.suffix != ".npz":
             raise ValueError(f"co-expression output {str(p)!r} must end in .npz")
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.stem}.tmp.npz")
-        np.savez_compressed(tmp, genes=np.array(self.genes, dtype=str), scores=self.scores)
-        os.replace(tmp, p)
+        from softverify.fsutil import atomic_file
+
+        with atomic_file(p, suffix=".npz") as tmp:  # numpy appends .npz to any other name
+            np.savez_compressed(tmp, genes=np.array(self.genes, dtype=str), scores=self.scores)
         return p
 
     @classmethod

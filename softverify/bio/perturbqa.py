@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -29,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from softverify.configbase import cache_dir
+from softverify.fsutil import atomic_file
 
 CELL_LINES: tuple[str, ...] = ("k562", "rpe1", "hepg2", "jurkat")
 KINDS: tuple[str, ...] = ("de", "dir")
@@ -179,29 +179,16 @@ def read_csv_checked(path: Path) -> pd.DataFrame:
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-    os.close(fd)
-    try:
+    with atomic_file(dest) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _download_atomic(url: str, dest: Path, timeout: float = 60.0) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+        with atomic_file(dest) as tmp, open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             shutil.copyfileobj(resp, out)
-        os.replace(tmp, dest)
     except (urllib.error.URLError, TimeoutError, OSError) as e:
         raise FileNotFoundError(f"could not download {url}: {e} (use --from DIR or ${MIRROR_ENV} offline)") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def fetch_file(

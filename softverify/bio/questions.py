@@ -216,8 +216,8 @@ def save_questions(ds, path: str | os.PathLike) -> Path:
     p = Path(path)
     if p.suffix != ".parquet":
         raise ValueError(f"question output {str(p)!r} must end in .parquet")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    ds.to_parquet(str(tmp))
-    os.replace(tmp, p)
+    from softverify.fsutil import atomic_file
+
+    with atomic_file(p) as tmp:
+        ds.to_parquet(str(tmp))
     return p

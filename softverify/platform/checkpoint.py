@@ -20,18 +20,13 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+from softverify.fsutil import write_text_atomic  # noqa: F401  (re-exported: many writers import it here)
+
 
 def step_name(step: int) -> str:
     return f"step_{step:06d}"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save(

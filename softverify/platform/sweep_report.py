@@ -14,13 +14,13 @@ searched key (and ``config/verifier_set``), ``final/<metric>`` (last report) and
 from __future__ import annotations
 
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from softverify.fsutil import atomic_file
 from softverify.platform.sweep import VERIFIER_SET_KEY, Sweep
 
 #: Metrics summarised per trial besides the sweep metric.
@@ -28,9 +28,8 @@ SUMMARY_METRICS = ("eval_forced/auroc", "eval/mcc", "eval/f1", "eval/balanced_ac
 
 
 def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        write(tmp)
 
 
 def _history(result) -> Any:

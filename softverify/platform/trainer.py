@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +22,7 @@ import yaml
 from softverify.config import ConfigError, TrainConfig
 from softverify.data import PromptOrder, load_prompts
 from softverify.models import resolve_model_path
+from softverify.fsutil import atomic_dir
 from softverify.platform import checkpoint as ckpt
 from softverify.platform.metrics import MetricsLogger, plot_metrics
 from softverify.grpo import informative_groups
@@ -249,13 +249,14 @@ class Trainer:
                 continue
             part = [rows[i] for i in idx]
             if cfg.algorithm.estimator == "enumerate":
-                refs.append(self.workers[w].candidates.remote(part, cfg.algorithm.answer_candidates))
+                refs.append(self.workers[w].candidates.remote(part, cfg.algorithm.answer_candidates, idx))
             else:
                 sp = sampling_from(cfg.rollout, seed=seed * 1000 + w)
-                refs.append(self.workers[w].generate.remote(part, 0, cfg.rollout.group_size, sp, self.weights))
+                refs.append(self.workers[w].generate.remote(part, cfg.rollout.group_size, sp, self.weights, idx))
             order.extend(idx)
         merged = _merge.remote(*refs)
-        # group ids follow the merged order: each chunk's rows, G samples (or candidates) each
+        # a group's id is its row's position in the step, set here once: the workers stamp it on
+        # every Sample (Sample.group) and the merged order is each chunk's rows, G samples each
         group_ids = np.repeat(np.array(order), cfg.samples_per_prompt)
         return merged, group_ids
 
@@ -492,12 +493,9 @@ class Trainer:
             if last is None or ckpt.read_state(last)["step"] != self.step:
                 self.save_checkpoint()
             final = self.out / "final"
-            tmp = self.out / ".final.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            self.learners.save_hf(str(tmp))
-            self._write_prompt(tmp)
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
+            with atomic_dir(final) as tmp:  # a reader sees the old final/ or the whole new one
+                self.learners.save_hf(str(tmp))
+                self._write_prompt(tmp)
             try:
                 plot_metrics(self.out / "metrics.jsonl", self.out / "metrics.png", title=self._plot_title())
             except ValueError:

@@ -4,7 +4,7 @@ Kinds are resolved by :mod:`softverify.registry`: a verifier's module is importe
 time its kind is built, so importing this package loads no model and no environment.
 """
 from softverify.verifiers.base import (
-    Resources, Verifier, available_kinds, build_from_spec, build_verifier, register, verifier_class,
+    Verifier, available_kinds, build_from_spec, build_verifier, register, verifier_class,
 )
 
-__all__ = ["Resources", "Verifier", "available_kinds", "build_from_spec", "build_verifier", "register", "verifier_class"]
+__all__ = ["Verifier", "available_kinds", "build_from_spec", "build_verifier", "register", "verifier_class"]

@@ -6,21 +6,12 @@ every verifier is testable with a list of :class:`~softverify.types.Sample` buil
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from softverify.registry import kinds, register, verifier_class  # noqa: F401  (re-exported)
 from softverify.types import Sample
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What the pool must reserve for the actor hosting a verifier (Ray resource names)."""
-
-    num_cpus: float = 0.25
-    num_gpus: float = 0.0
 
 
 class Verifier:
@@ -39,9 +30,8 @@ class Verifier:
     #: probability, before mapping it to a reward); composition then must not apply it again.
     owns_threshold: ClassVar[bool] = False
 
-    def __init__(self, name: str | None = None, resources: Resources | None = None):
+    def __init__(self, name: str | None = None):
         self.name = name or self.kind
-        self.resources = resources or Resources()
 
     def score(self, samples: Sequence[Sample]) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -78,8 +68,8 @@ _REQUIRED = object()  # marks a parameter without a default in verifier_params
 def verifier_params(kind: str) -> tuple[dict[str, Any], str | None]:
     """The user-settable parameters of a verifier kind and their defaults (``_REQUIRED``
     when there is none), read from its constructor, and the name of a ``**kwargs`` that
-    takes any other key (None when unknown keys are errors). ``name`` and ``resources`` are
-    spec fields, not params, so they are left out."""
+    takes any other key (None when unknown keys are errors). ``name`` is a spec field, not a
+    param, so it is left out (so are the resources: ``VerifierSpec.num_cpus/num_gpus``)."""
     import inspect
 
     out: dict[str, Any] = {}
@@ -87,7 +77,7 @@ def verifier_params(kind: str) -> tuple[dict[str, Any], str | None]:
     for i, cls in enumerate(chain):
         params = list(inspect.signature(cls.__init__).parameters.values())
         for p in params:
-            if p.name not in ("self", "name", "resources") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            if p.name not in ("self", "name") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 out.setdefault(p.name, _REQUIRED if p.default is inspect.Parameter.empty else p.default)
         var_kw = next((p.name for p in params if p.kind is p.VAR_KEYWORD), None)
         if var_kw is None:

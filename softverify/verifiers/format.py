@@ -54,8 +54,8 @@ def format_score(text: str, max_chars: int = 4000) -> float:
 class FormatVerifier(Verifier):
     """Graded format score in [0, 1]; never abstains."""
 
-    def __init__(self, name: str | None = None, max_chars: int = 4000, resources=None):
-        super().__init__(name, resources)
+    def __init__(self, name: str | None = None, max_chars: int = 4000):
+        super().__init__(name)
         if max_chars <= 0:
             raise ValueError(f"format verifier max_chars must be > 0, got {max_chars}")
         self.max_chars = max_chars
@@ -72,8 +72,8 @@ class LengthVerifier(Verifier):
     varies within every group, which makes it a good smoke-test reward for tiny models.
     """
 
-    def __init__(self, name: str | None = None, max_chars: int = 2000, resources=None):
-        super().__init__(name, resources)
+    def __init__(self, name: str | None = None, max_chars: int = 2000):
+        super().__init__(name)
         if max_chars <= 0:
             raise ValueError(f"length verifier max_chars must be > 0, got {max_chars}")
         self.max_chars = max_chars

@@ -18,8 +18,8 @@ class HardLabelVerifier(Verifier):
     dataset where some tasks have no experimental ground truth.
     """
 
-    def __init__(self, name: str | None = None, label_key: str = "label", resources=None):
-        super().__init__(name, resources)
+    def __init__(self, name: str | None = None, label_key: str = "label"):
+        super().__init__(name)
         self.label_key = label_key
 
     def score(self, samples: Sequence[Sample]) -> np.ndarray:

@@ -103,8 +103,8 @@ class _GOVerifier(Verifier):
 
     def __init__(self, name=None, kb_dir=None, gene_info=None, gene2go=None, obo=None, summaries=None,
                  keys: Sequence[str] = ("pert", "gene"), aspects: Sequence[str] = ASPECTS, max_terms: int = 30,
-                 max_gene_fraction: float = 0.02, resources=None):
-        super().__init__(name, resources)
+                 max_gene_fraction: float = 0.02):
+        super().__init__(name)
         self.kb = kb_from_params(kb_dir, gene_info, gene2go, obo, summaries)
         self.go = GOReference(self.kb, tuple(aspects), max_terms, max_gene_fraction)
         self.keys = list(keys)

@@ -23,8 +23,8 @@ _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-\.]*[A-Za-z0-9]|[A-Za-z0-9]")
 class MentionVerifier(Verifier):
     """Fraction of ``keys`` genes mentioned; abstains when the row names no gene."""
 
-    def __init__(self, name: str | None = None, keys: Sequence[str] = ("pert", "gene"), resources=None):
-        super().__init__(name, resources)
+    def __init__(self, name: str | None = None, keys: Sequence[str] = ("pert", "gene")):
+        super().__init__(name)
         if not keys:
             raise ValueError("mention verifier needs at least one metadata key in params.keys")
         self.keys = list(keys)

@@ -37,8 +37,8 @@ class WorldModelVerifier(Verifier):
     owns_threshold = True
 
     def __init__(self, name: str | None = None, model_dir: str | None = None, threshold: float | str | None = "model",
-                 tasks: Sequence[str] | None = ("de",), shuffle_seed: int | None = None, resources=None):
-        super().__init__(name, resources)
+                 tasks: Sequence[str] | None = ("de",), shuffle_seed: int | None = None):
+        super().__init__(name)
         if not model_dir:
             raise ValueError("world_model verifier needs params.model_dir (a `softverify worldmodel fit` output)")
         from softverify.bio.worldmodel import WorldModel
@@ -133,8 +133,8 @@ class CoexpressionVerifier(Verifier):
 
     def __init__(self, name: str | None = None, matrix: str | None = None, top_fraction: float = 0.1,
                  bottom_fraction: float | None = None, mode: str = "soft", threshold: float | None = None,
-                 tasks: Sequence[str] | None = None, resources=None):
-        super().__init__(name, resources)
+                 tasks: Sequence[str] | None = None):
+        super().__init__(name)
         if not matrix:
             raise ValueError("coexpression verifier needs params.matrix (.npz or .parquet gene x gene scores)")
         bottom = top_fraction if bottom_fraction is None else bottom_fraction

@@ -136,7 +136,7 @@ def test_go_likelihood_with_a_real_policy(kb_params, tiny_model_dir):
              "pert": "TP53", "gene": "MYC", "label": 1}]
     from softverify.engines.base import SamplingParams
 
-    samples = core.generate(rows, 0, 2, SamplingParams(max_new_tokens=6, seed=0))
+    samples = core.generate(rows, 2, SamplingParams(max_new_tokens=6, seed=0))
     spec = VerifierSpec(kind="go_likelihood", params=kb_params)
     got = core.score_policy_verifier(spec, samples)
     v = build_verifier("go_likelihood", **kb_params)

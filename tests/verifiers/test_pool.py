@@ -31,7 +31,7 @@ def test_pool_routes_policy_verifier_to_rollout_worker(ray_cluster, tiny_model_d
     worker = RolloutWorker.remote(str(tiny_model_dir), ModelConfig(path=str(tiny_model_dir)), RolloutConfig())
     rows = [{"question": "Are CD3D and CD3E likely to be co-expressed in PBMC cells?", "pert": "CD3D", "gene": "CD3E",
              "label": 1, "task": "coexpression"}]
-    samples = ray.get(worker.generate.remote(rows, 0, 3, SamplingParams(max_new_tokens=5, seed=1)))
+    samples = ray.get(worker.generate.remote(rows, 3, SamplingParams(max_new_tokens=5, seed=1)))
     for s in samples[:2]:  # make two of them answer, by hand
         s.completion = completion("yes" if s is samples[0] else "no", "CD3D and CD3E")
     ref = ray.put(samples)

@@ -31,6 +31,7 @@ from softverify.envs.donor_game.game import (
     select_survivors,
 )
 from softverify.envs.donor_game.parsing import RejectionLog, parse_donation, parse_strategy
+from softverify.fsutil import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: dict) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2, default=_jsonable))
 
 
 class DonorGameRunner:

@@ -32,7 +32,7 @@ from softverify.envs.donor_game.config import GameConfig
 from softverify.envs.donor_game.game import Action, DonationContext, DonorGame
 from softverify.envs.donor_game.parsing import parse_donation
 from softverify.types import Sample
-from softverify.verifiers.base import Resources, Verifier, register
+from softverify.verifiers.base import Verifier, register
 
 TASK = "donor_game"
 _GRID = tuple(np.linspace(0.0, 1.0, 11))
@@ -79,7 +79,6 @@ class DonorGameVerifier(Verifier):
     def __init__(
         self,
         name: str | None = None,
-        resources: Resources | None = None,
         objective: str = "own",
         co_players: str = "reciprocal",
         opening: float = 0.5,
@@ -88,7 +87,7 @@ class DonorGameVerifier(Verifier):
         invalid_score: float = 0.0,
         **game: object,
     ):
-        super().__init__(name, resources)
+        super().__init__(name)
         if objective not in ("own", "group"):
             raise ValueError(f"objective must be 'own' or 'group', got {objective!r}")
         if co_players not in ("reciprocal", "cooperate", "defect", "mixed"):
