@@ -13,7 +13,7 @@ def test_forcing_suffix_closes_open_reasoning():
 def test_single_pass_margin_equals_teacher_forced_scores(tiny_model_dir):
     e = HFEngine(str(tiny_model_dir), torch_threads=1, batch_size=4)
     ctx = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [14, 15, 16, 17]]  # ragged: exercises left padding
-    fast = _next_token_margins(e, ctx, 30, 31)
+    fast = _next_token_margins(e, ctx, [30], [31])
     ref = [a[0] - b[0] for a, b in zip(e.score(ctx, [[30]] * 3), e.score(ctx, [[31]] * 3))]
     assert fast == pytest.approx(ref, abs=1e-4)
 

@@ -111,14 +111,13 @@ class RolloutCore:
     def evaluate(self, rows: Sequence[dict[str, Any]], sampling: SamplingParams,
                  weights: tuple[int, list] | None = None) -> list[dict[str, Any]]:
         """Greedy answers to labelled rows under the given policy; records as in
-        ``platform.eval_run.run_eval`` (with the forced yes/no reading on the HF engine)."""
-        from softverify.engines.hf import HFEngine
+        ``platform.eval_run.run_eval`` (with the forced yes/no reading)."""
         from softverify.platform.eval_run import run_eval
 
         self._ensure_weights(weights)
         res = run_eval(self.engine, rows, max_new_tokens=sampling.max_new_tokens, stop=sampling.stop,
                        assistant_prefix=self.rollout.assistant_prefix, batch_size=self.rollout.batch_size,
-                       seed=sampling.seed or 0, force_answer=isinstance(self.engine, HFEngine), progress=False,
+                       seed=sampling.seed or 0, force_answer=True, progress=False,
                        system_prompt=self.rollout.system_prompt)
         return res.records
 

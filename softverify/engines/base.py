@@ -2,10 +2,13 @@
 
 Engines know nothing of Ray; the RolloutWorker actor owns one. Two implementations:
 :mod:`softverify.engines.hf` (CPU default) and :mod:`softverify.engines.vllm_engine` (GPU).
+:class:`RolloutEngine` is the whole contract: rollout, eval, verify and serving call
+nothing else on an engine.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 
 @dataclass
@@ -39,6 +42,32 @@ class PromptBatch:
 
     texts: list[str]
     token_ids: list[list[int]]
+
+
+@runtime_checkable
+class RolloutEngine(Protocol):
+    """What every engine provides (HF on CPU, vLLM on GPUs)."""
+
+    tokenizer: Any  #: a Hugging Face tokenizer (chat template, encode/decode, pad id)
+    eos_ids: set[int]  #: token ids that end a turn
+
+    def render(self, messages_list: Sequence[Sequence[dict]]) -> "PromptBatch":
+        """Chat-template each conversation, assistant turn opened: texts and token ids."""
+
+    def generate(self, prompt_token_ids: Sequence[Sequence[int]], sampling: "SamplingParams",
+                 n: int = 1) -> list[list["Generation"]]:
+        """``n`` completions per prompt, with behaviour logprobs."""
+
+    def score(self, prompt_token_ids: Sequence[Sequence[int]], completion_token_ids: Sequence[Sequence[int]],
+              temperature: float = 1.0) -> list[list[float]]:
+        """Teacher-forced per-token logprobs of given completions under the current weights."""
+
+    def next_token_logprobs(self, contexts: Sequence[Sequence[int]], token_ids: Sequence[int]) -> list[list[float]]:
+        """``[len(contexts), len(token_ids)]``: log p(token | context) of each candidate next
+        token at temperature 1 (the forced yes/no reading of an answer position)."""
+
+    def load_weights(self, state: dict, partial: bool = False) -> None:
+        """Replace the weights in place (``partial``: only the trained tensors)."""
 
 
 def with_assistant_prefix(batch: PromptBatch, tokenizer, prefix: str) -> PromptBatch:

@@ -304,6 +304,24 @@ class HFEngine:
                 out.append(lp[b, start : start + len(c[b])].tolist())
         return out
 
+    @torch.no_grad()
+    def next_token_logprobs(self, contexts: Sequence[Sequence[int]], token_ids: Sequence[int]) -> list[list[float]]:
+        """log p(t | context) for each candidate ``t`` after each context: one left-padded
+        forward per batch, logits at the last position only."""
+        pad = self.tokenizer.pad_token_id
+        cand = torch.tensor(list(token_ids), dtype=torch.long)
+        out: list[list[float]] = []
+        for s in range(0, len(contexts), self.batch_size):
+            part = [list(c) for c in contexts[s : s + self.batch_size]]
+            L = max(len(c) for c in part)
+            ids = torch.tensor([[pad] * (L - len(c)) + c for c in part], device=self.device)
+            attn = torch.tensor([[0] * (L - len(c)) + [1] * len(c) for c in part], device=self.device)
+            pos = (attn.cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False,
+                                logits_to_keep=1).logits[:, -1].float()
+            out.extend(torch.log_softmax(logits, -1)[:, cand.to(logits.device)].tolist())
+        return out
+
     def load_weights(self, state: dict[str, torch.Tensor], partial: bool = False) -> None:
         """Replace the weights in place (weight sync from the learner). ``partial``: the
         state holds only the tensors training changes (``learner.train_layers``); the rest

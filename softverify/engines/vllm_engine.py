@@ -37,6 +37,7 @@ class VLLMEngine:
             worker_extension_cls="softverify.engines.vllm_engine.WeightLoaderExtension",
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self.eos_ids = {self.tokenizer.eos_token_id} - {None}
 
     def render(self, messages_list: Sequence[Sequence[dict]]) -> PromptBatch:
         texts = [self.tokenizer.apply_chat_template(list(m), tokenize=False, add_generation_prompt=True)
@@ -81,6 +82,12 @@ class VLLMEngine:
             pl = o.prompt_logprobs
             res.append([float(pl[len(p) + j][t].logprob) for j, t in enumerate(c)])
         return res
+
+    def next_token_logprobs(self, contexts: Sequence[Sequence[int]], token_ids: Sequence[int]) -> list[list[float]]:
+        """log p(t | context) per candidate: each candidate teacher-forced as a one-token
+        continuation (prefix caching makes the repeated contexts cheap)."""
+        cols = [[lp[0] for lp in self.score(contexts, [[t]] * len(contexts), 1.0)] for t in token_ids]
+        return [list(row) for row in zip(*cols)]
 
     def load_weights(self, state: dict[str, torch.Tensor], partial: bool = False) -> None:
         # vLLM's model.load_weights loads exactly the names it is given: partial is natural

@@ -89,27 +89,14 @@ def answer_margins(engine, contexts: Sequence[Sequence[int]]) -> list[float]:
     return (logp(yes) - logp(no)).tolist()
 
 
-def _next_token_margins(engine, ctx: list[list[int]], yes_id, no_id) -> list[float]:
-    """log p(yes) - log p(no) for the token after each context (left-padded batches);
-    ``yes_id`` / ``no_id``: one token id or a list of them (probabilities summed)."""
-    import torch
+def _next_token_margins(engine, ctx: list[list[int]], yes_id: list[int], no_id: list[int]) -> list[float]:
+    """log p(yes) - log p(no) for the token after each context; ``yes_id`` / ``no_id``: the
+    token ids of each answer's spellings (their probabilities summed)."""
+    import numpy as np
 
-    pad = engine.tokenizer.pad_token_id
-    margins: list[float] = []
-    with torch.no_grad():
-        for s in range(0, len(ctx), engine.batch_size):
-            part = ctx[s : s + engine.batch_size]
-            L = max(len(c) for c in part)
-            ids = torch.tensor([[pad] * (L - len(c)) + c for c in part], device=engine.device)
-            attn = torch.tensor([[0] * (L - len(c)) + [1] * len(c) for c in part], device=engine.device)
-            pos = (attn.cumsum(-1) - 1).clamp(min=0)
-            logits = engine.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False,
-                                  logits_to_keep=1).logits[:, -1].float()
-            lp = torch.log_softmax(logits, -1)
-            y = torch.logsumexp(lp[:, torch.tensor(yes_id).reshape(-1)], -1)
-            n = torch.logsumexp(lp[:, torch.tensor(no_id).reshape(-1)], -1)
-            margins.extend((y - n).tolist())
-    return margins
+    lp = np.array(engine.next_token_logprobs(ctx, list(yes_id) + list(no_id)), dtype=np.float64)
+    k = len(yes_id)
+    return (np.logaddexp.reduce(lp[:, :k], axis=1) - np.logaddexp.reduce(lp[:, k:], axis=1)).tolist()
 
 
 def run_eval(engine, rows: Sequence[dict], *, max_new_tokens: int, stop: Sequence[str], assistant_prefix: str,
