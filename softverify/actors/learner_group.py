@@ -23,16 +23,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@ray.remote(num_cpus=0)
+def _split(samples: list[Sample], shards: list[list[int]]):
+    """The batch cut into the ranks' shards (one return value per rank)."""
+    parts = tuple([samples[i] for i in idx] for idx in shards)
+    return parts[0] if len(parts) == 1 else parts
+
+
 @ray.remote
 class LearnerActor:
     def __init__(self, cfg: TrainConfig, model_path: str, rank: int, world: int, addr: str, port: int):
         self.learner = Learner(cfg, model_path, rank, world, addr, port)
         self.rank = rank
 
-    def train_step(self, samples: list[Sample], advantages: np.ndarray, idx: list[int], total_tokens: int,
-                   total_seqs: int) -> dict:
-        batch = LearnBatch([samples[i] for i in idx], np.asarray(advantages)[idx], total_tokens, total_seqs)
-        return self.learner.train_step(batch)
+    def train_step(self, samples: list[Sample], advantages: np.ndarray, total_tokens: int, total_seqs: int) -> dict:
+        """This rank's shard of the step (its samples and their advantages) only."""
+        return self.learner.train_step(LearnBatch(samples, np.asarray(advantages), total_tokens, total_seqs))
 
     def state_dict(self, trainable_only: bool = False):
         return self.learner.state_dict(trainable_only)
@@ -73,8 +79,13 @@ class LearnerGroup:
         # the enumerated loss needs each prompt's candidates on one rank: shard whole groups
         unit = self.cfg.samples_per_prompt if self.cfg.algorithm.estimator == "enumerate" else 1
         shards = [[g * unit + j for g in gs for j in range(unit)] for gs in shard_indices(n // unit, self.world)]
+        # one ref per rank: a zero-CPU task beside the batch splits it, so each rank fetches
+        # its shard, not the whole step (the object store moves 1x the batch, not world x)
+        parts = _split.options(num_returns=self.world).remote(samples_ref, shards)
+        parts = [parts] if self.world == 1 else parts
+        adv = np.asarray(advantages)
         results = ray.get([
-            a.train_step.remote(samples_ref, advantages, shards[r], total_tokens, n) for r, a in enumerate(self.actors)
+            a.train_step.remote(parts[r], adv[shards[r]], total_tokens, n) for r, a in enumerate(self.actors)
         ])
         keys = set().union(*results)
         out = {}
