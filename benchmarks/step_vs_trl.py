@@ -106,7 +106,7 @@ def run_trl(args) -> dict:
 # ---------------------------------------------------------------------------- softverify side
 def run_softverify(args) -> dict:
     from softverify.config import build_config
-    from softverify.platform.trainer import Trainer
+    from softverify.platform.train.trainer import Trainer
 
     w, r = (int(x) for x in args.layout.split("x"))
     out = tempfile.mkdtemp(prefix="sv-bench-")

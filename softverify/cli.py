@@ -14,11 +14,11 @@ import sys
 # Modules that contribute sub-commands via ``register(subparsers)``.
 COMMAND_MODULES = [
     "softverify.bio.cli",
-    "softverify.platform.train_cli",
-    "softverify.platform.jobs_cli",
-    "softverify.platform.sweep_cli",
+    "softverify.platform.train.cli",
+    "softverify.platform.jobs.cli",
+    "softverify.platform.sweep.cli",
     "softverify.verifiers.cli",
-    "softverify.platform.serve_cli",
+    "softverify.platform.serve.cli",
     "softverify.envs.donor_game.cli",
 ]
 

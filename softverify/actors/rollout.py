@@ -111,8 +111,8 @@ class RolloutCore:
     def evaluate(self, rows: Sequence[dict[str, Any]], sampling: SamplingParams,
                  weights: tuple[int, list] | None = None) -> list[dict[str, Any]]:
         """Greedy answers to labelled rows under the given policy; records as in
-        ``platform.eval_run.run_eval`` (with the forced yes/no reading)."""
-        from softverify.platform.eval_run import run_eval
+        ``platform.evaluation.run.run_eval`` (with the forced yes/no reading)."""
+        from softverify.platform.evaluation.run import run_eval
 
         self._ensure_weights(weights)
         res = run_eval(self.engine, rows, max_new_tokens=sampling.max_new_tokens, stop=sampling.stop,

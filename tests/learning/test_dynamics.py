@@ -10,7 +10,7 @@ import torch
 
 from softverify.grpo import informative_groups
 from softverify.learner import lr_factor
-from softverify.platform.score_metrics import bootstrap_ci, score_metrics
+from softverify.platform.evaluation.scores import bootstrap_ci, score_metrics
 from softverify.verifiers.balance import balanced_threshold, expected_fixed_rewards, policy_threshold
 
 
@@ -97,7 +97,7 @@ def test_policy_loss_terms_hand_computed():
 
 
 def test_verifier_diagnostics_hand_made():
-    from softverify.platform.diagnostics import verifier_diagnostics
+    from softverify.platform.train.diagnostics import verifier_diagnostics
     from softverify.verifiers.answer import flip_answer
 
     assert flip_answer("<think>x</think><answer> Yes </answer>") == "<think>x</think><answer> No </answer>"

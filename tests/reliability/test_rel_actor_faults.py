@@ -29,8 +29,8 @@ from safetensors.torch import load_file
 
 from relutil import tiny_overrides, wait_for
 from softverify.config import build_config
-from softverify.platform import checkpoint as ckpt
-from softverify.platform.trainer import Trainer
+from softverify.platform.train import checkpoint as ckpt
+from softverify.platform.train.trainer import Trainer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -1,6 +1,6 @@
 """SIGKILL at random moments of checkpoint writes: ``latest`` never names a torn checkpoint.
 
-A child process saves checkpoints in a loop with the real :mod:`softverify.platform.checkpoint`
+A child process saves checkpoints in a loop with the real :mod:`softverify.platform.train.checkpoint`
 (each checkpoint: many files, so a kill lands inside the model write, the rename, the
 re-save of the same step or the pruning of old ones). After every kill the parent checks
 that ``latest()`` resolves to a complete checkpoint whose files all match its step.
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from relutil import REPO, wait_for
-from softverify.platform import checkpoint as ckpt
+from softverify.platform.train import checkpoint as ckpt
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -28,7 +28,7 @@ N_FILES = 40
 WRITER = r"""
 import json, sys
 from pathlib import Path
-from softverify.platform import checkpoint as ckpt
+from softverify.platform.train import checkpoint as ckpt
 
 root = Path(sys.argv[1]); start = int(sys.argv[2]); n_files = int(sys.argv[3])
 

@@ -100,7 +100,7 @@ sweep_dicts = st.fixed_dictionaries({}, optional={
 @FUZZ
 @given(raw=sweep_dicts)
 def test_sweep_files_raise_only_config_error(raw):
-    from softverify.platform.sweep import parse_sweep
+    from softverify.platform.sweep.spec import parse_sweep
 
     try:
         parse_sweep(raw)
@@ -245,7 +245,7 @@ chat_bodies = st.one_of(
 @FUZZ
 @given(body=chat_bodies)
 def test_chat_bodies_raise_only_api_errors(body):
-    from softverify.platform.serve_api import (ApiError, ChatCompletionRequest, LimitsConfig, check_chat,
+    from softverify.platform.serve.api import (ApiError, ChatCompletionRequest, LimitsConfig, check_chat,
                                                parse_body)
 
     limits = LimitsConfig(max_messages=64, max_body_bytes=2048)

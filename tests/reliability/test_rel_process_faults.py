@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file
 
 from relutil import REPO, cli_env, descendants, find_actor_procs, kill_tree, tiny_overrides, wait_for
-from softverify.platform import checkpoint as ckpt
+from softverify.platform.train import checkpoint as ckpt
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 

@@ -85,7 +85,7 @@ def test_trust_remote_code_defaults_false_end_to_end():
     from softverify.engines.hf import HFEngine
     from softverify.engines.vllm_engine import VLLMEngine
     from softverify.modeling import load_causal_lm
-    from softverify.platform.serve_api import ServeConfig
+    from softverify.platform.serve.api import ServeConfig
 
     assert TrainConfig().model.trust_remote_code is False
     assert ServeConfig(model="x").trust_remote_code is False
@@ -121,9 +121,9 @@ def test_pickled_weights_are_refused_and_never_run(tiny_model_dir, tmp_path):
 
 def test_serve_binds_loopback_by_default_and_checks_keys_in_constant_time():
     from softverify.cli import build_parser
-    from softverify.platform import serve_api
-    from softverify.platform.serve_api import ApiError, ServeConfig, check_api_key
-    from softverify.platform.serve_cli import config_from_args
+    from softverify.platform.serve import api as serve_api
+    from softverify.platform.serve.api import ApiError, ServeConfig, check_api_key
+    from softverify.platform.serve.cli import config_from_args
 
     assert ServeConfig(model="x").host == "127.0.0.1"
     args = build_parser().parse_args(["serve", "some-model"])
@@ -139,11 +139,11 @@ def test_serve_binds_loopback_by_default_and_checks_keys_in_constant_time():
 
 def test_api_key_is_not_part_of_the_deployment_config():
     """The key goes to the replica as a constructor argument, never into the logged config."""
-    from softverify.platform import serve
+    from softverify.platform.serve import app as serve
 
     src = inspect.getsource(serve.build_app)
     assert 'model_dump(exclude={"api_key"})' in src
-    from softverify.platform.serve_api import ServeConfig
+    from softverify.platform.serve.api import ServeConfig
 
     cfg = ServeConfig(model="x", api_key="sk-secret-value")
     assert "sk-secret-value" not in json.dumps(cfg.model_dump(exclude={"api_key"}))

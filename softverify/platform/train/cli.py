@@ -36,11 +36,11 @@ def cmd_train(args) -> int:
         print("\n".join(describe()))
         return 0
     cfg = load_config(args.config, _shortcuts(args))
-    from softverify.platform.trainer import Trainer
+    from softverify.platform.train.trainer import Trainer
 
     import ray.exceptions
 
-    from softverify.platform import checkpoint as ckpt
+    from softverify.platform.train import checkpoint as ckpt
 
     trainer = Trainer(cfg, resume="auto" if args.auto_resume else args.resume)
     try:
@@ -65,8 +65,8 @@ def cmd_eval(args) -> int:
     from softverify.data import load_prompts
     from softverify.engines.hf import HFEngine
     from softverify.models import resolve_model_path
-    from softverify.platform.eval_run import run_eval
-    from softverify.platform.evaluate import format_table
+    from softverify.platform.evaluation.run import run_eval
+    from softverify.platform.evaluation.classification import format_table
 
     cfg = load_config(args.config, _shortcuts(args))
     rows = load_prompts(cfg.data, args.split, args.limit)
@@ -99,7 +99,7 @@ def cmd_eval(args) -> int:
     if args.output:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
-        from softverify.platform.checkpoint import write_text_atomic
+        from softverify.platform.train.checkpoint import write_text_atomic
 
         write_text_atomic(out, json.dumps(metrics, indent=2))
         write_text_atomic(out.with_suffix(".completions.jsonl"), "".join(json.dumps(r) + "\n" for r in records))

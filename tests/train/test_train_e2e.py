@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from softverify.config import ConfigError, build_config
-from softverify.platform import checkpoint as ckpt
-from softverify.platform.trainer import Trainer
+from softverify.platform.train import checkpoint as ckpt
+from softverify.platform.train.trainer import Trainer
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -168,7 +168,7 @@ def test_impossible_gpu_request_is_refused(ray_cluster, tiny_model_dir, prompt_f
 
 
 def test_the_default_run_fits_a_two_cpu_cluster():
-    from softverify.platform.trainer import required_resources, resource_breakdown
+    from softverify.platform.train.trainer import required_resources, resource_breakdown
 
     cfg = build_config({}, [])
     assert required_resources(cfg) == {"CPU": 2.0, "GPU": 0.0}

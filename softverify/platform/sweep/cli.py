@@ -5,7 +5,7 @@ import argparse
 
 
 def cmd_sweep(args) -> int:
-    from softverify.platform.sweep import load_sweep
+    from softverify.platform.sweep.spec import load_sweep
 
     overrides = list(args.overrides)
     if args.output_dir:
@@ -17,8 +17,8 @@ def cmd_sweep(args) -> int:
               f"{', ' + str(len(sweep.verifier_sets)) + ' verifier sets' if sweep.verifier_sets else ''}; "
               f"{n} representative trial configs validated")
         return 0
-    from softverify.platform.sweep_report import results_table
-    from softverify.platform.sweep_run import run_sweep
+    from softverify.platform.sweep.report import results_table
+    from softverify.platform.sweep.run import run_sweep
 
     results = run_sweep(sweep, resume=args.resume, restart_errored=args.restart_errored)
     table = results_table(sweep, results)

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from softverify.fsutil import atomic_file
-from softverify.platform.sweep import VERIFIER_SET_KEY, Sweep
+from softverify.platform.sweep.spec import VERIFIER_SET_KEY, Sweep
 
 #: Metrics summarised per trial besides the sweep metric.
 SUMMARY_METRICS = ("eval_forced/auroc", "eval/mcc", "eval/f1", "eval/balanced_accuracy", "reward_mean")

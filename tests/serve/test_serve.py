@@ -16,7 +16,7 @@ import requests
 import pytest
 import yaml
 
-from softverify.platform.serve_api import (
+from softverify.platform.serve.api import (
     ApiError, ChatCompletionRequest, LimitsConfig, RateLimiter, ServeConfig, check_chat, parse_body,
 )
 
@@ -25,7 +25,7 @@ MODEL_ID = "tiny"
 PREFIX = "<think>\n"  # the app answers R1-Zero style, as a model trained with the prefix would
 LIMITS = dict(max_tokens=64, default_max_tokens=16, max_messages=8, max_message_chars=2000,
               requests_per_second=0.5, burst=60)
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # ------------------------------------------------------------------ pure parts (no Ray)
 
@@ -52,7 +52,7 @@ def test_rate_limiter_bucket_and_retry_after():
 
 def test_background_load_answers_503_until_ready_then_the_value():
     """A replica is up at once; until its model is built, requests get 503 + Retry-After."""
-    from softverify.platform.serve_api import BackgroundLoad
+    from softverify.platform.serve.api import BackgroundLoad
 
     gate = threading.Event()
     load = BackgroundLoad(lambda: (gate.wait(10), "engine")[1], "model 'tiny'", retry_after_s=3)
@@ -77,7 +77,7 @@ def test_wait_ready_polls_health_and_reports_a_failed_load():
     """serve_forever's "ready" line waits on /health: 503 means keep polling, 500 stop."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from softverify.platform.serve import wait_ready
+    from softverify.platform.serve.app import wait_ready
 
     answers = [503, 503, 200]
 
@@ -138,8 +138,8 @@ def test_parse_and_check_limits():
 
 def test_serve_config_is_strict_and_cli_flags_win(tmp_path):
     from softverify.config import ConfigError
-    from softverify.platform.serve import load_serve_config
-    from softverify.platform.serve_cli import config_from_args
+    from softverify.platform.serve.app import load_serve_config
+    from softverify.platform.serve.cli import config_from_args
     from softverify.cli import build_parser
 
     with pytest.raises(ConfigError, match="replicas.max_replica"):
@@ -157,18 +157,18 @@ def test_serve_config_is_strict_and_cli_flags_win(tmp_path):
 
 
 def test_rayservice_args_are_a_valid_serve_config():
-    from softverify.platform.serve import app_builder, load_serve_config
+    from softverify.platform.serve.app import app_builder, load_serve_config
 
     svc = yaml.safe_load((REPO / "k8s" / "rayservice.yaml").read_text())
     (app,) = yaml.safe_load(svc["spec"]["serveConfigV2"])["applications"]
-    assert app["import_path"] == "softverify.platform.serve:app_builder" and callable(app_builder)
+    assert app["import_path"] == "softverify.platform.serve.app:app_builder" and callable(app_builder)
     cfg = load_serve_config(app["args"])
     assert cfg.model_id() == app["args"]["served_model_name"]
 
 
 def test_vllm_config_is_accepted_by_ray_serve_llm():
     """The GPU path cannot run here; its LLMConfig fields are checked against Ray's own model."""
-    from softverify.platform.serve import vllm_llm_config
+    from softverify.platform.serve.app import vllm_llm_config
 
     try:
         from ray.llm._internal.serve.core.configs.llm_config import LLMConfig
@@ -195,7 +195,7 @@ def server(tiny_model_dir):
     import ray
     from ray import serve
 
-    from softverify.platform.serve import build_app
+    from softverify.platform.serve.app import build_app
 
     port = _free_port()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -204,7 +204,7 @@ def server(tiny_model_dir):
         cfg = ServeConfig(model=str(tiny_model_dir), served_model_name=MODEL_ID, api_key=KEY, limits=LIMITS,
                           assistant_prefix=PREFIX, replicas={"num_cpus": 0.5, "torch_threads": 1})
         serve.run(build_app(cfg), name="softverify", route_prefix="/")
-        from softverify.platform.serve import wait_ready
+        from softverify.platform.serve.app import wait_ready
 
         wait_ready(f"http://127.0.0.1:{port}", timeout_s=120)  # the model loads on a thread
         yield f"http://127.0.0.1:{port}"
@@ -463,8 +463,8 @@ def test_training_eval_and_serving_render_the_same_tokens(trained_run):
     from softverify.actors.rollout import RolloutCore
     from softverify.engines.base import SamplingParams
     from softverify.engines.hf import HFEngine
-    from softverify.platform.eval_run import run_eval
-    from softverify.platform.serve import prompt_ids
+    from softverify.platform.evaluation.run import run_eval
+    from softverify.platform.serve.app import prompt_ids
     from softverify.prompts import load_trained_prompt
 
     run, cfg = trained_run
@@ -504,7 +504,7 @@ def test_training_eval_and_serving_render_the_same_tokens(trained_run):
 
 
 def test_trained_stop_is_kept_and_client_stop_trimmed():
-    from softverify.platform.serve import trim_at_stop
+    from softverify.platform.serve.app import trim_at_stop
 
     assert trim_at_stop("yes</answer> and more", [], ["</answer>"]) == "yes</answer>"
     assert trim_at_stop("yes</answer> and more", ["</answer>"]) == "yes"
@@ -518,14 +518,14 @@ def test_a_served_run_answers_in_its_trained_layout(server, trained_run, tiny_mo
 
     from softverify.engines.base import SamplingParams, render_turns
     from softverify.engines.hf import HFEngine
-    from softverify.platform.serve import build_app
+    from softverify.platform.serve.app import build_app
     from softverify.prompts import row_messages
 
     run, cfg = trained_run
     serve.run(build_app(ServeConfig(model=str(run / "final"), api_key=KEY, replicas={"num_cpus": 0.5})),
               name="trained", route_prefix="/trained")
     try:
-        from softverify.platform.serve import wait_ready
+        from softverify.platform.serve.app import wait_ready
 
         wait_ready(f"{server}/trained", timeout_s=120)
         c = openai.OpenAI(base_url=f"{server}/trained/v1", api_key=KEY, max_retries=0, timeout=60)

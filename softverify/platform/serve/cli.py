@@ -1,4 +1,4 @@
-"""``softverify serve MODEL``: argument parsing only; the work is in :mod:`softverify.platform.serve`.
+"""``softverify serve MODEL``: argument parsing only; the work is in :mod:`softverify.platform.serve.app`.
 
 Settings come from (later wins): ServeConfig defaults, ``--config serve.yaml``, the flags
 below, ``--set section.key=value``. The API key comes from ``--api-key`` or
@@ -34,7 +34,7 @@ def _set(raw: dict, dotted: str, value) -> None:
 def config_from_args(args):
     """ServeConfig from YAML + flags + --set; every mistake is a ConfigError."""
     from softverify.configbase import apply_overrides, read_yaml
-    from softverify.platform.serve import load_serve_config
+    from softverify.platform.serve.app import load_serve_config
 
     raw = read_yaml(args.config) if args.config else {}
     if args.model:
@@ -54,13 +54,13 @@ def config_from_args(args):
 
 def cmd_serve(args) -> int:
     from softverify.configbase import describe
-    from softverify.platform.serve_api import ServeConfig
+    from softverify.platform.serve.api import ServeConfig
 
     if args.help_config:
         print("\n".join(line.replace("PydanticUndefined", "(required)") for line in describe(ServeConfig)))
         return 0
     cfg = config_from_args(args)
-    from softverify.platform.serve import serve_forever
+    from softverify.platform.serve.app import serve_forever
 
     return serve_forever(cfg, address=args.address)
 
@@ -114,7 +114,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _help_from_config(p: argparse.ArgumentParser) -> None:
     """Flags without their own help text show their ServeConfig key's description and
     default, so ``--help`` and ``--help-config`` can never disagree."""
-    from softverify.platform.serve_api import ServeConfig
+    from softverify.platform.serve.api import ServeConfig
 
     for action in p._actions:
         key = _FLAG_KEYS.get(action.dest)

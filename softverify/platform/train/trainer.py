@@ -23,8 +23,8 @@ from softverify.config import ConfigError, TrainConfig
 from softverify.data import PromptOrder, load_prompts
 from softverify.models import resolve_model_path
 from softverify.fsutil import atomic_dir
-from softverify.platform import checkpoint as ckpt
-from softverify.platform.metrics import MetricsLogger, plot_metrics
+from softverify.platform.train import checkpoint as ckpt
+from softverify.platform.train.metrics import MetricsLogger, plot_metrics
 from softverify.grpo import informative_groups
 from softverify.rewards import compose
 from softverify.types import Sample
@@ -376,9 +376,9 @@ class Trainer:
         return m
 
     def _diagnostics(self, rnd: dict[str, Any]) -> dict[str, float]:
-        """Verifier diagnostics on the step's first round (see ``platform/diagnostics.py``);
+        """Verifier diagnostics on the step's first round (see ``platform/train/diagnostics.py``);
         the flipped answers are scored by the same pool (a few ms for non-policy verifiers)."""
-        from softverify.platform.diagnostics import verifier_diagnostics
+        from softverify.platform.train.diagnostics import verifier_diagnostics
         from softverify.verifiers.base import verifier_class
 
         if not self.cfg.trainer.diagnostics:
@@ -401,9 +401,9 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Greedy answers of the rollout workers on the held-out questions: ``eval/*`` is the
         free reading (no tag = wrong), ``eval_forced/*`` the forced yes/no reading (see
-        ``platform/eval_run.py``) when the engine supports it."""
+        ``platform/evaluation/run.py``) when the engine supports it."""
         from softverify.engines.base import SamplingParams
-        from softverify.platform.eval_run import metrics_from_records
+        from softverify.platform.evaluation.run import metrics_from_records
 
         if self._stale:
             self._sync_weights()

@@ -5,7 +5,7 @@ client speaks in ``ConnectionError`` and ``RuntimeError('... 404 ...')``, stream
 through an async generator and knows nothing of this project. :class:`JobsClient` turns
 those into :class:`JobsError` messages that name the bad address or job id and say what to
 do, follows logs synchronously, and maps a finished job to a process exit code, so the CLI
-(:mod:`softverify.platform.jobs_cli`) stays a thin shell and tests can drive a real cluster
+(:mod:`softverify.platform.jobs.cli`) stays a thin shell and tests can drive a real cluster
 without argparse.
 
 Jobs run ``python -m softverify.cli ...`` in a runtime env whose ``working_dir`` is this
@@ -289,7 +289,7 @@ def resolve_job_outputs(command: Sequence[str], output_root: str | None = None) 
         return argv, []
     from softverify.cli import build_parser
     from softverify.config import load_config
-    from softverify.platform.train_cli import _shortcuts
+    from softverify.platform.train.cli import _shortcuts
 
     args = build_parser().parse_args(argv)
     if args.help_config:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from softverify.platform.metrics import metrics_figure, plot_metrics
+from softverify.platform.train.metrics import metrics_figure, plot_metrics
 
 
 def test_one_step_run_plot_has_a_title_and_whole_step_ticks(tmp_path):

@@ -8,7 +8,7 @@ and the RayService manifest; :func:`build_app` for code):
   ``@serve.batch`` (one ``generate`` for the batch, the engine's strength on CPU); streaming
   requests get their own generation and send server-sent events as the text appears.
   API key, input limits and a per-replica rate limit come from
-  :mod:`softverify.platform.serve_api`; ``/v1/verify`` scores answers with verifiers.
+  :mod:`softverify.platform.serve.api`; ``/v1/verify`` scores answers with verifiers.
 - ``vllm``: Ray Serve LLM (``ray.serve.llm.build_openai_app`` with one ``LLMConfig``), for
   GPUs. Its own OpenAI ingress serves the requests, so the API key, limits and
   ``/v1/verify`` of the hf path do not apply there (put a gateway in front).
@@ -30,13 +30,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
 from softverify.engines.base import SamplingParams, render_turns
-from softverify.platform.serve_api import (
+from softverify.platform.serve.api import (
     SSE_DONE, ApiError, BackgroundLoad, ChatCompletionRequest, RateLimiter, ServeConfig, VerifyRequest, chat_chunk,
     chat_response, check_api_key, check_chat, check_prompt_tokens, choice, completion_id, models_response,
     token_logprobs_content,
     parse_body, stop_list, usage,
 )
-from softverify.platform.serve_verify import VerifierSet
+from softverify.platform.serve.verify import VerifierSet
 
 api = FastAPI(title="softverify", docs_url=None, redoc_url=None, openapi_url=None)
 log = logging.getLogger("ray.serve")
@@ -332,7 +332,7 @@ def load_serve_config(raw: dict[str, Any]) -> ServeConfig:
 
 
 def app_builder(args: dict[str, Any]):
-    """Entry point for ``serve run softverify.platform.serve:app_builder model=...`` and the
+    """Entry point for ``serve run softverify.platform.serve.app:app_builder model=...`` and the
     RayService's serveConfigV2 ``args``; ``config`` may name a YAML file the args override."""
     from softverify.configbase import read_yaml
 

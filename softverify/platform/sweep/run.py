@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from softverify.config import ConfigError, TrainConfig
-from softverify.platform.sweep import Sweep, parse_sweep
+from softverify.platform.sweep.spec import Sweep, parse_sweep
 
 TUNE_DIRNAME = "tune"
 SPEC_FILENAME = "sweep_spec.json"
@@ -38,7 +38,7 @@ SPEC_FILENAME = "sweep_spec.json"
 
 def trial_resources(cfg: TrainConfig, driver_cpus: float) -> list[dict[str, float]]:
     """Placement-group bundles for one trial: [driver, all actors]."""
-    from softverify.platform.trainer import required_resources
+    from softverify.platform.train.trainer import required_resources
 
     need = required_resources(cfg)
     actors = {"CPU": float(need["CPU"])}
@@ -74,8 +74,8 @@ def run_trial(config: dict[str, Any], raw_spec: dict[str, Any]) -> None:
     """One Tune trial: a short GRPO training that reports each step (or each eval step)."""
     from ray import tune
 
-    from softverify.platform import checkpoint as ckpt
-    from softverify.platform.trainer import Trainer
+    from softverify.platform.train import checkpoint as ckpt
+    from softverify.platform.train.trainer import Trainer
 
     sweep = _sweep_from(raw_spec)
     trial_id = tune.get_context().get_trial_id()
@@ -180,7 +180,7 @@ def concurrent_trials(per_trial: float, cpus: int, wanted: int) -> int:
 def build_tuner(sweep: Sweep, raw_spec: dict[str, Any]):
     from ray import tune
 
-    from softverify.platform.sweep import param_space
+    from softverify.platform.sweep.spec import param_space
 
     t = sweep.spec.tune
     out = Path(sweep.spec.output_dir)
@@ -208,7 +208,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, restart_errored: bool = False)
     :class:`~ray.tune.ResultGrid`. A failing trial is in the results as ERROR, not raised."""
     from ray import tune
 
-    from softverify.platform.sweep_report import write_report
+    from softverify.platform.sweep.report import write_report
 
     out = Path(sweep.spec.output_dir)
     exp = out / TUNE_DIRNAME
@@ -231,7 +231,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, restart_errored: bool = False)
             raise ConfigError(f"output_dir {str(out)!r} already holds a sweep; pass --resume to continue it "
                               f"or choose another output_dir")
         out.mkdir(parents=True, exist_ok=True)
-        from softverify.platform.checkpoint import write_text_atomic
+        from softverify.platform.train.checkpoint import write_text_atomic
 
         write_text_atomic(spec_file, json.dumps(raw_spec, indent=1, sort_keys=True))
         ensure_ray(sweep)

@@ -13,13 +13,13 @@ import ray
 import yaml
 
 from softverify.config import ConfigError, load_config
-from softverify.platform.sweep import VERIFIER_SET_KEY, load_sweep, param_space, parse_sweep
-from softverify.platform.sweep_run import run_sweep, trial_resources
+from softverify.platform.sweep.spec import VERIFIER_SET_KEY, load_sweep, param_space, parse_sweep
+from softverify.platform.sweep.run import run_sweep, trial_resources
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TUNE_CONFIGS = REPO / "tune_configs"
-PERTURBQA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "perturbqa"
+PERTURBQA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "perturbqa"
 
 BASE = {
     "data": {"source": "perturbqa", "max_prompts": 32, "eval_size": 8},
@@ -140,7 +140,7 @@ def test_verifier_values_apply_to_default_verifiers():
 
 
 def test_error_line_names_the_exception():
-    from softverify.platform.sweep_report import error_line
+    from softverify.platform.sweep.report import error_line
 
     oom = RuntimeError("ray::ImplicitFunc.train() (pid=1)\n  File \"x.py\", line 3\n"
                        "ray.exceptions.OutOfMemoryError: 5 worker(s) were killed due to the node running low on memory.\n"
@@ -160,7 +160,7 @@ def test_reward_metric_refused_when_trials_have_different_rewards():
 
 
 def test_unused_verifier_values_and_trial_labels():
-    from softverify.platform.sweep_report import trial_label
+    from softverify.platform.sweep.report import trial_label
 
     s = parse_sweep(spec({"verifier_sets": {"h": [{"kind": "hard"}], "hl": [{"kind": "hard"}, {"kind": "length"}]},
                           "verifiers.length.weight": {"uniform": [0.5, 2.0]}, "learner.lr": {"choice": [1e-4]}}))
@@ -172,7 +172,7 @@ def test_unused_verifier_values_and_trial_labels():
 
 
 def test_local_sweep_uses_the_real_cpus():
-    from softverify.platform.sweep_run import concurrent_trials
+    from softverify.platform.sweep.run import concurrent_trials
 
     assert concurrent_trials(1.0, 2, 2) == 2
     assert concurrent_trials(1.5, 2, 2) == 1  # fewer at once, not more logical CPUs than cores
@@ -292,7 +292,7 @@ def test_interrupted_sweep_resumes_and_failing_trial_is_reported(ray_cluster, ti
     import subprocess
     import sys
 
-    from softverify.platform import checkpoint as ckpt
+    from softverify.platform.train import checkpoint as ckpt
 
     out = tmp_path / "interrupted"
     raw = spec({"model.path": {"grid": [str(tiny_model_dir), "/nonexistent/model"]}},

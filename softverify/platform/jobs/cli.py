@@ -1,6 +1,6 @@
 """``softverify job submit|status|logs|stop|list`` and the short form ``softverify submit``.
 
-This module only parses arguments; the logic lives in :mod:`softverify.platform.jobs`.
+This module only parses arguments; the logic lives in :mod:`softverify.platform.jobs.client`.
 ``HELP_TEXT`` is what a user reads in ``--help``: its examples name files the project ships.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ code if it failed, 143 if stopped); Ctrl-C stops following, not the job.
 
 
 def _client(args):
-    from softverify.platform.jobs import JobsClient
+    from softverify.platform.jobs.client import JobsClient
 
     return JobsClient(args.address)
 
@@ -63,7 +63,7 @@ def _add_submit_args(p: argparse.ArgumentParser) -> None:
 
 
 def _do_submit(args, command: list[str], known_commands) -> int:
-    from softverify.platform.jobs import (build_runtime_env, parse_env_vars, project_dir, resolve_job_outputs,
+    from softverify.platform.jobs.client import (build_runtime_env, parse_env_vars, project_dir, resolve_job_outputs,
                                           softverify_entrypoint)
 
     # only `train` is rewritten, so a typo'd command reaches the entrypoint check unchanged

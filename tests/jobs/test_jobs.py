@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from softverify import cli
-from softverify.platform.jobs import (
+from softverify.platform.jobs.client import (
     STOPPED_EXIT_CODE,
     JobNotFoundError,
     JobsClient,
@@ -35,7 +35,7 @@ from softverify.platform.jobs import (
     softverify_entrypoint,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _free_ports(n: int) -> list[int]:

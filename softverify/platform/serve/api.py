@@ -4,7 +4,7 @@ Everything a request meets before it reaches the engine lives here: the typed se
 config, the request/response models, the input limits, the per-replica rate limiter and
 the OpenAI-shaped error body. Keeping it pure means every rule (which status code, which
 ``param``, when ``Retry-After``) is unit-testable, and the Serve deployment in
-:mod:`softverify.platform.serve` stays a thin shell around it.
+:mod:`softverify.platform.serve.app` stays a thin shell around it.
 
 Status codes: 400 malformed JSON / over a limit the client chose (``max_tokens``, prompt
 length), 401 missing or wrong API key, 404 unknown model, 413 body, message or message

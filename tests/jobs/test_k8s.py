@@ -23,9 +23,9 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
-CRD_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "k8s"
+CRD_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "k8s"
 MOUNT = "/mnt/softverify"
 RAY_MANIFESTS = {
     "raycluster.yaml": "rayclusters",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from softverify.platform.serve_api import ApiError, VerifierSpec, VerifyRequest
+from softverify.platform.serve.api import ApiError, VerifierSpec, VerifyRequest
 from softverify.types import Sample
 from softverify.verifiers.suite import VerifierSuite
 from softverify.verifiers.answer import parse_answer

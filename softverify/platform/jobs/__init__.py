@@ -1,0 +1,2 @@
+"""Ray Jobs: submitting softverify commands to a cluster and managing them (client), and
+``softverify job|submit`` (cli)."""

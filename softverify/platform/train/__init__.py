@@ -1,0 +1,2 @@
+"""Training: the Trainer loop (trainer), checkpoints, per-step metrics and diagnostics, and
+``softverify train|eval`` (cli)."""
