@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from softverify.confusion import confusion_counts, rates
+
 
 def best_mcc_threshold(p: np.ndarray, y: np.ndarray) -> float:
     """The probability cut that maximises MCC (scanned over quantiles of ``p``)."""
@@ -24,26 +26,16 @@ def best_mcc_threshold(p: np.ndarray, y: np.ndarray) -> float:
 
 def _at_threshold(p: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, float]:
     """Ranking and thresholded metrics on finite ``p`` (NaN when one class is missing)."""
-    from sklearn.metrics import average_precision_score, matthews_corrcoef, roc_auc_score
+    from sklearn.metrics import average_precision_score, roc_auc_score
 
     if len(p) == 0 or len(np.unique(y)) < 2:
         return {"auroc": float("nan"), "auprc": float("nan"), "mcc": float("nan")}
     pred = (p >= threshold).astype(int)
-    tp = int(((pred == 1) & (y == 1)).sum())
-    tn = int(((pred == 0) & (y == 0)).sum())
-    fp = int(((pred == 1) & (y == 0)).sum())
-    fn = int(((pred == 0) & (y == 1)).sum())
-    tpr = tp / max(tp + fn, 1)
-    tnr = tn / max(tn + fp, 1)
-    prec = tp / max(tp + fp, 1)
     return {
         "positive_rate": float(y.mean()),
         "auroc": float(roc_auc_score(y, p)),
         "auprc": float(average_precision_score(y, p)),
-        "mcc": float(matthews_corrcoef(y, pred)),
-        "f1": float(2 * prec * tpr / max(prec + tpr, 1e-12)),
-        "tpr": float(tpr), "tnr": float(tnr), "precision": float(prec),
-        "balanced_accuracy": float((tpr + tnr) / 2),
+        **rates(*confusion_counts(y, pred)),  # both classes are present here: every rate is defined
     }
 
 

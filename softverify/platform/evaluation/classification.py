@@ -7,11 +7,11 @@ negative a false positive): a model must not look better by refusing to answer.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
 
+from softverify.confusion import confusion_counts, rates
 from softverify.verifiers.answer import answer_to_int, parse_answer
 
 
@@ -21,20 +21,10 @@ def classification_metrics(labels: Sequence[int], answers: Sequence[int | None])
     if len(ans) != len(y):
         raise ValueError(f"{len(y)} labels but {len(ans)} answers")
     unanswered = np.array([a is None for a in ans])
-    pred = np.array([(1 - t) if a is None else int(a) for a, t in zip(ans, y)])
-    tp = int(((pred == 1) & (y == 1)).sum())
-    tn = int(((pred == 0) & (y == 0)).sum())
-    fp = int(((pred == 1) & (y == 0)).sum())
-    fn = int(((pred == 0) & (y == 1)).sum())
-    tpr = tp / (tp + fn) if tp + fn else float("nan")
-    tnr = tn / (tn + fp) if tn + fp else float("nan")
-    prec = tp / (tp + fp) if tp + fp else 0.0
-    f1 = 2 * prec * tpr / (prec + tpr) if (prec + tpr) and not math.isnan(tpr) else 0.0
-    denom = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-    mcc = (tp * tn - fp * fn) / denom if denom else 0.0
+    pred = np.array([(1 - t) if a is None else int(a) for a, t in zip(ans, y)], dtype=int)
+    tp, tn, fp, fn = confusion_counts(y, pred)
     return {
-        "n": int(len(y)), "tpr": tpr, "tnr": tnr, "precision": prec, "f1": f1, "mcc": mcc,
-        "balanced_accuracy": float(np.nanmean([tpr, tnr])) if not (math.isnan(tpr) and math.isnan(tnr)) else float("nan"),
+        "n": int(len(y)), **rates(tp, tn, fp, fn),
         "accuracy": (tp + tn) / len(y) if len(y) else float("nan"),
         "unanswered_rate": float(unanswered.mean()) if len(y) else float("nan"),
         "tp": tp, "tn": tn, "fp": fp, "fn": fn,

@@ -373,7 +373,9 @@ def serve_forever(cfg: ServeConfig, address: str | None = None) -> int:
     from softverify.models import resolve_model_path
 
     resolve_model_path(cfg.model)  # a missing model fails here, in a second, not after Ray has started
-    ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
+    from softverify.cluster import connect
+
+    connect(address)
     try:
         app = build_app(cfg)  # after ray.init: engine=auto looks at the cluster's GPUs
         serve.start(http_options={"host": cfg.host, "port": cfg.port})

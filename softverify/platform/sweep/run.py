@@ -144,15 +144,18 @@ def _search_alg(sweep: Sweep):
 
 def ensure_ray(sweep: Sweep) -> None:
     """Attach to a running Ray (or ``trainer.ray_address`` / RAY_ADDRESS), else start a local
-    one with enough *logical* CPUs for ``max_concurrent_trials`` trials at once."""
+    one with this machine's CPUs, running as many trials at once as fit (at most
+    ``max_concurrent_trials``)."""
     import ray
 
     if ray.is_initialized():
         return
+    from softverify.cluster import connect
+
     base = sweep.trial_config({}, "unused")
     address = base.trainer.ray_address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address)
+        connect(address)
         return
     per_trial = max(sum(b.get("CPU", 0) for b in trial_resources(sweep.trial_config(p, "unused"),
                                                                   sweep.spec.tune.resources.driver_cpus))
@@ -163,8 +166,7 @@ def ensure_ray(sweep: Sweep) -> None:
     if fits < t.max_concurrent_trials:
         print(f"softverify sweep: {cpus} CPUs and {per_trial:g} reserved per trial: {fits} trial(s) run at once, "
               f"not tune.max_concurrent_trials={t.max_concurrent_trials}", file=sys.stderr, flush=True)
-    # the machine's real CPU count: advertising more would let trials oversubscribe the cores
-    ray.init(num_cpus=cpus, include_dashboard=False)
+    connect(None, num_cpus=cpus)  # the real CPU count: advertising more would oversubscribe the cores
 
 
 def concurrent_trials(per_trial: float, cpus: int, wanted: int) -> int:

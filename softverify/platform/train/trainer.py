@@ -22,6 +22,7 @@ import yaml
 from softverify.config import ConfigError, TrainConfig
 from softverify.data import PromptOrder, load_prompts
 from softverify.models import resolve_model_path
+from softverify.cluster import connect
 from softverify.fsutil import atomic_dir
 from softverify.platform.train import checkpoint as ckpt
 from softverify.platform.train.metrics import MetricsLogger, plot_metrics
@@ -88,20 +89,13 @@ def init_ray(cfg: TrainConfig) -> None:
     need = required_resources(cfg)
     if not ray.is_initialized():
         address = cfg.trainer.ray_address or os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address, log_to_driver=True)
-        else:
+        if not address:
             local_gpus = _local_gpu_count()
             if need["GPU"] > local_gpus + 1e-9:  # refuse before starting Ray (seconds and log lines saved)
                 raise ConfigError(
                     f"impossible resource request: the run needs {need['GPU']:g} GPU in total but this machine "
                     f"has {local_gpus}; lower {resource_breakdown(cfg, 'GPU')}")
-            # Ray kills idle task workers beyond a soft limit (default: the CPU count); our six
-            # actors already exceed it on a small machine, so each step's small tasks (merge,
-            # summary, select) would start a fresh Python process (~3 s of CPU each; measured:
-            # a 2-core step went from 11.5 to 23-26 s). Keep a few task workers alive instead.
-            ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(need["CPU"])), include_dashboard=False,
-                     log_to_driver=True, _system_config={"num_workers_soft_limit": 64})
+        connect(address, num_cpus=max(os.cpu_count() or 1, math.ceil(need["CPU"])))
     have = ray.cluster_resources()
     for res, amount in need.items():
         if amount > have.get(res, 0.0) + 1e-9:
