@@ -110,12 +110,10 @@ class EngineAgent:
     def _complete(self, conversations: list[list[dict]], sp, prefix: str | None) -> list[str]:
         """Chat completions; with ``prefix`` the assistant turn is started with it (and the
         returned text includes it, so parsing sees exactly what the model was made to say)."""
-        if not prefix:
-            return self.engine.chat(conversations, sp)
-        rendered = self.engine.render(conversations)
-        tok = self.engine.tokenizer
-        ids = [tok(t + prefix, add_special_tokens=False)["input_ids"] for t in rendered.texts]
-        return [prefix + g[0].text for g in self.engine.generate(ids, sp, n=1)]
+        from softverify.engines.base import render_turns
+
+        pb = render_turns(self.engine, conversations, prefix or "")  # the tokens rollout would give the policy
+        return [(prefix or "") + g[0].text for g in self.engine.generate(pb.token_ids, sp, n=1)]
 
 
 class OpenAIAgent:
