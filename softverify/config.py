@@ -220,7 +220,8 @@ class RewardConfig(_Section):
     aggregation: Literal["sum_then_normalize", "normalize_then_sum"] = Field(
         "sum_then_normalize",
         description="'sum_then_normalize': weighted sum, then group-normalise (GRPO); "
-        "'normalize_then_sum': group-normalise each verifier, then weighted sum (GDPO).",
+        "'normalize_then_sum': group-normalise each verifier, then weighted sum (GDPO). With "
+        "algorithm.estimator=enumerate the group is the candidate set and the combination is the reward.",
     )
 
 

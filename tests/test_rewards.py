@@ -40,3 +40,21 @@ def test_compose_gdpo_balances_scales():
     np.testing.assert_allclose(a_gdpo, [0.0, 0.0], atol=1e-3)  # +1-1 and -1+1 cancel (up to the std eps)
     with pytest.raises(ValueError, match="unknown aggregation"):
         compose(scores, [1, 1], [None, None], g, "max")
+
+
+def test_enumerated_learner_values_follow_the_aggregation():
+    """Two candidates (yes, no) of one question: hard says yes (1 / 0), a soft verifier with a
+    small range leans no (0.45 / 0.55). Summed, yes wins (0.725 vs 0.275 at equal weights);
+    normalised per verifier first (GDPO), the two verifiers cancel: no preference."""
+    from softverify.rewards import learner_values
+
+    scores = np.array([[1.0, 0.45], [0.0, 0.55]])
+    g = np.array([0, 0])
+    r_sum, a_sum = compose(scores, [1.0, 1.0], [None, None], g, "sum_then_normalize")
+    r_gd, a_gd = compose(scores, [1.0, 1.0], [None, None], g, "normalize_then_sum")
+    np.testing.assert_allclose(r_sum, [0.725, 0.275])
+    np.testing.assert_allclose(learner_values(r_sum, a_sum, "enumerate", "sum_then_normalize"), [0.725, 0.275])
+    gd = learner_values(r_gd, a_gd, "enumerate", "normalize_then_sum")
+    np.testing.assert_allclose(gd, [0.0, 0.0], atol=1e-4)  # +1 - 1 for yes, -1 + 1 for no (std eps aside)
+    assert not np.allclose(gd - gd.mean(), r_sum - r_sum.mean())  # the aggregation changes what is learned
+    np.testing.assert_array_equal(learner_values(r_sum, a_sum, "sample", "sum_then_normalize"), a_sum)

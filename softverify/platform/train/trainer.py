@@ -27,7 +27,7 @@ from softverify.fsutil import atomic_dir
 from softverify.platform.train import checkpoint as ckpt
 from softverify.platform.train.metrics import MetricsLogger, plot_metrics
 from softverify.grpo import informative_groups
-from softverify.rewards import compose
+from softverify.rewards import compose, learner_values
 from softverify.types import Sample
 
 
@@ -272,9 +272,7 @@ class Trainer:
         weights = [v.weight for v in cfg.verifiers]
         rewards, adv = compose(scores, weights, self.pool.thresholds, group_ids, cfg.reward.aggregation,
                                cfg.algorithm.advantage)
-        # the learner's per-sample input: GRPO advantages, or the rewards themselves (the
-        # enumerated loss forms its advantages from the policy's own answer distribution)
-        learn_values = rewards if cfg.algorithm.estimator == "enumerate" else adv
+        learn_values = learner_values(rewards, adv, cfg.algorithm.estimator, cfg.reward.aggregation)
         return {"ref": merged, "group_ids": group_ids, "summ": summ, "scores": scores, "rewards": rewards, "adv": adv,
                 "learn_values": learn_values,
                 "informative": informative_groups(rewards, group_ids), "lengths": np.array(summ["lengths"]),
