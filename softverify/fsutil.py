@@ -57,3 +57,100 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     with atomic_file(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+class RunLockError(ValueError):
+    """Another live run holds the output directory (a user error: one line, exit 2)."""
+
+
+class RunLock:
+    """``<dir>/.softverify.lock``: one run per output directory.
+
+    Two trainers writing the same checkpoints and metrics would corrupt both, so the lock
+    file (created with ``O_EXCL``) names its holder: PID, host and start time. A lock is
+    stale, and taken over, when its holder's PID is gone on this host (or is this very
+    process: a process runs one trainer at a time), or when it has not been refreshed
+    (:meth:`refresh`, every step) for ``stale_after_s``. A holder on another host cannot be
+    checked by PID; ``resuming`` runs (``--resume``/``--auto-resume``, e.g. a Kubernetes pod
+    that replaced the one that died) take such a lock over, fresh runs are refused.
+    """
+
+    NAME = ".softverify.lock"
+
+    def __init__(self, directory: str | os.PathLike, stale_after_s: float = 900.0):
+        self.path = Path(directory) / self.NAME
+        self.stale_after_s = stale_after_s
+        self.held = False
+
+    def _holder(self) -> dict:
+        import json
+
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _stale(self, holder: dict, resuming: bool = False) -> str | None:
+        """Why the existing lock is stale, or None if its holder may still be running."""
+        import socket
+        import time
+
+        try:
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return "gone"
+        if not holder:
+            return "unreadable"
+        if holder.get("host") == socket.gethostname():
+            if holder.get("pid") == os.getpid():
+                return "held by this process"
+            try:
+                os.kill(int(holder["pid"]), 0)
+            except ProcessLookupError:
+                return f"PID {holder['pid']} is not running"
+            except (PermissionError, KeyError, ValueError, TypeError):
+                pass
+        elif resuming:
+            return f"held on host {holder.get('host')!r}, which cannot be checked; resuming takes it over"
+        if age > self.stale_after_s:
+            return f"not refreshed for {age:.0f} s"
+        return None
+
+    def acquire(self, resuming: bool = False) -> str | None:
+        """Take the lock; returns why an old lock was taken over (None if there was none).
+        Raises :class:`RunLockError` naming the live holder."""
+        import json
+        import socket
+        import time
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+        taken_over = None
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                why = self._stale(holder, resuming)
+                if why is None:
+                    raise RunLockError(
+                        f"output_dir {str(self.path.parent)!r} is in use by PID {holder.get('pid')} on host "
+                        f"{holder.get('host')!r} (lock {str(self.path)!r}); choose another trainer.output_dir, or "
+                        f"delete the lock if that run is gone") from None
+                taken_over = why
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+            self.held = True
+            return taken_over
+        raise RunLockError(f"could not take {str(self.path)!r}: another process keeps creating it")
+
+    def refresh(self) -> None:
+        if self.held:
+            os.utime(self.path)
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False

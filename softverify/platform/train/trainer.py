@@ -23,7 +23,7 @@ from softverify.config import ConfigError, TrainConfig
 from softverify.data import PromptOrder, load_prompts
 from softverify.models import resolve_model_path
 from softverify.cluster import connect
-from softverify.fsutil import atomic_dir
+from softverify.fsutil import RunLock, atomic_dir
 from softverify.platform.train import checkpoint as ckpt
 from softverify.platform.train.metrics import MetricsLogger, plot_metrics
 from softverify.grpo import informative_groups
@@ -144,6 +144,7 @@ class Trainer:
         self.questions_trained = 0  # prompts whose group reached the learner (this process)
         self.thresholds_chosen: dict[str, float] = {}
         self._stale = False  # the learner has weights the rollout workers have not received
+        self.lock = RunLock(self.out)
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -152,6 +153,9 @@ class Trainer:
         from softverify.actors.verifier_pool import VerifierPool
 
         cfg = self.cfg
+        took = self.lock.acquire(resuming=bool(self.resume))  # before reading or writing anything in output_dir
+        if took:
+            print(f"softverify train: took over a stale lock in {str(self.out)!r} ({took})")
         if self.resume == "auto":  # restartable jobs (K8s retries): resume when there is something to resume
             self.resume = ckpt.latest(self.ckpt_root) is not None
         last = ckpt.latest(self.ckpt_root) if self.resume else None
@@ -323,6 +327,7 @@ class Trainer:
             learn = self.learners.train_step(batch_ref, adv, n, int(lengths_sel.sum()))
         t3 = time.perf_counter()
         self.step += 1
+        self.lock.refresh()
         self._stale = self._stale or bool(n)
         sync_s = 0.0  # nothing learned, or synced lazily (enumerate): the workers need nothing now
         if self._stale and not self._lazy_sync():
@@ -498,6 +503,7 @@ class Trainer:
             self.logger.close()
 
     def shutdown(self) -> None:
+        self.lock.release()
         for w in self.workers:
             ray.kill(w)
         if self.pool:
