@@ -8,8 +8,8 @@ PerturbQA (Wu et al., ICLR 2025) ships one CSV per cell line and task in
 
 Files are located in this order: an explicit mirror directory (``--from DIR`` or
 ``DataConfig.mirror``), ``$SOFTVERIFY_DATA_MIRROR``, the cache
-(``<cache>/perturbqa``), and finally a download from the pinned upstream URL. Every file
-is checked against its pinned sha256 (where one is pinned) and for the expected columns,
+(``<cache>/perturbqa``), and finally a download from the upstream URL pinned to one
+commit. Every file is checked against its pinned sha256 and for the expected columns,
 so a truncated download or a CSV from another source fails loudly instead of quietly
 training on wrong labels.
 """
@@ -20,7 +20,6 @@ import os
 import shutil
 import urllib.error
 import urllib.request
-import warnings
 import zlib
 from functools import lru_cache
 from pathlib import Path
@@ -36,26 +35,28 @@ COLUMNS: tuple[str, ...] = ("pert", "gene", "label", "split")
 SPLITS: tuple[str, ...] = ("train", "test")
 MIRROR_ENV = "SOFTVERIFY_DATA_MIRROR"
 
-# Upstream commit-independent raw URL (the repository's default branch).
-UPSTREAM_BASE = "https://raw.githubusercontent.com/Genentech/PerturbQA/main/perturbqa/datasets"
+# The upstream repository at one commit (2025-03-04, "Updating to arXiv paper URL"): a later
+# change upstream cannot turn the pins below into a failure for every new user.
+UPSTREAM_COMMIT = "13531e834f4aa4084472bccf7c11c02984e146f2"
+UPSTREAM_BASE = f"https://raw.githubusercontent.com/Genentech/PerturbQA/{UPSTREAM_COMMIT}/perturbqa/datasets"
 
-# sha256 of the upstream files as published (verified against a mirror of them).
-# Jurkat is not mirrored here, so it has no pin: it is validated by columns only and a
-# warning says so. Pin it with ``--sha256`` when you have a trusted copy.
-SHA256: dict[tuple[str, str], str | None] = {
+# sha256 of every upstream table at UPSTREAM_COMMIT (computed from the files of that commit;
+# the K562/RPE1/HepG2 ones also match the copies the tests read).
+SHA256: dict[tuple[str, str], str] = {
     ("k562", "de"): "e6ab095f3f970bb29f48427414904136785e8cd4945496f8d9a8fa6eab35ee67",
     ("k562", "dir"): "84a0bc9631b33b8720663ed69506a316dad0f686a51f702f277914cc722000f4",
     ("rpe1", "de"): "a66a86aac5db458e0703bccf7f2d638769400a7ccb9f2615cd9421c106b748ca",
     ("rpe1", "dir"): "25fa0b37c7e86cd73e8135b83513ea9d96c55e5a6c3f222ffbb531b91ab0fb0c",
     ("hepg2", "de"): "f94045fb44dcca4af9c69bee5c87de624590061a1123d55d9ee42a9c1ca97932",
     ("hepg2", "dir"): "8c642ab6e6996887dce6c774d5fc58546970ba9216a636c7547b5039062a2cc3",
-    ("jurkat", "de"): None,
-    ("jurkat", "dir"): None,
+    ("jurkat", "de"): "cf993f77015bd7df9d71ce9cf1170f6c8e64a571dc6f9ba0aef411ffb103eec5",
+    ("jurkat", "dir"): "8e17055a5bbf8c2751317db5284a9e793a2dc5aaccef0afbcdaf87daabc45709",
 }
 
-#: Cell lines whose every table has a pinned sha256: the default of ``data fetch``, so the
-#: default always succeeds from a mirror or the network. Jurkat must be asked for by name.
-PINNED_CELL_LINES: tuple[str, ...] = tuple(c for c in CELL_LINES if all(SHA256.get((c, k)) for k in KINDS))
+#: What ``data fetch`` gets by default: the lines softverify trains and evaluates on (the
+#: README's mirror holds them). Jurkat, pinned like the others, is fetched when named.
+DEFAULT_CELL_LINES: tuple[str, ...] = ("k562", "rpe1", "hepg2")
+PINNED_CELL_LINES = DEFAULT_CELL_LINES  # the name older code and notes use
 
 
 class DataIntegrityError(ValueError):
@@ -126,12 +127,7 @@ def sha256_of(path: Path) -> str:
 
 def verify_checksum(path: Path, cell: str, kind: str, expected: str | None = None) -> None:
     """Raise :class:`DataIntegrityError` when ``path`` does not match the pinned sha256."""
-    want = expected or SHA256.get((cell, kind))
-    if want is None:
-        warnings.warn(
-            f"{file_name(cell, kind)} has no pinned sha256; checked by columns only", stacklevel=2
-        )
-        return
+    want = expected or SHA256[(cell, kind)]
     got = sha256_of(path)
     if got != want:
         raise DataIntegrityError(
@@ -228,7 +224,7 @@ def fetch_file(
 
 
 def fetch(
-    cell_lines: list[str] | str = PINNED_CELL_LINES,
+    cell_lines: list[str] | str = DEFAULT_CELL_LINES,
     kinds: tuple[str, ...] = KINDS,
     mirror: str | os.PathLike | None = None,
     cache: str | os.PathLike | None = None,

@@ -51,15 +51,14 @@ def test_bad_checksum_names_file_and_hashes(tmp_path, pqa_mirror):
     assert not (pq.cache_folder() / "k562-dir.csv").exists()
 
 
-def test_wrong_columns_in_unpinned_file(tmp_path):
+def test_wrong_columns_in_a_knowingly_accepted_copy(tmp_path):
+    """--sha256 accepts a copy's digest, never its content: the columns are still checked."""
     mirror = tmp_path / "mirror"
     mirror.mkdir()
-    pd.DataFrame({"perturbation": ["A"], "gene": ["B"], "label": [1], "split": ["train"]}).to_csv(
-        mirror / "jurkat-de.csv", index=False
-    )
-    with pytest.warns(UserWarning, match="no pinned sha256"):
-        with pytest.raises(pq.DataIntegrityError, match=r"wrong columns \['perturbation'"):
-            pq.fetch_file("jurkat", "de", mirror=mirror)
+    f = mirror / "jurkat-de.csv"
+    pd.DataFrame({"perturbation": ["A"], "gene": ["B"], "label": [1], "split": ["train"]}).to_csv(f, index=False)
+    with pytest.raises(pq.DataIntegrityError, match=r"wrong columns \['perturbation'"):
+        pq.fetch_file("jurkat", "de", mirror=mirror, sha256=pq.sha256_of(f))
 
 
 @pytest.mark.parametrize(
@@ -75,36 +74,41 @@ def test_bad_values(frame, msg):
         pq.validate_table(pd.DataFrame(frame), "x.csv")
 
 
-def test_unpinned_valid_file_is_accepted_with_warning(tmp_path):
+def test_jurkat_is_pinned_like_the_others(tmp_path):
+    """A well-formed Jurkat table that is not the upstream one is refused, naming both digests."""
     mirror = tmp_path / "mirror"
     mirror.mkdir()
+    f = mirror / "jurkat-de.csv"
     pd.DataFrame({"pert": ["A", "C"], "gene": ["B", "D"], "label": [1, 0], "split": ["train", "test"]}).to_csv(
-        mirror / "jurkat-de.csv", index=False
-    )
-    with pytest.warns(UserWarning):
-        p = pq.fetch_file("jurkat", "de", mirror=mirror)
-    assert len(pq.read_csv_checked(p)) == 2
+        f, index=False)
+    with pytest.raises(pq.DataIntegrityError) as e:
+        pq.fetch_file("jurkat", "de", mirror=mirror)
+    assert pq.SHA256[("jurkat", "de")] in str(e.value) and pq.sha256_of(f) in str(e.value)
+    assert "--sha256" in str(e.value)  # how to override knowingly
+    assert all(pq.SHA256[(c, k)] for c in pq.CELL_LINES for k in pq.KINDS)
 
 
 def test_cell_line_names_are_validated():
     assert pq.parse_cell_lines("K562, rpe1,k562") == ["k562", "rpe1"]
     with pytest.raises(ValueError, match="unknown PerturbQA cell line 'hela'"):
         pq.parse_cell_lines("k562,hela")
-    assert pq.upstream_url("jurkat", "dir").endswith("Genentech/PerturbQA/main/perturbqa/datasets/jurkat-dir.csv")
+    # pinned to one upstream commit, not a branch that can move under the checksums
+    assert pq.upstream_url("jurkat", "dir") == ("https://raw.githubusercontent.com/Genentech/PerturbQA/"
+                                                 "13531e834f4aa4084472bccf7c11c02984e146f2/perturbqa/datasets/jurkat-dir.csv")
 
 
 def test_data_fetch_defaults_succeed_from_a_mirror_and_say_what_they_fetched(pqa_mirror, private_cache, capsys):
-    """The CLI's default cell lines are the pinned ones, all in the mirror: exit 0, and every
+    """The CLI's default cell lines (K562, RPE1, HepG2) are all in the mirror: exit 0, and every
     file is reported with its source and digest."""
     from softverify import cli
 
     assert cli.main(["data", "fetch", "perturbqa", "--from", str(pqa_mirror)]) == 0
     out = capsys.readouterr().out
-    for cell in pq.PINNED_CELL_LINES:
+    for cell in pq.DEFAULT_CELL_LINES:
         for kind in pq.KINDS:
             name = pq.file_name(cell, kind)
             assert f"from   {pqa_mirror / name}" in out and f"sha256 {pq.SHA256[(cell, kind)]} (matches the pin)" in out
-    assert "jurkat" not in pq.PINNED_CELL_LINES and "jurkat" not in out
+    assert "jurkat" not in pq.DEFAULT_CELL_LINES and "jurkat" not in out
     # jurkat by name from a mirror without it: one clear line naming the file
     assert cli.main(["data", "fetch", "perturbqa", "--cell-lines", "jurkat", "--from", str(pqa_mirror)]) == 2
     assert "jurkat-de.csv not found in mirror" in capsys.readouterr().err
@@ -125,4 +129,4 @@ def test_a_trusted_copy_with_another_digest_is_accepted_only_knowingly(tmp_path,
     err = capsys.readouterr().err
     assert f"sha256 {got} but expected {pq.SHA256[('k562', 'dir')]}" in err and f"--sha256 {got}" in err
     assert cli.main(base + ["--sha256", got]) == 0
-    assert f"sha256 {got} (matches the pin)" in capsys.readouterr().out
+    assert f"sha256 {got} (accepted knowingly (--sha256))" in capsys.readouterr().out
