@@ -63,7 +63,9 @@ def project_dir() -> Path | None:
     ``None`` for a plain ``pip install`` (site-packages has no pyproject.toml): then there
     is nothing sensible to upload and the cluster image's softverify is used.
     """
-    root = Path(__file__).resolve().parents[2]
+    import softverify
+
+    root = Path(softverify.__file__).resolve().parents[1]  # the package's own location, wherever this module sits
     return root if (root / "pyproject.toml").is_file() and (root / "softverify").is_dir() else None
 
 
