@@ -64,3 +64,15 @@ def prompt_file(tmp_path_factory) -> Path:
                 "split": "train" if i < 16 else "test",
             }) + "\n")
     return p
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray for one test module (4 logical CPUs: the trainer's actors fit with room
+    for the small tasks); modules that need another size define their own."""
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+

@@ -20,13 +20,6 @@ from softverify.platform.train.trainer import Trainer
 pytestmark = pytest.mark.timeout(600)
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 
 
 def tiny_cfg(model_dir: Path, prompts: Path, out: Path, **over):

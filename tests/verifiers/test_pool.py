@@ -12,13 +12,6 @@ from softverify.config import ModelConfig, RolloutConfig, VerifierSpec
 pytestmark = pytest.mark.timeout(600)
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def test_pool_routes_policy_verifier_to_rollout_worker(ray_cluster, tiny_model_dir, kb_params):
     from softverify.actors.rollout import RolloutWorker
     from softverify.actors.verifier_pool import VerifierPool
