@@ -58,6 +58,19 @@ class PackedBatch:
         return PackedBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.position_ids, self.loss_mask)))
 
 
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask, position_ids)`` of token sequences left-padded to the
+    longest: the layout generation continues from (every row's last token in the last
+    column), positions counting from 0 at each row's first real token."""
+    L = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), L), pad_id, dtype=torch.long, device=device)
+    attn = torch.zeros((len(seqs), L), dtype=torch.long, device=device)
+    for i, s in enumerate(seqs):
+        ids[i, L - len(s):] = torch.tensor(list(s), dtype=torch.long, device=device)
+        attn[i, L - len(s):] = 1
+    return ids, attn, (attn.cumsum(-1) - 1).clamp(min=0)
+
+
 def pack_sequences(
     prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad_id: int
 ) -> PackedBatch:

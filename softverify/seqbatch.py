@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from softverify.modeling import pack_sequences, token_logprobs
+from softverify.modeling import left_pad, pack_sequences, token_logprobs
 from softverify.types import Sample
 
 
@@ -97,13 +97,7 @@ def completion_logprobs_shared(model, prompts: Sequence[Sequence[int]], completi
     first: dict[tuple, int] = {}
     owner = [first.setdefault(tuple(p), len(first)) for p in prompts]
     uniq = list(first)
-    U, L = len(uniq), max(len(p) for p in uniq)
-    ids = torch.full((U, L), pad_id, dtype=torch.long, device=device)
-    attn = torch.zeros((U, L), dtype=torch.long, device=device)
-    for u, p in enumerate(uniq):
-        ids[u, L - len(p):] = torch.tensor(p, dtype=torch.long, device=device)
-        attn[u, L - len(p):] = 1
-    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    ids, attn, pos = left_pad(uniq, pad_id, device)
     out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
     own = torch.tensor(owner, dtype=torch.long, device=device)
     first_logits = out.logits[:, -1:, :][own]  # [B, 1, V]: predicts completion token 0

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from softverify.engines.base import Generation, PromptBatch, SamplingParams, apply_penalties
-from softverify.modeling import load_causal_lm, pack_sequences, token_logprobs
+from softverify.modeling import left_pad, load_causal_lm, pack_sequences, token_logprobs
 
 
 class HFEngine:
@@ -87,12 +87,8 @@ class HFEngine:
 
     def _generate_chunk(self, prompts: list[list[int]], sp: SamplingParams) -> list[Generation]:
         pad = self.tokenizer.pad_token_id
-        L = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), L), pad, dtype=torch.long)
-        attn = torch.zeros((len(prompts), L), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            input_ids[i, L - len(p) :] = torch.tensor(p)
-            attn[i, L - len(p) :] = 1
+        input_ids, attn, _ = left_pad(prompts, pad)
+        L = input_ids.shape[1]
         greedy = sp.temperature == 0
         kwargs = dict(
             max_new_tokens=sp.max_new_tokens,
@@ -139,13 +135,8 @@ class HFEngine:
         from transformers import DynamicCache
 
         dev, pad = self.device, self.tokenizer.pad_token_id
-        P, L = len(prompts), max(len(p) for p in prompts)
-        ids = torch.full((P, L), pad, dtype=torch.long)
-        attn = torch.zeros((P, L), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            ids[i, L - len(p) :] = torch.tensor(p)
-            attn[i, L - len(p) :] = 1
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        ids, attn, pos = left_pad(prompts, pad)
+        P = ids.shape[0]
         cache = DynamicCache(config=self.model.config)
         out = self.model(input_ids=ids.to(dev), attention_mask=attn.to(dev), position_ids=pos.to(dev),
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
@@ -308,15 +299,10 @@ class HFEngine:
     def next_token_logprobs(self, contexts: Sequence[Sequence[int]], token_ids: Sequence[int]) -> list[list[float]]:
         """log p(t | context) for each candidate ``t`` after each context: one left-padded
         forward per batch, logits at the last position only."""
-        pad = self.tokenizer.pad_token_id
         cand = torch.tensor(list(token_ids), dtype=torch.long)
         out: list[list[float]] = []
         for s in range(0, len(contexts), self.batch_size):
-            part = [list(c) for c in contexts[s : s + self.batch_size]]
-            L = max(len(c) for c in part)
-            ids = torch.tensor([[pad] * (L - len(c)) + c for c in part], device=self.device)
-            attn = torch.tensor([[0] * (L - len(c)) + [1] * len(c) for c in part], device=self.device)
-            pos = (attn.cumsum(-1) - 1).clamp(min=0)
+            ids, attn, pos = left_pad(contexts[s : s + self.batch_size], self.tokenizer.pad_token_id, self.device)
             logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False,
                                 logits_to_keep=1).logits[:, -1].float()
             out.extend(torch.log_softmax(logits, -1)[:, cand.to(logits.device)].tolist())
