@@ -56,7 +56,6 @@ SHA256: dict[tuple[str, str], str] = {
 #: What ``data fetch`` gets by default: the lines softverify trains and evaluates on (the
 #: README's mirror holds them). Jurkat, pinned like the others, is fetched when named.
 DEFAULT_CELL_LINES: tuple[str, ...] = ("k562", "rpe1", "hepg2")
-PINNED_CELL_LINES = DEFAULT_CELL_LINES  # the name older code and notes use
 
 
 class DataIntegrityError(ValueError):
