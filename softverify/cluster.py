@@ -6,6 +6,14 @@ Training, sweeps and serving all come here, so they agree on how an address is f
 from __future__ import annotations
 
 import os
+import socket
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a process group's rendezvous, a test server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> str:

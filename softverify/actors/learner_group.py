@@ -6,21 +6,15 @@ carry the full state.
 """
 from __future__ import annotations
 
-import socket
 from typing import Sequence
 
 import numpy as np
 import ray
 
+from softverify.cluster import free_port
 from softverify.config import TrainConfig
 from softverify.learner import LearnBatch, Learner, shard_indices
 from softverify.types import Sample
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @ray.remote(num_cpus=0)
@@ -64,7 +58,7 @@ class LearnerGroup:
         lc = cfg.learner
         self.world = lc.num_ranks
         self.cfg = cfg
-        addr, port = "127.0.0.1", _free_port()
+        addr, port = "127.0.0.1", free_port()
         if lc.num_gpus_per_rank > 0:  # multi-node GPU: rank 0's node address
             addr = ray.util.get_node_ip_address()
         self.actors = [

@@ -3,7 +3,6 @@
 127.0.0.1 driven by the ``openai`` client."""
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -12,6 +11,7 @@ import pytest
 from softverify.envs.donor_game.agents import EngineAgent, OpenAIAgent, Request
 from softverify.envs.donor_game.config import build_donor_config
 from softverify.envs.donor_game.runner import DonorGameRunner, read_jsonl
+from softverify.cluster import free_port
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +57,6 @@ def test_full_small_run_with_tiny_model(tmp_path, tiny_engine):
     assert again["average_final_resources"] == summary["average_final_resources"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def openai_server(tiny_engine):
     """A minimal OpenAI-compatible /v1/chat/completions over the HF engine (real HTTP)."""
@@ -86,7 +80,7 @@ def openai_server(tiny_engine):
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
         }
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     th = threading.Thread(target=server.run, daemon=True)
     th.start()

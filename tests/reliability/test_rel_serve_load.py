@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,17 +22,12 @@ import pytest
 import requests
 
 from relutil import REPO, cli_env, descendants, kill_tree, wait_for
+from softverify.cluster import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 KEY = "sk-reliability-" + "k" * 24
 CLIENTS, PER_CLIENT = 16, 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rss(pid: int) -> int:
@@ -47,7 +41,7 @@ def _rss(pid: int) -> int:
 
 
 def test_overload_gets_429_503_and_the_server_survives(tiny_model_dir, tmp_path):
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     env = dict(cli_env(), SOFTVERIFY_API_KEY=KEY)
     args = [sys.executable, "-m", "softverify.cli", "serve", str(tiny_model_dir), "--port", str(port),

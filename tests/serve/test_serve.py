@@ -7,7 +7,6 @@ test; the rate-limit test drains the replica's bucket, so it runs last. The pure
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import requests
 import pytest
 import yaml
 
+from softverify.cluster import free_port
 from softverify.platform.serve.api import (
     ApiError, ChatCompletionRequest, LimitsConfig, RateLimiter, ServeConfig, check_chat, parse_body,
 )
@@ -184,12 +184,6 @@ def test_vllm_config_is_accepted_by_ray_serve_llm():
 # ------------------------------------------------------------------ the running app
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_model_dir):
     import ray
@@ -197,7 +191,7 @@ def server(tiny_model_dir):
 
     from softverify.platform.serve.app import build_app
 
-    port = _free_port()
+    port = free_port()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
