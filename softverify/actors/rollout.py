@@ -51,6 +51,12 @@ def sampling_from(rollout: RolloutConfig, seed: int | None) -> SamplingParams:
     )
 
 
+def _group_ids(rows: Sequence[Any], group_ids: Sequence[int] | None) -> list[int]:
+    """Each row's group id in the step: the trainer's (its position in the step's prompts),
+    else the row's index in this call."""
+    return list(range(len(rows))) if group_ids is None else list(group_ids)
+
+
 class RolloutCore:
     """Everything the actor does, without Ray (so it is unit-testable)."""
 
@@ -76,7 +82,7 @@ class RolloutCore:
         sys_prompt = self.rollout.system_prompt
         pb = render_turns(self.engine, [row_messages(r, sys_prompt) for r in rows], prefix)
         gens = self.engine.generate(pb.token_ids, sampling, n=n)
-        gids = list(range(len(rows))) if group_ids is None else list(group_ids)
+        gids = _group_ids(rows, group_ids)
         out = []
         for i, (row, gs) in enumerate(zip(rows, gens)):
             for g in gs:
@@ -100,7 +106,7 @@ class RolloutCore:
         tok = self.engine.tokenizer
         pb = render_turns(self.engine, [row_messages(r, self.rollout.system_prompt) for r in rows], prefix)
         comp = [tok(a + close, add_special_tokens=False)["input_ids"] for a in answers]
-        gids = list(range(len(rows))) if group_ids is None else list(group_ids)
+        gids = _group_ids(rows, group_ids)
         return [
             Sample(prompt_id=str(row.get("prompt_id", gids[i])), prompt=pb.texts[i], completion=prefix + a + close,
                    metadata=dict(row), group=gids[i], prompt_token_ids=pb.token_ids[i], completion_token_ids=list(c),
