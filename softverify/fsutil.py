@@ -5,9 +5,12 @@ artifact, so writers fill a hidden temporary sibling and move it into place with
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -83,8 +86,6 @@ class RunLock:
         self.held = False
 
     def _holder(self) -> dict:
-        import json
-
         try:
             return json.loads(self.path.read_text())
         except (OSError, ValueError):
@@ -92,9 +93,6 @@ class RunLock:
 
     def _stale(self, holder: dict, resuming: bool = False) -> str | None:
         """Why the existing lock is stale, or None if its holder may still be running."""
-        import socket
-        import time
-
         try:
             age = time.time() - self.path.stat().st_mtime
         except FileNotFoundError:
@@ -119,10 +117,6 @@ class RunLock:
     def acquire(self, resuming: bool = False) -> str | None:
         """Take the lock; returns why an old lock was taken over (None if there was none).
         Raises :class:`RunLockError` naming the live holder."""
-        import json
-        import socket
-        import time
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
         taken_over = None

@@ -54,7 +54,7 @@ def build_verifier(kind: str, name: str | None = None, **params: Any) -> Verifie
     unknown = sorted(set(params) - set(valid))
     if unknown and open_kw is None:
         raise ValueError(f"verifier {kind!r} has no parameter(s) {unknown}; its parameters are "
-                         + (", ".join(f"{k}={v!r}" if v is not _REQUIRED else k for k, v in valid.items()) or "none"))
+                         + (_format_params(valid, None) or "none"))
     try:
         return cls(name=name, **params)
     except TypeError as e:  # e.g. a required parameter missing
@@ -96,10 +96,13 @@ def describe_kind(kind: str) -> tuple[str, str]:
     doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
     doc = re.sub(r":(?:mod|class|func|meth|attr|data):`~?([^`]+)`", lambda m: m.group(1).split(".")[-1], doc)
     doc = doc.replace("``", "")
-    valid, open_kw = verifier_params(kind)
-    params = ", ".join([k if v is _REQUIRED else f"{k}={v!r}" for k, v in valid.items()]
-                       + ([f"**{open_kw}"] if open_kw else []))
-    return doc, params
+    return doc, _format_params(*verifier_params(kind))
+
+
+def _format_params(valid: dict[str, Any], open_kw: str | None) -> str:
+    """``name=default, ...`` (bare name when required), ``**kw`` last when any key is taken."""
+    return ", ".join([k if v is _REQUIRED else f"{k}={v!r}" for k, v in valid.items()]
+                     + ([f"**{open_kw}"] if open_kw else []))
 
 
 def build_from_spec(spec) -> Verifier:

@@ -380,13 +380,13 @@ def serve_forever(cfg: ServeConfig, address: str | None = None) -> int:
         app = build_app(cfg)  # after ray.init: engine=auto looks at the cluster's GPUs
         serve.start(http_options={"host": cfg.host, "port": cfg.port})
         serve.run(app, name="softverify", route_prefix="/", blocking=False)
-        base = f"http://{cfg.host}:{cfg.port}"
-        if select_engine(cfg) == "hf":
+        base, engine = f"http://{cfg.host}:{cfg.port}", select_engine(cfg)
+        if engine == "hf":
             print(f"softverify serve: loading {cfg.model_id()!r} (requests get 503 + Retry-After until it is up)",
                   file=sys.stderr, flush=True)
             wait_ready(f"http://127.0.0.1:{cfg.port}" if cfg.host in ("0.0.0.0", "::") else base)
         print(f"softverify serve: {cfg.model_id()!r} ready at {base}/v1 "
-              f"(engine {select_engine(cfg)}); Ctrl-C stops", file=sys.stderr, flush=True)
+              f"(engine {engine}); Ctrl-C stops", file=sys.stderr, flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

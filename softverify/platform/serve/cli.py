@@ -105,7 +105,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--max-message-chars", type=int)
     g.add_argument("--rate-limit", type=float, metavar="RPS", help="requests/s admitted per replica")
     g.add_argument("--burst", type=int, help="requests a replica admits back to back")
-    g.add_argument("--no-rate-limit", action="store_true")
+    g.add_argument("--no-rate-limit", action="store_true",
+                   help="admit every request (--set limits.requests_per_second=null)")
     g.add_argument("--no-verify", action="store_true", help="disable /v1/verify")
     _help_from_config(p)
     p.set_defaults(func=cmd_serve)
@@ -126,6 +127,3 @@ def _help_from_config(p: argparse.ArgumentParser) -> None:
         field = model.model_fields[leaf]
         default = field.get_default(call_default_factory=True)
         action.help = f"{(field.description or '').rstrip('.')} (--set {key}; default {default})".replace("%", "%%")
-    for action in p._actions:
-        if action.dest == "no_rate_limit" and action.help is None:
-            action.help = "admit every request (--set limits.requests_per_second=null)"
