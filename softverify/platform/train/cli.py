@@ -50,7 +50,7 @@ def cmd_train(args) -> int:
         # broken, so stop cleanly and point at the last complete checkpoint.
         last = ckpt.latest(Path(cfg.trainer.output_dir) / "checkpoints")
         where = f"the last complete checkpoint is {last}" if last else "no checkpoint was written yet"
-        print(f"softverify train: an actor died at step {trainer.step + 1} ({type(e).__name__}: "
+        print(f"softverify train: an actor died at {trainer.where()} ({type(e).__name__}: "
               f"{str(e).splitlines()[0][:200]}); {where}. Re-run with --resume to continue.", file=sys.stderr)
         return 1
     finally:

@@ -11,6 +11,20 @@ from pathlib import Path
 from typing import Any
 
 
+def drop_steps_after(path: Path, step: int) -> None:
+    """Drop the lines of ``path`` (a per-step JSONL file) logged for steps after ``step``.
+
+    On resume the restored checkpoint is at ``step``; a run killed between logging step
+    ``step + 1`` and checkpointing it has already written that step's lines, and the resumed
+    run writes them again. Rewritten atomically so a crash here loses nothing."""
+    from softverify.fsutil import write_text_atomic
+
+    if not path.exists():
+        return
+    keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l).get("step", 0) <= step]
+    write_text_atomic(path, "".join(l + "\n" for l in keep))
+
+
 def _clean(v: Any) -> Any:
     if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
         return None
@@ -22,11 +36,8 @@ class MetricsLogger:
                  truncate_after_step: int | None = None):
         self.path = out_dir / "metrics.jsonl"
         out_dir.mkdir(parents=True, exist_ok=True)
-        if truncate_after_step is not None and self.path.exists():
-            # resume: drop lines of steps that the restored checkpoint does not contain
-            keep = [l for l in self.path.read_text().splitlines() if l.strip()
-                    and json.loads(l).get("step", 0) <= truncate_after_step]
-            self.path.write_text("".join(l + "\n" for l in keep))
+        if truncate_after_step is not None:
+            drop_steps_after(self.path, truncate_after_step)
         self._f = open(self.path, "a")
         self._wandb = None
         if use_wandb:

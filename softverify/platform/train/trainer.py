@@ -25,7 +25,7 @@ from softverify.models import resolve_model_path
 from softverify.cluster import connect
 from softverify.fsutil import RunLock, atomic_dir
 from softverify.platform.train import checkpoint as ckpt
-from softverify.platform.train.metrics import MetricsLogger, plot_metrics
+from softverify.platform.train.metrics import MetricsLogger, drop_steps_after, plot_metrics
 from softverify.grpo import informative_groups
 from softverify.rewards import compose, learner_values
 from softverify.types import Sample
@@ -137,6 +137,7 @@ class Trainer:
         self.ckpt_root = self.out / "checkpoints"
         self.resume = resume
         self.step = 0
+        self.phase = ""  # what fit() is doing after the step's update: see where()
         self.workers: list = []
         self.weights: tuple[int, list] | None = None  # (version, [state-dict ref]) of the current policy
         self.pool = None
@@ -197,6 +198,7 @@ class Trainer:
         ray.get([w.ping.remote() for w in self.workers])
         self.logger = MetricsLogger(self.out, cfg.trainer.wandb, cfg.trainer.wandb_project, cfg.model_dump(),
                                     truncate_after_step=self.step if self.resume else 0)
+        drop_steps_after(self.out / "samples.jsonl", self.step if self.resume else 0)
 
     def _prompt_order(self):
         """Shuffled order over the training rows, or stratified by a verifier's decisions."""
@@ -327,6 +329,7 @@ class Trainer:
             learn = self.learners.train_step(batch_ref, adv, n, int(lengths_sel.sum()))
         t3 = time.perf_counter()
         self.step += 1
+        self.phase = "syncing weights"
         self.lock.refresh()
         self._stale = self._stale or bool(n)
         sync_s = 0.0  # nothing learned, or synced lazily (enumerate): the workers need nothing now
@@ -463,6 +466,11 @@ class Trainer:
         return ckpt.save(self.ckpt_root, self.step, state, write_model, self.cfg.trainer.keep_checkpoints)
 
     # ------------------------------------------------------------------ loop
+    def where(self) -> str:
+        """The step fit() was working on, for a one-line failure message: "step 3" while step 3
+        rolls out and learns, "step 2 (saving its checkpoint)" once step 2's update is done."""
+        return f"step {self.step} ({self.phase})" if self.phase else f"step {self.step + 1}"
+
     def fit(self) -> Path:
         from tqdm import tqdm
 
@@ -475,20 +483,25 @@ class Trainer:
                 if cfg.time_budget_minutes is not None and time.monotonic() - t0 >= 60 * cfg.time_budget_minutes:
                     bar.write(f"time budget of {cfg.time_budget_minutes:g} min reached at step {self.step}")
                     break
+                self.phase = ""
                 m = self.train_step()
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
+                    self.phase = "evaluating"
                     m.update(self.evaluate())
                 self.logger.log(self.step, m)
                 bar.update(1)
                 bar.set_postfix(reward=f"{m['reward_mean']:.3f}", len=f"{m['response_len_mean']:.0f}",
                                 step_s=f"{m['time/step_s']:.1f}")
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.phase = "saving its checkpoint"
                     self.save_checkpoint()
                 if self.on_step is not None:
                     self.on_step(self.step, m)
             last = ckpt.latest(self.ckpt_root)
+            self.phase = "saving its checkpoint"
             if last is None or ckpt.read_state(last)["step"] != self.step:
                 self.save_checkpoint()
+            self.phase = "saving the final model"
             final = self.out / "final"
             with atomic_dir(final) as tmp:  # a reader sees the old final/ or the whole new one
                 self.learners.save_hf(str(tmp))
