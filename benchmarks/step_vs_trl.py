@@ -104,6 +104,19 @@ def run_trl(args) -> dict:
 
 
 # ---------------------------------------------------------------------------- softverify side
+#: The settings TRL's side runs with, pinned on softverify's side so that a change of
+#: softverify's defaults (the direct style, the enumerated estimator, top-6-layer training...)
+#: cannot silently turn this into a different comparison: the CoT prompt with sampled GRPO,
+#: every group learned from, every weight trained, no warm-up, no entropy bonus.
+TRL_MATCHED = [
+    "prompt.style=cot", "algorithm.estimator=sample", "algorithm.advantage=grpo", "algorithm.entropy_coef=0",
+    "algorithm.kl_coef=0", "algorithm.loss_agg=token_mean", "algorithm.dynamic_sampling=none",
+    "algorithm.eps_low=0.2", "algorithm.eps_high=0.28", "learner.train_layers=null", "learner.lr_warmup_steps=0",
+    "learner.lr_schedule=constant", "learner.grad_clip=1.0",
+    "verifiers=[{kind: hard, weight: 1.0}, {kind: format, weight: 0.5}]",
+]
+
+
 def run_softverify(args) -> dict:
     from softverify.config import build_config
     from softverify.platform.train.trainer import Trainer
@@ -117,7 +130,7 @@ def run_softverify(args) -> dict:
         f"rollout.max_new_tokens={args.max_new_tokens}", f"rollout.hf_decode={args.hf_decode}",
         f"learner.lr={LR}", f"learner.micro_batch_size={PROMPTS * GROUP // r}", "learner.zero_stage=1",
         f"trainer.steps={args.steps + 1}", f"trainer.output_dir={out}", "trainer.checkpoint_every=0",
-        "trainer.progress=false", "trainer.seed=0",
+        "trainer.progress=false", "trainer.seed=0", *TRL_MATCHED,
     ])
     tr = Trainer(cfg)
     try:
@@ -128,6 +141,10 @@ def run_softverify(args) -> dict:
     keys = ["time/step_s", "time/rollout_s", "time/verify_s", "time/learn_s", "time/sync_s"]
     res = {k.split("/")[1]: [m[k] for m in ms] for k in keys}
     res["tokens"] = [int(round(m["response_len_mean"] * PROMPTS * GROUP)) for m in ms]
+    # the numbers a refactor must not change (same seed, same config): rewards and loss
+    res["reward_mean"] = [m["reward_mean"] for m in ms]
+    res["pg_loss"] = [m.get("pg_loss") for m in ms]
+    res["grad_norm"] = [m.get("grad_norm") for m in ms]
     return res
 
 
