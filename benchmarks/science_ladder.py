@@ -321,7 +321,7 @@ def main() -> int:
             sup = run_supervised(wm_dir=args.assets / "wm_go64", threshold_policy=args.threshold,
                                  data_mirror=args.data_mirror, seed=args.seed, minutes=args.minutes, lr=args.lr,
                                  batch_size=args.sup_batch, train_layers=args.train_layers, periodic_rows=periodic,
-                                 eval_every_s=args.minutes * 60 / 8, out=args.work / name)
+                                 eval_every_questions=args.eval_every * args.prompts, out=args.work / name)
             model = sup.pop("final_dir")
             run.update(sup)
         else:

@@ -3,7 +3,11 @@ the world model's decisions, on the same questions, layers, prompt and budget as
 
 Not GRPO: this is the upper bound of what the soft verifier's knowledge can put into the
 policy per question seen, with the reward replaced by a direct target. The ladder compares
-every RL rung with it. Periodic evals go through the same ``run_eval`` as the RL rungs.
+every RL rung with it. Periodic evals go through the same ``run_eval`` as the RL rungs, at
+the same cadence in questions (``eval_every_questions``: the ladder passes its RL rungs'
+eval_every x prompts): the budget is wall-clock and includes them on both sides, so a
+time-based cadence here (it was every budget/8) spent about half of this rung's 20 minutes
+evaluating (7 evals against the RL rungs' 3-4).
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import numpy as np
 
 
 def run_supervised(*, wm_dir: Path, threshold_policy: str, data_mirror: str | None, seed: int, minutes: float,
-                   lr: float, batch_size: int, train_layers: int, periodic_rows, eval_every_s: float,
+                   lr: float, batch_size: int, train_layers: int, periodic_rows, eval_every_questions: int,
                    out: Path, threads: int = 2) -> dict:
     import torch
 
@@ -50,7 +54,7 @@ def run_supervised(*, wm_dir: Path, threshold_policy: str, data_mirror: str | No
     rng = np.random.default_rng(seed)
     order = rng.permutation(ok)
     curve, seen, step, pos = [], 0, 0, 0
-    t0 = last_eval = time.monotonic()
+    t0, last_eval = time.monotonic(), 0
 
     def evaluate() -> None:
         model.eval()
@@ -86,9 +90,9 @@ def run_supervised(*, wm_dir: Path, threshold_policy: str, data_mirror: str | No
         opt.step()
         step += 1
         seen += len(idx)
-        if time.monotonic() - last_eval >= eval_every_s:
+        if seen - last_eval >= eval_every_questions:
             evaluate()
-            last_eval = time.monotonic()
+            last_eval = seen
     evaluate()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out / "final", safe_serialization=True)
