@@ -5,7 +5,8 @@ uncovered ones answered "no" (issue 18 item 10, issue 14): a baseline that absta
 of the rows must not win by skipping them. Scores saved world models (any ``worldmodel fit``
 output) beside two priors computed from the training lines -- the target gene's DE rate and
 the perturbation's DE rate -- with ECE, Brier and a reliability diagram on the covered rows
-(``softverify.calibration``), and the mean AUROC within each target gene and perturbation.
+(``softverify.calibration``), the mean AUROC within each target gene and perturbation, and
+each model's AUROC on the rows the target-gene prior covers (like for like with the prior).
 
 The held-out line's upstream *test* split is scored (its perturbations, like K562's, are
 the upstream test ones); the models are trained on every row of the other lines. Each
@@ -85,12 +86,18 @@ def score_line(held: str, model_dirs: list[str], train_lines: list[str], mirror:
             raise SystemExit(f"world model {d!r} was trained on {lines}; held out {held!r} needs one trained on "
                              f"{sorted(train_lines)}")
         preds[Path(d).name] = (wm.predict_proba(list(ev["pert"]), list(ev["gene"])), wm.threshold, model_label(wm))
+    from sklearn.metrics import roc_auc_score
+
+    prior_rows = np.isfinite(preds["target-gene prior"][0])  # a like-for-like comparison with the prior
     rows, curves = {}, {}
     for name, (p, thr, kind) in preds.items():
         ok = np.isfinite(p)
         thr = best_mcc_threshold(p[ok], y[ok]) if thr is None else thr  # the priors have no validation split
         m = binary_metrics(p, y, thr)
         m["kind"] = kind
+        both = prior_rows & ok
+        m["auroc_on_prior_rows"] = float(roc_auc_score(y[both], p[both])) if 0 < y[both].sum() < both.sum() else None
+        m["prior_rows_covered"] = float(both.sum() / max(prior_rows.sum(), 1))
         m["ece"] = expected_calibration_error(p[ok], y[ok])
         m["brier"] = brier_score(p[ok], y[ok])
         m["per_gene_auroc"], m["genes_scored"] = mean_group_auroc(p, y, ev["gene"].to_numpy())
@@ -102,17 +109,22 @@ def score_line(held: str, model_dirs: list[str], train_lines: list[str], mirror:
             "reliability": curves}
 
 
+def _f(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 def table(res: dict) -> str:
     lines = [f"{res['eval']} test, {res['n']} rows ({res['perts']} perturbations, {res['positive_rate']:.1%} DE); "
              f"trained on {'+'.join(res['train'])}",
              "| model | coverage | covered: AUROC | AUPRC | MCC | all rows: AUROC | AUPRC | MCC | ECE | Brier "
-             "| per-gene AUROC | per-perturbation AUROC |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| per-gene AUROC | per-perturbation AUROC | AUROC on the target prior's rows |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in res["models"].items():
         a = m["all_rows"]
         lines.append(f"| {name} | {m['coverage']:.3f} | {m['auroc']:.3f} | {m['auprc']:.3f} | {m['mcc']:.3f} | "
                      f"{a['auroc']:.3f} | {a['auprc']:.3f} | {a['mcc']:.3f} | {m['ece']:.3f} | {m['brier']:.3f} | "
                      f"{m['per_gene_auroc']:.3f} ({m['genes_scored']}) | {m['per_pert_auroc']:.3f} "
-                     f"({m['perts_scored']}) |")
+                     f"({m['perts_scored']}) | {_f(m['auroc_on_prior_rows'])} |")
     return "\n".join(lines)
 
 
