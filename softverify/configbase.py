@@ -7,6 +7,7 @@ it without pulling in the training config, and no import cycle can run through i
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         for i, p in enumerate(parts):
             last = i == len(parts) - 1
             if isinstance(node, list):
-                if not p.lstrip("-").isdigit() or not -len(node) <= int(p) < len(node):
+                if not re.fullmatch(r"-?[0-9]+", p) or not -len(node) <= int(p) < len(node):
                     raise ConfigError(f"override {ov!r}: {'.'.join(parts[:i]) or 'the config'} is a list of "
                                       f"{len(node)}; {p!r} is not an index into it")
                 p = int(p)

@@ -116,6 +116,8 @@ def test_overrides_index_into_lists_copy_on_write():
         apply_overrides(raw, ["verifiers.2.weight=1"])
     with pytest.raises(ConfigError, match="'x' is not an index"):
         apply_overrides(raw, ["verifiers.x=1"])
+    with pytest.raises(ConfigError, match="is not an index"):  # a Unicode digit is not an index either
+        apply_overrides(raw, ["verifiers.\u00b2=1"])
     cfg = build_config({"verifiers": [{"kind": "hard"}, {"kind": "format"}]}, ["verifiers.1.weight=0.25"])
     assert [v.weight for v in cfg.verifiers] == [1.0, 0.25]
 
