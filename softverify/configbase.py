@@ -7,6 +7,7 @@ it without pulling in the training config, and no import cycle can run through i
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,11 @@ def parse_scalar(text: str) -> Any:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides to a nested dict (copy-on-write of touched parts)."""
+    """Apply ``a.b.c=value`` overrides to a nested dict (copy-on-write of touched parts).
+
+    A part that is an integer indexes an existing list (``verifiers.1.params.threshold=0.05``:
+    the second verifier's threshold), so one entry of a list can be changed without
+    restating the list; an index past its end is an error naming the list's length."""
     out = dict(raw)
     for ov in overrides:
         if "=" not in ov:
@@ -64,12 +69,22 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         if not all(parts):
             raise ConfigError(f"override {ov!r} has an empty key part")
         node = out
-        for p in parts[:-1]:
-            child = node.get(p)
-            child = dict(child) if isinstance(child, dict) else {}
+        for i, p in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not re.fullmatch(r"-?[0-9]+", p) or not -len(node) <= int(p) < len(node):
+                    raise ConfigError(f"override {ov!r}: {'.'.join(parts[:i]) or 'the config'} is a list of "
+                                      f"{len(node)}; {p!r} is not an index into it")
+                p = int(p)
+                child = node[p]
+            else:
+                child = node.get(p)
+            if last:
+                node[p] = parse_scalar(value)
+                break
+            child = dict(child) if isinstance(child, dict) else list(child) if isinstance(child, list) else {}
             node[p] = child
             node = child
-        node[parts[-1]] = parse_scalar(value)
     return out
 
 

@@ -105,6 +105,23 @@ def test_cli_reports_config_errors_without_traceback():
     assert "Traceback" not in r.stderr
 
 
+def test_overrides_index_into_lists_copy_on_write():
+    raw = {"verifiers": [{"kind": "hard"}, {"kind": "world_model", "params": {"threshold": "median"}}]}
+    out = apply_overrides(raw, ["verifiers.1.params.threshold=0.05", "verifiers.0.weight=0.5"])
+    assert out["verifiers"] == [{"kind": "hard", "weight": 0.5},
+                                {"kind": "world_model", "params": {"threshold": 0.05}}]
+    assert raw["verifiers"][1]["params"]["threshold"] == "median" and "weight" not in raw["verifiers"][0]
+    assert apply_overrides(raw, ["verifiers.-1.kind=format"])["verifiers"][1]["kind"] == "format"
+    with pytest.raises(ConfigError, match="verifiers is a list of 2; '2' is not an index"):
+        apply_overrides(raw, ["verifiers.2.weight=1"])
+    with pytest.raises(ConfigError, match="'x' is not an index"):
+        apply_overrides(raw, ["verifiers.x=1"])
+    with pytest.raises(ConfigError, match="is not an index"):  # a Unicode digit is not an index either
+        apply_overrides(raw, ["verifiers.\u00b2=1"])
+    cfg = build_config({"verifiers": [{"kind": "hard"}, {"kind": "format"}]}, ["verifiers.1.weight=0.25"])
+    assert [v.weight for v in cfg.verifiers] == [1.0, 0.25]
+
+
 def test_override_values_that_yaml_would_turn_into_mappings_stay_strings(tmp_path):
     from softverify.config import ConfigError, apply_overrides, read_yaml
 

@@ -236,5 +236,14 @@ def target_prior(train: pd.DataFrame) -> dict[str, float]:
     return train.groupby("gene")["label"].mean().to_dict()
 
 
+def pert_prior(train: pd.DataFrame) -> dict[str, float]:
+    """Baseline: how often knocking each gene down changes a target in the training rows
+    (the knockdown's strength elsewhere). Look it up by the *perturbed* gene; a constant
+    within a perturbation, so it can only rank perturbations against each other."""
+    return train.groupby("pert")["label"].mean().to_dict()
+
+
 def predict_prior(prior: dict[str, float], genes: list[str]) -> np.ndarray:
+    """The prior's value per symbol (a target gene for :func:`target_prior`, a perturbed
+    gene for :func:`pert_prior`); NaN where the training rows never saw it."""
     return np.array([prior.get(g, np.nan) for g in genes], dtype=np.float64)

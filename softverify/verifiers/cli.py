@@ -227,7 +227,8 @@ def _report(args) -> int:
         rows = [ds[i] for i in range(len(ds))]
     if not rows or "label" not in rows[0]:
         raise ValueError("the verifier report needs labelled questions (a 'label' column)")
-    rep = verifier_report(cfg.verifiers, rows, cfg.prompt.style)
+    rep = verifier_report(cfg.verifiers, rows, cfg.prompt.style, cfg.reward.aggregation,
+                          cfg.algorithm.advantage or "grpo")
     md = report_markdown(rep)
     print(md)
     if args.out:
@@ -245,7 +246,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rsub = r.add_subparsers(dest="verifiers_command", metavar="ACTION")
     rsub.required = True
     rp = rsub.add_parser("report", help="agreement with labels, calibration, pairwise agreement and the expected "
-                         "reward of fixed strategies (always yes/no, follow the label, follow each verifier)")
+                         "reward of fixed strategies (always yes/no, follow the label, follow each verifier), also as the "
+                         "learner receives them under the config's reward.aggregation")
     rp.add_argument("--config", "-c", help="training config YAML (its verifiers, prompt style, data)")
     rp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config field, e.g. --set verifiers.0.weight=0.5 (repeatable)")

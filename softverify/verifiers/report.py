@@ -13,6 +13,13 @@ every question. From those two score matrices:
   the base-rate trap, visible here before a single step. ``yes_push`` is the fraction of
   questions on which the composed reward prefers "yes": what GRPO's std-normalised
   advantages push the shared "answer yes" direction with (0.5 = neutral).
+- the same fixed strategies in the values the learner receives under the configured
+  ``reward.aggregation`` (``learner``): with every question's group = {yes, no} (the
+  enumerated estimator's candidate set), ``sum_then_normalize`` passes the weighted-mean
+  reward on, while ``normalize_then_sum`` (GDPO) group-normalises each verifier on its own
+  pair, combines them and rescales to unit std over the whole question set. There 0 is
+  "no preference" and always yes = - always no by construction; follow the label shows
+  how much signal is left once every verifier counts equally per question.
 
 Ray-free: verifiers are built from their specs exactly as the training pool builds them.
 """
@@ -23,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from softverify.calibration import brier_score, expected_calibration_error, reliability_bins
-from softverify.rewards import threshold_normalize, weighted_mean_available
+from softverify.rewards import compose, learner_values, threshold_normalize, weighted_mean_available
 from softverify.types import Sample
 from softverify.verifiers.base import build_from_spec, composition_thresholds, verifier_class
 
@@ -43,6 +50,20 @@ def composed_reward(scores: np.ndarray, weights: Sequence[float], thresholds: Se
     """Per-sample reward as training composes it before group normalisation."""
     cols = [threshold_normalize(scores[:, j], thresholds[j]) for j in range(scores.shape[1])]
     return weighted_mean_available(np.column_stack(cols), np.asarray(weights, dtype=np.float64))
+
+
+def pair_learner_values(s_yes: np.ndarray, s_no: np.ndarray, weights: Sequence[float],
+                        thresholds: Sequence[float | None], aggregation: str,
+                        advantage: str = "grpo") -> tuple[np.ndarray, np.ndarray]:
+    """Per question, what the enumerated learner receives for "yes" and for "no" when the
+    question's group is exactly those two candidates: :func:`softverify.rewards.compose`
+    (the trainer's code) on the interleaved pairs, then :func:`learner_values`."""
+    n, k = s_yes.shape
+    scores = np.empty((2 * n, k))
+    scores[0::2], scores[1::2] = s_yes, s_no
+    rewards, adv = compose(scores, weights, thresholds, np.repeat(np.arange(n), 2), aggregation, advantage)
+    v = learner_values(rewards, adv, "enumerate", aggregation)
+    return v[0::2], v[1::2]
 
 
 def fixed_strategy_rewards(r_yes: np.ndarray, r_no: np.ndarray, labels: np.ndarray,
@@ -67,7 +88,11 @@ def _row_label(i: int, row: dict, convert) -> int:
         raise ValueError(f"question {i}, field 'label': {e}") from None
 
 
-def verifier_report(specs, rows: Sequence[dict], style: str = "direct") -> dict[str, Any]:
+def verifier_report(specs, rows: Sequence[dict], style: str = "direct", aggregation: str = "sum_then_normalize",
+                    advantage: str = "grpo") -> dict[str, Any]:
+    """Scores of every verifier for "yes" and "no" on each labelled row, summarised (see the
+    module docstring); ``aggregation`` / ``advantage`` are the training config's
+    ``reward.aggregation`` / ``algorithm.advantage``, for the ``learner`` section."""
     from scipy.stats import spearmanr
     from sklearn.metrics import matthews_corrcoef, roc_auc_score
 
@@ -113,11 +138,16 @@ def verifier_report(specs, rows: Sequence[dict], style: str = "direct") -> dict[
     weights = [s.weight for s in specs]
     r_yes, r_no = composed_reward(s_yes, weights, thresholds), composed_reward(s_no, weights, thresholds)
     both = np.isfinite(r_yes) & np.isfinite(r_no)
+    l_yes, l_no = pair_learner_values(s_yes, s_no, weights, thresholds, aggregation, advantage)
+    l_both = np.isfinite(l_yes) & np.isfinite(l_no)
     return {
         "n_questions": n, "positive_rate": float(labels.mean()) if n else float("nan"), "style": style,
         "verifiers": per, "names": names, "spearman": rho.tolist(), "thresholds_chosen": chosen,
         "fixed_strategies": fixed_strategy_rewards(r_yes, r_no, labels, follow),
         "yes_push": float(np.mean(r_yes[both] > r_no[both])) if both.any() else float("nan"),
+        "learner": {"aggregation": aggregation, "advantage": advantage,
+                    "fixed_strategies": fixed_strategy_rewards(l_yes, l_no, labels, follow),
+                    "yes_push": float(np.mean(l_yes[l_both] > l_no[l_both])) if l_both.any() else float("nan")},
     }
 
 
@@ -128,10 +158,14 @@ def report_markdown(rep: dict[str, Any]) -> str:
     for name, m in rep["verifiers"].items():
         lines.append(f"| {name} | {f(m.get('auroc'))} | {f(m.get('mcc'))} | {f(m.get('ece'))} | {f(m.get('brier'))} | "
                      f"{m['abstain_rate']:.1%} | {m['informative_rate']:.1%} |")
-    lines += ["", "| fixed strategy | expected composed reward |", "|---|---|"]
+    ln = rep.get("learner", {})
+    agg = ln.get("aggregation", "-")
+    lines += ["", f"| fixed strategy | expected composed reward | learner value ({agg}, {ln.get('advantage', '-')}) |",
+              "|---|---|---|"]
     for k, v in rep["fixed_strategies"].items():
-        lines.append(f"| {k} | {f(v)} |")
-    lines += ["", f"yes_push (questions on which the composed reward prefers yes): {rep['yes_push']:.1%}"]
+        lines.append(f"| {k} | {f(v)} | {f(ln.get('fixed_strategies', {}).get(k))} |")
+    lines += ["", f"yes_push (questions on which the composed reward prefers yes): {rep['yes_push']:.1%}"
+              + (f"; under {agg}: {ln['yes_push']:.1%}" if "yes_push" in ln else "")]
     if len(rep["names"]) > 1:
         lines += ["", "Spearman correlation of preferences: | " + " | ".join(rep["names"]) + " |"]
         for a, row in zip(rep["names"], rep["spearman"]):
@@ -140,26 +174,35 @@ def report_markdown(rep: dict[str, Any]) -> str:
 
 
 def report_plot(rep: dict[str, Any], path) -> None:
+    """Fixed-strategy rewards (and, for GDPO, the learner's values) beside the verifiers'
+    reliability diagram."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    fs = rep["fixed_strategies"]
-    axes[0].barh(list(fs), [fs[k] for k in fs], color=["grey" if k.startswith("always") else "C0" for k in fs])
-    axes[0].axvline(fs.get("follow_label", np.nan), color="black", ls=":", lw=1)
-    axes[0].set_xlabel("expected composed reward")
-    axes[0].set_title(f"fixed strategies ({rep['n_questions']} questions; yes_push {rep['yes_push']:.0%})", fontsize=9)
-    for name, m in rep["verifiers"].items():
-        bins = [b for b in m.get("reliability", []) if b["n"]]
-        if bins:
-            axes[1].plot([b["mean_p"] for b in bins], [b["rate"] for b in bins], marker="o", label=name)
-    axes[1].plot([0, 1], [0, 1], color="grey", ls="--", lw=1)
-    axes[1].set_xlabel("normalised score for 'yes' (read as P(yes))")
-    axes[1].set_ylabel("observed fraction yes")
-    axes[1].set_title("reliability", fontsize=9)
-    axes[1].legend(fontsize=7)
+    from softverify.calibration import draw_reliability
+
+    ln = rep.get("learner", {})
+    gdpo = ln.get("aggregation", "sum_then_normalize") != "sum_then_normalize"
+    fig, axes = plt.subplots(1, 3 if gdpo else 2, figsize=(16 if gdpo else 11, 4.2))
+    bars = [(rep["fixed_strategies"], "expected composed reward",
+             f"fixed strategies ({rep['n_questions']} questions; yes_push {rep['yes_push']:.0%})")]
+    if gdpo:
+        bars.append((ln["fixed_strategies"], f"learner value ({ln['aggregation']}, {ln['advantage']})",
+                     f"the same, as the learner receives them (yes_push {ln['yes_push']:.0%})"))
+    for ax, (fs, xlabel, title) in zip(axes, bars):
+        ax.barh(list(fs), [fs[k] for k in fs], color=["grey" if k.startswith("always") else "C0" for k in fs])
+        ax.axvline(fs.get("follow_label", np.nan), color="black", ls=":", lw=1)
+        ax.axvline(0, color="grey", lw=0.6)
+        ax.set_xlabel(xlabel)
+        ax.set_title(title, fontsize=9)
+    curves = {name: m["reliability"] for name, m in rep["verifiers"].items() if m.get("reliability")}
+    draw_reliability(axes[-1], curves)
+    axes[-1].set_xlabel("normalised score for 'yes' (read as P(yes))")
+    axes[-1].set_title("reliability (95% Wilson intervals)", fontsize=9)
+    if curves:
+        axes[-1].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -6,7 +6,7 @@ import pytest
 
 from softverify.bio import embeddings as E
 from softverify.bio.metrics import binary_metrics
-from softverify.bio.worldmodel import FitConfig, WorldModel, predict_prior, target_prior
+from softverify.bio.worldmodel import FitConfig, WorldModel, pert_prior, predict_prior, target_prior
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,14 @@ def test_target_prior_baseline(small_loco):
     prior = target_prior(tr)
     p = predict_prior(prior, list(te["gene"]))
     assert binary_metrics(p, te["label"].to_numpy(), 0.3)["auroc"] > 0.6
+
+
+def test_priors_by_hand():
+    rows = pd.DataFrame({"pert": ["A", "A", "B"], "gene": ["X", "Y", "X"], "label": [1, 0, 1]})
+    assert target_prior(rows) == {"X": 1.0, "Y": 0.0}
+    assert pert_prior(rows) == {"A": 0.5, "B": 1.0}  # A changes 1 of its 2 targets
+    p = predict_prior(pert_prior(rows), ["B", "A", "C"])
+    assert p[:2].tolist() == [1.0, 0.5] and np.isnan(p[2])  # a knockdown never seen: no prior
 
 
 def test_errors(tmp_path):

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from softverify.bio.worldmodel import WorldModel
-from softverify.calibration import brier_score, expected_calibration_error
+from softverify.calibration import (brier_score, expected_calibration_error, plot_reliability, reliability_bins,
+                                    wilson_interval)
 from softverify.config import VerifierSpec
 from softverify.rewards import threshold_normalize
 from softverify.verifiers.report import report_markdown, verifier_report
@@ -23,6 +24,50 @@ def test_fixed_strategy_rewards_hand_computed():
     assert rep["yes_push"] == pytest.approx(0.75)
     assert rep["verifiers"]["hard"]["auroc"] == 1.0 and rep["verifiers"]["format"]["informative_rate"] == 0.0
     assert "always_no" in report_markdown(rep)
+    # the default aggregation hands the learner the weighted-mean reward itself
+    assert rep["learner"]["fixed_strategies"] == pytest.approx(fs)
+
+
+def test_gdpo_learner_values_hand_computed():
+    rows = [{"question": "q", "label": y, "pert": "A", "gene": "B"} for y in (1, 0, 1, 1)]
+    rep = verifier_report([VerifierSpec(kind="hard"), VerifierSpec(kind="format", weight=1.0)], rows,
+                          aggregation="normalize_then_sum", advantage="grpo")
+    ln = rep["learner"]
+    # per question, group {yes, no}: hard's scores (1, 0) or (0, 1) normalise to +-1 (std 0.5, eps 1e-6); format's
+    # (1, 1) to 0; their mean +-0.5 is rescaled by its batch std 0.5 to +-1: +1 for the right answer
+    assert ln["aggregation"] == "normalize_then_sum"
+    assert ln["fixed_strategies"]["always_yes"] == pytest.approx((1 - 1 + 1 + 1) / 4, abs=1e-5)
+    assert ln["fixed_strategies"]["always_no"] == pytest.approx(-0.5, abs=1e-5)
+    assert ln["fixed_strategies"]["follow_label"] == pytest.approx(1.0, abs=1e-5)
+    assert ln["fixed_strategies"]["follow_format"] == pytest.approx(-0.5, abs=1e-5)
+    assert ln["yes_push"] == pytest.approx(0.75)
+    md = report_markdown(rep)
+    assert "learner value (normalize_then_sum, grpo)" in md and "under normalize_then_sum: 75.0%" in md
+
+
+def test_gdpo_learner_values_with_a_world_model_by_hand(wm_dir, tmp_path):
+    d, tr = wm_dir
+    rows = tr.sample(300, random_state=3).to_dict("records")
+    wm = WorldModel.load(d)
+    pn = threshold_normalize(wm.predict_proba([r["pert"] for r in rows], [r["gene"] for r in rows]), wm.threshold)
+    y = np.array([r["label"] for r in rows])
+    specs = [VerifierSpec(kind="hard"), VerifierSpec(kind="world_model", params={"model_dir": str(d)}),
+             VerifierSpec(kind="format", weight=0.25)]
+    rep = verifier_report(specs, rows, aggregation="normalize_then_sum", advantage="drgrpo")
+    # Dr. GRPO on the pair {yes, no}: hard +-0.5 (sign of the label), the world model (pn - (1 - pn)) / 2 = pn - 0.5,
+    # format 0; weighted mean over the verifiers that scored; then divided by the std over all 2n values
+    hard = np.where(y == 1, 0.5, -0.5)
+    wmv = pn - 0.5
+    v_yes = np.where(np.isfinite(wmv), (hard + np.nan_to_num(wmv)) / 2.25, hard / 1.25)
+    sd = np.concatenate([v_yes, -v_yes]).std()
+    fs = rep["learner"]["fixed_strategies"]
+    assert fs["always_yes"] == pytest.approx(np.mean(v_yes) / sd)
+    assert fs["always_no"] == pytest.approx(-np.mean(v_yes) / sd)
+    assert fs["follow_label"] == pytest.approx(np.mean(np.where(y == 1, v_yes, -v_yes)) / sd)
+    from softverify.verifiers.report import report_plot
+
+    report_plot(rep, tmp_path / "r.png")  # the three-panel GDPO figure
+    assert (tmp_path / "r.png").stat().st_size > 10_000
 
 
 def test_world_model_report_matches_its_p(wm_dir):
@@ -50,3 +95,17 @@ def test_calibration_by_hand():
     # bins [0, .1): p .05 rate 0 -> gap .05; [.1, .2): .15 vs 1 -> .85; [.8, .9): .85 vs 1 -> .15; [.9, 1]: .95 vs 1 -> .05
     assert expected_calibration_error(p, y) == pytest.approx((0.05 + 0.85 + 0.15 + 0.05) / 4)
     assert brier_score(p, y) == pytest.approx(np.mean((p - y) ** 2))
+
+
+def test_wilson_interval_and_reliability_plot_by_hand(tmp_path):
+    # z = 1.96: 0 of 10 -> (0, 0.2775); 5 of 10 -> (0.2366, 0.7634) (the textbook values)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.27754), abs=1e-4)
+    assert wilson_interval(5, 10) == pytest.approx((0.23659, 0.76341), abs=1e-4)
+    assert all(np.isnan(wilson_interval(0, 0)))
+    with pytest.raises(ValueError, match="k=11"):
+        wilson_interval(11, 10)
+    bins = reliability_bins(np.array([0.05] * 10 + [0.55] * 10), np.array([0] * 10 + [1] * 5 + [0] * 5))
+    assert (bins[0]["rate_lo"], bins[5]["rate_lo"]) == pytest.approx((0.0, 0.23659), abs=1e-4)
+    assert bins[1]["n"] == 0 and np.isnan(bins[1]["rate_hi"])
+    plot_reliability({"a": bins}, tmp_path / "rel.png", "hand")
+    assert (tmp_path / "rel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
