@@ -119,7 +119,7 @@ def test_a_request_no_node_can_place_is_refused_naming_role_and_key(two_nodes, t
                                           r"the Ray cluster has 2; lower learner\.resources_per_rank\.learner_node "
                                           r"\(2 x 3\)"):
         Trainer(cfg).setup()
-    cfg = build_config({}, overrides(tiny_model_dir, prompt_file, tmp_path / "c", "learner.num_ranks=1",
+    cfg = build_config({}, overrides(tiny_model_dir, prompt_file, tmp_path / "c", "learner.num_ranks=1", "rollout.resources_per_worker={}",
                                      "learner.resources_per_rank={learner_node: 1, rollout_node: 1}"))
     with pytest.raises(ConfigError, match=r"impossible placement for learner ranks: one actor asks \{CPU: 0.5, "
                                           r"learner_node: 1, rollout_node: 1\} but no single node has all of it"):
