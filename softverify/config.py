@@ -18,10 +18,37 @@ from softverify.configbase import (  # noqa: F401  (re-exported: the public conf
     ConfigError, StrictModel, apply_overrides, cache_dir, format_validation_error, parse_scalar, read_yaml,
 )
 from softverify.configbase import describe as _describe
+from softverify.placement import validate_label_selector, validate_resource_names
 from softverify.prompts import STYLE_DEFAULTS
 
 
 _Section = StrictModel  # every section: unknown keys are errors
+
+_RESOURCES_DOC = ("Custom Ray resources reserved per {what} (name -> amount), e.g. {{learner_node: 1}}: it only "
+                  "starts on a node that declared them (`ray start --resources '{{\"learner_node\": 4}}'`, a KubeRay "
+                  "worker group's rayStartParams.resources). Checked against the cluster before anything starts. "
+                  "{{}} = none.")
+_LABELS_DOC = ("Node label selector for each {what} (Ray label_selector: label -> value, '!value', 'in(a,b)' or "
+               "'!in(a,b)'), e.g. {{role: learner}}: it only starts on nodes started with matching "
+               "`ray start --labels role=learner`. Checked against the cluster before anything starts. Not "
+               "supported inside sweeps (use custom resources there). {{}} = any node.")
+
+
+def _placement_validators(*names: str):
+    """Validators for a section's custom resources and label selector fields."""
+    res, lab = names
+
+    @field_validator(res)
+    @classmethod
+    def _res(cls, v):
+        return validate_resource_names(v)
+
+    @field_validator(lab)
+    @classmethod
+    def _lab(cls, v):
+        return validate_label_selector(v)
+
+    return _res, _lab
 
 
 def describe(model: type[BaseModel] | None = None, prefix: str = "") -> list[str]:
@@ -151,6 +178,10 @@ class RolloutConfig(_StyleFilled):
     num_workers: int = Field(2, ge=1, description="RolloutWorker actors; a step's prompts are split across them.")
     num_cpus_per_worker: float = Field(0.5, gt=0, description="Ray CPUs reserved per rollout worker.")
     num_gpus_per_worker: float = Field(0.0, ge=0, description="Ray GPUs reserved per rollout worker.")
+    resources_per_worker: dict[str, float] = Field(
+        default_factory=dict, description=_RESOURCES_DOC.format(what="rollout worker"))
+    node_labels: dict[str, str] = Field(default_factory=dict, description=_LABELS_DOC.format(what="rollout worker"))
+    _check_resources, _check_labels = _placement_validators("resources_per_worker", "node_labels")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads inside each worker.")
     prompts_per_step: int = Field(16, ge=1, description="Distinct prompts per GRPO step.")
     group_size: int = Field(
@@ -210,6 +241,10 @@ class VerifierSpec(_Section):
                             "default) reserves none: verifiers are light lookups between rollout and learning, so the "
                             "default run fits a 2-CPU cluster (rollout 2 x 0.5 + learner 2 x 0.5).")
     num_gpus: float = Field(0.0, ge=0, description="Ray GPUs for the actor hosting this verifier.")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description=_RESOURCES_DOC.format(what="verifier actor"))
+    node_labels: dict[str, str] = Field(default_factory=dict, description=_LABELS_DOC.format(what="verifier actor"))
+    _check_resources, _check_labels = _placement_validators("resources", "node_labels")
 
     @property
     def display_name(self) -> str:
@@ -317,6 +352,10 @@ class LearnerConfig(_Section):
     num_ranks: int = Field(2, ge=1, description="DeepSpeed ranks (Ray actors) in the learner group.")
     num_cpus_per_rank: float = Field(0.5, gt=0, description="Ray CPUs reserved per rank.")
     num_gpus_per_rank: float = Field(0.0, ge=0, description="Ray GPUs per rank; > 0 selects NCCL.")
+    resources_per_rank: dict[str, float] = Field(
+        default_factory=dict, description=_RESOURCES_DOC.format(what="learner rank"))
+    node_labels: dict[str, str] = Field(default_factory=dict, description=_LABELS_DOC.format(what="learner rank"))
+    _check_resources, _check_labels = _placement_validators("resources_per_rank", "node_labels")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per rank.")
     zero_stage: Literal[0, 1, 2, 3] = Field(1, description="DeepSpeed ZeRO stage.")
     lr: float = Field(1e-4, gt=0, description="AdamW learning rate (the default suits learner.train_layers = 6 in "

@@ -14,6 +14,7 @@ import ray
 from softverify.cluster import free_port
 from softverify.config import TrainConfig
 from softverify.learner import LearnBatch, Learner, shard_indices
+from softverify.placement import actor_options
 from softverify.types import Sample
 
 
@@ -26,9 +27,24 @@ def _split(samples: list[Sample], shards: list[list[int]]):
 
 @ray.remote
 class LearnerActor:
-    def __init__(self, cfg: TrainConfig, model_path: str, rank: int, world: int, addr: str, port: int):
-        self.learner = Learner(cfg, model_path, rank, world, addr, port)
+    """One rank. Built in two calls because the process group's address is rank 0's node,
+    known only once Ray has placed rank 0 (on a multi-node cluster it need not be the
+    driver's): ``rendezvous()`` on rank 0, then ``start(addr, port)`` on every rank."""
+
+    def __init__(self, cfg: TrainConfig, model_path: str, rank: int, world: int):
+        self.args = (cfg, model_path, rank, world)
         self.rank = rank
+
+    def rendezvous(self) -> tuple[str, int]:
+        """This node's address and a port free on it, for the group's TCP store."""
+        return ray.util.get_node_ip_address(), free_port()
+
+    def start(self, addr: str, port: int) -> bool:
+        self.learner = Learner(*self.args, addr, port)
+        return True
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
 
     def train_step(self, samples: list[Sample], advantages: np.ndarray, total_tokens: int, total_seqs: int) -> dict:
         """This rank's shard of the step (its samples and their advantages) only."""
@@ -58,16 +74,16 @@ class LearnerGroup:
         lc = cfg.learner
         self.world = lc.num_ranks
         self.cfg = cfg
-        addr, port = "127.0.0.1", free_port()
-        if lc.num_gpus_per_rank > 0:  # multi-node GPU: rank 0's node address
-            addr = ray.util.get_node_ip_address()
-        self.actors = [
-            LearnerActor.options(num_cpus=lc.num_cpus_per_rank, num_gpus=lc.num_gpus_per_rank).remote(
-                cfg, model_path, r, self.world, addr, port
-            )
-            for r in range(self.world)
-        ]
+        opts = actor_options(lc.num_cpus_per_rank, lc.num_gpus_per_rank, lc.resources_per_rank, lc.node_labels)
+        self.actors = [LearnerActor.options(**opts).remote(cfg, model_path, r, self.world) for r in range(self.world)]
+        addr, port = ray.get(self.actors[0].rendezvous.remote())
+        # every rank joins at once (init_distributed blocks until the whole world is there);
+        # the calls return when the Learners are built, and a rank's failure surfaces here
+        ray.get([a.start.remote(addr, port) for a in self.actors])
         self.zero3 = lc.zero_stage == 3
+
+    def node_ids(self) -> list[str]:
+        return ray.get([a.node_id.remote() for a in self.actors])
 
     def train_step(self, samples_ref, advantages: np.ndarray, n: int, total_tokens: int) -> dict[str, float]:
         # the enumerated loss needs each prompt's candidates on one rank: shard whole groups

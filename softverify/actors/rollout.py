@@ -163,3 +163,6 @@ class RolloutWorker(RolloutCore):
 
     def ping(self) -> bool:
         return True
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()

@@ -16,6 +16,7 @@ import numpy as np
 import ray
 
 from softverify.config import VerifierSpec
+from softverify.placement import actor_options
 from softverify.types import Sample
 from softverify.verifiers.base import composition_thresholds, verifier_class
 from softverify.verifiers.suite import VerifierSuite, check_scores
@@ -37,6 +38,9 @@ class VerifierActor(VerifierHost):
     def ping(self) -> bool:
         return True
 
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
 
 class VerifierPool:
     """Driver-side handle: owns the verifier actors and fans batches out to them."""
@@ -48,7 +52,7 @@ class VerifierPool:
         self.thresholds = composition_thresholds(self.specs)
         self.policy_specs = {j: s for j, s in enumerate(self.specs) if verifier_class(s.kind).needs_policy}
         self.actors = {
-            j: VerifierActor.options(num_cpus=s.num_cpus, num_gpus=s.num_gpus, name=None).remote(s)
+            j: VerifierActor.options(**actor_options(s.num_cpus, s.num_gpus, s.resources, s.node_labels)).remote(s)
             for j, s in enumerate(self.specs) if j not in self.policy_specs
         }
         ray.get([a.ping.remote() for a in self.actors.values()])
@@ -68,6 +72,11 @@ class VerifierPool:
         for j in self.policy_specs:
             cols[j] = check_scores(self.names[j], cols[j], len(cols[j]))
         return np.column_stack(cols) if cols else np.zeros((0, 0))
+
+    def node_ids(self) -> dict[str, str]:
+        """Verifier name -> the node its actor runs on (policy verifiers run on worker 0)."""
+        ids = ray.get([a.node_id.remote() for a in self.actors.values()])
+        return {self.names[j]: n for j, n in zip(self.actors, ids)}
 
     def shutdown(self) -> None:
         for a in self.actors.values():

@@ -154,8 +154,8 @@ def test_every_pod_mounts_shared_storage_and_uses_the_project_image():
             if worker is None:
                 assert gpus == 0 and container["image"] == f"softverify:{version}-cpu", where
                 assert any(p["containerPort"] == 8265 for p in container["ports"]), where
-            else:
-                assert gpus >= 1 and container["image"] == f"softverify:{version}-gpu", where
+            else:  # GPU groups run the GPU image, CPU groups (verifiers) the CPU one
+                assert container["image"] == f"softverify:{version}-{'gpu' if gpus else 'cpu'}", where
                 assert worker["minReplicas"] <= worker["replicas"] <= worker["maxReplicas"], where
 
 
@@ -209,6 +209,42 @@ def test_train_job_config_mount_and_gpu_budget():
     have = sum(int(g["replicas"]) * int(g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", 0))
                for g in job["spec"]["rayClusterSpec"]["workerGroupSpecs"])
     assert needed > 0 and needed <= have, f"config needs {needed} GPUs, the job's workers have {have}"
+
+
+def _ray_nodes(cluster_spec: dict) -> list[dict]:
+    """The Ray nodes a RayCluster spec makes, as ``ray.nodes()`` rows: each worker pod's CPUs
+    and GPUs (its container limits) plus the group's custom resources and labels."""
+    nodes = []
+    for g in cluster_spec["workerGroupSpecs"]:
+        limits = g["template"]["spec"]["containers"][0]["resources"]["limits"]
+        res = {"CPU": float(limits["cpu"]), "GPU": float(limits.get("nvidia.com/gpu", 0)),
+               **{k: float(v) for k, v in g.get("resources", {}).items()}}
+        nodes += [{"Alive": True, "Resources": res, "Labels": dict(g.get("labels", {}))}] * int(g["replicas"])
+    return nodes
+
+
+@pytest.mark.parametrize("name", ["rayjob-train.yaml", "raycluster.yaml"])
+def test_train_config_placement_fits_the_worker_groups(name):
+    """The shipped config's roles (custom resources per role) are placed on the groups that
+    declare them: the trainer's own pre-start check passes on the manifest's pods, and each
+    role can only go to its group."""
+    from softverify.config import build_config
+    from softverify.placement import check_placement, label_matches, role_requests
+
+    cfg = build_config(yaml.safe_load(load("train-config.yaml")["data"]["train.yaml"]))
+    doc = load(name)
+    spec = doc["spec"].get("rayClusterSpec") or doc["spec"]
+    nodes = _ray_nodes(spec)
+    check_placement(role_requests(cfg), nodes)  # raises ConfigError naming the role and key otherwise
+    groups = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
+    for req in role_requests(cfg):
+        custom = {k for k, v in req.resources.items() if v and k not in ("CPU", "GPU")}
+        assert custom, f"{req.role} is not pinned to a worker group"
+        fits = [gn for gn, g in groups.items() if custom <= set(g.get("resources", {}))
+                and label_matches(req.labels, g.get("labels", {}))]
+        assert len(fits) == 1, (req.role, fits)
+        if req.resources["GPU"]:
+            assert "nvidia.com/gpu" in groups[fits[0]]["template"]["spec"]["containers"][0]["resources"]["limits"]
 
 
 def test_rayservice_serves_the_trained_model():

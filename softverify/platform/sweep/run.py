@@ -12,7 +12,10 @@ the Trainer's actors land inside it and concurrent trials never steal each other
 or GPUs. One actor bundle rather than one bundle per actor: Ray places a captured actor in
 *any* bundle with room, and exact-size per-actor bundles can fragment (a 0.25-CPU verifier
 taking half of a worker's bundle) and deadlock. The cost: one trial's actors share a
-node; multi-node trials would need the Trainer to pin actors to bundles itself.
+node (trials themselves spread over the cluster's nodes); custom resources a role asks for
+(``resources_per_worker`` etc.) go into that bundle, so the trial lands on a node that has
+them, and node label selectors are refused (:func:`check_trial_placement`). Multi-node
+trials would need the Trainer to pin actors to bundles itself.
 
 Checkpoints: the Trainer writes its own (DeepSpeed state, HF weights) in the trial's run
 directory; what a trial reports to Tune is a tiny pointer checkpoint (step + run
@@ -42,9 +45,36 @@ def trial_resources(cfg: TrainConfig, driver_cpus: float) -> list[dict[str, floa
 
     need = required_resources(cfg)
     actors = {"CPU": float(need["CPU"])}
-    if need["GPU"]:
-        actors["GPU"] = float(need["GPU"])
+    actors.update({k: float(v) for k, v in need.items() if k != "CPU" and v})  # GPU, custom resources
     return [{"CPU": float(driver_cpus)}, actors]
+
+
+def check_trial_placement(sweep: Sweep) -> None:
+    """Before Tune starts: every representative trial's actor bundle must fit on one node
+    of the cluster Ray is connected to (a bundle never spans nodes, so roles pinned by
+    custom resources to different nodes cannot share a trial's bundle), and node label
+    selectors are refused (a trial's actors run inside its placement group, whose bundle
+    the selectors of several roles would have to share)."""
+    import ray
+
+    from softverify.placement import RoleRequest, check_placement
+
+    driver_cpus = sweep.spec.tune.resources.driver_cpus
+    for params in sweep.representative_params() or [{}]:
+        cfg = sweep.trial_config(params, "unused")
+        labelled = [k for k, v in (("base.rollout.node_labels", cfg.rollout.node_labels),
+                                   ("base.learner.node_labels", cfg.learner.node_labels),
+                                   *((f"verifiers[{i}].node_labels", s.node_labels)
+                                     for i, s in enumerate(cfg.verifiers))) if v]
+        if labelled:
+            raise ConfigError(f"{', '.join(labelled)}: node label selectors are not supported in sweeps (a trial's "
+                              "actors share one placement bundle); pin roles with custom resources "
+                              "(rollout.resources_per_worker, learner.resources_per_rank, verifier resources) instead")
+        driver, actors = trial_resources(cfg, driver_cpus)
+        keys = {k: f"one trial's actors together ({k}, see trial_resources)" for k in actors}
+        check_placement([RoleRequest("a sweep trial's driver", 1, driver, {}, {"CPU": "tune.resources.driver_cpus"}),
+                         RoleRequest("a sweep trial's actors (one placement bundle, on one node)", 1, actors, {},
+                                     keys)], ray.nodes())
 
 
 def _pg_for(config: dict[str, Any], raw_spec: dict[str, Any]):
@@ -149,13 +179,15 @@ def ensure_ray(sweep: Sweep) -> None:
     import ray
 
     if ray.is_initialized():
+        check_trial_placement(sweep)
         return
     from softverify.cluster import connect
 
-    base = sweep.trial_config({}, "unused")
-    address = base.trainer.ray_address or os.environ.get("RAY_ADDRESS")
+    # the base's own trainer.ray_address (trial configs clear it: trials join the sweep's Ray)
+    address = (sweep.base_raw or {}).get("trainer", {}).get("ray_address") or os.environ.get("RAY_ADDRESS")
     if address:
         connect(address)
+        check_trial_placement(sweep)
         return
     per_trial = max(sum(b.get("CPU", 0) for b in trial_resources(sweep.trial_config(p, "unused"),
                                                                   sweep.spec.tune.resources.driver_cpus))
@@ -167,6 +199,7 @@ def ensure_ray(sweep: Sweep) -> None:
         print(f"softverify sweep: {cpus} CPUs and {per_trial:g} reserved per trial: {fits} trial(s) run at once, "
               f"not tune.max_concurrent_trials={t.max_concurrent_trials}", file=sys.stderr, flush=True)
     connect(None, num_cpus=cpus)  # the real CPU count: advertising more would oversubscribe the cores
+    check_trial_placement(sweep)
 
 
 def concurrent_trials(per_trial: float, cpus: int, wanted: int) -> int:

@@ -45,13 +45,16 @@ def cmd_train(args) -> int:
     trainer = Trainer(cfg, resume="auto" if args.auto_resume else args.resume)
     try:
         final = trainer.fit()
-    except ray.exceptions.RayActorError as e:
-        # A learner rank (or a worker past its restart budget) died: the DeepSpeed world is
-        # broken, so stop cleanly and point at the last complete checkpoint.
+    except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError, ray.exceptions.NodeDiedError) as e:
+        # A learner rank (or a worker past its restart budget) died, or a node went down with
+        # the objects it held: the DeepSpeed world is broken, so stop cleanly and point at the
+        # last complete checkpoint.
         last = ckpt.latest(Path(cfg.trainer.output_dir) / "checkpoints")
         where = f"the last complete checkpoint is {last}" if last else "no checkpoint was written yet"
-        print(f"softverify train: an actor died at {trainer.where()} ({type(e).__name__}: "
-              f"{str(e).splitlines()[0][:200]}); {where}. Re-run with --resume to continue.", file=sys.stderr)
+        what = "an actor died" if isinstance(e, ray.exceptions.RayActorError) else "a Ray node or object was lost"
+        print(f"softverify train: {what} at {trainer.where()} ({type(e).__name__}: "
+              f"{str(e).strip().splitlines()[0][:200]}); {where}. Re-run with --resume (or --auto-resume) "
+              f"to continue.", file=sys.stderr)
         return 1
     finally:
         trainer.shutdown()

@@ -19,6 +19,7 @@ import numpy as np
 import ray
 import yaml
 
+from softverify import placement
 from softverify.config import ConfigError, TrainConfig
 from softverify.data import PromptOrder, load_prompts
 from softverify.models import resolve_model_path
@@ -74,18 +75,15 @@ def _summary(samples: list[Sample], n_texts: int = 2) -> dict[str, Any]:
 
 
 def required_resources(cfg: TrainConfig) -> dict[str, float]:
-    r, l = cfg.rollout, cfg.learner
-    cpus = r.num_workers * r.num_cpus_per_worker + l.num_ranks * l.num_cpus_per_rank
-    cpus += sum(v.num_cpus for v in cfg.verifiers)
-    gpus = r.num_workers * r.num_gpus_per_worker + l.num_ranks * l.num_gpus_per_rank
-    gpus += sum(v.num_gpus for v in cfg.verifiers)
-    return {"CPU": cpus, "GPU": gpus}
+    """What the run's actors reserve together: CPU, GPU, and any custom resources asked for."""
+    return placement.totals(placement.role_requests(cfg))
 
 
 def init_ray(cfg: TrainConfig) -> None:
     """Attach to ``trainer.ray_address`` (or RAY_ADDRESS), else start a local cluster big
-    enough (logically) for the run's CPU requests; fail clearly if GPUs are asked of a
-    cluster that has none."""
+    enough (logically) for the run's CPU requests; then refuse, before any actor starts, a
+    request the cluster cannot place (see :func:`softverify.placement.check_placement`):
+    GPUs on a CPU cluster, a custom resource or node label no node has."""
     need = required_resources(cfg)
     if not ray.is_initialized():
         address = cfg.trainer.ray_address or os.environ.get("RAY_ADDRESS")
@@ -95,14 +93,14 @@ def init_ray(cfg: TrainConfig) -> None:
                 raise ConfigError(
                     f"impossible resource request: the run needs {need['GPU']:g} GPU in total but this machine "
                     f"has {local_gpus}; lower {resource_breakdown(cfg, 'GPU')}")
+            custom = sorted(set(need) - {"CPU", "GPU"})
+            if custom:  # a local Ray declares no custom resources: these actors could never start
+                raise ConfigError(
+                    f"impossible resource request: custom resources {custom} ({resource_breakdown(cfg, custom[0])}) "
+                    f"exist only on a cluster whose nodes declare them; set trainer.ray_address (or RAY_ADDRESS) "
+                    f"to such a cluster, or remove them")
         connect(address, num_cpus=max(os.cpu_count() or 1, math.ceil(need["CPU"])))
-    have = ray.cluster_resources()
-    for res, amount in need.items():
-        if amount > have.get(res, 0.0) + 1e-9:
-            raise ConfigError(
-                f"impossible resource request: the run needs {amount:g} {res} in total but the Ray cluster has "
-                f"{have.get(res, 0.0):g}; lower {resource_breakdown(cfg, res)}"
-            )
+    placement.check_placement(placement.role_requests(cfg), ray.nodes())
 
 
 def _local_gpu_count() -> int:
@@ -115,14 +113,8 @@ def _local_gpu_count() -> int:
 
 
 def resource_breakdown(cfg: TrainConfig, res: str) -> str:
-    """Which config keys ask for ``res`` ('CPU' or 'GPU'), and how much each."""
-    r, l = cfg.rollout, cfg.learner
-    kind = "cpus" if res == "CPU" else "gpus"
-    parts = [(f"rollout.num_{kind}_per_worker", r.num_workers, getattr(r, f"num_{kind}_per_worker")),
-             (f"learner.num_{kind}_per_rank", l.num_ranks, getattr(l, f"num_{kind}_per_rank"))]
-    parts += [(f"verifiers[{i}].num_{kind}", 1, getattr(v, f"num_{kind}")) for i, v in enumerate(cfg.verifiers)]
-    return ", ".join(f"{k} ({n} x {v:g})" if n > 1 else f"{k} ({v:g})" for k, n, v in parts if v > 0) + \
-        " (or rollout.num_workers / learner.num_ranks)"
+    """Which config keys ask for ``res`` ('CPU', 'GPU' or a custom resource), and how much each."""
+    return placement.breakdown(placement.role_requests(cfg), res)
 
 
 class Trainer:
@@ -181,13 +173,15 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         ckpt.write_text_atomic(self.out / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
         rc = cfg.rollout
+        opts = placement.actor_options(rc.num_cpus_per_worker, rc.num_gpus_per_worker, rc.resources_per_worker,
+                                       rc.node_labels)
         self.workers = [
-            RolloutWorker.options(num_cpus=rc.num_cpus_per_worker, num_gpus=rc.num_gpus_per_worker,
-                                  max_restarts=2, max_task_retries=2).remote(self.model_path, cfg.model, rc)
+            RolloutWorker.options(**opts, max_restarts=2, max_task_retries=2).remote(self.model_path, cfg.model, rc)
             for _ in range(rc.num_workers)
         ]
         self.pool = VerifierPool(cfg.verifiers)
         self.learners = LearnerGroup(cfg, self.model_path)
+        self._record_placement()
         self.order = self._prompt_order()
         if last is not None:
             state = ckpt.read_state(last)
@@ -199,6 +193,25 @@ class Trainer:
         self.logger = MetricsLogger(self.out, cfg.trainer.wandb, cfg.trainer.wandb_project, cfg.model_dump(),
                                     truncate_after_step=self.step if self.resume else 0)
         drop_steps_after(self.out / "samples.jsonl", self.step if self.resume else 0)
+
+    def _record_placement(self) -> None:
+        """Write ``placement.json``: the Ray node id of each actor, per role, and of the
+        driver (where a run's actors went on a multi-node cluster); on more than one node,
+        also say so in one line."""
+        where = {
+            "rollout_workers": ray.get([w.node_id.remote() for w in self.workers]),
+            "learner_ranks": self.learners.node_ids(),
+            "verifiers": self.pool.node_ids(),
+            "driver": [ray.get_runtime_context().get_node_id()],
+        }
+        ckpt.write_text_atomic(self.out / "placement.json", json.dumps(where, indent=1))
+        flat = {role: list(ids.values()) if isinstance(ids, dict) else ids for role, ids in where.items()}
+        nodes = sorted({n for ids in flat.values() for n in ids})
+        if len(nodes) > 1:
+            short = {n: f"node {i}" for i, n in enumerate(nodes)}
+            print("placement: " + "; ".join(f"{role} on {', '.join(sorted({short[n] for n in ids}))}"
+                                            for role, ids in flat.items() if ids)
+                  + f" ({len(nodes)} Ray nodes; their ids are in placement.json)")
 
     def _prompt_order(self):
         """Shuffled order over the training rows, or stratified by a verifier's decisions."""
