@@ -236,3 +236,21 @@ def test_refill_rounds_in_pipelined_mode(ray_cluster, tiny_model_dir, prompt_fil
         tr.logger.close()
     finally:
         tr.shutdown()
+
+
+def test_enumerate_needs_no_correction_so_pipelining_changes_nothing(ray_cluster, tiny_model_dir, prompt_file,
+                                                                      tmp_path):
+    """With the enumerated estimator a batch is the closed candidate set scored by verifiers
+    that ignore the policy, and the loss takes its distribution from the learner's forward:
+    a batch built a step early is the batch built now, so max_staleness=1 trains exactly the
+    weights max_staleness=0 does (while the batches are built one step ahead)."""
+    over = {"algorithm.estimator": "enumerate", "rollout.stop": "['</answer>']", "verifiers": "[{kind: hard}]",
+            "trainer.steps": 3, "trainer.checkpoint_every": 0, "learner.lr": 3e-3, "algorithm.dynamic_sampling": "filter"}
+    rows = {n: _fit(_cfg(tiny_model_dir, prompt_file, tmp_path / f"s{n}", **{**over, "algorithm.max_staleness": n}))
+            for n in (0, 1)}
+    assert [r["pipeline/policy_lag"] for r in rows[1]] == [0, 1, 1]
+    assert [r["data_position"] for r in rows[1]] == [r["data_position"] + 2 for r in rows[0]]  # one batch ahead
+    assert [r["pg_loss"] for r in rows[1]] == [r["pg_loss"] for r in rows[0]]
+    a, b = _weights(tmp_path / "s0" / "final"), _weights(tmp_path / "s1" / "final")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], w) for k, w in _weights(tiny_model_dir).items() if k in a)  # it did learn
