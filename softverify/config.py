@@ -292,6 +292,16 @@ class AlgorithmConfig(_StyleFilled):
         "informative groups are found; 'none' trains on every group. Counts are logged under dynamic/*.",
     )
     max_refill_rounds: int = Field(2, ge=0, description="dynamic_sampling='refill': extra rollout rounds per step at most.")
+    max_staleness: int = Field(
+        0, ge=0, description="Off-policy pipelining: the rollouts of the next N steps are launched ahead and run "
+        "while the learner trains, each sampled from weights at most N steps older than the ones it trains (logged "
+        "as pipeline/policy_lag). 0 = the exact on-policy loop; 1 = step t+1's rollout runs with the weights before "
+        "step t's update, during that update. The clipped importance ratio against each sample's behaviour logprobs "
+        "corrects the lag; estimator='enumerate' needs no correction (a fixed candidate set, scored independently "
+        "of the policy). Refused with verifiers that score with the policy. Checkpoints store the in-flight batches "
+        "(also those rolled out for steps past trainer.steps, so a run extended with --resume continues exactly; "
+        "data_position counts their prompts); see softverify.platform.train.pipeline.",
+    )
     estimator: Literal["sample", "enumerate"] | None = Field(
         None, description="'sample': GRPO on rollout.group_size sampled completions per prompt. 'enumerate' "
         "(direct style only): every answer in algorithm.answer_candidates is scored by the verifiers and the loss is "

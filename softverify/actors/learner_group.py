@@ -86,6 +86,12 @@ class LearnerGroup:
         return ray.get([a.node_id.remote() for a in self.actors])
 
     def train_step(self, samples_ref, advantages: np.ndarray, n: int, total_tokens: int) -> dict[str, float]:
+        return self.collect(self.launch_train_step(samples_ref, advantages, n, total_tokens))
+
+    def launch_train_step(self, samples_ref, advantages: np.ndarray, n: int, total_tokens: int) -> list:
+        """Start one update on every rank and return at once (the ranks' result refs): the
+        trainer rolls out the next batch meanwhile (``algorithm.max_staleness``); :meth:`collect`
+        waits for it."""
         # the enumerated loss needs each prompt's candidates on one rank: shard whole groups
         unit = self.cfg.samples_per_prompt if self.cfg.algorithm.estimator == "enumerate" else 1
         shards = [[g * unit + j for g in gs for j in range(unit)] for gs in shard_indices(n // unit, self.world)]
@@ -94,9 +100,11 @@ class LearnerGroup:
         parts = _split.options(num_returns=self.world).remote(samples_ref, shards)
         parts = [parts] if self.world == 1 else parts
         adv = np.asarray(advantages)
-        results = ray.get([
-            a.train_step.remote(parts[r], adv[shards[r]], total_tokens, n) for r, a in enumerate(self.actors)
-        ])
+        return [a.train_step.remote(parts[r], adv[shards[r]], total_tokens, n) for r, a in enumerate(self.actors)]
+
+    def collect(self, refs: list) -> dict[str, float]:
+        """The step's metrics from the ranks' results: ``_sum`` keys added up, the rest averaged."""
+        results = ray.get(refs)
         keys = set().union(*results)
         out = {}
         for k in keys:

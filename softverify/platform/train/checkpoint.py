@@ -6,6 +6,8 @@ Layout under ``<output_dir>/checkpoints``::
         ds/                 DeepSpeed state of every rank (weights, optimizer, counters)
         hf/                 the policy as a standard safetensors HF directory
         trainer_state.json  step, data position, seeds, metrics so far
+        pipeline/           algorithm.max_staleness > 0: the batches rolled out for the next
+                            steps (safetensors + JSON; see platform/train/pipeline.py)
     latest                  text file naming the newest *complete* step directory
 
 A checkpoint is written into a hidden temporary directory and renamed into place only

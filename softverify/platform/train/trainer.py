@@ -4,7 +4,12 @@ One step: prompts -> RolloutWorkers (G completions each) -> VerifierPool (score 
 -> reward composition and group advantages (here: a few hundred floats) -> LearnerGroup
 (DeepSpeed step) -> weight sync to the workers through the object store -> metrics,
 eval, checkpoint. Samples and weights travel between actors as ObjectRefs; the driver
-only ever fetches per-sample lengths, a few texts for the sample log, and the scores.
+only ever fetches per-sample lengths, a few texts for the sample log, and the scores
+(and, at a checkpoint with ``algorithm.max_staleness > 0``, the in-flight batches).
+
+With ``algorithm.max_staleness = N > 0`` the rollouts of the next N steps are launched
+before the learner's update and rolled out and scored while it runs (see
+``platform/train/pipeline.py``); N = 0 is the plain sequential loop above.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from softverify.cluster import connect
 from softverify.fsutil import RunLock, atomic_dir
 from softverify.platform.train import checkpoint as ckpt
 from softverify.platform.train.metrics import MetricsLogger, drop_steps_after, plot_metrics
+from softverify.platform.train.pipeline import PendingBatch, check_pipeline, check_resume, load_pending, pending_index, write_pending
 from softverify.grpo import informative_groups
 from softverify.rewards import compose, learner_values
 from softverify.types import Sample
@@ -137,6 +143,7 @@ class Trainer:
         self.questions_trained = 0  # prompts whose group reached the learner (this process)
         self.thresholds_chosen: dict[str, float] = {}
         self._stale = False  # the learner has weights the rollout workers have not received
+        self.pending: list[PendingBatch] = []  # batches of the next steps, oldest first (max_staleness > 0)
         self.lock = RunLock(self.out)
 
     # ------------------------------------------------------------------ setup
@@ -146,6 +153,7 @@ class Trainer:
         from softverify.actors.verifier_pool import VerifierPool
 
         cfg = self.cfg
+        check_pipeline(cfg)
         took = self.lock.acquire(resuming=bool(self.resume))  # before reading or writing anything in output_dir
         if took:
             print(f"softverify train: took over a stale lock in {str(self.out)!r} ({took})")
@@ -154,6 +162,8 @@ class Trainer:
         last = ckpt.latest(self.ckpt_root) if self.resume else None
         if self.resume and last is None:
             raise ConfigError(f"--resume: no checkpoint under {str(self.ckpt_root)!r}")
+        if last is not None:  # before any actor starts: its in-flight batches must fit the bound
+            check_resume(last, ckpt.read_state(last), cfg.algorithm.max_staleness)
         if not self.resume and ckpt.latest(self.ckpt_root) is not None:
             raise ConfigError(
                 f"output_dir {str(self.out)!r} already holds checkpoints; pass --resume to continue "
@@ -188,6 +198,7 @@ class Trainer:
             self.learners.load_checkpoint(str(last / "ds"), "ds")
             self.step = int(state["step"])
             self.order.position = int(state["data_position"])
+            self._restore_pending(last, state)
             self._sync_weights()  # workers start from the restored policy
         ray.get([w.ping.remote() for w in self.workers])
         self.logger = MetricsLogger(self.out, cfg.trainer.wandb, cfg.trainer.wandb_project, cfg.model_dump(),
@@ -281,21 +292,67 @@ class Trainer:
 
     def _sample_round(self, k: int, seed: int) -> dict[str, Any]:
         """Roll out ``k`` fresh prompts, score them, compose rewards and advantages."""
-        cfg = self.cfg
+        return self._finish_round(self._launch_round(k, seed))
+
+    def _launch_round(self, k: int, seed: int) -> dict[str, Any]:
+        """Start rolling out ``k`` fresh prompts and return at once: the samples' ref, their
+        group ids, and ``version``, the trainer step whose weights sample them."""
         t0 = time.perf_counter()
         merged, group_ids = self.rollout(self.order.take(k), seed)
-        summ = ray.get(_summary.remote(merged))
+        return {"ref": merged, "group_ids": group_ids, "version": self.step, "t0": t0}
+
+    def _finish_round(self, r: dict[str, Any]) -> dict[str, Any]:
+        """Wait for a launched round, score it, compose rewards and advantages (in place)."""
+        summ = ray.get(_summary.remote(r["ref"]))
         t1 = time.perf_counter()
-        scores = self.pool.score(merged, policy_worker=self.workers[0])  # worker 0 scores needs_policy verifiers
+        scores = self.pool.score(r["ref"], policy_worker=self.workers[0])  # worker 0 scores needs_policy verifiers
         t2 = time.perf_counter()
+        r.update(rollout_s=t1 - r.pop("t0"), verify_s=t2 - t1)
+        return self._compose(r, summ, scores)
+
+    def _compose(self, r: dict[str, Any], summ: dict[str, Any], scores: np.ndarray) -> dict[str, Any]:
+        """Rewards, advantages and what the learner trains on, from a round's scores (in place)."""
+        cfg = self.cfg
         weights = [v.weight for v in cfg.verifiers]
-        rewards, adv = compose(scores, weights, self.pool.thresholds, group_ids, cfg.reward.aggregation,
+        rewards, adv = compose(scores, weights, self.pool.thresholds, r["group_ids"], cfg.reward.aggregation,
                                cfg.algorithm.advantage)
         learn_values = learner_values(rewards, adv, cfg.algorithm.estimator, cfg.reward.aggregation)
-        return {"ref": merged, "group_ids": group_ids, "summ": summ, "scores": scores, "rewards": rewards, "adv": adv,
-                "learn_values": learn_values,
-                "informative": informative_groups(rewards, group_ids), "lengths": np.array(summ["lengths"]),
-                "rollout_s": t1 - t0, "verify_s": t2 - t1}
+        r.update(summ=summ, scores=scores, rewards=rewards, adv=adv, learn_values=learn_values,
+                 informative=informative_groups(rewards, r["group_ids"]), lengths=np.array(summ["lengths"]))
+        return r
+
+    def _launch_batch(self, step: int) -> None:
+        """Start the first rollout round of the batch step ``step`` trains on."""
+        seed = self.cfg.trainer.seed * 100003 + step - 1
+        self.pending.append(PendingBatch(step, seed, [self._launch_round(self.cfg.rollout.prompts_per_step, seed)]))
+
+    def _complete(self, batch: PendingBatch) -> None:
+        """Score a launched batch and, with ``dynamic_sampling='refill'``, draw its refill
+        rounds (sampled with the workers' weights of now, recorded in each round)."""
+        if batch.done:
+            return
+        ac, k = self.cfg.algorithm, self.cfg.rollout.prompts_per_step
+        self._finish_round(batch.rounds[0])
+        while ac.dynamic_sampling == "refill" and len(batch.rounds) <= ac.max_refill_rounds:
+            _, kept, _, _ = self._select_groups(batch.rounds)
+            if kept >= k:
+                break
+            batch.rounds.append(self._sample_round(k, batch.seed + 7919 * len(batch.rounds)))
+        batch.done = True
+
+    def _restore_pending(self, last: Path, state: dict[str, Any]) -> None:
+        """The in-flight batches a pipelined checkpoint holds, rebuilt as they were (samples
+        back into the object store, rewards recomposed from the saved scores)."""
+        index = state.get("pipeline")
+        if not index or not index["batches"]:
+            return
+        for batch, rounds in load_pending(last / "pipeline", index):
+            for info, samples, scores in rounds:
+                ref = ray.put(samples)
+                r = {"ref": ref, **info}
+                batch.rounds.append(self._compose(r, ray.get(_summary.remote(ref)), scores))
+            batch.done = True
+            self.pending.append(batch)
 
     def _select_groups(self, rounds: list[dict[str, Any]]) -> tuple[list[list[int]], int, int, int]:
         """Per round, the sample indices the learner trains on (dynamic sampling), at most
@@ -318,28 +375,41 @@ class Trainer:
         return picks, kept, seen, zero_var
 
     def train_step(self) -> dict[str, Any]:
+        """One step: (launch the batches up to ``max_staleness`` steps ahead,) finish this
+        step's batch, start the update, finish the batches ahead while it runs, sync."""
         cfg = self.cfg
-        ac = cfg.algorithm
+        bound = cfg.algorithm.max_staleness
         t0 = time.perf_counter()
-        seed = cfg.trainer.seed * 100003 + self.step
-        rounds = [self._sample_round(cfg.rollout.prompts_per_step, seed)]
-        while ac.dynamic_sampling == "refill" and len(rounds) <= ac.max_refill_rounds:
-            _, kept, _, _ = self._select_groups(rounds)
-            if kept >= cfg.rollout.prompts_per_step:
-                break
-            rounds.append(self._sample_round(cfg.rollout.prompts_per_step, seed + 7919 * len(rounds)))
+        # keep `bound` batches ahead of this one in flight, also past trainer.steps: the last
+        # checkpoint then holds them, and a run extended with --resume continues exactly
+        while (nxt := self.pending[-1].step + 1 if self.pending else self.step + 1) <= self.step + 1 + bound:
+            self._launch_batch(nxt)
+        batch = self.pending.pop(0)
+        if batch.step != self.step + 1:
+            raise RuntimeError(f"the next in-flight batch is for step {batch.step}, not step {self.step + 1}")
+        self._complete(batch)
+        rounds, lag = batch.rounds, batch.lag(self.step)
+        if lag > bound:
+            raise RuntimeError(f"step {self.step + 1} would train on rollouts {lag} steps old, beyond "
+                               f"algorithm.max_staleness = {bound}")
         picks, kept, seen, zero_var = self._select_groups(rounds)
         t2 = time.perf_counter()
         adv = np.concatenate([r["learn_values"][p] for r, p in zip(rounds, picks)]).astype(np.float32)
         lengths_sel = np.concatenate([r["lengths"][p] for r, p in zip(rounds, picks)])
         n = len(adv)
         learn: dict[str, Any] = {}
+        learn_refs = None
         if n:
             if len(rounds) == 1 and n == len(rounds[0]["adv"]):
                 batch_ref = rounds[0]["ref"]
             else:
                 batch_ref = _select.remote(picks, *[r["ref"] for r in rounds])
-            learn = self.learners.train_step(batch_ref, adv, n, int(lengths_sel.sum()))
+            learn_refs = self.learners.launch_train_step(batch_ref, adv, n, int(lengths_sel.sum()))
+        for ahead in self.pending:  # pipelined: the next batches roll out and are scored during the update
+            self._complete(ahead)
+        t_overlap = time.perf_counter()
+        if learn_refs is not None:
+            learn = self.learners.collect(learn_refs)
         t3 = time.perf_counter()
         self.step += 1
         self.phase = "syncing weights"
@@ -364,7 +434,8 @@ class Trainer:
             "response_len_mean": float(lengths.mean()), "response_len_max": int(lengths.max()),
             "stop_rate": float(np.mean([x for r in rounds for x in r["summ"]["stopped"]])),
             "time/rollout_s": rollout_s, "time/verify_s": verify_s, "time/learn_s": t3 - t2, "time/sync_s": sync_s,
-            "time/step_s": t4 - t0,
+            "time/step_s": t4 - t0, "time/wait_rollout_s": t2 - t0, "time/overlap_s": t_overlap - t2,
+            "pipeline/policy_lag": lag,
             "throughput/rollout_tok_s": total_tokens / max(rollout_s, 1e-9),
             "throughput/verify_samples_s": len(rewards) / max(verify_s, 1e-9),
             "throughput/learn_tok_s": int(lengths_sel.sum()) / max(t3 - t2, 1e-9),
@@ -467,14 +538,21 @@ class Trainer:
         return f"{self.out.resolve().name}: {model}, {c.prompt.style} style, verifiers {verifiers}"
 
     def save_checkpoint(self) -> Path:
+        """DeepSpeed state, the HF policy, the trainer state and (pipelined) the in-flight
+        batches, all in one atomically renamed directory."""
         state = {
             "step": self.step, "data_position": self.order.position, "seed": self.cfg.trainer.seed,
             "data_seed": self.cfg.data.seed, "model_path": self.model_path, "time": time.time(),
         }
+        if self.pending:  # data_position above counts their prompts: they are stored, not re-drawn
+            state["pipeline"] = pending_index(self.pending)
 
         def write_model(ds_dir: Path, hf_dir: Path) -> None:
             self.learners.save_checkpoint(str(ds_dir), "ds", str(hf_dir))
             self._write_prompt(hf_dir)
+            if self.pending:
+                samples = [ray.get([r["ref"] for r in b.rounds]) for b in self.pending]
+                write_pending(ds_dir.parent / "pipeline", self.pending, samples)
 
         return ckpt.save(self.ckpt_root, self.step, state, write_model, self.cfg.trainer.keep_checkpoints)
 
