@@ -394,6 +394,12 @@ class LearnerConfig(_Section):
         True, description="Encode each distinct prompt of a micro-batch once and continue its completions from "
         "the KV cache, gradients flowing through it (exact). Ignored with gradient_checkpointing.",
     )
+    sync_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="dtype the weights travel in at each weight sync (learner -> rollout workers). "
+        "bfloat16/float16 halve the bytes (metrics: sync/bytes); the workers cast back to their own dtype, so an "
+        "fp32 rollout model then samples from half-precision-rounded weights and the importance ratio corrects the "
+        "small gap. float32 keeps rollouts bit-equal to the learner.",
+    )
 
 
 class TrainerConfig(_Section):

@@ -16,6 +16,7 @@ from softverify.config import TrainConfig
 from softverify.learner import LearnBatch, Learner, shard_indices
 from softverify.placement import actor_options
 from softverify.types import Sample
+from softverify.weightsync import cast_for_sync, state_bytes
 
 
 @ray.remote(num_cpus=0)
@@ -52,6 +53,15 @@ class LearnerActor:
 
     def state_dict(self, trainable_only: bool = False):
         return self.learner.state_dict(trainable_only)
+
+    @ray.method(num_returns=2)
+    def sync_state(self, trainable_only: bool, sync_dtype: str):
+        """What a weight sync ships (rank 0's state dict in ``learner.sync_dtype``, None on the
+        other ranks) and its size in bytes, as two objects: the driver reads the size without
+        fetching the weights."""
+        sd = self.learner.state_dict(trainable_only)
+        sd = cast_for_sync(sd, sync_dtype) if sd is not None else None
+        return sd, state_bytes(sd)
 
     def logprobs(self, samples: list[Sample]) -> list[list[float]]:
         return self.learner.logprobs(samples)
@@ -112,13 +122,14 @@ class LearnerGroup:
             out[k.removesuffix("_sum")] = float(np.sum(vals)) if k.endswith("_sum") else float(np.mean(vals))
         return out
 
-    def state_dict_ref(self, trainable_only: bool = False):
-        """ObjectRef of rank 0's full state dict (all ranks called: ZeRO-3 gathers);
-        ``trainable_only``: just the tensors training changes."""
-        refs = [a.state_dict.remote(trainable_only) for a in self.actors]
+    def state_dict_ref(self, trainable_only: bool = False) -> tuple:
+        """ObjectRef of rank 0's state dict in ``learner.sync_dtype`` (all ranks called: ZeRO-3
+        gathers), and its size in bytes; ``trainable_only``: just the tensors training changes."""
+        pairs = [a.sync_state.remote(trainable_only, self.cfg.learner.sync_dtype) for a in self.actors]
         if self.zero3:
-            ray.wait(refs, num_returns=len(refs))
-        return refs[0]
+            ray.wait([p[0] for p in pairs], num_returns=len(pairs))
+        ref, nbytes = pairs[0]
+        return ref, int(ray.get(nbytes))
 
     def logprobs(self, samples: Sequence[Sample]) -> list[list[float]]:
         # a forward is collective under ZeRO-3 (parameters are gathered), so all ranks run it

@@ -109,6 +109,33 @@ def test_weight_sync_rollout_equals_learner(ray_cluster, tiny_model_dir, prompt_
         tr.shutdown()
 
 
+def test_half_precision_sync_halves_the_bytes_and_stays_close(ray_cluster, tiny_model_dir, prompt_file, tmp_path):
+    """learner.sync_dtype: fp32 ships every weight's 4 bytes (sync/bytes = the model file's
+    tensor bytes) and the workers match the learner exactly; bf16 ships exactly half, and the
+    workers then sample from rounded weights: close to the learner, but not equal."""
+    wfile = _weights(tiny_model_dir)
+    full = sum(v.numel() * v.element_size() for v in wfile.values())
+    got = {}
+    for dt in ("float32", "bfloat16"):
+        cfg = tiny_cfg(tiny_model_dir, prompt_file, tmp_path / dt,
+                       **{"trainer.steps": 1, "learner.train_layers": "null", "learner.sync_dtype": dt})
+        tr = Trainer(cfg)
+        try:
+            tr.setup()
+            samples = ray.get(tr.rollout([0, 1], seed=1)[0])
+            m = tr.train_step()
+            learner_lp = tr.learners.logprobs(samples)
+            worker_lp = ray.get(tr.workers[0].score.remote(samples))
+            got[dt] = (m["sync/bytes"], max(float(np.max(np.abs(np.array(a) - np.array(b))))
+                                            for a, b in zip(worker_lp, learner_lp)))
+            assert m["sync/bytes_total"] == m["sync/bytes"]  # a fresh run's workers load the model file: one sync
+        finally:
+            tr.shutdown()
+    assert got["float32"][0] == full and got["bfloat16"][0] == full // 2, got
+    assert got["float32"][1] < 1e-4, got
+    assert 1e-6 < got["bfloat16"][1] < 0.1, got
+
+
 def test_resume_continues_exactly(ray_cluster, tiny_model_dir, prompt_file, tmp_path):
     out = tmp_path / "run"
     cfg1 = tiny_cfg(tiny_model_dir, prompt_file, out, **{"trainer.steps": 1})

@@ -136,6 +136,7 @@ class Trainer:
         self.resume = resume
         self.step = 0
         self.phase = ""  # what fit() is doing after the step's update: see where()
+        self.sync_bytes, self.sync_bytes_total = 0, 0  # the last weight sync's size; all syncs' (this process)
         self.workers: list = []
         self.weights: tuple[int, list] | None = None  # (version, [state-dict ref]) of the current policy
         self.pool = None
@@ -251,10 +252,11 @@ class Trainer:
         lc = self.cfg.learner
         # only what training changes; the frozen rest equals the initial weights every worker starts from
         partial = lc.train_layers is not None or lc.lora.enabled
-        ref = self.learners.state_dict_ref(trainable_only=partial)
+        ref, self.sync_bytes = self.learners.state_dict_ref(trainable_only=partial)
         self.weights = (self.step, [ref], partial)  # also handed to every generate call (restart safety)
         ray.get([w.load_weights.remote(ref, self.step, partial) for w in self.workers])
         self._stale = False
+        self.sync_bytes_total += self.sync_bytes
         return time.perf_counter() - t
 
     def rollout(self, row_ids: list[int], seed: int):
@@ -415,9 +417,9 @@ class Trainer:
         self.phase = "syncing weights"
         self.lock.refresh()
         self._stale = self._stale or bool(n)
-        sync_s = 0.0  # nothing learned, or synced lazily (enumerate): the workers need nothing now
+        sync_s, sync_bytes = 0.0, 0  # nothing learned, or synced lazily (enumerate): the workers need nothing now
         if self._stale and not self._lazy_sync():
-            sync_s = self._sync_weights()
+            sync_s, sync_bytes = self._sync_weights(), self.sync_bytes
         t4 = time.perf_counter()
         rewards = np.concatenate([r["rewards"] for r in rounds])
         scores = np.concatenate([r["scores"] for r in rounds])
@@ -434,6 +436,7 @@ class Trainer:
             "response_len_mean": float(lengths.mean()), "response_len_max": int(lengths.max()),
             "stop_rate": float(np.mean([x for r in rounds for x in r["summ"]["stopped"]])),
             "time/rollout_s": rollout_s, "time/verify_s": verify_s, "time/learn_s": t3 - t2, "time/sync_s": sync_s,
+            "sync/bytes": sync_bytes, "sync/bytes_total": self.sync_bytes_total,
             "time/step_s": t4 - t0, "time/wait_rollout_s": t2 - t0, "time/overlap_s": t_overlap - t2,
             "pipeline/policy_lag": lag,
             "throughput/rollout_tok_s": total_tokens / max(rollout_s, 1e-9),
