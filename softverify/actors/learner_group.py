@@ -122,9 +122,17 @@ class LearnerGroup:
             out[k.removesuffix("_sum")] = float(np.sum(vals)) if k.endswith("_sum") else float(np.mean(vals))
         return out
 
-    def state_dict_ref(self, trainable_only: bool = False) -> tuple:
-        """ObjectRef of rank 0's state dict in ``learner.sync_dtype`` (all ranks called: ZeRO-3
-        gathers), and its size in bytes; ``trainable_only``: just the tensors training changes."""
+    def state_dict_ref(self, trainable_only: bool = False):
+        """ObjectRef of rank 0's full-precision state dict (all ranks called: ZeRO-3 gathers);
+        ``trainable_only``: just the tensors training changes."""
+        refs = [a.state_dict.remote(trainable_only) for a in self.actors]
+        if self.zero3:
+            ray.wait(refs, num_returns=len(refs))
+        return refs[0]
+
+    def sync_ref(self, trainable_only: bool = False) -> tuple:
+        """What a weight sync ships: ObjectRef of rank 0's state dict in ``learner.sync_dtype``
+        (all ranks called: ZeRO-3 gathers), and its size in bytes."""
         pairs = [a.sync_state.remote(trainable_only, self.cfg.learner.sync_dtype) for a in self.actors]
         if self.zero3:
             ray.wait([p[0] for p in pairs], num_returns=len(pairs))

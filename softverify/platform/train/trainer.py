@@ -252,7 +252,7 @@ class Trainer:
         lc = self.cfg.learner
         # only what training changes; the frozen rest equals the initial weights every worker starts from
         partial = lc.train_layers is not None or lc.lora.enabled
-        ref, self.sync_bytes = self.learners.state_dict_ref(trainable_only=partial)
+        ref, self.sync_bytes = self.learners.sync_ref(trainable_only=partial)
         self.weights = (self.step, [ref], partial)  # also handed to every generate call (restart safety)
         ray.get([w.load_weights.remote(ref, self.step, partial) for w in self.workers])
         self._stale = False
