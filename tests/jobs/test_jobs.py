@@ -6,6 +6,7 @@ would end every Ray instance on the machine, including other test runs').
 """
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shlex
@@ -31,9 +32,9 @@ from softverify.platform.jobs.client import (
     parse_env_vars,
     project_dir,
     resolve_address,
-    resolve_job_outputs,
     softverify_entrypoint,
 )
+from softverify.platform.jobs.outputs import OUTPUT_ROOT_ENV, OUTPUTS, command_path, resolve_job_outputs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -211,21 +212,102 @@ def test_cli_user_errors_are_one_line(capsys):
         assert "Traceback" not in err
 
 
-def test_relative_output_dirs_are_refused_or_placed_under_the_root(tmp_path):
-    with pytest.raises(JobsError, match=r"'runs/default' is relative.*--output-root DIR"):
+def test_relative_output_dirs_are_refused_or_placed_under_the_root(tmp_path, monkeypatch):
+    monkeypatch.delenv(OUTPUT_ROOT_ENV, raising=False)
+    with pytest.raises(JobsError, match=r"trainer.output_dir 'runs/default' is relative.*--output-root DIR"):
         resolve_job_outputs(["train"])
     cmd, outs = resolve_job_outputs(["train", "--set", "trainer.output_dir=runs/k562"], "/mnt/shared")
     assert outs == ["/mnt/shared/runs/k562"] and cmd[-2:] == ["--output-dir", "/mnt/shared/runs/k562"]
+    # a whole section set at once, and a config file's value, count too
+    assert resolve_job_outputs(["train", "--set", "trainer={output_dir: x/y, steps: 2}"], "/r")[1] == ["/r/x/y"]
+    assert resolve_job_outputs(["train", "-c", "configs/verifiers_hard.yaml"], "/r")[1] == ["/r/runs/issue4/hard"]
     assert resolve_job_outputs(["train", "--output-dir", "/abs/run"]) == (["train", "--output-dir", "/abs/run"],
                                                                           ["/abs/run"])
-    assert resolve_job_outputs(["train", "--output-dir", "s3://bucket/run"])[1] == ["s3://bucket/run"]
-    assert resolve_job_outputs(["sweep", "x.yaml"]) == (["sweep", "x.yaml"], [])  # sweeps name their storage
+    # softverify writes with local file APIs: a bucket must be mounted, not named
+    with pytest.raises(JobsError, match=r"'s3://bucket/run' is a URI.*mount"):
+        resolve_job_outputs(["train", "--output-dir", "s3://bucket/run"])
+    with pytest.raises(JobsError, match=r"--output-root 's3://b' is a URI"):
+        resolve_job_outputs(["train"], "s3://b")
     assert resolve_job_outputs(["train", "--help-config"])[1] == []
     # a config only the cluster has: explicit overrides are still checked
     assert resolve_job_outputs(["train", "--config", "/etc/sv/train.yaml"]) == (["train", "--config",
                                                                                 "/etc/sv/train.yaml"], [])
     with pytest.raises(JobsError, match="'rel/x' is relative"):
         resolve_job_outputs(["train", "--config", "/etc/sv/train.yaml", "--output-dir", "rel/x"])
+
+
+def test_every_command_that_writes_has_its_outputs_checked(monkeypatch):
+    """Sweeps, eval, donor-game, the bio and verifier commands: each relative output path is
+    refused without a root and placed under it with one; the root may come from the env."""
+    monkeypatch.delenv(OUTPUT_ROOT_ENV, raising=False)
+    cases = [
+        (["sweep", "tune_configs/smoke_cpu.yaml"], "the sweep's output_dir 'sweeps/smoke_cpu'", "sweeps/smoke_cpu"),
+        (["sweep", "tune_configs/smoke_cpu.yaml", "--set", "output_dir=s2"], "output_dir 's2'", "s2"),
+        (["eval", "smollm2", "-o", "m.json"], "--output 'm.json'", "m.json"),
+        (["donor-game", "run"], "run.output_dir 'runs/donor_game'", "runs/donor_game"),
+        (["donor-game", "plot", "runs/a", "runs/b"], "--output 'runs/a'", "runs/a"),  # no -o: the first run dir
+        (["donor-game", "prompts", "-o", "p.jsonl"], "--output 'p.jsonl'", "p.jsonl"),
+        (["verify", "in.jsonl", "--verifier", "hard", "--out", "s.jsonl"], "--out 's.jsonl'", "s.jsonl"),
+        (["verifiers", "report", "--out", "rep"], "--out 'rep'", "rep"),
+        (["data", "questions", "--out", "q.parquet"], "--out 'q.parquet'", "q.parquet"),
+        (["embed", "genes", "--kind", "onehot", "--out", "emb"], "--out 'emb'", "emb"),
+        (["worldmodel", "fit", "--out", "wm"], "--out 'wm'", "wm"),
+        (["coexpr", "build", "--h5ad", "/d/x.h5ad", "--out", "m.npz"], "--out 'm.npz'", "m.npz"),
+    ]
+    for argv, named, rel in cases:
+        with pytest.raises(JobsError, match=re.escape(named) + " is relative"):
+            resolve_job_outputs(argv)
+        cmd, outs = resolve_job_outputs(argv, "/mnt/shared")
+        assert outs == [f"/mnt/shared/{rel}"], argv
+        assert cmd[:len(argv)] == argv and cmd[-1] == f"/mnt/shared/{rel}", cmd
+    monkeypatch.setenv(OUTPUT_ROOT_ENV, "/srv/out")
+    assert resolve_job_outputs(["eval", "smollm2", "-o", "m.json"])[1] == ["/srv/out/m.json"]
+    monkeypatch.setenv(OUTPUT_ROOT_ENV, "rel")
+    with pytest.raises(JobsError, match=rf"\${OUTPUT_ROOT_ENV} 'rel' must be an absolute path"):
+        resolve_job_outputs(["train"])
+    monkeypatch.delenv(OUTPUT_ROOT_ENV)
+    # nothing written: unchanged, no outputs (a typo'd command reaches the entrypoint check as given)
+    for argv in (["eval", "smollm2"], ["sweep", "x.yaml", "--check"], ["verify", "--list"], ["serve", "smollm2"],
+                 ["genes", "build", "--gene-info", "/d/i", "--gene2go", "/d/g", "--obo", "/d/o"], ["trian", "x"]):
+        assert resolve_job_outputs(argv) == (argv, []), argv
+
+
+def test_the_output_table_covers_every_output_option():
+    """A new command with --out/--output/--output-dir must be listed in OUTPUTS, or a
+    submitted job of it could lose what it writes."""
+    parser = cli.build_parser()
+    missing = []
+
+    def walk(p, path):
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sub in a.choices.items():
+                    walk(sub, path + (name,))
+            elif a.dest in ("out", "output", "output_dir") and path not in OUTPUTS:
+                missing.append(" ".join(path))
+    walk(parser, ())
+    assert not missing, f"commands whose outputs submit does not check: {missing}"
+    assert command_path(parser, ["donor-game", "run", "--set", "x=1"]) == ("donor-game", "run")
+    assert all(command_path(parser, list(path)) == path for path in OUTPUTS)
+
+
+def test_help_examples_name_shipped_files(capsys):
+    """Every file a submit/job --help example names is in the repo; paths under the
+    /mnt/shared placeholder are the outputs a user picks."""
+    from softverify.platform.jobs.cli import HELP_TEXT
+
+    examples = [line.strip() for line in HELP_TEXT.splitlines() if line.strip().startswith("softverify ")]
+    assert len(examples) >= 5
+    named = [tok for line in examples for tok in shlex.split(line.split("#")[0])
+             if "/" in tok and not tok.startswith("/mnt/shared")]
+    assert named, examples
+    absent = [f for f in named if not (REPO / f).is_file()]
+    assert not absent, f"help examples name files the repo lacks: {absent}"
+    assert "module" not in HELP_TEXT  # no developer notes in what a user reads
+    for argv in (["submit", "--help"], ["job", "submit", "--help"], ["job", "--help"]):
+        with pytest.raises(SystemExit):
+            cli.main(argv)
+        assert examples[0] in capsys.readouterr().out, argv
 
 
 # ---------------------------------------------------------------- real cluster

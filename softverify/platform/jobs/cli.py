@@ -14,16 +14,20 @@ MANAGE_VERBS = ("status", "logs", "stop", "list")
 HELP_TEXT = """\
 Everything after -- is the softverify command to run on the cluster:
 
-    softverify submit --output-root /shared/runs -- train --config configs/verifiers_world_model.yaml
-    softverify submit --no-wait --pip wandb==0.31.0 --env WANDB_MODE=offline -- sweep tune_configs/smoke_cpu.yaml
+    softverify submit --output-root /mnt/shared -- train --config configs/verifiers_world_model.yaml
+    softverify submit --pip wandb==0.31.0 --env WANDB_MODE=offline -- train --output-dir /mnt/shared/runs/k562
+    softverify submit --no-wait --output-root /mnt/shared -- sweep tune_configs/smoke_cpu.yaml
     softverify submit status raysubmit_AbC123     # same as: softverify job status raysubmit_AbC123
     softverify submit logs --follow raysubmit_AbC123
     softverify submit stop raysubmit_AbC123
     softverify submit list
 
-The address comes from --address, else $RAY_ADDRESS, else http://127.0.0.1:8265.
-A relative trainer.output_dir is refused unless --output-root names storage every node can
-reach (the job's working directory is a temporary copy that Ray deletes).
+The address comes from --address, else $RAY_ADDRESS, else http://127.0.0.1:8265. A cluster
+whose head uses token authentication needs RAY_AUTH_MODE=token and RAY_AUTH_TOKEN here.
+The job runs in a temporary copy of the working dir that Ray deletes, so every relative
+output path of the command (trainer.output_dir, a sweep's output_dir, eval --output,
+--out ...) is refused unless --output-root (or $SOFTVERIFY_OUTPUT_ROOT) names storage
+every node mounts: it is then placed under that root. submit prints where outputs go.
 submit follows the logs and exits with the job's result (0 succeeded, the driver's exit
 code if it failed, 143 if stopped); Ctrl-C stops following, not the job.
 """
@@ -55,18 +59,18 @@ def _add_submit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-cpus", type=float, help="CPUs reserved for the job's driver (default: none)")
     p.add_argument("--num-gpus", type=float, help="GPUs reserved for the job's driver (default: none)")
     p.add_argument("--no-wait", action="store_true", help="print the job id and return instead of following logs")
-    p.add_argument("--output-root", help="absolute path (or URI) every node can reach: a relative "
-                   "trainer.output_dir is placed under it (without it, relative output paths are refused)")
+    p.add_argument("--output-root", help="absolute path every node mounts (default: $SOFTVERIFY_OUTPUT_ROOT): the "
+                   "command's relative output paths are placed under it (without it, they are refused)")
     # dest must not be "command": softverify.cli keeps the top-level command name there.
     p.add_argument("cmd_argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
                    help="-- then the softverify command to run, e.g. -- train --config my.yaml")
 
 
 def _do_submit(args, command: list[str], known_commands) -> int:
-    from softverify.platform.jobs.client import (build_runtime_env, parse_env_vars, project_dir, resolve_job_outputs,
-                                          softverify_entrypoint)
+    from softverify.platform.jobs.client import build_runtime_env, parse_env_vars, project_dir, softverify_entrypoint
+    from softverify.platform.jobs.outputs import resolve_job_outputs
 
-    # only `train` is rewritten, so a typo'd command reaches the entrypoint check unchanged
+    # a typo'd command has no output spec, so it reaches the entrypoint check unchanged
     command, outputs = resolve_job_outputs(command, args.output_root)
     entrypoint = softverify_entrypoint(command, known_commands)
     for out in outputs:
@@ -206,7 +210,8 @@ def register(sub) -> None:
                          description=HELP_TEXT, formatter_class=argparse.RawDescriptionHelpFormatter)
     jsub = job.add_subparsers(dest="verb", metavar="VERB")
     jsub.required = True
-    js = jsub.add_parser("submit", help="run a softverify command on the cluster: submit [options] -- COMMAND ...")
+    js = jsub.add_parser("submit", help="run a softverify command on the cluster: submit [options] -- COMMAND ...",
+                         description=HELP_TEXT, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_submit_args(js)
     js.set_defaults(func=lambda a: cmd_submit(a, known()))
     _add_manage_parsers(jsub)
