@@ -5,8 +5,18 @@ Training, sweeps and serving all come here, so they agree on how an address is f
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import threading
+from pathlib import Path
+
+#: How long the token-auth probe waits for the cluster's GCS before leaving it to ray.init.
+AUTH_PROBE_TIMEOUT_S = 5.0
+
+
+class ClusterAuthError(ValueError):
+    """The Ray cluster wants a token this client did not send (or sent a wrong one)."""
 
 
 def free_port() -> int:
@@ -31,8 +41,74 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> str:
         return "existing"
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
+        if needs_token(address):
+            raise ClusterAuthError(auth_hint(address))
         ray.init(address=address, log_to_driver=True)
         return address
     ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=True,
              _system_config={"num_workers_soft_limit": 64})
     return "local"
+
+
+def auth_hint(address: str) -> str:
+    """One line saying what to set when a cluster refuses this client's credentials.
+
+    Ray 2.60's ``ray start --head`` turns token auth on when ``RAY_AUTH_MODE=token`` or a
+    token file (``~/.ray/auth_token``, written by any earlier local ``ray.init()``) exists,
+    while a client connecting to an explicit address keeps auth off unless told."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        return (f"the Ray cluster at {address!r} rejected this client's token: set RAY_AUTH_TOKEN (or "
+                f"~/.ray/auth_token) to the cluster's token (`ray get-auth-token` on the head prints it), then retry")
+    if (Path.home() / ".ray" / "auth_token").is_file() or os.environ.get("RAY_AUTH_TOKEN"):
+        return (f"the Ray cluster at {address!r} requires token authentication and this client sent none: set "
+                f"RAY_AUTH_MODE=token (the token in RAY_AUTH_TOKEN or ~/.ray/auth_token is then sent; if the "
+                f"cluster's differs, `ray get-auth-token` on the head prints it), then retry")
+    return (f"the Ray cluster at {address!r} requires token authentication and this client sent none: set "
+            f"RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<the cluster's token> (`ray get-auth-token` on the head "
+            f"prints it; or put it in ~/.ray/auth_token), then retry")
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """fd 2 to /dev/null: Ray's C++ client logs a warning line per refused attempt there."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def needs_token(address: str, timeout_s: float = AUTH_PROBE_TIMEOUT_S) -> bool:
+    """Whether the GCS at ``address`` (host:port) refuses this client's credentials.
+
+    Why probe before ``ray.init``: refused, ``ray.init`` retries for ~20 s, prints a C++
+    warning per try and ends in a 60-line ``ConnectionError`` traceback. One GCS client
+    (what ``ray.init`` builds first) answers in under a second. Anything but an
+    authentication refusal -- success, another error, no answer within ``timeout_s`` -- is
+    left to ``ray.init`` and its own messages. ``ray://`` (Ray Client) and ``auto`` are not
+    probed."""
+    if "://" in address or address in ("auto", "local"):
+        return False
+    try:
+        from ray._raylet import GcsClient
+        from ray.exceptions import AuthenticationError
+    except ImportError:  # another Ray: no probe, ray.init speaks for itself
+        return False
+    refused: list[bool] = []
+
+    def probe() -> None:
+        try:
+            GcsClient(address=address)
+        except AuthenticationError:
+            refused.append(True)
+        except Exception:  # noqa: BLE001  (unreachable, bad address...: ray.init reports those)
+            pass
+
+    t = threading.Thread(target=probe, name="softverify-auth-probe", daemon=True)
+    with _stderr_silenced():
+        t.start()
+        t.join(timeout_s)
+    return bool(refused)

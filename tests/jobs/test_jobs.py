@@ -82,6 +82,11 @@ def _kill_cluster(temp_dir: str) -> None:
 
 def _start_head(temp_dir: str, env: dict) -> str:
     """`ray start --head` on loopback with free ports under ``temp_dir``; its dashboard address."""
+    return _start_head_addresses(temp_dir, env)[0]
+
+
+def _start_head_addresses(temp_dir: str, env: dict) -> tuple[str, str]:
+    """Like :func:`_start_head`; returns (dashboard URL, GCS host:port)."""
     (gcs, dash, client, agent, agent_grpc, env_agent, metrics, nm, om) = _free_ports(9)
     cmd = [
         sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={gcs}",
@@ -95,33 +100,60 @@ def _start_head(temp_dir: str, env: dict) -> str:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         pytest.fail(f"ray start failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return f"http://127.0.0.1:{dash}"
+    return f"http://127.0.0.1:{dash}", f"127.0.0.1:{gcs}"
 
 
-def test_a_token_cluster_gets_one_line_saying_what_to_set():
+def test_a_token_cluster_gets_one_line_saying_what_to_set(tiny_model_dir):
     """A head started with token auth; a client without the token gets one line (no Ray
-    traceback) naming RAY_AUTH_MODE / RAY_AUTH_TOKEN, and with them it works."""
+    traceback) naming RAY_AUTH_MODE / RAY_AUTH_TOKEN, and with them it works. Both ways in:
+    the Jobs API (submit, job ...) and a driver joining the GCS (train, sweep, serve), which
+    without the check retries for ~20 s and ends in a 60-line traceback."""
     temp_dir = tempfile.mkdtemp(prefix="svauth", dir="/tmp")
     token = "0123456789abcdef0123456789abcdef"
     base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    base["HOME"] = temp_dir  # no ~/.ray/auth_token of this machine's user
+    with_token = dict(base, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
     try:
-        address = _start_head(temp_dir, dict(base, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token))
+        address, gcs = _start_head_addresses(temp_dir, with_token)
         cmd = [sys.executable, "-m", "softverify.cli", "job", "list", "--address", address]
         deadline = time.monotonic() + 60
         while True:  # the dashboard comes up a moment after `ray start` returns
-            ok = subprocess.run(cmd, env=dict(base, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token),
-                                capture_output=True, text=True, timeout=120, cwd=REPO)
+            ok = subprocess.run(cmd, env=with_token, capture_output=True, text=True, timeout=120, cwd=REPO)
             if ok.returncode == 0 or time.monotonic() > deadline:
                 break
             time.sleep(1)
         assert ok.returncode == 0 and ok.stdout.strip() == "no jobs", ok.stderr[-2000:]
-        bad = subprocess.run(cmd, env=base, capture_output=True, text=True, timeout=120, cwd=REPO)
-        assert bad.returncode == 2
-        assert "requires token authentication" in bad.stderr and "RAY_AUTH_TOKEN" in bad.stderr
-        assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+        serve = [sys.executable, "-m", "softverify.cli", "serve", str(tiny_model_dir), "--address", gcs,
+                 "--port", str(_free_ports(1)[0])]
+        for argv in (cmd, serve):
+            t0 = time.monotonic()
+            bad = subprocess.run(argv, env=base, capture_output=True, text=True, timeout=120, cwd=REPO)
+            assert bad.returncode == 2, bad.stderr[-3000:]
+            assert "requires token authentication" in bad.stderr and "RAY_AUTH_TOKEN=<the cluster's token>" in bad.stderr
+            assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+            assert time.monotonic() - t0 < 15, argv  # not Ray's ~20 s of retries
+        wrong = subprocess.run(serve, env=dict(with_token, RAY_AUTH_TOKEN="f" * 32), capture_output=True, text=True,
+                               timeout=120, cwd=REPO)
+        assert wrong.returncode == 2 and "rejected this client's token" in wrong.stderr, wrong.stderr[-3000:]
     finally:
         _kill_cluster(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_auth_hint_says_what_to_set(tmp_path, monkeypatch):
+    from softverify.cluster import auth_hint, needs_token
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    assert "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<the cluster's token>" in auth_hint("h:6379")
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("x" * 32)  # a local ray.init() wrote one: the mode is enough
+    assert "set RAY_AUTH_MODE=token (the token in RAY_AUTH_TOKEN or ~/.ray/auth_token is then sent" in \
+        auth_hint("h:6379")
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    assert "rejected this client's token: set RAY_AUTH_TOKEN" in auth_hint("h:6379")
+    assert not needs_token("ray://h:10001") and not needs_token("auto")  # not probed
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from softverify.cluster import auth_hint
+
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 
 # Files never worth shipping to the cluster: run outputs, model weights, environments.
@@ -132,14 +134,6 @@ def exit_code_for(status: str, driver_exit_code: int | None = None) -> int:
     if status == "FAILED":
         return driver_exit_code if driver_exit_code else 1
     raise JobsError(f"job status {status!r} is not final: expected SUCCEEDED, FAILED or STOPPED")
-
-
-def auth_hint(address: str) -> str:
-    """What to set when a cluster wants a token this client did not send (Ray >= 2.5x heads
-    started with RAY_AUTH_MODE=token; the client side defaults to auth off)."""
-    return (f"the Ray cluster at {address!r} requires token authentication and this client sent no token: set "
-            f"RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<the cluster's token> (or put it in ~/.ray/auth_token; "
-            f"`ray get-auth-token` on the head prints it), then retry")
 
 
 class _AuthChecked:
