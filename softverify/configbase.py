@@ -6,6 +6,7 @@ it without pulling in the training config, and no import cycle can run through i
 """
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import types
@@ -206,7 +207,8 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {str(p)!r} is not valid YAML: {yaml_error_text(e)}") from None
     except UnicodeDecodeError as e:
-        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: not UTF-8 text (byte {e.start}: "
+                          f"{e.reason})") from None
     except RecursionError:
         raise ConfigError(f"config file {str(p)!r} is nested too deeply to be a config") from None
     if not isinstance(raw, dict):
@@ -227,6 +229,36 @@ def describe(model: type[BaseModel], prefix: str = "") -> list[str]:
             default = [d.model_dump(exclude_defaults=True) for d in default]
         lines.append(f"{prefix}{name} = {default!r}: {f.description or ''}")
     return lines
+
+
+#: torch intra-op threads for every command that computes on this machine (eval, verify,
+#: verifiers report, worldmodel fit/eval, embed genes), the same as each training rollout
+#: worker and learner rank (rollout.torch_threads, learner.torch_threads). One, not torch's
+#: all-cores default: on a small machine shared with a run, a server or another command,
+#: all-core OpenMP pools oversubscribe it (2 threads ran 13x slower than 1 in the donor game on
+#: a shared 2-core box). ``--threads N`` raises it on an otherwise idle machine.
+DEFAULT_TORCH_THREADS = 1
+
+
+def _threads(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--threads must be a whole number >= 1, got {text!r}")
+    return n
+
+
+def add_threads_argument(parser: argparse.ArgumentParser, default: int | None = DEFAULT_TORCH_THREADS,
+                         default_text: str | None = None, what: str = "torch intra-op threads") -> None:
+    """``--threads N``, documented the same everywhere; ``default_text`` names a default that
+    is not a number (eval: rollout.torch_threads)."""
+    shown = default_text or "%(default)s"
+    parser.add_argument("--threads", type=_threads, default=default, metavar="N",
+                        help=f"{what} (default {shown}: one thread, as every command and each "
+                             f"training worker and rank use, so commands beside a run do not oversubscribe the "
+                             f"cores; raise it on an otherwise idle machine)")
 
 
 def cache_dir(cfg_value: str | None = None) -> Path:
