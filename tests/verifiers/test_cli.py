@@ -66,6 +66,9 @@ def test_verify_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "invalid --verifier 'hard weight=x threshold=2':" in err and "weight: Input should be a valid number" in err
     assert "threshold: Input should be less than or equal to 1 (got 2)" in err
+    assert main(["verify", str(inp), "--verifier", "format max_chars=abc"]) == 2  # a number parameter given text
+    assert ("verifier 'format' parameter max_chars='abc' is not a number (its default is 4000); its parameters are "
+            "max_chars=4000") in capsys.readouterr().err
     out = tmp_path / "o.jsonl"
     assert main(["verify", str(inp), "--verifier", "hard name=yes label_key=[1,", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["scores"] == {"yes": None}  # no row has a '[1,' field: it abstains
