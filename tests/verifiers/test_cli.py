@@ -122,7 +122,10 @@ def test_coexpr_build_names_a_missing_or_bad_h5ad(tmp_path, capsys):
     bad = tmp_path / "bad.h5ad"
     bad.write_text("not hdf5")
     assert main(["coexpr", "build", "--h5ad", str(bad), "--out", str(tmp_path / "m.npz")]) == 2
-    assert f"{str(bad)!r} is not a readable AnnData .h5ad file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{str(bad)!r} is not a readable AnnData .h5ad file: it is not HDF5" in err and "signature" not in err
+    assert main(["coexpr", "build", "--h5ad", str(tmp_path), "--out", str(tmp_path / "m.npz")]) == 2
+    assert f"AnnData file {str(tmp_path)!r} is a directory, not an .h5ad file" in capsys.readouterr().err
 
 
 def test_worldmodel_eval_and_fit_report_all_rows_and_where_they_saved(tmp_path, wm_dir, data_root, capsys):
