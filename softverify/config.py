@@ -503,7 +503,7 @@ class TrainConfig(_Section):
 
 
 def build_config(raw: dict[str, Any] | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    raw = apply_overrides(raw or {}, overrides or [])
+    raw = apply_overrides(raw or {}, overrides or [], TrainConfig)  # values read for their fields' types
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as e:

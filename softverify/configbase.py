@@ -6,13 +6,16 @@ it without pulling in the training config, and no import cycle can run through i
 """
 from __future__ import annotations
 
+import argparse
 import os
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 
 class ConfigError(ValueError):
@@ -54,12 +57,101 @@ def parse_scalar(text: str) -> Any:
     return value
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def parse_typed(text: str, annotation: Any = None) -> Any:
+    """An override value for a field of type ``annotation`` (None: unknown, plain YAML).
+
+    YAML alone turns ``yes`` into True and ``123`` into an int, so ``--set
+    rollout.system_prompt=yes`` failed with "Input should be a valid string". The field's
+    type decides instead: the YAML reading when the type takes it (``8`` for an int,
+    ``[a, b]`` for a list, ``null`` for an optional field), else the text as written when the
+    type takes that (any string field), else the YAML reading, so validation names the
+    value the user meant."""
+    value = parse_scalar(text)
+    if annotation is None:
+        return value
+    adapter = _adapter(annotation)
+    for candidate in (value, text):
+        try:
+            adapter.validate_python(candidate)
+            return candidate
+        except ValidationError:
+            continue
+    return value
+
+
+def _adapter(annotation: Any) -> TypeAdapter:
+    try:
+        return _ADAPTERS[annotation]
+    except (KeyError, TypeError):  # TypeError: an unhashable annotation
+        adapter = TypeAdapter(annotation)
+        try:
+            _ADAPTERS[annotation] = adapter
+        except TypeError:
+            pass
+        return adapter
+
+
+_ADAPTERS: dict[Any, TypeAdapter] = {}
+
+
+def _members(annotation: Any) -> list[Any]:
+    """The alternatives of ``X | Y | None`` (Annotated and None stripped); ``[X]`` otherwise."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _members(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [m for a in typing.get_args(annotation) if a is not type(None) for m in _members(a)]
+    return [annotation]
+
+
+def field_annotation(model: Any, parts: list[str]) -> Any:
+    """The declared type at dotted path ``parts`` inside ``model`` (a pydantic model class),
+    through sections, list indices and dict keys; None where the path leaves the typed
+    part (``verifiers.1.params.threshold``: params is ``dict[str, Any]``) or names no field
+    (validation reports the unknown key)."""
+    ann = model
+    for p in parts:
+        nxt = None
+        for m in _members(ann):
+            origin, args = typing.get_origin(m), typing.get_args(m)
+            if isinstance(m, type) and issubclass(m, BaseModel):
+                if p in m.model_fields:
+                    nxt = m.model_fields[p].annotation
+            elif origin in (list, tuple) and args and re.fullmatch(r"-?[0-9]+", p):
+                nxt = args[0]
+            elif origin is dict and len(args) == 2:
+                nxt = args[1]
+            if nxt is not None:
+                break
+        if nxt is None or nxt is Any:
+            return None
+        ann = nxt
+    return ann
+
+
+def _default_list(model: Any, parts: list[str]) -> list | None:
+    """The default of the list field at ``parts`` (as plain data), so ``--set
+    verifiers.1.weight=0.5`` can index the default verifier list when the config sets none."""
+    if model is None or not parts:
+        return None
+    owner = field_annotation(model, parts[:-1]) if len(parts) > 1 else model
+    for m in _members(owner) if owner is not None else []:
+        if isinstance(m, type) and issubclass(m, BaseModel) and parts[-1] in m.model_fields:
+            default = m.model_fields[parts[-1]].get_default(call_default_factory=True)
+            if isinstance(default, list):
+                return [d.model_dump(exclude_defaults=True) if isinstance(d, BaseModel) else d for d in default]
+    return None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], model: Any = None) -> dict[str, Any]:
     """Apply ``a.b.c=value`` overrides to a nested dict (copy-on-write of touched parts).
 
     A part that is an integer indexes an existing list (``verifiers.1.params.threshold=0.05``:
     the second verifier's threshold), so one entry of a list can be changed without
-    restating the list; an index past its end is an error naming the list's length."""
+    restating the list; an index past its end is an error naming the list's length.
+    With ``model`` (the pydantic class the dict will become) each value is read for its
+    field's type (:func:`parse_typed`: ``--set rollout.system_prompt=yes`` stays a string),
+    and a list the dict does not set yet is indexed from its default."""
     out = dict(raw)
     for ov in overrides:
         if "=" not in ov:
@@ -80,12 +172,29 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             else:
                 child = node.get(p)
             if last:
-                node[p] = parse_scalar(value)
+                node[p] = parse_typed(value, field_annotation(model, parts) if model is not None else None)
                 break
+            if child is None and re.fullmatch(r"-?[0-9]+", parts[i + 1]):
+                child = _default_list(model, parts[: i + 1])
             child = dict(child) if isinstance(child, dict) else list(child) if isinstance(child, list) else {}
             node[p] = child
             node = child
     return out
+
+
+def yaml_error_text(e: yaml.YAMLError) -> str:
+    """YAML's error as one line: where (line, column, 1-based) and what, with the construct it
+    was inside, e.g. ``line 3, column 2: expected <block end>, but found '<block mapping
+    start>' (while parsing a block mapping that starts at line 1)``."""
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+    if mark is None or not problem:
+        return " ".join(str(e).split())
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context:
+        text += f" ({context}" + (f" that starts at line {cmark.line + 1}" if cmark is not None and
+                                  cmark.line != mark.line else "") + ")"
+    return text
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -95,8 +204,11 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     try:
         with open(p, encoding="utf-8") as f:  # a stream, so YAML's error marks name the file, not "<unicode string>"
             raw = yaml.safe_load(f) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {yaml_error_text(e)}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: not UTF-8 text (byte {e.start}: "
+                          f"{e.reason})") from None
     except RecursionError:
         raise ConfigError(f"config file {str(p)!r} is nested too deeply to be a config") from None
     if not isinstance(raw, dict):
@@ -117,6 +229,36 @@ def describe(model: type[BaseModel], prefix: str = "") -> list[str]:
             default = [d.model_dump(exclude_defaults=True) for d in default]
         lines.append(f"{prefix}{name} = {default!r}: {f.description or ''}")
     return lines
+
+
+#: torch intra-op threads for every command that computes on this machine (eval, verify,
+#: verifiers report, worldmodel fit/eval, embed genes), the same as each training rollout
+#: worker and learner rank (rollout.torch_threads, learner.torch_threads). One, not torch's
+#: all-cores default: on a small machine shared with a run, a server or another command,
+#: all-core OpenMP pools oversubscribe it (2 threads ran 13x slower than 1 in the donor game on
+#: a shared 2-core box). ``--threads N`` raises it on an otherwise idle machine.
+DEFAULT_TORCH_THREADS = 1
+
+
+def _threads(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--threads must be a whole number >= 1, got {text!r}")
+    return n
+
+
+def add_threads_argument(parser: argparse.ArgumentParser, default: int | None = DEFAULT_TORCH_THREADS,
+                         default_text: str | None = None, what: str = "torch intra-op threads") -> None:
+    """``--threads N``, documented the same everywhere; ``default_text`` names a default that
+    is not a number (eval: rollout.torch_threads)."""
+    shown = default_text or "%(default)s"
+    parser.add_argument("--threads", type=_threads, default=default, metavar="N",
+                        help=f"{what} (default {shown}: one thread, as every command and each "
+                             f"training worker and rank use, so commands beside a run do not oversubscribe the "
+                             f"cores; raise it on an otherwise idle machine)")
 
 
 def cache_dir(cfg_value: str | None = None) -> Path:

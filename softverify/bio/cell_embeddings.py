@@ -19,12 +19,24 @@ import numpy as np
 from softverify.bio.embeddings import GeneEmbedding
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # the first 8 bytes of an HDF5 file without a user block, as anndata writes
+
+
 def read_h5ad(path: str | os.PathLike):
+    """The AnnData at ``path``; a missing file, a directory, a file that is not HDF5 or a
+    damaged one is an error naming the path (h5py's own message names neither it nor the fix)."""
     import anndata
 
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise FileNotFoundError(f"AnnData file {str(p)!r} not found")
+    if not p.is_file():
+        raise ValueError(f"AnnData file {str(p)!r} is a directory, not an .h5ad file")
+    with open(p, "rb") as f:
+        head = f.read(len(HDF5_SIGNATURE))
+    if head != HDF5_SIGNATURE:  # h5py would say "Unable to synchronously open file (file signature not found)"
+        raise ValueError(f"{str(p)!r} is not a readable AnnData .h5ad file: it is not HDF5 (an .h5ad is the HDF5 "
+                         f"file anndata/scanpy write with adata.write_h5ad)")
     try:
         return anndata.read_h5ad(p)
     except Exception as e:  # h5py/anndata raise OSError, KeyError, TypeError... on a bad file

@@ -101,8 +101,12 @@ def _genes_coverage(args) -> int:
 
 
 def _embed_genes(args) -> int:
+    import torch
+
     from softverify.bio import embeddings, perturbqa
     from softverify.bio.genes import GeneKB
+
+    torch.set_num_threads(args.threads)  # the sentence encoder
 
     df = perturbqa.load_tables(args.cell_lines, "de", mirror=args.mirror)
     symbols = sorted(set(df["pert"]) | set(df["gene"]))
@@ -156,6 +160,7 @@ def _wm_fit(args) -> int:
         ev = ev[ev["split"] == args.eval_split] if args.eval_split != "all" else ev
         report["eval"] = {"cell_line": args.eval_cell_line, "split": args.eval_split, **wm.evaluate(ev)}
         wm.meta["eval"] = report["eval"]
+        print(f"{args.eval_cell_line} {args.eval_split}: {coverage_line(report['eval'])}", file=sys.stderr)
     saved = wm.save(args.out)
     report["saved"] = str(saved)
     _print_json(report)
@@ -167,11 +172,24 @@ def _wm_eval(args) -> int:
     from softverify.bio import perturbqa
     from softverify.bio.worldmodel import WorldModel
 
+    import torch
+
+    torch.set_num_threads(args.threads)
     wm = WorldModel.load(args.model)
     ev = perturbqa.load_table(args.cell_line, "de", mirror=args.mirror)
     ev = ev[ev["split"] == args.split] if args.split != "all" else ev
-    _print_json({"cell_line": args.cell_line, "split": args.split, **wm.evaluate(ev)})
+    metrics = wm.evaluate(ev)
+    _print_json({"cell_line": args.cell_line, "split": args.split, **metrics})
+    print(coverage_line(metrics), file=sys.stderr)
     return 0
+
+
+def coverage_line(m: dict) -> str:
+    """The covered-rows and all-rows figures side by side, so a model that skips the rows it
+    has no embedding for cannot pass for a better one (its top-level numbers are covered-only)."""
+    a = m["all_rows"]
+    return (f"covered rows ({m['coverage']:.1%} of {m['n']}): AUROC {m['auroc']:.3f}, MCC {m['mcc']:.3f}; "
+            f"all rows (uncovered answered {a['uncovered_as']}): AUROC {a['auroc']:.3f}, MCC {a['mcc']:.3f}")
 
 
 # ----------------------------------------------------------------------------- wiring
@@ -184,6 +202,8 @@ def perturbqa_defaults() -> tuple[str, ...]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from softverify.configbase import add_threads_argument
+
     cells_help = "comma-separated PerturbQA cell lines (k562, rpe1, hepg2, jurkat)"
     mirror_help = "local directory with the PerturbQA CSVs (default $SOFTVERIFY_DATA_MIRROR, else the cache/download)"
 
@@ -200,8 +220,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--force", action="store_true", help="re-fetch files already in the cache")
     f.set_defaults(func=_data_fetch)
     q = dsub.add_parser("questions", help="rbio1 questions for a split; print a few or save parquet")
-    q.add_argument("--cell-lines", default="k562", help=cells_help)
-    q.add_argument("--split", default="train", help="train, test, loco_train, loco_test, gene_train, gene_test")
+    q.add_argument("--cell-lines", default="k562", help=cells_help + "; default %(default)s")
+    q.add_argument("--split", default="train",
+                   help="train, test, loco_train, loco_test, gene_train or gene_test (default %(default)s)")
     q.add_argument("--limit", type=int, default=None, help="number of questions (default: all)")
     q.add_argument("--negated-fraction", type=float, default=0.0,
                    help="share of questions asked in a negated form (\"...leave the expression of B unchanged?\"; the "
@@ -211,7 +232,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="for the loco_* splits: the cell line left out of training (default: the last of --cell-lines)")
     q.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     q.add_argument("--from", dest="mirror", default=None, help=mirror_help)
-    q.add_argument("--out", default=None, help="output .parquet")
+    q.add_argument("--out", default=None, help="output .parquet (default: print the first five questions)")
     q.set_defaults(func=_data_questions)
 
     genes = subparsers.add_parser("genes", help="gene knowledge base (NCBI gene_info + gene2go + GO)")
@@ -230,7 +251,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_genes_show)
     c = gsub.add_parser("coverage", help="fraction of PerturbQA genes resolved / with GO terms")
     c.add_argument("--kb", default=None, help="knowledge base directory (default <cache>/genes)")
-    c.add_argument("--cell-lines", default="k562,rpe1,hepg2", help=cells_help)
+    c.add_argument("--cell-lines", default="k562,rpe1,hepg2", help=cells_help + "; default %(default)s")
     c.add_argument("--from", dest="mirror", default=None, help=mirror_help)
     c.set_defaults(func=_genes_coverage)
 
@@ -240,14 +261,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--kind", choices=["genept", "go", "onehot"], required=True,
                    help="genept: sentence embedding of each gene's NCBI/UniProt text; go: SVD of the gene x GO-term "
                         "matrix; onehot: an identity per gene (no shared knowledge, a baseline)")
-    e.add_argument("--kb", default=None, help="knowledge base directory (genept, go)")
-    e.add_argument("--cell-lines", default="k562,rpe1,hepg2", help=cells_help)
+    e.add_argument("--kb", default=None, help="knowledge base directory (genept, go; default <cache>/genes)")
+    e.add_argument("--cell-lines", default="k562,rpe1,hepg2", help=cells_help + "; default %(default)s")
     e.add_argument("--from", dest="mirror", default=None, help=mirror_help)
     e.add_argument("--encoder", default=None, help="local sentence-transformers dir (default bundled all-MiniLM-L6-v2)")
     e.add_argument("--openai-model", default=None, help="use an OpenAI-compatible /embeddings endpoint with this model")
     e.add_argument("--openai-base-url", default=None, help="base URL of that endpoint (default: the openai client's)")
-    e.add_argument("--dim", type=int, default=128, help="GO factorisation dimension")
+    e.add_argument("--dim", type=int, default=128, help="go: factorisation dimension (default %(default)s)")
     e.add_argument("--out", required=True, help="output directory")
+    add_threads_argument(e)
     e.set_defaults(func=_embed_genes)
 
     wm = subparsers.add_parser("worldmodel", help="train / evaluate DE world models (soft verifier brains)")
@@ -256,9 +278,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "LightGBM model on the training lines' gene statistics (+ embeddings)")
     w.add_argument("--model", default="mlp", choices=["mlp", "gbdt"],
                    help="'mlp': pair MLP on embeddings; 'gbdt': target/perturbation DE rates and counts (+ the "
-                        "embedding when given), isotonic-calibrated, saved as LightGBM text")
+                        "embedding when given), isotonic-calibrated, saved as LightGBM text (default %(default)s)")
     w.add_argument("--embedding", help="directory from `softverify embed genes` (required for mlp)")
-    w.add_argument("--cell-lines", default="rpe1,hepg2", help="training " + cells_help)
+    w.add_argument("--cell-lines", default="rpe1,hepg2", help="training " + cells_help + "; default %(default)s")
     w.add_argument("--train-split", default="all", choices=["all", "train", "test"],
                    help="PerturbQA split of the training lines used (default all: the lines are held out anyway)")
     w.add_argument("--eval-cell-line", default=None, help="report metrics on this cell line after training")
@@ -268,11 +290,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     w.add_argument("--max-epochs", type=int, default=12, help="mlp: most training epochs (default 12)")
     w.add_argument("--patience", type=int, default=2,
                    help="mlp: stop after this many epochs without a better validation AUROC (default 2)")
-    w.add_argument("--max-rows", type=int, default=None, help="subsample training rows")
-    w.add_argument("--threads", type=int, default=1, help="torch / LightGBM threads (default 1)")
+    w.add_argument("--max-rows", type=int, default=None, help="subsample training rows (default: all)")
+    add_threads_argument(w, what="torch / LightGBM threads")
     w.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and batches (default 0)")
     w.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
-    w.add_argument("--out", required=True, help="output model directory")
+    w.add_argument("--out", required=True, help="output model directory (the path is printed when saved)")
     w.set_defaults(func=_wm_fit)
     v = wsub.add_parser("eval", help="AUROC/AUPRC/MCC of a saved world model on a cell line (covered rows, and "
                         "all rows with the uncovered answered no)")
@@ -280,6 +302,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--cell-line", required=True, help="PerturbQA cell line to score (k562, rpe1, hepg2, jurkat)")
     v.add_argument("--split", default="test", choices=["all", "train", "test"], help="its split (default test)")
     v.add_argument("--from", dest="mirror", default=None, help=mirror_help)
+    add_threads_argument(v)
     v.set_defaults(func=_wm_eval)
 
 

@@ -55,6 +55,10 @@ def build_verifier(kind: str, name: str | None = None, **params: Any) -> Verifie
     if unknown and open_kw is None:
         raise ValueError(f"verifier {kind!r} has no parameter(s) {unknown}; its parameters are "
                          + (_format_params(valid, None) or "none"))
+    for k, v in params.items():
+        if k in _numeric_params(kind) and not _is_number(v, none_ok=valid.get(k) is None):
+            raise ValueError(f"verifier {kind!r} parameter {k}={v!r} is not a number (its default is "
+                             f"{valid[k]!r}); its parameters are " + _format_params(valid, open_kw))
     try:
         return cls(name=name, **params)
     except TypeError as e:  # e.g. a required parameter missing
@@ -63,6 +67,35 @@ def build_verifier(kind: str, name: str | None = None, **params: Any) -> Verifie
 
 
 _REQUIRED = object()  # marks a parameter without a default in verifier_params
+
+
+def _is_number(v: Any, none_ok: bool) -> bool:
+    return (v is None and none_ok) or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _numeric_params(kind: str) -> set[str]:
+    """Constructor parameters annotated as numbers only (``int``, ``float``, ``float | None``):
+    a string there (``max_chars=abc`` from the CLI) is refused by name up front instead of
+    failing later with "'<=' not supported between instances of 'str' and 'int'"."""
+    import inspect
+    import types
+    import typing
+
+    out = set()
+    for cls in verifier_class(kind).__mro__:
+        if "__init__" not in vars(cls) or not issubclass(cls, Verifier):
+            continue
+        try:
+            hints = typing.get_type_hints(cls.__init__)
+        except Exception:  # an annotation that does not resolve: no check for this class
+            continue
+        for pname in inspect.signature(cls.__init__).parameters:
+            h = hints.get(pname)
+            members = typing.get_args(h) if typing.get_origin(h) in (typing.Union, types.UnionType) else (h,)
+            members = [m for m in members if m is not type(None)]
+            if members and all(m in (int, float) for m in members):
+                out.add(pname)
+    return out
 
 
 def verifier_params(kind: str) -> tuple[dict[str, Any], str | None]:

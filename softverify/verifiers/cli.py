@@ -25,10 +25,15 @@ import numpy as np
 
 
 def parse_verifier_arg(text: str):
-    """``"coexpression matrix=x.npz top_fraction=0.2 weight=0.5"`` -> VerifierSpec."""
-    import yaml
+    """``"coexpression matrix=x.npz top_fraction=0.2 weight=0.5"`` -> VerifierSpec.
+
+    Values are read as ``--set`` reads them (:func:`~softverify.configbase.parse_typed`):
+    ``name=yes`` stays a string, ``label_key=Answer:`` is not a YAML mapping, and text YAML
+    cannot parse (``[1,``) is kept as written for validation to name."""
+    from pydantic import ValidationError
 
     from softverify.config import VerifierSpec
+    from softverify.configbase import ConfigError, field_annotation, format_validation_error, parse_typed
 
     parts = shlex.split(text)
     if not parts or "=" in parts[0]:
@@ -38,12 +43,15 @@ def parse_verifier_arg(text: str):
         if "=" not in p:
             raise ValueError(f"--verifier {text!r}: {p!r} is not key=value")
         k, v = p.split("=", 1)
-        val = yaml.safe_load(v) if v else ""
         if k in ("name", "weight", "threshold", "num_cpus", "num_gpus"):
-            spec[k] = val
+            spec[k] = parse_typed(v, field_annotation(VerifierSpec, [k]))
         else:
-            spec["params"][k] = val
-    return VerifierSpec.model_validate(spec)
+            spec["params"][k] = parse_typed(v) if v else ""
+    try:
+        return VerifierSpec.model_validate(spec)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, f"--verifier {text!r}", "its fields are kind, name, weight, "
+                                                  "threshold, num_cpus, num_gpus; other keys are params")) from None
 
 
 def read_rows(path: str) -> list[dict]:
@@ -76,9 +84,9 @@ def read_rows(path: str) -> list[dict]:
     return rows
 
 
-def to_samples(rows: list[dict], model: str | None, prefix: str):
+def to_samples(rows: list[dict], model: str | None, prefix: str, threads: int | None = None):
     """Samples; with ``model``, prompts are rendered and tokenised as the rollout worker does
-    (needed by ``go_likelihood``)."""
+    (needed by ``go_likelihood``), its engine on ``threads`` torch threads."""
     from softverify.types import Sample
 
     samples = []
@@ -93,7 +101,7 @@ def to_samples(rows: list[dict], model: str | None, prefix: str):
         from softverify.models import resolve_model_path
         from softverify.prompts import row_messages
 
-        engine = HFEngine(resolve_model_path(model), dtype="float32")
+        engine = HFEngine(resolve_model_path(model), dtype="float32", torch_threads=threads)
         pb = render_turns(engine, [row_messages(r) for r in rows], prefix)
         for s, text, ids in zip(samples, pb.texts, pb.token_ids):
             s.prompt, s.prompt_token_ids = text, ids
@@ -149,12 +157,15 @@ def _verify(args) -> int:
         return 0
     if not args.input:
         raise ValueError("give an input JSONL (or --list)")
+    import torch
+
+    torch.set_num_threads(args.threads)  # world models score in this process; --model's engine too
     cfg = load_config(args.config) if args.config else None
     specs = (list(cfg.verifiers) if cfg else []) + [parse_verifier_arg(v) for v in args.verifier or []]
     if not specs:
         raise ValueError("no verifiers: pass --config and/or --verifier KIND")
     rows = read_rows(args.input)
-    samples, engine = to_samples(rows, args.model, args.assistant_prefix)
+    samples, engine = to_samples(rows, args.model, args.assistant_prefix, args.threads)
     scores, secs = score_all(specs, samples, engine)
     weights = [s.weight for s in specs]
     agg = args.aggregation or (cfg.reward.aggregation if cfg else "sum_then_normalize")
@@ -169,6 +180,7 @@ def _verify(args) -> int:
         with open(out, "w") as f:
             for i, s in enumerate(samples):
                 rec = {"index": i, "prompt_id": s.prompt_id, "answer": parse_answer(s.completion),
+                       "label": s.metadata.get("label"),
                        "scores": {sp.display_name: (None if np.isnan(v) else float(v)) for sp, v in zip(specs, scores[i])},
                        "reward": None if rewards is None or np.isnan(rewards[i]) else float(rewards[i])}
                 f.write(json.dumps(rec) + "\n")
@@ -212,6 +224,9 @@ def _report(args) -> int:
 
     ov = list(args.overrides) + ([f"data.mirror={args.data_mirror}"] if args.data_mirror else [])
     cfg = load_config(args.config, ov)
+    import torch
+
+    torch.set_num_threads(args.threads)  # world-model verifiers score in this process
     if args.questions:
         import pandas as pd
 
@@ -242,6 +257,8 @@ def _report(args) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from softverify.configbase import add_threads_argument
+
     r = subparsers.add_parser("verifiers", help="what a set of verifiers will teach, measured before training")
     rsub = r.add_subparsers(dest="verifiers_command", metavar="ACTION")
     rsub.required = True
@@ -252,10 +269,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config field, e.g. --set verifiers.0.weight=0.5 (repeatable)")
     rp.add_argument("--questions", help="labelled question file (.jsonl/.parquet); default: the config's data")
-    rp.add_argument("--split", default="train", help="split of the config's data (threshold policies resolve on it)")
-    rp.add_argument("--limit", type=int, default=4000, help="questions drawn from the split")
+    rp.add_argument("--split", default="train",
+                    help="split of the config's data; threshold policies resolve on it (default %(default)s)")
+    rp.add_argument("--limit", type=int, default=4000, help="questions drawn from the split (default %(default)s)")
     rp.add_argument("--data-mirror", help="local PerturbQA CSV folder")
-    rp.add_argument("--out", help="directory for report.json, report.md, report.png")
+    rp.add_argument("--out", help="directory for report.json, report.md, report.png (default: print only)")
+    add_threads_argument(rp)
     rp.set_defaults(func=_report)
 
     p = subparsers.add_parser("verify", help="score a JSONL of completions with verifiers (no training)",
@@ -264,9 +283,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--list", action="store_true", help="list the verifier kinds and exit")
     p.add_argument("--config", help="training config YAML whose verifiers (and reward.aggregation) to use")
     p.add_argument("--verifier", action="append", metavar="'KIND key=value ...'", help="add a verifier (repeatable)")
-    p.add_argument("--out", help="write per-sample scores and composed reward here (JSONL)")
+    p.add_argument("--out", help="write one JSON line per row here: its parsed answer, label, every verifier's score "
+                   "and the composed reward (default: the summary table only)")
     p.add_argument("--model", help="policy for needs-policy verifiers (go_likelihood): 'smollm2' or a model dir")
-    p.add_argument("--assistant-prefix", default="<think>\n", help="text the assistant turn starts with")
+    p.add_argument("--assistant-prefix", default="<think>\n",
+                   help="with --model: text the assistant turn starts with (default %(default)r)")
+    add_threads_argument(p)
     p.add_argument("--aggregation", choices=["sum_then_normalize", "normalize_then_sum"],
                    help="how verifier scores combine (default: the config's reward.aggregation, else sum_then_normalize)")
     p.set_defaults(func=_verify)
@@ -279,7 +301,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--out", required=True, help=".npz output")
     b.add_argument("--method", default="npmi", choices=["npmi", "pearson", "spearman"],
                    help="co-expression measure (default npmi: normalised PMI of co-detection)")
-    b.add_argument("--max-genes", type=int, default=2000, help="most variable genes kept")
+    b.add_argument("--max-genes", type=int, default=2000, help="most variable genes kept (default %(default)s)")
     b.add_argument("--min-cells", type=int, default=3, help="drop genes expressed in fewer cells (default 3)")
     b.set_defaults(func=_coexpr_build)
     q = csub.add_parser("questions", help="balanced co-expression yes/no questions from a matrix")

@@ -61,6 +61,17 @@ def test_verify_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "verifier 'hard' has no parameter(s) ['labels']; its parameters are label_key='label'" in err
     assert "HardLabelVerifier" not in err
+    # --verifier values are read like --set values: a spec field by its type, text YAML cannot parse kept as written
+    assert main(["verify", str(inp), "--verifier", "hard weight=x threshold=2"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid --verifier 'hard weight=x threshold=2':" in err and "weight: Input should be a valid number" in err
+    assert "threshold: Input should be less than or equal to 1 (got 2)" in err
+    assert main(["verify", str(inp), "--verifier", "format max_chars=abc"]) == 2  # a number parameter given text
+    assert ("verifier 'format' parameter max_chars='abc' is not a number (its default is 4000); its parameters are "
+            "max_chars=4000") in capsys.readouterr().err
+    out = tmp_path / "o.jsonl"
+    assert main(["verify", str(inp), "--verifier", "hard name=yes label_key=[1,", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["scores"] == {"yes": None}  # no row has a '[1,' field: it abstains
 
 
 def test_verify_labels_in_words(tmp_path, capsys):
@@ -71,7 +82,9 @@ def test_verify_labels_in_words(tmp_path, capsys):
     inp.write_text("".join(json.dumps(x) + "\n" for x in rows))
     out = tmp_path / "o.jsonl"
     assert main(["verify", str(inp), "--verifier", "hard", "--out", str(out)]) == 0
-    assert [json.loads(x)["scores"]["hard"] for x in out.read_text().splitlines()] == [1.0, 0.0, 1.0]
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(r["answer"], r["label"], r["scores"]["hard"]) for r in recs] == [("yes", 1, 1.0), ("yes", 0, 0.0),
+                                                                             ("no", 0, 1.0)]
     inp.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"completion": "x", "label": "maybe"}) + "\n")
     assert main(["verify", str(inp), "--verifier", "hard"]) == 2
     err = capsys.readouterr().err
@@ -109,4 +122,26 @@ def test_coexpr_build_names_a_missing_or_bad_h5ad(tmp_path, capsys):
     bad = tmp_path / "bad.h5ad"
     bad.write_text("not hdf5")
     assert main(["coexpr", "build", "--h5ad", str(bad), "--out", str(tmp_path / "m.npz")]) == 2
-    assert f"{str(bad)!r} is not a readable AnnData .h5ad file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{str(bad)!r} is not a readable AnnData .h5ad file: it is not HDF5" in err and "signature" not in err
+    assert main(["coexpr", "build", "--h5ad", str(tmp_path), "--out", str(tmp_path / "m.npz")]) == 2
+    assert f"AnnData file {str(tmp_path)!r} is a directory, not an .h5ad file" in capsys.readouterr().err
+
+
+def test_worldmodel_eval_and_fit_report_all_rows_and_where_they_saved(tmp_path, wm_dir, data_root, capsys):
+    """A model that covers part of the rows reports its covered-rows figures beside all rows' (the
+    uncovered answered no), with the coverage; fit prints where it saved the model."""
+    d, _ = wm_dir
+    mirror = str(data_root / "perturbqa")
+    assert main(["worldmodel", "eval", "--model", str(d), "--cell-line", "k562", "--from", mirror]) == 0
+    cap = capsys.readouterr()
+    m = json.loads(cap.out)
+    assert 0 < m["coverage"] < 1 and m["all_rows"]["uncovered_as"] == "no (p = 0)"
+    assert (f"covered rows ({m['coverage']:.1%} of {m['n']}): AUROC {m['auroc']:.3f}, MCC {m['mcc']:.3f}; "
+            f"all rows (uncovered answered no (p = 0)): AUROC {m['all_rows']['auroc']:.3f}") in cap.err
+    out = tmp_path / "gbdt"
+    assert main(["worldmodel", "fit", "--model", "gbdt", "--cell-lines", "rpe1", "--max-rows", "3000", "--from", mirror,
+                 "--out", str(out), "--quiet"]) == 0
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["saved"] == str(out) and f"world model saved to {out}" in cap.err
+    assert (out / "worldmodel.json").is_file()

@@ -114,7 +114,7 @@ class DonorGameConfig(_Section):
 
 
 def build_donor_config(raw: dict | None = None, overrides: list[str] | None = None) -> DonorGameConfig:
-    raw = apply_overrides(raw or {}, overrides or [])
+    raw = apply_overrides(raw or {}, overrides or [], DonorGameConfig)  # values read for their fields' types
     try:
         return DonorGameConfig.model_validate(raw)
     except ValidationError as e:

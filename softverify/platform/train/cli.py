@@ -137,7 +137,22 @@ trained with; --config or --set prompt.*/rollout.* overrides that.
 """
 
 
+class RemovedOption(argparse.Action):
+    """An option that no longer exists: using it is a one-line error saying what replaced
+    it (argparse would say only "unrecognized arguments"). Hidden from --help."""
+
+    def __init__(self, option_strings, dest, replacement: str, **kw):
+        kw["help"] = argparse.SUPPRESS
+        super().__init__(option_strings, dest, **kw)
+        self.replacement = replacement
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} was removed: {self.replacement}")
+
+
 def register(sub) -> None:
+    from softverify.configbase import add_threads_argument
+
     p = sub.add_parser("train", help="run GRPO training (default: local Ray, SmolLM2, PerturbQA K562)",
                        description=TRAIN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_config_args(p)
@@ -155,14 +170,16 @@ def register(sub) -> None:
     _add_config_args(e, model_flag=False)
     e.add_argument("--split", default="test", help="question split (default: test)")
     e.add_argument("--limit", type=int, default=200, help="number of questions (default 200)")
-    e.add_argument("--samples", type=int, default=1, help="1 = greedy; N > 1 = N samples, majority answer")
+    e.add_argument("--samples", type=int, default=1,
+                   help="1 = greedy; N > 1 = N samples at rollout.temperature, majority answer (default %(default)s)")
     e.add_argument("--max-new-tokens", type=int, help="generation budget (default: rollout.max_new_tokens)")
     e.add_argument("--batch-size", type=int, default=16, help="questions generated together (default 16)")
-    e.add_argument("--threads", type=int,
-                   help="torch threads (default: rollout.torch_threads, 1, as each training worker uses; "
-                        "raise it on an otherwise idle machine)")
+    add_threads_argument(e, default=None, default_text="rollout.torch_threads = 1")
     e.add_argument("--seed", type=int, default=0, help="sampling seed with --samples > 1 (default 0)")
     e.add_argument("--no-force", action="store_true",
                    help="skip the forced reading (unanswered turns closed, yes/no chosen by likelihood)")
-    e.add_argument("--output", "-o", help="write metrics JSON here (and completions next to it)")
+    e.add_argument("--output", "-o", help="write metrics JSON here and the completions next to it "
+                   "(default: print the metrics JSON)")
+    e.add_argument("--model", action=RemovedOption, nargs="?",
+                   replacement="name the model positionally: softverify eval MODEL_DIR")
     e.set_defaults(func=cmd_eval)
