@@ -26,9 +26,52 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cgroup_cpu_limit(cpu_max: str | None = None, cfs_quota: str | None = None,
+                     cfs_period: str | None = None) -> float | None:
+    """CPUs a cgroup quota allows, from cgroup v2's ``cpu.max`` text (``"200000 100000"``,
+    ``"max 100000"``) or v1's ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``; None when
+    unlimited or unknown."""
+    try:
+        if cpu_max is not None:
+            quota, _, period = cpu_max.strip().partition(" ")
+            return None if quota == "max" else int(quota) / int(period or 100000)
+        if cfs_quota is not None and int(cfs_quota) > 0:
+            return int(cfs_quota) / int(cfs_period or 100000)
+    except ValueError:
+        return None
+    return None
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def usable_cpus() -> int:
+    """The cores this process can really use: its CPU affinity, capped by a cgroup CPU
+    quota (a container's ``--cpus``, a pod's limit), rounded down, at least 1.
+
+    ``os.cpu_count()`` counts the host's cores, which a container may not use; a local Ray
+    advertising them would schedule more work than the cores can run."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 1
+    limit = cgroup_cpu_limit(cpu_max=_read("/sys/fs/cgroup/cpu.max"))
+    if limit is None:
+        limit = cgroup_cpu_limit(cfs_quota=_read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+                                 cfs_period=_read("/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
+    if limit is not None:
+        n = min(n, int(limit + 1e-9))
+    return max(1, n)
+
+
 def connect(address: str | None = None, num_cpus: int | None = None) -> str:
     """Join ``address`` (or ``$RAY_ADDRESS``); else start a local Ray with ``num_cpus``
-    logical CPUs (default: this machine's). Returns the address joined, or ``"local"``.
+    logical CPUs (default: :func:`usable_cpus`). Returns the address joined, or ``"local"``.
     A no-op when Ray is already initialised in this process (a test's cluster, a Tune trial).
 
     The local Ray keeps more idle task workers than its default soft limit (the CPU count):
@@ -45,7 +88,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> str:
             raise ClusterAuthError(auth_hint(address))
         ray.init(address=address, log_to_driver=True)
         return address
-    ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=True,
+    ray.init(num_cpus=num_cpus or usable_cpus(), include_dashboard=False, log_to_driver=True,
              _system_config={"num_workers_soft_limit": 64})
     return "local"
 

@@ -20,7 +20,7 @@ from softverify.envs.donor_game.game import (
     pairing_schedule,
     select_survivors,
 )
-from softverify.envs.donor_game.parsing import RejectionLog, parse_donation, parse_strategy
+from softverify.envs.donor_game.parsing import RejectionLog, parse_donation, parse_strategy, summary_mismatches
 from softverify.envs.donor_game.runner import DonorGameRunner, JsonlWriter, read_jsonl
 
 
@@ -207,11 +207,22 @@ def test_rejections_are_counted_and_logged(caplog):
         for t in ("Answer: 13", "Answer: 130%", "nope", "Answer: 4"):
             log.record(parse_donation(t, 10, False), "1_1", t)
     log.record_strategy(True), log.record_strategy(False)
-    log.gave_up += 1
-    assert log.summary() == {"donation_answers": {"attempts": 4, "rejected": 3,
-                                                  "by_reason": {"out_of_range": 2, "no_answer": 1}},
-                             "donations_given_up": 1, "strategies": {"written": 2, "without_sentence": 1}}
+    log.record_decision(True)  # the fourth answer was accepted
+    for t in ("Answer: 11", "Answer: 12", "Answer: 15"):  # a second decision: every retry rejected
+        log.record(parse_donation(t, 10, False), "1_2", t)
+    log.record_decision(False)
+    # the numbers ("attempts": 8, "rejected": 13) mixed strategies and given-up
+    # decisions into the rejections; apart, each group adds up
+    assert log.summary() == {"decisions": {"total": 2, "accepted": 1, "given_up": 1},
+                             "donation_answers": {"attempts": 7, "accepted": 1, "rejected": 6,
+                                                  "by_reason": {"out_of_range": 5, "no_answer": 1}},
+                             "strategies": {"written": 2, "with_sentence": 1, "without_sentence": 1}}
+    assert summary_mismatches(log.summary()) == []
     assert sum("rejected answer from 1_1 (out_of_range" in r.message for r in caplog.records) == 2
+    broken = log.summary()
+    broken["donation_answers"]["rejected"] += 1  # e.g. a given-up decision counted as a rejection
+    assert summary_mismatches(broken) == ["donation_answers.attempts = accepted + rejected",
+                                          "donation_answers.rejected = sum(by_reason)"]
 
 
 # ----------------------------------------------------------------------------- config
@@ -287,7 +298,10 @@ def test_full_run_with_numeric_agents(tmp_path):
     answers = rej["donation_answers"]
     assert answers["by_reason"] == {"out_of_range": len(d13) + 2 * len(d14)}  # gave-ups are not rejections
     assert answers["attempts"] == sum(d["attempts"] for d in dec) and answers["rejected"] <= answers["attempts"]
-    assert rej["donations_given_up"] == len(d14)
+    assert rej["decisions"] == {"total": len(dec), "accepted": len(dec) - len(d14), "given_up": len(d14)}
+    assert rej["strategies"]["written"] == len([r for r in recs if r["type"] == "strategy"])
+    assert summary_mismatches(rej) == []
+    assert all(summary_mismatches(g["rejections"]) == [] for g in recs if g["type"] == "generation")
     # generation 1: wealth identity per game, hand-computable scores
     gen1 = [r for r in recs if r["type"] == "generation"][0]
     for game_no in (1, 2):
@@ -365,6 +379,9 @@ def test_plots_and_cli(tmp_path, capsys):
     finally:
         plt.close = real_close
     assert "By round: cli" in titles and "By round: cli2" in titles
+    # runs with the same directory name are told apart; a decisions.jsonl is named by its run
+    assert plots.run_labels([str(tmp_path / "a" / "seed0"), str(tmp_path / "b" / "seed0" / "decisions.jsonl")]) == {
+        str(tmp_path / "a" / "seed0"): "a/seed0", str(tmp_path / "b" / "seed0" / "decisions.jsonl"): "b/seed0"}
     assert main(["donor-game", "plot", str(out), "-o", str(tmp_path / "p")]) == 0
     assert "average_final_resources" in capsys.readouterr().out
     assert (tmp_path / "p" / "figure_numbers.json").exists()

@@ -10,6 +10,7 @@ import pytest
 
 from softverify.envs.donor_game.agents import EngineAgent, OpenAIAgent, Request
 from softverify.envs.donor_game.config import build_donor_config
+from softverify.envs.donor_game.parsing import summary_mismatches
 from softverify.envs.donor_game.runner import DonorGameRunner, read_jsonl
 from softverify.cluster import free_port
 
@@ -46,7 +47,8 @@ def test_full_small_run_with_tiny_model(tmp_path, tiny_engine):
     n_err = sum(len(d["errors"]) for d in dec)
     answers = summary["rejections"]["donation_answers"]
     assert answers["rejected"] == n_err and answers["attempts"] == sum(d["attempts"] for d in dec)
-    assert summary["rejections"]["donations_given_up"] == sum(not d["valid"] for d in dec)
+    assert summary["rejections"]["decisions"]["given_up"] == sum(not d["valid"] for d in dec)
+    assert summary_mismatches(summary["rejections"]) == []
     strat = [r for r in recs if r["type"] == "strategy"]
     assert [r["agent"] for r in strat] == ["1_1", "1_2", "1_3", "1_4", "2_1", "2_2"]
     assert all(r["strategy"].startswith("My strategy will be") for r in strat)
@@ -113,6 +115,8 @@ def test_openai_agent_against_a_real_local_server(tmp_path, openai_server):
     recs = read_jsonl(tmp_path / "oa" / "decisions.jsonl")
     dec = [r for r in recs if r["type"] == "decision"]
     assert len(dec) == 4 and summary["rejections"]["donation_answers"]["attempts"] == 4
+    assert summary["rejections"]["decisions"] == {"total": 4, "accepted": 0, "given_up": 4}
+    assert summary_mismatches(summary["rejections"]) == []
     # a random tiny model does not produce "Answer: x": every decision is a logged rejection
     assert all(not d["valid"] and d["amount"] == 0 and d["errors"] for d in dec)
     assert summary["average_final_resources"] == [10.0]

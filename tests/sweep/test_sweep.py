@@ -62,6 +62,8 @@ def spec(search, **extra):
     ({"learner.lr": {"choice": [1e-3]}}, {"tune": {"metrik": "x"}}, "tune.metrik: unknown key"),
     ({"learner.lr": {"choice": [1e-3]}}, {"schedule": "asha"}, "schedule: unknown key"),
     ({"learner.lr": {"choice": [1e-3]}}, {"tune": {"asha": {"grace_period": 5}}}, "grace_period (5) exceeds trainer.steps (2)"),
+    ({"learner.lr": {"choice": [1e-3]}}, {"tune": {"metric": "eval/auc"}},
+     "tune.metric='eval/auc': periodic eval logs no such metric (did you mean eval_forced/auroc"),
 ])
 def test_invalid_sweeps_fail_with_the_key(search, extra, message):
     with pytest.raises(ConfigError) as e:
@@ -159,6 +161,96 @@ def test_reward_metric_refused_when_trials_have_different_rewards():
     assert parse_sweep(spec({"learner.lr": {"choice": [1e-4, 1e-3]}}, tune={"metric": "reward_mean"}))
 
 
+def test_default_metric_is_the_forced_auroc_reported_at_eval_steps():
+    """The default ranking metric is held-out (comparable across reward functions); a forced
+    eval metric is an eval metric: trials report it at eval steps, which must divide the steps."""
+    from softverify.platform.sweep.spec import missing_metric_error
+
+    s = parse_sweep(spec({"verifier_sets": {"a": [{"kind": "hard"}], "b": [{"kind": "format"}]}}))
+    assert s.spec.tune.metric == "eval_forced/auroc" and s.uses_eval
+    raw = spec({"learner.lr": {"choice": [1e-3]}})
+    raw["base"]["trainer"].update(steps=3, eval_every=2)
+    with pytest.raises(ConfigError, match=r"tune.metric='eval_forced/auroc' is reported at eval steps: "
+                                          r"trainer.steps \(3\) must be a multiple of trainer.eval_every \(2\)"):
+        parse_sweep(raw)
+    # a trial whose report lacks the metric fails on its own, naming it and the near names
+    err = missing_metric_error("eval_forced/aurocc", 2, {"eval_forced/auroc": 0.6, "reward_mean": 0.1, "step": 2})
+    assert str(err) == ("tune.metric='eval_forced/aurocc' is not among the 3 metrics this trial logs at step 2 "
+                        "(closest: eval_forced/auroc); set tune.metric to a key of the trial's metrics.jsonl")
+
+
+def _result(tid: str, config: dict, metric: list[float], out: Path, error: Exception | None = None):
+    """A real Tune Result as Tune builds it for a finished trial (config, history, path)."""
+    from ray.tune import Result
+
+    df = pd.DataFrame({"step": range(1, len(metric) + 1), "eval_forced/auroc": metric,
+                       "reward_mean": [0.3] * len(metric)})
+    return Result(metrics={"trial_id": tid, "config": config, **df.iloc[-1].to_dict()} if metric else
+                  {"trial_id": tid, "config": config}, checkpoint=None, error=error,
+                  path=str(out / "tune" / f"trial_{tid}"), metrics_dataframe=df if metric else None)
+
+
+def test_report_blanks_unused_values_ranks_by_the_metric_and_names_trials(tmp_path):
+    """results.csv leaves a sampled weight empty where the trial's set lacks its verifier,
+    best_config.yaml is the trial with the best final metric (its header lists only the
+    values it used), and sweep.png names each line and bar by verifier set and values."""
+    from softverify.platform.sweep.report import best_config_yaml, best_trial, sweep_figure, trial_id, write_report
+
+    s = parse_sweep(spec({"verifier_sets": {"hard": [{"kind": "hard"}],
+                                            "hard+length": [{"kind": "hard"}, {"kind": "length"}]},
+                          "verifiers.length.weight": {"uniform": [0.5, 2.0]}}, output_dir=str(tmp_path)))
+    results = [
+        _result("t_00000", {VERIFIER_SET_KEY: "hard", "verifiers.length.weight": 1.7}, [0.5, 0.9], tmp_path),
+        _result("t_00001", {VERIFIER_SET_KEY: "hard+length", "verifiers.length.weight": 0.6}, [0.5, 0.7], tmp_path),
+        _result("t_00002", {VERIFIER_SET_KEY: "hard+length", "verifiers.length.weight": 1.2}, [], tmp_path,
+                error=RuntimeError("ValueError: boom")),
+    ]
+    paths = write_report(s, results)
+    table = pd.read_csv(paths["csv"])
+    assert list(table["trial_id"]) == ["t_00000", "t_00001", "t_00002"]  # best final eval_forced/auroc first
+    assert list(table["status"]) == ["COMPLETED", "COMPLETED", "ERROR"]
+    w = table.set_index("trial_id")["config/verifiers.length.weight"]
+    assert pd.isna(w["t_00000"]) and w["t_00001"] == 0.6 and w["t_00002"] == 1.2
+    assert pd.read_parquet(paths["parquet"])["config/verifiers.length.weight"].isna().tolist() == [True, False, False]
+    best = best_trial(s, results)
+    assert trial_id(best) == "t_00000"
+    header = paths["best_config"].read_text().splitlines()[0]
+    assert header == ("# best trial of sweep 'sweep' by final eval_forced/auroc (max); "
+                      "searched values: {'verifier_set': 'hard'}")
+    assert best_config_yaml(s, best).splitlines()[0] == header
+    fig = sweep_figure(s, results, table)
+    lines, bars = fig.axes[0], fig.axes[2]
+    assert [t.get_text() for t in lines.get_legend().get_texts()] == ["hard (00000)",
+                                                                      "hard+length length.weight=0.6 (00001)"]
+    assert [t.get_text() for t in bars.get_xticklabels()] == ["hard", "hard+length"]
+    assert fig.axes[1].get_title() == "reward_mean per trial (each trial's own reward)"
+    fig.canvas.draw()
+    assert all(float(x).is_integer() for x in lines.get_xticks())
+
+    # no verifier sets: one bar per trial, named like the legend
+    s2 = parse_sweep(spec({"learner.lr": {"choice": [1e-4, 1e-3]}}, output_dir=str(tmp_path / "lr")))
+    r2 = [_result("u_00000", {"learner.lr": 1e-4}, [0.6], tmp_path), _result("u_00001", {"learner.lr": 1e-3}, [0.8], tmp_path)]
+    fig = sweep_figure(s2, r2, pd.DataFrame({"trial_id": ["u_00001", "u_00000"], "status": ["COMPLETED"] * 2,
+                                             "final/eval_forced/auroc": [0.8, 0.6]}))
+    assert [t.get_text() for t in fig.axes[2].get_xticklabels()] == ["lr=0.001 (00001)", "lr=0.0001 (00000)"]
+    assert fig.axes[2].get_title() == "final eval_forced/auroc by trial"
+
+
+def test_no_best_config_when_no_trial_reported_the_metric(tmp_path, capsys):
+    """Every trial failed: no best_config.yaml (an older one is removed), and the reason is given."""
+    from softverify.platform.sweep.report import no_best_reason, write_report
+
+    s = parse_sweep(spec({"learner.lr": {"choice": [1e-4]}}, output_dir=str(tmp_path)))
+    (tmp_path / "best_config.yaml").write_text("# stale\n")
+    paths = write_report(s, [_result("v_00000", {"learner.lr": 1e-4}, [], tmp_path, error=RuntimeError("x"))])
+    assert "best_config" not in paths and not (tmp_path / "best_config.yaml").exists()
+    table = pd.read_csv(paths["csv"])
+    assert no_best_reason(s, table) == "every trial failed (see the 'error' column of results.csv)"
+    table.loc[0, "status"] = "STOPPED"
+    assert no_best_reason(s, table) == ("no trial reported tune.metric='eval_forced/auroc' "
+                                        "(it is logged at eval steps: trainer.eval_every)")
+
+
 def test_unused_verifier_values_and_trial_labels():
     from softverify.platform.sweep.report import trial_label
 
@@ -172,8 +264,21 @@ def test_unused_verifier_values_and_trial_labels():
 
 
 def test_local_sweep_uses_the_real_cpus():
-    from softverify.platform.sweep.run import concurrent_trials
+    import os
 
+    from softverify.cluster import cgroup_cpu_limit, usable_cpus
+    from softverify.platform.sweep.run import concurrent_trials, local_ray_plan
+
+    # a container's quota caps the cores os.cpu_count() reports for the host
+    assert cgroup_cpu_limit(cpu_max="200000 100000\n") == 2.0
+    assert cgroup_cpu_limit(cpu_max="max 100000\n") is None
+    assert cgroup_cpu_limit(cfs_quota="150000\n", cfs_period="100000\n") == 1.5
+    assert cgroup_cpu_limit(cfs_quota="-1\n", cfs_period="100000\n") is None
+    assert cgroup_cpu_limit() is None and cgroup_cpu_limit(cpu_max="garbage") is None
+    assert 1 <= usable_cpus() <= (os.cpu_count() or 1)
+    assert local_ray_plan(1.0, 2, 2) == ("softverify sweep: local Ray with 2 CPUs (this machine's usable cores), "
+                                         "1 reserved per trial: 2 trial(s) at once")
+    assert local_ray_plan(1.5, 2, 2).endswith("1 trial(s) at once, not tune.max_concurrent_trials=2")
     assert concurrent_trials(1.0, 2, 2) == 2
     assert concurrent_trials(1.5, 2, 2) == 1  # fewer at once, not more logical CPUs than cores
     assert concurrent_trials(0.5, 16, 3) == 3
@@ -195,11 +300,17 @@ def test_trial_resources_cover_the_trainers_actors():
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
+def ray_cluster(tiny_model_dir):
+    """The local Ray `softverify sweep` starts for the smoke sweep (2 trials of 1 CPU each):
+    it advertises the machine's usable cores, no more."""
+    from softverify.cluster import usable_cpus
+    from softverify.platform.sweep.run import ensure_ray
+
     if ray.is_initialized():
         ray.shutdown()
-    # what `softverify sweep` starts here: the machine's 2 cores, 2 smoke trials of 1 CPU each
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ensure_ray(load_sweep(TUNE_CONFIGS / "smoke_cpu.yaml", [
+        f"base.model.path={tiny_model_dir}", f"base.data.mirror={PERTURBQA.resolve()}"]))
+    assert ray.cluster_resources()["CPU"] == usable_cpus()
     yield
     ray.shutdown()
 

@@ -74,7 +74,16 @@ def register(sub) -> None:
     dsub = p.add_subparsers(dest="donor_command", metavar="{run,plot,prompts}")
     dsub.required = True
 
-    r = dsub.add_parser("run", help="play generations; write decisions.jsonl, summary.json and plots")
+    r = dsub.add_parser(
+        "run", help="play generations; write decisions.jsonl, summary.json and plots",
+        description="Play generations of the donor game; write decisions.jsonl (every strategy and decision), "
+        "summary.json and the plots.",
+        epilog="summary.json 'rejections' holds three groups of counts that add up on their own. "
+        "decisions: total = accepted + given_up (given up: every re-ask was rejected, the donor gave 0, the decision "
+        "is logged valid: false). donation_answers: every answer asked for, re-asks included; attempts = accepted + "
+        "rejected, rejected = the sum of by_reason, accepted = decisions.accepted. strategies: written = "
+        "with_sentence + without_sentence ('My strategy will be' missing); strategies are never counted as "
+        "rejections. Each generation record in decisions.jsonl carries the running totals.")
     r.add_argument("--config", "-c", help="YAML file with game/agent/run sections")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. --set game.multiplier=1.5 (repeatable)")
     r.add_argument("--output-dir", help="shortcut for --set run.output_dir=DIR")

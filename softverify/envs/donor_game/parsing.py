@@ -88,24 +88,43 @@ def parse_strategy(text: str) -> tuple[str, bool]:
 
 
 class RejectionLog:
-    """What went wrong, counted apart so the numbers add up: donation answers (each attempt,
-    each rejection by reason, so ``rejected <= attempts``), donations given up after every
-    retry failed (the donor gave 0), and strategies lacking "My strategy will be". Each
-    rejected answer is also logged (who, what, why)."""
+    """What went wrong, counted apart so the numbers add up (``summary.json``'s
+    ``rejections``; each generation record carries the running totals):
+
+    * ``decisions``: donor decisions made. ``total = accepted + given_up``; ``accepted``
+      decisions got a legal answer within ``agent.max_retries`` re-asks, ``given_up`` ones
+      did not (the donor gave 0 and the decision is logged ``valid: false``).
+    * ``donation_answers``: every answer asked for, re-asks included. ``attempts =
+      accepted + rejected``, ``rejected = sum(by_reason)``; each decision has at most one
+      accepted answer, so ``donation_answers.accepted = decisions.accepted``.
+    * ``strategies``: strategies written, ``written = with_sentence + without_sentence``
+      (those lacking "My strategy will be" keep their whole text). Not answers: never
+      counted as rejections.
+
+    Each rejected answer is also logged (who, what, why)."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()  # rejected donation answers by reason
         self.attempts = 0
+        self.accepted = 0
+        self.decisions = 0
         self.gave_up = 0
         self.strategies = 0
         self.strategies_without_sentence = 0
 
     def record(self, parsed: Parsed, who: str, text: str) -> None:
+        """One donation answer, accepted or rejected."""
         self.attempts += 1
         if parsed.ok:
+            self.accepted += 1
             return
         self.counts[parsed.error or "unknown"] += 1
         log.warning("rejected answer from %s (%s: %s): %r", who, parsed.error, parsed.detail, (text or "")[-160:])
+
+    def record_decision(self, valid: bool) -> None:
+        """One decision, after its answers: ``valid`` = one was accepted, else given up."""
+        self.decisions += 1
+        self.gave_up += not valid
 
     def record_strategy(self, found_sentence: bool) -> None:
         self.strategies += 1
@@ -116,7 +135,26 @@ class RejectionLog:
         return sum(self.counts.values())
 
     def summary(self) -> dict:
-        return {"donation_answers": {"attempts": self.attempts, "rejected": self.rejected,
+        """The counts (see the class docstring for how they add up)."""
+        return {"decisions": {"total": self.decisions, "accepted": self.decisions - self.gave_up,
+                              "given_up": self.gave_up},
+                "donation_answers": {"attempts": self.attempts, "accepted": self.accepted, "rejected": self.rejected,
                                      "by_reason": dict(self.counts)},
-                "donations_given_up": self.gave_up,
-                "strategies": {"written": self.strategies, "without_sentence": self.strategies_without_sentence}}
+                "strategies": {"written": self.strategies,
+                               "with_sentence": self.strategies - self.strategies_without_sentence,
+                               "without_sentence": self.strategies_without_sentence}}
+
+
+def summary_mismatches(summary: dict) -> list[str]:
+    """The identities of :meth:`RejectionLog.summary` that do not hold (empty = the counts
+    add up); a test and a reader of an old ``summary.json`` can check them."""
+    d, a, s = summary["decisions"], summary["donation_answers"], summary["strategies"]
+    checks = {
+        "decisions.total = accepted + given_up": d["total"] == d["accepted"] + d["given_up"],
+        "donation_answers.attempts = accepted + rejected": a["attempts"] == a["accepted"] + a["rejected"],
+        "donation_answers.rejected = sum(by_reason)": a["rejected"] == sum(a["by_reason"].values()),
+        "donation_answers.accepted = decisions.accepted": a["accepted"] == d["accepted"],
+        "strategies.written = with_sentence + without_sentence":
+            s["written"] == s["with_sentence"] + s["without_sentence"],
+    }
+    return [k for k, ok in checks.items() if not ok]

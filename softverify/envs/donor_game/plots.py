@@ -3,7 +3,8 @@
 * Figure 2 -- average final resources per generation (one line per run/seed).
 * Figure 6 -- donation fractions: the mean fraction given per generation over ``donate``
   decisions (with the inter-quartile band; punishments are counted in ``punish_rate``) and, per generation, the mean fraction by round within a game,
-  which shows whether cooperation builds up or decays as a game goes on.
+  which shows whether cooperation builds up or decays as a game goes on: one such panel per run,
+each titled with the run (:func:`run_labels`), so comparing runs hides none of them.
 
 :func:`figure_numbers` returns exactly the numbers drawn, so a report can quote them.
 Uses the Agg backend: no display needed.
@@ -43,6 +44,24 @@ def figure_numbers(records: list[dict]) -> dict:
     return out
 
 
+def run_labels(runs: list[str]) -> dict[str, str]:
+    """run -> its name in the legends and panel titles: the shortest trailing part of its
+    path that tells it from the other runs (``a/seed0`` and ``b/seed0``, not ``seed0`` twice),
+    naming a ``decisions.jsonl`` file by its directory."""
+    parts = {}
+    for r in runs:
+        p = Path(r)
+        p = p.parent if p.suffix == ".jsonl" else p
+        parts[r] = p.resolve().parts[1:] or (str(p),)
+    n = 1
+    while n < max(len(v) for v in parts.values()):
+        tails = [v[-n:] for v in parts.values()]
+        if len(set(tails)) == len(tails):
+            break
+        n += 1
+    return {r: "/".join(v[-n:]) for r, v in parts.items()}
+
+
 def plot_runs(run_dirs: list[str | Path], out_dir: str | Path) -> dict:
     """Draw both figures for one or more runs; returns ``{run: figure_numbers}``."""
     import matplotlib
@@ -63,9 +82,10 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path) -> dict:
         if not numbers[str(d)]["generations"]:
             raise ValueError(f"{str(path)!r} has no finished generation to plot")
 
+    labels = run_labels(list(numbers))
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, n in numbers.items():
-        ax.plot(n["generations"], n["average_final_resources"], marker="o", label=Path(name).name or name)
+        ax.plot(n["generations"], n["average_final_resources"], marker="o", label=labels[name])
     vals = [v for n in numbers.values() for v in n["average_final_resources"]]
     if min(vals) > 0 and max(vals) / min(vals) > 50:  # e.g. all-defect (10) next to all-cooperate (30720)
         ax.set_yscale("log")
@@ -86,7 +106,7 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path) -> dict:
     fig, axes = plt.subplots(nrow, ncol, figsize=(5.5 * ncol, 4 * nrow), squeeze=False)
     a1 = axes.flat[0]
     for name, n in numbers.items():
-        lbl = Path(name).name or name
+        lbl = labels[name]
         a1.plot(n["generations"], n["mean_donation_fraction"], marker="o", label=lbl)
         a1.fill_between(n["generations"], n["q25_donation_fraction"], n["q75_donation_fraction"], alpha=0.2)
     a1.set(xlabel="generation", ylabel="fraction of resources donated", title="Donation fraction per generation", ylim=(0, 1))
@@ -97,7 +117,7 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path) -> dict:
         G = len(n["fraction_by_round"])
         for i, (k, fr) in enumerate(n["fraction_by_round"].items()):
             a2.plot(range(1, len(fr) + 1), fr, color=cmap(i / max(G - 1, 1)), label=f"gen {k}")
-        a2.set(xlabel="round", ylabel="mean fraction donated", title=f"By round: {Path(name).name or name}", ylim=(0, 1))
+        a2.set(xlabel="round", ylabel="mean fraction donated", title=f"By round: {labels[name]}", ylim=(0, 1))
         a2.xaxis.set_major_locator(MaxNLocator(integer=True))
         a2.legend(fontsize=7, ncol=2)
     for ax in list(axes.flat)[panels:]:

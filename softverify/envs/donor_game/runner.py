@@ -139,10 +139,10 @@ class DonorGameRunner:
                     still.append(i)
             pending = still
         for i in pending:  # gave up: the donor keeps everything, and the record says so
-            self.rejections.gave_up += 1
             actions[i] = Action("donate", 0.0)
         for i in range(len(ctxs)):
             info[i]["valid"] = i not in pending
+            self.rejections.record_decision(info[i]["valid"])
         return [a for a in actions if a is not None], info
 
     # ------------------------------------------------------------------ loop

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def cmd_sweep(args) -> int:
@@ -17,7 +18,7 @@ def cmd_sweep(args) -> int:
               f"{', ' + str(len(sweep.verifier_sets)) + ' verifier sets' if sweep.verifier_sets else ''}; "
               f"{n} representative trial configs validated")
         return 0
-    from softverify.platform.sweep.report import results_table
+    from softverify.platform.sweep.report import no_best_reason, results_table
     from softverify.platform.sweep.run import run_sweep
 
     results = run_sweep(sweep, resume=args.resume, restart_errored=args.restart_errored)
@@ -26,8 +27,12 @@ def cmd_sweep(args) -> int:
     with_cols = [c for c in table.columns if c.startswith(("trial_id", "status", "steps", "config/", "final/"))]
     print(table[with_cols].to_string(index=False))
     print(f"\nresults: {out}/results.csv  {out}/results.parquet  plot: {out}/sweep.png")
-    if (table["status"] != "ERROR").any():
-        print(f"best config: {out}/best_config.yaml  (softverify train --config {out}/best_config.yaml)")
+    t = sweep.spec.tune
+    if (Path(out) / "best_config.yaml").is_file():
+        print(f"best config (by final {t.metric}, {t.mode}): {out}/best_config.yaml  "
+              f"(softverify train --config {out}/best_config.yaml)")
+    else:
+        print(f"no best_config.yaml: {no_best_reason(sweep, table)}")
     if (table["status"] == "INTERRUPTED").any():
         print(f"\nsweep interrupted; finish it with: softverify sweep {args.sweep_file} --resume"
               + "".join(f" --set {o!r}" for o in overrides))

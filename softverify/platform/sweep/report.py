@@ -8,8 +8,12 @@ Columns of ``results.csv`` / ``results.parquet``:
 ``trial_id``, ``status`` (COMPLETED, STOPPED = stopped early by the scheduler, ERROR,
 INTERRUPTED = cut off by an interrupted sweep; ``--resume`` finishes it),
 ``error`` (first line of the trial's exception), ``steps``, one ``config/<key>`` column per
-searched key (and ``config/verifier_set``), ``final/<metric>`` (last report) and
-``best/<metric>`` (best report) for the sweep metric, the eval metrics and the reward.
+searched key (and ``config/verifier_set``; empty (NaN) where the trial's verifier set has no
+verifier of that name, so the value was sampled but never used), ``final/<metric>`` (last
+report) and ``best/<metric>`` (best report) for the sweep metric, the eval metrics and the
+reward. Rows are sorted by ``final/<tune.metric>``, best first; ``best_config.yaml`` is the
+first row that did not fail. The reward columns compare different reward functions when
+the verifier sets differ, so they are reported, never ranked by (see ``parse_sweep``).
 """
 from __future__ import annotations
 
@@ -61,6 +65,11 @@ def _tune_status(results) -> dict[str, str]:
         return {}
 
 
+def trial_id(result) -> str:
+    """Tune's id of the trial behind ``result`` (from its last report, else its directory)."""
+    return str((result.metrics or {}).get("trial_id") or Path(result.path).name.removeprefix("trial_"))
+
+
 def results_table(sweep: Sweep, results):
     """A pandas DataFrame with one row per trial (see the module docstring)."""
     import pandas as pd
@@ -74,17 +83,17 @@ def results_table(sweep: Sweep, results):
     for res in results:
         cfg = res.config or {}
         hist = _history(res)
-        trial_id = (res.metrics or {}).get("trial_id") or Path(res.path).name.removeprefix("trial_")
+        tid = trial_id(res)
         steps = int(hist["step"].max()) if hist is not None and "step" in hist else 0
         if res.error is not None:
             status, error = "ERROR", error_line(res.error)
         elif steps >= steps_total:
             status, error = "COMPLETED", ""
-        elif tune_status.get(trial_id, "TERMINATED") == "TERMINATED":
+        elif tune_status.get(tid, "TERMINATED") == "TERMINATED":
             status, error = "STOPPED", ""  # by the scheduler (ASHA)
         else:
             status, error = "INTERRUPTED", ""  # the sweep was interrupted: --resume finishes it
-        row: dict[str, Any] = {"trial_id": trial_id, "status": status, "error": error, "steps": steps}
+        row: dict[str, Any] = {"trial_id": tid, "status": status, "error": error, "steps": steps}
         unused = sweep.unused_params({k: cfg[k] for k in keys if k in cfg})
         for k in keys:
             v = None if k in unused else cfg.get(k)  # a value the trial's verifier set never used
@@ -106,7 +115,7 @@ def best_trial(sweep: Sweep, results):
     """The non-failed trial with the best *final* value of the metric (Tune's scope='last')."""
     t = sweep.spec.tune
     best, best_v = None, None
-    for res in results:
+    for res in sorted(results, key=trial_id):  # ties: the lowest trial id, as in results.csv
         if res.error is not None:
             continue
         hist = _history(res)
@@ -124,6 +133,8 @@ def best_config_yaml(sweep: Sweep, result) -> str:
 
     params = {k: v for k, v in (result.config or {}).items() if k == VERIFIER_SET_KEY or k in sweep.dists}
     raw = sweep.trial_raw(params)
+    unused = sweep.unused_params(params)
+    params = {k: v for k, v in params.items() if k not in unused}  # the header lists what the trial used
     trainer = dict(raw.get("trainer") or {})
     trainer["output_dir"] = str(Path(sweep.spec.output_dir) / "best_run")
     raw["trainer"] = trainer
@@ -133,7 +144,7 @@ def best_config_yaml(sweep: Sweep, result) -> str:
     return header + yaml.safe_dump(cfg.model_dump(), sort_keys=False)
 
 
-def trial_label(sweep: Sweep, config: dict[str, Any], trial_id: str) -> str:
+def trial_label(sweep: Sweep, config: dict[str, Any], tid: str) -> str:
     """What a person reads in the legend: the verifier set and the searched values the trial
     used (``hard_format_length lr=0.0031 length.weight=1.2``); the trial id only as a tiebreak."""
     params = {k: config[k] for k in [VERIFIER_SET_KEY, *sweep.dists] if k in config}
@@ -144,51 +155,81 @@ def trial_label(sweep: Sweep, config: dict[str, Any], trial_id: str) -> str:
             v = params[k]
             short = ".".join(k.split(".")[1:]) if k.startswith("verifiers.") else k.split(".")[-1]
             parts.append(f"{short}={v:.3g}" if isinstance(v, float) else f"{short}={v}")
-    return " ".join(parts + [f"({trial_id[-5:]})"]) if parts else trial_id
+    return " ".join(parts + [f"({tid[-5:]})"]) if parts else tid
 
 
 def plot(sweep: Sweep, results, table, path: Path) -> None:
-    """metric vs step and reward (or eval MCC) vs step per trial; final metric by verifier set."""
-    import matplotlib
+    """sweep.png: :func:`sweep_figure`, written atomically."""
+    fig = sweep_figure(sweep, results, table)
+    import matplotlib.pyplot as plt  # after sweep_figure chose the Agg backend
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metric = sweep.spec.tune.metric
-    second = "reward_mean" if metric != "reward_mean" else "eval/mcc"  # the reward curve, or eval
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    for res in results:
-        hist = _history(res)
-        if hist is None or "step" not in hist:
-            continue
-        label = trial_label(sweep, res.config or {}, Path(res.path).name.removeprefix("trial_"))
-        for ax, m in ((axes[0], metric), (axes[1], second)):
-            if m in hist:
-                ax.plot(hist["step"], hist[m], marker="o", label=label)
-    for ax, m in ((axes[0], metric), (axes[1], second)):
-        ax.set_xlabel("GRPO step")
-        ax.set_ylabel(m)
-        ax.set_title(f"{m} per trial")
-    if len(results) <= 12:
-        axes[0].legend(fontsize=7)
-    ok = table[table["status"] != "ERROR"] if len(table) else table
-    group_col = f"config/{VERIFIER_SET_KEY}" if f"config/{VERIFIER_SET_KEY}" in ok else "trial_id"
-    col = f"final/{metric}"
-    if len(ok) and col in ok:
-        g = ok.groupby(group_col)[col].agg(["mean", "max"])
-        xs = range(len(g))
-        axes[2].bar([x - 0.2 for x in xs], g["mean"], width=0.4, label="mean")
-        axes[2].bar([x + 0.2 for x in xs], g["max"], width=0.4, label="best")
-        axes[2].set_xticks(list(xs), [str(i) for i in g.index], rotation=30, ha="right", fontsize=8)
-        axes[2].legend(fontsize=8)
-    axes[2].set_title(f"final {metric} by {group_col.removeprefix('config/')}")
-    fig.tight_layout()
     _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
     plt.close(fig)
 
 
+def sweep_figure(sweep: Sweep, results, table):
+    """metric vs step and reward (or eval MCC) vs step per trial, each line named by its
+    verifier set and searched values (:func:`trial_label`); the final metric by verifier set
+    (mean and best), or per trial when the sweep has no verifier sets. Whole-step ticks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    t = sweep.spec.tune
+    metric = t.metric
+    second = "reward_mean" if metric != "reward_mean" else "eval/mcc"  # the reward curve, or eval
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    labels = {trial_id(r): trial_label(sweep, r.config or {}, trial_id(r)) for r in results}
+    for res in sorted(results, key=trial_id):  # legend in trial order
+        hist = _history(res)
+        if hist is None or "step" not in hist:
+            continue
+        for ax, m in ((axes[0], metric), (axes[1], second)):
+            if m in hist:
+                ax.plot(hist["step"], hist[m], marker="o", label=labels[trial_id(res)])
+    for ax, m in ((axes[0], metric), (axes[1], second)):
+        ax.set_xlabel("GRPO step")
+        ax.set_ylabel(m)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        own = m == "reward_mean" and sweep.varies_reward
+        ax.set_title(f"{m} per trial" + (" (each trial's own reward)" if own else ""))
+    if 0 < len(axes[0].get_lines()) <= 12:
+        axes[0].legend(fontsize=7)
+    ok = table[table["status"] != "ERROR"] if len(table) else table
+    by_set = f"config/{VERIFIER_SET_KEY}" in ok
+    col = f"final/{metric}"
+    if len(ok) and col in ok:
+        if by_set:
+            g = ok.groupby(f"config/{VERIFIER_SET_KEY}", sort=False)[col].agg(["mean", "max", "min"])
+            xs = range(len(g))
+            axes[2].bar([x - 0.2 for x in xs], g["mean"], width=0.4, label="mean")
+            axes[2].bar([x + 0.2 for x in xs], g["max" if t.mode == "max" else "min"], width=0.4, label="best")
+            names = [str(i) for i in g.index]
+            axes[2].legend(fontsize=8)
+        else:  # one bar per trial, named like the legend, not by its id
+            xs = range(len(ok))
+            axes[2].bar(list(xs), ok[col], width=0.6)
+            names = [labels.get(str(i), str(i)) for i in ok["trial_id"]]
+        axes[2].set_xticks(list(xs), names, rotation=30, ha="right", fontsize=8)
+    axes[2].set_title(f"final {metric} by {'verifier set' if by_set else 'trial'}")
+    fig.tight_layout()
+    return fig
+
+
+def no_best_reason(sweep: Sweep, table) -> str:
+    """Why there is no best config: every trial failed, or none reported the metric."""
+    t = sweep.spec.tune
+    if not len(table) or (table["status"] == "ERROR").all():
+        return "every trial failed (see the 'error' column of results.csv)"
+    return (f"no trial reported tune.metric={t.metric!r}" + (" (it is logged at eval steps: "
+            "trainer.eval_every)" if sweep.uses_eval else ""))
+
+
 def write_report(sweep: Sweep, results) -> dict[str, Path]:
-    """results.csv, results.parquet, best_config.yaml (if any trial succeeded), sweep.png."""
+    """results.csv, results.parquet, best_config.yaml (if a trial that did not fail
+    reported the metric), sweep.png."""
     out = Path(sweep.spec.output_dir)
     table = results_table(sweep, results)
     paths = {"csv": out / "results.csv", "parquet": out / "results.parquet", "plot": out / "sweep.png"}
@@ -199,5 +240,7 @@ def write_report(sweep: Sweep, results) -> dict[str, Path]:
         paths["best_config"] = out / "best_config.yaml"
         text = best_config_yaml(sweep, best)
         _atomic(paths["best_config"], lambda tmp: tmp.write_text(text))
+    else:  # a restored sweep must not leave an older run's best config standing
+        (out / "best_config.yaml").unlink(missing_ok=True)
     plot(sweep, results, table, paths["plot"])
     return paths

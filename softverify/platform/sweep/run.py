@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from softverify.config import ConfigError, TrainConfig
-from softverify.platform.sweep.spec import Sweep, parse_sweep
+from softverify.platform.sweep.spec import Sweep, missing_metric_error, parse_sweep
 
 TUNE_DIRNAME = "tune"
 SPEC_FILENAME = "sweep_spec.json"
@@ -121,7 +121,8 @@ def run_trial(config: dict[str, Any], raw_spec: dict[str, Any]) -> None:
             return
         out = _numeric(metrics)
         out["step"] = step
-        checkpoint = None
+        if sweep.spec.tune.metric not in out:  # clear, and this trial's alone (Tune's check ends the sweep)
+            raise missing_metric_error(sweep.spec.tune.metric, step, out)
         if cfg.trainer.checkpoint_every and step % cfg.trainer.checkpoint_every == 0:
             with tempfile.TemporaryDirectory() as d:
                 Path(d, "pointer.json").write_text(json.dumps({"run_dir": str(run_dir), "step": step}))
@@ -174,8 +175,8 @@ def _search_alg(sweep: Sweep):
 
 def ensure_ray(sweep: Sweep) -> None:
     """Attach to a running Ray (or ``trainer.ray_address`` / RAY_ADDRESS), else start a local
-    one with this machine's CPUs, running as many trials at once as fit (at most
-    ``max_concurrent_trials``)."""
+    one advertising this machine's usable cores (:func:`softverify.cluster.usable_cpus`),
+    running as many trials at once as fit (at most ``max_concurrent_trials``)."""
     import ray
 
     if ray.is_initialized():
@@ -189,17 +190,29 @@ def ensure_ray(sweep: Sweep) -> None:
         connect(address)
         check_trial_placement(sweep)
         return
-    per_trial = max(sum(b.get("CPU", 0) for b in trial_resources(sweep.trial_config(p, "unused"),
-                                                                  sweep.spec.tune.resources.driver_cpus))
-                    for p in sweep.representative_params() or [{}])
-    cpus = os.cpu_count() or 1
-    t = sweep.spec.tune
-    fits = concurrent_trials(per_trial, cpus, t.max_concurrent_trials)
-    if fits < t.max_concurrent_trials:
-        print(f"softverify sweep: {cpus} CPUs and {per_trial:g} reserved per trial: {fits} trial(s) run at once, "
-              f"not tune.max_concurrent_trials={t.max_concurrent_trials}", file=sys.stderr, flush=True)
-    connect(None, num_cpus=cpus)  # the real CPU count: advertising more would oversubscribe the cores
+    from softverify.cluster import usable_cpus
+
+    cpus = usable_cpus()  # affinity and cgroup quota, not os.cpu_count()'s host cores
+    print(local_ray_plan(trial_cpus(sweep), cpus, sweep.spec.tune.max_concurrent_trials),
+          file=sys.stderr, flush=True)
+    connect(None, num_cpus=cpus)  # advertising more than the cores would oversubscribe them
     check_trial_placement(sweep)
+
+
+def trial_cpus(sweep: Sweep) -> float:
+    """The most CPUs one trial reserves (driver + actors) over the representative trials."""
+    return max(sum(b.get("CPU", 0) for b in trial_resources(sweep.trial_config(p, "unused"),
+                                                           sweep.spec.tune.resources.driver_cpus))
+               for p in sweep.representative_params() or [{}])
+
+
+def local_ray_plan(per_trial: float, cpus: int, wanted: int) -> str:
+    """The line a local sweep prints before it starts Ray: the CPUs it advertises (the
+    machine's usable cores) and how many trials fit at once; refuses a trial that cannot fit."""
+    fits = concurrent_trials(per_trial, cpus, wanted)
+    cut = f", not tune.max_concurrent_trials={wanted}" if fits < wanted else ""
+    return (f"softverify sweep: local Ray with {cpus} CPUs (this machine's usable cores), "
+            f"{per_trial:g} reserved per trial: {fits} trial(s) at once{cut}")
 
 
 def concurrent_trials(per_trial: float, cpus: int, wanted: int) -> int:

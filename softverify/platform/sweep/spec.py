@@ -39,6 +39,8 @@ EVAL_SET_KEYS = ("data.source", "data.path", "data.mirror", "data.cell_lines", "
 #: Trial-managed keys: the sweep sets them per trial.
 MANAGED_KEYS = ("trainer.output_dir", "trainer.ray_address", "trainer.progress")
 _VERIFIER_FIELDS = set(VerifierSpec.model_fields)
+#: Prefixes of the metrics periodic eval logs: the free reading and the forced yes/no reading.
+EVAL_PREFIXES = ("eval/", "eval_forced/")
 
 
 _Strict = StrictModel
@@ -57,7 +59,11 @@ class TrialResources(_Strict):
 
 
 class TuneSection(_Strict):
-    metric: str = Field("eval/mcc", description="Metric to optimise (any key the trainer logs).")
+    metric: str = Field(
+        "eval_forced/auroc", description="Metric Tune optimises and best_config.yaml ranks trials by (final value): "
+        "a held-out eval metric (eval_forced/auroc: the forced yes/no score's AUROC, also eval/mcc, eval/f1, "
+        "eval/balanced_accuracy, ...) or, when every trial has the same reward function, a training one "
+        "(reward_mean). A trial that does not log it fails, naming the metrics it does log.")
     mode: Literal["max", "min"] = Field("max", description="Maximise or minimise the metric.")
     num_samples: int = Field(4, ge=1, description="Samples of the search space (grid axes multiply this).")
     scheduler: Literal["asha", "fifo"] = Field("asha", description="'asha' stops poor trials early; 'fifo' runs all.")
@@ -143,7 +149,8 @@ class Sweep:
 
     @property
     def uses_eval(self) -> bool:
-        return self.spec.tune.metric.startswith("eval/")
+        """Whether the metric comes from periodic eval (then trials report at eval steps)."""
+        return self.spec.tune.metric.startswith(EVAL_PREFIXES)
 
     def trial_raw(self, params: dict[str, Any]) -> dict[str, Any]:
         """The user-level training config dict of one trial (what ``best_config.yaml`` holds)."""
@@ -227,6 +234,52 @@ class Sweep:
                 else:
                     what = "the combination " + _show(params)
                 raise ConfigError(f"invalid trial config for {what}:\n{e}") from None
+
+
+def eval_metric_names() -> dict[str, set[str]]:
+    """prefix -> the metric names periodic eval logs under it (``eval/``: the free reading's
+    classification metrics; ``eval_forced/``: those of the forced reading plus the forced
+    score's AUROC/AUPRC, intervals and Spearman correlation), read off the evaluation
+    functions themselves so this list cannot drift from what the trainer logs."""
+    from softverify.platform.evaluation.classification import classification_metrics
+    from softverify.platform.evaluation.scores import score_metrics
+
+    y = [0, 1, 0, 1]
+    free = set(classification_metrics(y, y))
+    forced = free | set(score_metrics(y, [0.1, 0.9, 0.2, 0.8], answers=y, reference=[0.1, 0.9, 0.2, 0.8], n_boot=2))
+    return {"eval/": free, "eval_forced/": forced}
+
+
+def check_eval_metric(metric: str) -> None:
+    """Refuse an eval metric the trainer never logs (``eval/auc``) before any trial starts:
+    Tune would otherwise end the whole sweep at the first report without it."""
+    import difflib
+
+    prefix = next((p for p in EVAL_PREFIXES if metric.startswith(p)), None)
+    if prefix is None:
+        return
+    every = eval_metric_names()
+    names, suffix = every[prefix], metric[len(prefix):]
+    if suffix not in names:
+        full = sorted(prefix + n for n in names)
+        # near names under either prefix: 'eval/auroc' is logged as eval_forced/auroc
+        near = [prefix + n if n in names else next(p + n for p in EVAL_PREFIXES if n in every[p])
+                for n in difflib.get_close_matches(suffix, sorted(set().union(*every.values())), n=3)]
+        raise ConfigError(f"tune.metric={metric!r}: periodic eval logs no such metric"
+                          f"{' (did you mean ' + ', '.join(near) + '?)' if near else ''}; "
+                          f"{prefix}* metrics: {', '.join(full)}")
+
+
+def missing_metric_error(metric: str, step: int, logged: dict[str, Any]) -> ConfigError:
+    """The error of a trial whose report at ``step`` lacks the sweep metric: names the
+    metric, its closest logged names and how many are logged (Tune's own error dumps the
+    whole result and ends the sweep)."""
+    import difflib
+
+    near = difflib.get_close_matches(metric, list(logged), n=3, cutoff=0.5)
+    return ConfigError(f"tune.metric={metric!r} is not among the {len(logged)} metrics this trial logs at step "
+                       f"{step}{' (closest: ' + ', '.join(near) + ')' if near else ''}; set tune.metric to a "
+                       "key of the trial's metrics.jsonl")
 
 
 def _show(params: dict[str, Any]) -> str:
@@ -380,6 +433,7 @@ def parse_sweep(raw: dict[str, Any], base_dir: Path | None = None) -> Sweep:
     spec = spec.model_copy(update={"output_dir": str(Path(spec.output_dir).expanduser().resolve())})
     if vmode == "grid" and t.search_alg == "optuna":
         raise ConfigError("tune.search_alg=optuna cannot expand a verifier_sets grid; use a plain mapping (choice)")
+    check_eval_metric(t.metric)
     sweep = Sweep(spec, base_raw, dists, vsets, vmode)
     if sweep.varies_reward and not t.metric.startswith("eval"):
         varied = ([f"search.{VERIFIER_SET_KEY}s"] if len(vsets) > 1 else []) + \
