@@ -13,13 +13,20 @@ and hyper-parameters; only the verifiers differ), all in the direct prompt style
   hard_world_model  both, summed
   composed          hard + world model, normalised per verifier then summed (GDPO)
   knowledge         GO knowledge verifiers (ROUGE against GO terms, keyword hits); CoT only:
-                    a direct answer states no gene facts for them to judge
+                    a direct answer states no gene facts for them to judge. No answer forcing:
+                    its rewards read the reasoning only, so forced answers would be trained on
+                    advantages unrelated to them (the eval forces its own reading anyway)
   shuffled          control: the world model's rewards permuted across genes (each question
                     keeps a consistent reward drawn from the same p distribution, unrelated to
                     its genes); must stay near chance
   supervised        ceiling: cross-entropy on the answer token against the world model's
                     decisions (``supervised_ceiling.py``), same questions, layers, lr, budget
-  cot               the world-model recipe in the CoT style (reasoning, then the answer)
+  cot               the world-model recipe in the CoT style (reasoning, then the answer) with
+                    answer forcing (rollout.force_answer): a turn left unanswered after
+                    --cot-max-new-tokens of reasoning gets '</think>' '<answer>' appended and its
+                    answer sampled, so every completion carries an answer the verifier can pay
+                    for; the inserted tokens are not trained, the format verifier judges the
+                    text before forcing. answer_loss_share 0.5 gives the answer span half the loss
 
 Every RL rung also carries the format verifier at weight 0.25.
 
@@ -77,7 +84,7 @@ def rungs(assets: Path, threshold: str) -> dict[str, dict]:
         "shuffled": {"verifiers": [{**soft, "params": {**soft["params"], "shuffle_seed": 1}}, FORMAT], "over": strat},
         "supervised": {"verifiers": None},
         "knowledge": {"verifiers": [dict(go_rouge, weight=1.0), dict(go_kw, weight=0.5), FORMAT], "over": cot},
-        "cot": {"verifiers": [soft, FORMAT], "over": {**cot, **strat}},
+        "cot": {"verifiers": [soft, FORMAT], "over": {**cot, **strat, "rollout": {"force_answer": True}}},
     }
 
 
@@ -194,6 +201,21 @@ def curve(metrics_jsonl: Path) -> list[dict]:
     return out
 
 
+def step_stats(metrics_jsonl: Path) -> dict:
+    """Mean seconds per training step and, where answers were forced (rollout.force_answer),
+    the mean share of forced completions and of those still unanswered after forcing."""
+    import numpy as np
+
+    rows = [json.loads(l) for l in metrics_jsonl.read_text().splitlines() if l.strip()]
+    out = {}
+    for key, name in (("time/step_s", "step_s_mean"), ("rollout/forced_frac", "forced_frac_mean"),
+                      ("rollout/unanswered_frac", "unanswered_frac_mean")):
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        if vals:
+            out[name] = float(np.mean(vals))
+    return out
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -271,7 +293,8 @@ def main() -> int:
     ap.add_argument("--advantage", default="grpo", choices=["grpo", "drgrpo"],
                     help="group advantage: std-normalised (grpo) or not (drgrpo)")
     ap.add_argument("--threshold", default="median", help="world-model threshold policy: balanced|median|model")
-    ap.add_argument("--cot-max-new-tokens", type=int, default=64)
+    ap.add_argument("--cot-max-new-tokens", type=int, default=64,
+                    help="CoT rungs: reasoning budget per completion (the cot rung then forces the answer)")
     ap.add_argument("--sup-batch", type=int, default=32, help="supervised ceiling: questions per optimiser step")
     ap.add_argument("--layout", default="2x2", help="rollout workers x learner ranks")
     ap.add_argument("--eval-threads", type=int)
@@ -340,6 +363,7 @@ def main() -> int:
 
                 ray.shutdown()  # the next rung starts a local Ray sized for its own actors
             run["curve"] = curve(out / "metrics.jsonl")
+            run.update(step_stats(out / "metrics.jsonl"))
             run["steps"] = tr.step
             run["questions"] = tr.questions_trained
             run["thresholds"] = tr.thresholds_chosen
@@ -353,7 +377,9 @@ def main() -> int:
         f = fe["forced"]
         print(f"[{name}] steps={run.get('steps', 0)} forced AUROC={f['auroc']:.3f} [{f['auroc_lo']:.3f}, "
               f"{f['auroc_hi']:.3f}] forced MCC={f['mcc']:.3f} free MCC={fe['free']['mcc']:.3f} "
-              f"unanswered={fe['free']['unanswered_rate']:.3f} ({run['wall_s']:.0f} s)", flush=True)
+              f"unanswered={fe['free']['unanswered_rate']:.3f} ({run['wall_s']:.0f} s"
+              + (f", {run['step_s_mean']:.1f} s/step" if "step_s_mean" in run else "")
+              + (f", forced_frac={run['forced_frac_mean']:.3f}" if "forced_frac_mean" in run else "") + ")", flush=True)
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_text_atomic(RESULTS / f"{args.out}.json", json.dumps(result, indent=2, default=float))

@@ -203,6 +203,19 @@ class RolloutConfig(_StyleFilled):
         None, description="System prompt; None = the prompt style's own. It replaces the rows' built-in rbio1 "
         "system prompt (a prompt file's own 'system' column is kept).",
     )
+    force_answer: bool = Field(
+        False, description="CoT only: answer forcing (s1's budget forcing) for completions that end, or run out of "
+        "rollout.max_new_tokens, without a parseable '<answer>yes|no</answer>': their trailing EOS is dropped, "
+        "'</think>' (if still open) and '<answer>' are appended (the eval's forced-reading rule), and the answer is "
+        "sampled (rollout.force_answer_tokens tokens at most, stop '</answer>', same sampler) in one batched call. "
+        "Inserted tokens get behaviour logprob 0 and Sample.forced_mask = 1: the learner gives them no gradient, "
+        "entropy or KL and leaves them out of the token counts; the format verifier judges the text before "
+        "forcing. Logged as rollout/forced_frac. Works with the HF and vLLM engines (only engine.generate is used).",
+    )
+    force_answer_tokens: int = Field(
+        6, ge=1, description="rollout.force_answer: token budget of the sampled answer after the forced '<answer>' "
+        "('yes</answer>' is 4 SmolLM2 tokens).",
+    )
     batch_size: int = Field(64, ge=1, description="Max sequences generated at once per worker.")
     hf_decode: Literal["generate", "loop"] = Field(
         "loop",
@@ -481,6 +494,14 @@ class TrainConfig(_Section):
                              "use ZeRO 0-2)")
         if self.learner.lora.enabled and self.learner.train_layers is not None:
             raise ValueError("learner.lora.enabled and learner.train_layers both restrict what trains; choose one")
+        if self.rollout.force_answer:
+            if self.prompt.style != "cot":
+                raise ValueError(f"rollout.force_answer=true needs prompt.style='cot' (reasoning first, then the "
+                                 f"answer); got prompt.style={self.prompt.style!r}, whose turn already opens at "
+                                 f"the answer")
+            if "<answer>" in (self.rollout.assistant_prefix or ""):
+                raise ValueError(f"rollout.force_answer=true needs an assistant turn that does not open at "
+                                 f"'<answer>'; rollout.assistant_prefix is {self.rollout.assistant_prefix!r}")
         if self.algorithm.estimator == "enumerate":
             if self.prompt.style != "direct":
                 raise ValueError(f"algorithm.estimator='enumerate' needs prompt.style='direct' (a closed answer set); "

@@ -22,8 +22,8 @@ import torch
 from softverify.config import TrainConfig
 from softverify.grpo import enumerated_loss, masked_aggregate, policy_loss
 from softverify.modeling import load_causal_lm
-from softverify.seqbatch import (answer_token_start, completion_logprobs_packed, completion_logprobs_shared,
-                                 merge_identical, old_logprobs)
+from softverify.seqbatch import (CompletionBatch, answer_token_start, completion_logprobs_packed,
+                                 completion_logprobs_shared, merge_identical, old_logprobs, sampled_mask)
 from softverify.types import Sample
 
 
@@ -33,7 +33,7 @@ class LearnBatch:
 
     samples: list[Sample]
     advantages: np.ndarray  # [len(samples)]
-    total_tokens: int  # completion tokens in the whole step (all ranks)
+    total_tokens: int  # sampled completion tokens in the whole step (all ranks; forced ones not counted)
     total_seqs: int  # sequences in the whole step (all ranks)
 
 
@@ -103,6 +103,53 @@ def freeze_below_top_layers(model, n: int) -> list[str]:
     return [k for k, p in model.named_parameters() if p.requires_grad]
 
 
+def completion_batch(model, cfg: TrainConfig, pad_id: int, ss: Sequence[Sample], with_entropy: bool = False,
+                     entropy_grad: bool = False, device=None) -> CompletionBatch:
+    """Logprobs (and entropies) of the samples' completions, on the shared-prompt path
+    unless ``learner.shared_prompt`` is off or gradient checkpointing is on."""
+    lc = cfg.learner
+    fn = completion_logprobs_shared if lc.shared_prompt and not lc.gradient_checkpointing else completion_logprobs_packed
+    return fn(model, [s.prompt_token_ids for s in ss], [s.completion_token_ids for s in ss], pad_id,
+              cfg.rollout.temperature, with_entropy=with_entropy, entropy_grad=entropy_grad, device=device)
+
+
+def answer_span_mask(tokenizer, ss: Sequence[Sample], mask: torch.Tensor) -> torch.Tensor:
+    """1 from each completion's last ``<answer>`` on (``algorithm.answer_loss_share``), within
+    ``mask``: after a forced ``<answer>`` that is the sampled answer and its closing tag, not
+    the inserted tag."""
+    am = torch.zeros_like(mask)
+    for b, s in enumerate(ss):
+        start = answer_token_start(tokenizer, s.completion_token_ids)
+        if start is not None:
+            am[b, start : len(s.completion_token_ids)] = 1.0
+    return am * mask
+
+
+def sampled_loss(model, tokenizer, cfg: TrainConfig, ss: Sequence[Sample], adv: torch.Tensor, w: torch.Tensor,
+                 total_tokens: float, total_seqs: float, ref=None, device=None):
+    """One micro-batch of the sampled GRPO loss (what :meth:`Learner.train_step` backpropagates):
+    ``(loss, stats, completion batch, mask)``. ``mask`` is the completion mask with the tokens
+    the rollout inserted (``Sample.forced_mask``) zeroed, so they carry no policy gradient, no
+    entropy and no KL; ``total_tokens`` must count sampled tokens only
+    (``Sample.n_sampled``)."""
+    ac = cfg.algorithm
+    pad = tokenizer.pad_token_id
+    cb = completion_batch(model, cfg, pad, ss, with_entropy=True, entropy_grad=ac.entropy_coef > 0, device=device)
+    mask = cb.mask * sampled_mask(ss, cb.mask.shape[1], cb.mask.device)
+    old = old_logprobs(ss, mask.shape[1], device)
+    am = answer_span_mask(tokenizer, ss, mask) if ac.answer_loss_share > 0 and cfg.prompt.style == "cot" else None
+    ref_logp = None
+    if ref is not None:
+        with torch.no_grad():
+            ref_logp = completion_batch(ref, cfg, pad, ss, device=device).logp
+    loss, st = policy_loss(
+        cb.logp, old, adv, mask, eps_low=ac.eps_low, eps_high=ac.eps_high, agg=ac.loss_agg,
+        total_tokens=total_tokens, total_seqs=total_seqs, weights=w, answer_mask=am,
+        answer_share=ac.answer_loss_share, entropy=cb.entropy, entropy_coef=ac.entropy_coef,
+        ref_logp=ref_logp, kl_coef=ac.kl_coef, kl_estimator=ac.kl_estimator)
+    return loss, st, cb, mask
+
+
 class Learner:
     def __init__(
         self,
@@ -162,21 +209,8 @@ class Learner:
         shared-prompt path encodes each prompt once."""
         return shard_indices(n, self.gas)
 
-    def _logprobs(self, model, ss: Sequence[Sample], with_entropy: bool = False, entropy_grad: bool = False):
-        lc = self.cfg.learner
-        shared = lc.shared_prompt and not lc.gradient_checkpointing
-        fn = completion_logprobs_shared if shared else completion_logprobs_packed
-        return fn(model, [s.prompt_token_ids for s in ss], [s.completion_token_ids for s in ss],
-                  self.tokenizer.pad_token_id, self.cfg.rollout.temperature, with_entropy=with_entropy,
-                  entropy_grad=entropy_grad, device=self.device)
-
-    def _answer_mask(self, ss: Sequence[Sample], mask: torch.Tensor) -> torch.Tensor:
-        am = torch.zeros_like(mask)
-        for b, s in enumerate(ss):
-            start = answer_token_start(self.tokenizer, s.completion_token_ids)
-            if start is not None:
-                am[b, start : len(s.completion_token_ids)] = 1.0
-        return am
+    def _logprobs(self, model, ss: Sequence[Sample]) -> CompletionBatch:
+        return completion_batch(model, self.cfg, self.tokenizer.pad_token_id, ss, device=self.device)
 
     def _dummy(self) -> Sample:
         """A one-token sequence for a rank with nothing left in a micro-batch: its loss is
@@ -209,19 +243,8 @@ class Learner:
                 ss = [samples[i] for i in idx] if idx else [self._dummy()]
                 adv = torch.tensor(advs[idx] if idx else [0.0], dtype=torch.float32, device=self.device)
                 w = torch.tensor(mult[idx] if idx else [1.0], dtype=torch.float32, device=self.device)
-                cb = self._logprobs(self.engine, ss, with_entropy=True, entropy_grad=ac.entropy_coef > 0)
-                mask = cb.mask
-                old = old_logprobs(ss, mask.shape[1], self.device)
-                am = self._answer_mask(ss, mask) if ac.answer_loss_share > 0 and self.cfg.prompt.style == "cot" else None
-                ref_logp = None
-                if self.ref is not None:
-                    with torch.no_grad():
-                        ref_logp = self._logprobs(self.ref, ss).logp
-                loss, st = policy_loss(
-                    cb.logp, old, adv, mask, eps_low=ac.eps_low, eps_high=ac.eps_high, agg=ac.loss_agg,
-                    total_tokens=batch.total_tokens, total_seqs=batch.total_seqs, weights=w, answer_mask=am,
-                    answer_share=ac.answer_loss_share, entropy=cb.entropy, entropy_coef=ac.entropy_coef,
-                    ref_logp=ref_logp, kl_coef=ac.kl_coef, kl_estimator=ac.kl_estimator)
+                loss, st, cb, mask = sampled_loss(self.engine, self.tokenizer, self.cfg, ss, adv, w, batch.total_tokens,
+                                                  batch.total_seqs, ref=self.ref, device=self.device)
                 pg = st["pg"]
                 if "kl" in st and not dummy:
                     add("kl", float(st["kl"]), float((mask * w[:, None]).sum()))

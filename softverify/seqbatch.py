@@ -28,16 +28,22 @@ from softverify.modeling import left_pad, pack_sequences, token_logprobs
 from softverify.types import Sample
 
 
+def _forced_key(s: Sample) -> tuple[int, ...]:
+    """A sample's forced mask in a form where "none forced" is one value (empty or all 0)."""
+    return tuple(s.forced_mask) if any(s.forced_mask) else ()
+
+
 def merge_identical(samples: Sequence[Sample], advantages: np.ndarray) -> tuple[list[Sample], np.ndarray, np.ndarray]:
     """``(unique samples, their advantages, weights)``; weight = how many copies merged.
-    Order follows first occurrence, so groups stay contiguous."""
+    Order follows first occurrence, so groups stay contiguous. The same tokens with
+    different forced masks stay apart: which of them the learner trains differs."""
     if len(samples) != len(advantages):
         raise ValueError(f"{len(samples)} samples but {len(advantages)} advantages")
     first: dict[tuple, int] = {}
     keep: list[int] = []
     weights: list[float] = []
     for i, s in enumerate(samples):
-        key = (tuple(s.prompt_token_ids), tuple(s.completion_token_ids), float(advantages[i]))
+        key = (tuple(s.prompt_token_ids), tuple(s.completion_token_ids), float(advantages[i]), _forced_key(s))
         j = first.get(key)
         if j is None:
             first[key] = len(keep)
@@ -134,6 +140,19 @@ def old_logprobs(samples: Sequence[Sample], C: int, device=None) -> torch.Tensor
         if n:
             old[b, :n] = torch.tensor(s.behaviour_logprobs, dtype=torch.float32)
     return old
+
+
+def sampled_mask(samples: Sequence[Sample], C: int, device=None) -> torch.Tensor:
+    """``[B, C]``: 0 on the completion tokens the rollout inserted (``Sample.forced_mask``,
+    answer forcing), 1 elsewhere. Multiplied into the completion mask, it keeps inserted
+    tokens out of the policy gradient, entropy, KL and token counts: the policy never
+    sampled them."""
+    m = torch.ones((len(samples), C), dtype=torch.float32, device=device)
+    for b, s in enumerate(samples):
+        if any(s.forced_mask):
+            f = torch.tensor(s.forced_mask[:C], dtype=torch.float32, device=device)
+            m[b, : len(f)] = 1.0 - f
+    return m
 
 
 def answer_token_start(tokenizer, completion_ids: Sequence[int], tag: str = "<answer>") -> int | None:

@@ -27,3 +27,19 @@ class Sample:
     completion_token_ids: list[int] = field(default_factory=list)
     behaviour_logprobs: list[float] = field(default_factory=list)
     finish_reason: str = "length"  # "stop" when EOS was produced, else "length"
+    #: per completion token: 1 = inserted by the rollout (``rollout.force_answer``'s ``</think>``
+    #: ``<answer>``), not sampled by the policy, so the learner masks it out. Empty = none forced.
+    forced_mask: list[int] = field(default_factory=list)
+    #: the completion as the policy wrote it before answer forcing (None: nothing forced); the
+    #: format verifier judges this text, so inserted tags earn no format credit
+    unforced_completion: str | None = None
+
+    @property
+    def n_forced(self) -> int:
+        """Completion tokens the rollout inserted (0 when none)."""
+        return int(sum(self.forced_mask))
+
+    @property
+    def n_sampled(self) -> int:
+        """Completion tokens the policy sampled: what the learner's token-mean loss counts."""
+        return len(self.completion_token_ids) - self.n_forced

@@ -6,14 +6,17 @@ weight syncs. Several workers split a step's prompts.
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import ray
 
 from softverify.config import ModelConfig, RolloutConfig
-from softverify.engines.base import SamplingParams, render_turns
+from softverify.engines.base import Generation, SamplingParams, render_turns
 from softverify.prompts import row_messages
 from softverify.types import Sample
+from softverify.verifiers.answer import forced_turn_tokens, parse_answer
 
 
 def select_engine(rollout: RolloutConfig) -> str:
@@ -51,6 +54,69 @@ def sampling_from(rollout: RolloutConfig, seed: int | None) -> SamplingParams:
     )
 
 
+#: Added to the reasoning's seed for the forced answers' sampling: a stream of its own, still
+#: reproducible from the step's seed (the trainer gives workers seeds 1 apart).
+ANSWER_SEED_OFFSET = 1_000_003
+
+
+@dataclass
+class Turn:
+    """One completion as a Sample records it: sampled, or sampled then forced to answer."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str
+    forced_mask: list[int] = field(default_factory=list)  # empty: nothing forced
+    unforced_text: str | None = None  # the sampled text before forcing
+
+    @classmethod
+    def sampled(cls, g: Generation) -> "Turn":
+        return cls(g.text, list(g.token_ids), list(g.logprobs), g.finish_reason)
+
+
+def answer_sampling(sampling: SamplingParams, max_new_tokens: int) -> SamplingParams:
+    """The answer phase of answer forcing: the reasoning's sampler (temperature, top-p/k,
+    penalties), a budget of a few tokens, ending at ``</answer>``."""
+    seed = None if sampling.seed is None else sampling.seed + ANSWER_SEED_OFFSET
+    return dataclasses.replace(sampling, max_new_tokens=max_new_tokens, stop=["</answer>"], seed=seed)
+
+
+def force_answers(engine, prompt_ids: Sequence[Sequence[int]], prefix: str, gens: Sequence[Sequence[Generation]],
+                  sampling: SamplingParams, answer_tokens: int) -> list[list[Turn]]:
+    """Answer forcing (``rollout.force_answer``, s1's budget forcing) over a rollout's
+    generations: ``gens[i]`` are prompt ``i``'s completions (its assistant turn opened with
+    ``prefix``).
+
+    A completion with a parseable answer is kept as it is. Every other one is re-opened
+    (trailing EOS dropped) and closed for it with the eval's forcing suffix (``</think>`` if
+    needed, then ``<answer>``: :func:`softverify.verifiers.answer.forced_turn_tokens`), and
+    the answer is *sampled* from there, all forced contexts in one batched
+    ``engine.generate``. Its turn is reasoning + suffix + answer; the suffix tokens get
+    behaviour logprob 0 and forced_mask 1 (not sampled: the learner masks them out), the
+    answer tokens their own behaviour logprobs, sampled given the suffix."""
+    turns = [[Turn.sampled(g) for g in gs] for gs in gens]
+    todo = [(i, j) for i, gs in enumerate(gens) for j, g in enumerate(gs) if parse_answer(prefix + g.text) is None]
+    if not todo:
+        return turns
+    parts, contexts = [], []
+    for i, j in todo:
+        g = gens[i][j]
+        kept, suffix = forced_turn_tokens(engine.tokenizer, engine.eos_ids, prefix + g.text, g.token_ids)
+        parts.append((kept, suffix))
+        contexts.append(list(prompt_ids[i]) + kept + suffix)
+    answers = engine.generate(contexts, answer_sampling(sampling, answer_tokens), n=1)
+    for (i, j), (kept, suffix), (a, *_) in zip(todo, parts, answers):
+        g = gens[i][j]
+        suffix_text = engine.tokenizer.decode(suffix)
+        turns[i][j] = Turn(
+            text=g.text + suffix_text + a.text, token_ids=kept + suffix + list(a.token_ids),
+            logprobs=list(g.logprobs[: len(kept)]) + [0.0] * len(suffix) + list(a.logprobs),
+            finish_reason=a.finish_reason, forced_mask=[0] * len(kept) + [1] * len(suffix) + [0] * len(a.token_ids),
+            unforced_text=g.text)
+    return turns
+
+
 def _group_ids(rows: Sequence[Any], group_ids: Sequence[int] | None) -> list[int]:
     """Each row's group id in the step: the trainer's (its position in the step's prompts),
     else the row's index in this call."""
@@ -76,21 +142,30 @@ class RolloutCore:
         A worker that Ray restarted after a crash comes back with the initial weights; it
         notices the version mismatch here and loads the current ones before sampling, so a
         retried task never samples from a stale policy. (The ref is wrapped in a list so
-        Ray does not fetch the state dict on every call, only when it is needed.)"""
+        Ray does not fetch the state dict on every call, only when it is needed.)
+
+        With ``rollout.force_answer`` unanswered completions are then forced to answer
+        (:func:`force_answers`): one more batched generate call over just those."""
         self._ensure_weights(weights)
         prefix = self.rollout.assistant_prefix
         sys_prompt = self.rollout.system_prompt
         pb = render_turns(self.engine, [row_messages(r, sys_prompt) for r in rows], prefix)
         gens = self.engine.generate(pb.token_ids, sampling, n=n)
+        if self.rollout.force_answer:
+            turns = force_answers(self.engine, pb.token_ids, prefix, gens, sampling, self.rollout.force_answer_tokens)
+        else:
+            turns = [[Turn.sampled(g) for g in gs] for gs in gens]
         gids = _group_ids(rows, group_ids)
         out = []
-        for i, (row, gs) in enumerate(zip(rows, gens)):
-            for g in gs:
+        for i, (row, ts) in enumerate(zip(rows, turns)):
+            for t in ts:
                 out.append(
                     Sample(
-                        prompt_id=str(row.get("prompt_id", gids[i])), prompt=pb.texts[i], completion=prefix + g.text,
+                        prompt_id=str(row.get("prompt_id", gids[i])), prompt=pb.texts[i], completion=prefix + t.text,
                         metadata=dict(row), group=gids[i], prompt_token_ids=pb.token_ids[i],
-                        completion_token_ids=g.token_ids, behaviour_logprobs=g.logprobs, finish_reason=g.finish_reason,
+                        completion_token_ids=t.token_ids, behaviour_logprobs=t.logprobs, finish_reason=t.finish_reason,
+                        forced_mask=t.forced_mask,
+                        unforced_completion=None if t.unforced_text is None else prefix + t.unforced_text,
                     )
                 )
         return out

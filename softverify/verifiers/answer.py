@@ -23,6 +23,30 @@ def parse_answer(completion: str) -> str | None:
     return found[-1].lower()
 
 
+#: What closes an unanswered turn so that the next token is the answer (see :func:`forcing_suffix`).
+FORCE_CLOSE_THINK = "\n</think>\n<answer>"
+FORCE_OPEN_ANSWER = "\n<answer>"
+
+
+def forcing_suffix(text: str) -> str:
+    """What to append to an unanswered assistant turn so the next token is the answer:
+    ``</think>`` (when the reasoning is still open) then ``<answer>``. The one rule behind
+    eval's forced reading and the rollout's answer forcing (``rollout.force_answer``)."""
+    return FORCE_OPEN_ANSWER if "</think>" in text else FORCE_CLOSE_THINK
+
+
+def forced_turn_tokens(tokenizer, eos_ids, text: str, token_ids) -> tuple[list[int], list[int]]:
+    """An unanswered turn re-opened for its answer: ``(its token ids without trailing EOS,
+    the forcing suffix's token ids)``. ``text`` is the whole assistant turn so far
+    (assistant prefix included): it decides the suffix (:func:`forcing_suffix`). The EOS
+    goes because a turn that ended cannot be continued; the suffix tokens then lead
+    straight to the answer word."""
+    ids = list(token_ids)
+    while ids and ids[-1] in eos_ids:
+        ids.pop()
+    return ids, list(tokenizer(forcing_suffix(text), add_special_tokens=False)["input_ids"])
+
+
 def answer_to_int(answer: str | None) -> int | None:
     return None if answer is None else int(answer == "yes")
 

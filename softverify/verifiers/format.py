@@ -52,7 +52,10 @@ def format_score(text: str, max_chars: int = 4000) -> float:
 
 @register("format")
 class FormatVerifier(Verifier):
-    """Graded format score in [0, 1]; never abstains."""
+    """Graded format score in [0, 1]; never abstains. A completion whose answer the rollout
+    forced (``rollout.force_answer``) is judged as the policy wrote it, before the inserted
+    ``</think>`` ``<answer>`` (``Sample.unforced_completion``): forcing must not pay for the
+    layout the policy failed to produce, or closing its own turn would earn nothing."""
 
     def __init__(self, name: str | None = None, max_chars: int = 4000):
         super().__init__(name)
@@ -61,7 +64,8 @@ class FormatVerifier(Verifier):
         self.max_chars = max_chars
 
     def score(self, samples: Sequence[Sample]) -> np.ndarray:
-        return np.array([format_score(s.completion, self.max_chars) for s in samples], dtype=np.float64)
+        return np.array([format_score(s.completion if s.unforced_completion is None else s.unforced_completion,
+                                      self.max_chars) for s in samples], dtype=np.float64)
 
 
 @register("length")

@@ -2,7 +2,8 @@
 import pytest
 
 from softverify.engines.hf import HFEngine
-from softverify.platform.evaluation.run import _next_token_margins, forcing_suffix, run_eval
+from softverify.platform.evaluation.run import _next_token_margins, run_eval
+from softverify.verifiers.answer import forcing_suffix
 
 
 def test_forcing_suffix_closes_open_reasoning():

@@ -20,10 +20,7 @@ from typing import Any, Sequence
 from softverify.engines.base import SamplingParams, render_turns
 from softverify.platform.evaluation.classification import classification_metrics, majority_answers
 from softverify.prompts import row_messages
-from softverify.verifiers.answer import ANSWER_RE, answer_to_int, parse_answer
-
-FORCE_CLOSE_THINK = "\n</think>\n<answer>"
-FORCE_OPEN_ANSWER = "\n<answer>"
+from softverify.verifiers.answer import ANSWER_RE, answer_to_int, forced_turn_tokens, parse_answer
 
 
 @dataclass
@@ -31,11 +28,6 @@ class EvalResult:
     metrics: dict[str, Any]
     forced_metrics: dict[str, Any] | None
     records: list[dict[str, Any]] = field(default_factory=list)
-
-
-def forcing_suffix(text: str) -> str:
-    """What to append to an unanswered assistant turn so the next token is the answer."""
-    return FORCE_OPEN_ANSWER if "</think>" in text else FORCE_CLOSE_THINK
 
 
 def answer_contexts(engine, prompt_ids: Sequence[Sequence[int]], prefix: str, gen_texts: Sequence[str],
@@ -46,7 +38,8 @@ def answer_contexts(engine, prompt_ids: Sequence[Sequence[int]], prefix: str, ge
       direct style that is the prompt itself: it already ends with ``<answer>``);
     - unanswered, direct style: the prompt (the answer position is right after it);
     - unanswered, CoT: the turn re-opened (trailing EOS dropped) and closed for it with
-      ``</think>`` ``<answer>`` (see :func:`forcing_suffix`).
+      ``</think>`` ``<answer>`` (see :func:`forced_turn_tokens`; training's
+      ``rollout.force_answer`` continues the same contexts by sampling).
     """
     tok = engine.tokenizer
     out = []
@@ -59,10 +52,8 @@ def answer_contexts(engine, prompt_ids: Sequence[Sequence[int]], prefix: str, ge
         elif "<answer>" in prefix:
             out.append(list(p))
         else:
-            c = list(c)
-            while c and c[-1] in engine.eos_ids:
-                c.pop()
-            out.append(list(p) + c + tok(forcing_suffix(full), add_special_tokens=False)["input_ids"])
+            kept, suffix = forced_turn_tokens(tok, engine.eos_ids, full, c)
+            out.append(list(p) + kept + suffix)
     return out
 
 

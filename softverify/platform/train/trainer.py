@@ -73,6 +73,8 @@ def _summary(samples: list[Sample], n_texts: int = 2) -> dict[str, Any]:
 
     return {
         "lengths": [len(s.completion_token_ids) for s in samples],
+        "sampled": [s.n_sampled for s in samples],  # forced tokens (rollout.force_answer) not counted
+        "forced": [s.n_forced > 0 for s in samples],
         "answers": [-1 if (a := answer_to_int(parse_answer(s.completion))) is None else a for s in samples],
         "labels": [label(s) for s in samples],
         "stopped": [s.finish_reason == "stop" for s in samples],
@@ -320,7 +322,8 @@ class Trainer:
                                cfg.algorithm.advantage)
         learn_values = learner_values(rewards, adv, cfg.algorithm.estimator, cfg.reward.aggregation)
         r.update(summ=summ, scores=scores, rewards=rewards, adv=adv, learn_values=learn_values,
-                 informative=informative_groups(rewards, r["group_ids"]), lengths=np.array(summ["lengths"]))
+                 informative=informative_groups(rewards, r["group_ids"]), lengths=np.array(summ["lengths"]),
+                 sampled=np.array(summ["sampled"]))
         return r
 
     def _launch_batch(self, step: int) -> None:
@@ -398,6 +401,7 @@ class Trainer:
         t2 = time.perf_counter()
         adv = np.concatenate([r["learn_values"][p] for r, p in zip(rounds, picks)]).astype(np.float32)
         lengths_sel = np.concatenate([r["lengths"][p] for r, p in zip(rounds, picks)])
+        sampled_sel = np.concatenate([r["sampled"][p] for r, p in zip(rounds, picks)])  # the loss's token count
         n = len(adv)
         learn: dict[str, Any] = {}
         learn_refs = None
@@ -406,7 +410,7 @@ class Trainer:
                 batch_ref = rounds[0]["ref"]
             else:
                 batch_ref = _select.remote(picks, *[r["ref"] for r in rounds])
-            learn_refs = self.learners.launch_train_step(batch_ref, adv, n, int(lengths_sel.sum()))
+            learn_refs = self.learners.launch_train_step(batch_ref, adv, n, int(sampled_sel.sum()))
         for ahead in self.pending:  # pipelined: the next batches roll out and are scored during the update
             self._complete(ahead)
         t_overlap = time.perf_counter()
@@ -448,6 +452,9 @@ class Trainer:
             "dynamic/groups_kept": kept, "dynamic/groups_sampled": seen, "dynamic/refill_rounds": len(rounds) - 1,
             "data_position": self.order.position,
         }
+        if cfg.rollout.force_answer:  # share of completions whose answer was forced, and still unparsed after it
+            m["rollout/forced_frac"] = float(np.mean([x for r in rounds for x in r["summ"]["forced"]]))
+            m["rollout/unanswered_frac"] = float(np.mean([a < 0 for r in rounds for a in r["summ"]["answers"]]))
         for name, t in self.thresholds_chosen.items():
             m[f"threshold/{name}"] = t
         for j, name in enumerate(self.pool.names):
