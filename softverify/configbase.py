@@ -94,13 +94,13 @@ def _adapter(annotation: Any) -> TypeAdapter:
 _ADAPTERS: dict[Any, TypeAdapter] = {}
 
 
-def _members(annotation: Any) -> list[Any]:
+def union_members(annotation: Any) -> list[Any]:
     """The alternatives of ``X | Y | None`` (Annotated and None stripped); ``[X]`` otherwise."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
-        return _members(typing.get_args(annotation)[0])
+        return union_members(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
-        return [m for a in typing.get_args(annotation) if a is not type(None) for m in _members(a)]
+        return [m for a in typing.get_args(annotation) if a is not type(None) for m in union_members(a)]
     return [annotation]
 
 
@@ -112,7 +112,7 @@ def field_annotation(model: Any, parts: list[str]) -> Any:
     ann = model
     for p in parts:
         nxt = None
-        for m in _members(ann):
+        for m in union_members(ann):
             origin, args = typing.get_origin(m), typing.get_args(m)
             if isinstance(m, type) and issubclass(m, BaseModel):
                 if p in m.model_fields:
@@ -135,7 +135,7 @@ def _default_list(model: Any, parts: list[str]) -> list | None:
     if model is None or not parts:
         return None
     owner = field_annotation(model, parts[:-1]) if len(parts) > 1 else model
-    for m in _members(owner) if owner is not None else []:
+    for m in union_members(owner) if owner is not None else []:
         if isinstance(m, type) and issubclass(m, BaseModel) and parts[-1] in m.model_fields:
             default = m.model_fields[parts[-1]].get_default(call_default_factory=True)
             if isinstance(default, list):

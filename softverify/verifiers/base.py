@@ -78,8 +78,9 @@ def _numeric_params(kind: str) -> set[str]:
     a string there (``max_chars=abc`` from the CLI) is refused by name up front instead of
     failing later with "'<=' not supported between instances of 'str' and 'int'"."""
     import inspect
-    import types
     import typing
+
+    from softverify.configbase import union_members
 
     out = set()
     for cls in verifier_class(kind).__mro__:
@@ -90,9 +91,7 @@ def _numeric_params(kind: str) -> set[str]:
         except Exception:  # an annotation that does not resolve: no check for this class
             continue
         for pname in inspect.signature(cls.__init__).parameters:
-            h = hints.get(pname)
-            members = typing.get_args(h) if typing.get_origin(h) in (typing.Union, types.UnionType) else (h,)
-            members = [m for m in members if m is not type(None)]
+            members = union_members(hints.get(pname))  # None stripped: float | None counts as a number
             if members and all(m in (int, float) for m in members):
                 out.add(pname)
     return out
