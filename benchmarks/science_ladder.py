@@ -26,7 +26,10 @@ and hyper-parameters; only the verifiers differ), all in the direct prompt style
                     --cot-max-new-tokens of reasoning gets '</think>' '<answer>' appended and its
                     answer sampled, so every completion carries an answer the verifier can pay
                     for; the inserted tokens are not trained, the format verifier judges the
-                    text before forcing. answer_loss_share 0.5 gives the answer span half the loss
+                    text before forcing. answer_loss_share 0.5 gives the answer span half the loss.
+                    Its system prompt is prompts.COT_ANSWER_PROMPT (concrete inline answers: the
+                    rbio1 prompt's 'yes or no' example is copied after a forced <answer>;
+                    benchmarks/cot_forced_parse.py)
 
 Every RL rung also carries the format verifier at weight 0.25.
 
@@ -61,6 +64,8 @@ from _common import REPO, RESULTS, SHARED_PERTURBQA, machine  # noqa: E402
 
 from supervised_ceiling import run_supervised  # noqa: E402
 
+from softverify.prompts import COT_ANSWER_PROMPT  # noqa: E402
+
 FORMAT = {"kind": "format", "weight": 0.25}
 SPECIAL = ("base", "supervised")
 
@@ -84,7 +89,8 @@ def rungs(assets: Path, threshold: str) -> dict[str, dict]:
         "shuffled": {"verifiers": [{**soft, "params": {**soft["params"], "shuffle_seed": 1}}, FORMAT], "over": strat},
         "supervised": {"verifiers": None},
         "knowledge": {"verifiers": [dict(go_rouge, weight=1.0), dict(go_kw, weight=0.5), FORMAT], "over": cot},
-        "cot": {"verifiers": [soft, FORMAT], "over": {**cot, **strat, "rollout": {"force_answer": True}}},
+        "cot": {"verifiers": [soft, FORMAT],
+                "over": {**cot, **strat, "rollout": {"force_answer": True, "system_prompt": COT_ANSWER_PROMPT}}},
     }
 
 
@@ -172,9 +178,14 @@ def final_eval(model: str, rows, args, style: str = "direct", wm_p: list[float] 
     from softverify.models import resolve_model_path
     from softverify.platform.evaluation.run import metrics_from_records, run_eval
 
+    from softverify.prompts import load_trained_prompt
+
     rc = build_config({"prompt": {"style": style}}, []).rollout
     if style == "cot":
         rc.max_new_tokens = args.cot_max_new_tokens
+    tp = load_trained_prompt(model) if Path(model).is_dir() else None
+    if tp is not None:  # ask the policy the way it was trained (the cot rung's own system prompt)
+        rc.system_prompt, rc.assistant_prefix, rc.stop = tp.system_prompt, tp.assistant_prefix, tp.stop
     engine = HFEngine(resolve_model_path(model), "float32", torch_threads=args.eval_threads or torch.get_num_threads(),
                       batch_size=32, decode="loop")
     t0 = time.time()

@@ -29,6 +29,21 @@ RBIO_SYSTEM_PROMPT = (
 )
 
 
+#: A CoT system prompt whose layout example names concrete answers, written inline as in the
+#: direct style's. With answers forced (``rollout.force_answer``: ``</think>`` ``<answer>``
+#: appended to a turn left open), SmolLM2-135M copies the rbio1 prompt's example line
+#: ``yes or no`` after the forced ``<answer>``. benchmarks/cot_forced_parse.py (32 K562 train
+#: questions x 2, 32 reasoning tokens, base model): 7/63 forced answers parse under the rbio1
+#: prompt, 54/62 under this one (0.87, Wilson 95% [0.77, 0.93]); newline-separated examples
+#: reached 0.41-0.53. The science ladder's cot rung and configs/ladder_cot.yaml use it.
+COT_ANSWER_PROMPT = (
+    "You are a biology expert. Answer the user's question about a gene knockdown experiment. "
+    "Think step by step about what the perturbed gene does and whether it regulates the target gene, "
+    "then answer yes or no, using exactly this format:\n"
+    "<think>\nyour reasoning\n</think>\n<answer>yes</answer> or <answer>no</answer>"
+)
+
+
 #: The direct style's system prompt: the answer layout only, no reasoning asked for.
 DIRECT_SYSTEM_PROMPT = (
     "You are a biology expert. Answer the user's question about a gene knockdown experiment "
