@@ -114,14 +114,20 @@ def load_trained_prompt(model_dir: str | Path) -> TrainedPrompt | None:
     d = Path(model_dir)
     meta = d / PROMPT_FILE
     if meta.is_file():
-        raw = json.loads(meta.read_text(encoding="utf-8"))
+        try:
+            raw = json.loads(meta.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            from softverify.configbase import ConfigError
+
+            raise ConfigError(f"{str(meta)!r} is not the JSON softverify writes ({e}); delete it to serve the model "
+                              f"with its run's config.yaml, or re-save the model") from None
         return TrainedPrompt(raw.get("style", "cot"), raw.get("system_prompt"), raw.get("assistant_prefix", ""),
                              list(raw.get("stop", [])), str(meta))
     cfg_file = d.parent / "config.yaml"
     if d.is_dir() and cfg_file.is_file():
-        import yaml
+        from softverify.configbase import read_yaml
 
-        raw = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}
+        raw = read_yaml(cfg_file)  # a broken file is named, with YAML's line and column
         ro, style = raw.get("rollout") or {}, (raw.get("prompt") or {}).get("style", "cot")
         if "assistant_prefix" in ro or "system_prompt" in ro:
             defaults = STYLE_DEFAULTS.get(style, {})

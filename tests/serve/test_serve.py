@@ -154,6 +154,11 @@ def test_serve_config_is_strict_and_cli_flags_win(tmp_path):
     assert (cfg.model, cfg.port, cfg.host, cfg.limits.max_tokens, cfg.limits.burst) == ("other", 9001, "127.0.0.1", 100, 5)
     opts = cfg.replicas.serve_options()
     assert opts["num_replicas"] == "auto" and opts["autoscaling_config"]["max_replicas"] == 3
+    # --set values are read for their field's type (#18 item 9), as in train: text stays text
+    args = build_parser().parse_args(["serve", "m", "--set", "api_key=123", "--set", "system_prompt=yes",
+                                      "--set", "assistant_prefix=Answer:"])
+    cfg = config_from_args(args)
+    assert (cfg.api_key, cfg.system_prompt, cfg.assistant_prefix) == ("123", "yes", "Answer:")
 
 
 def test_rayservice_args_are_a_valid_serve_config():
@@ -318,6 +323,14 @@ def test_api_key_is_required(server):
     (dict(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]),
      openai.BadRequestError, 400, "messages.0.content.0.type"),
     (dict(extra_body={"best_of": 3}), openai.BadRequestError, 400, "best_of"),  # not an OpenAI chat field
+    # a tool-calling conversation, as an agent framework sends it: refused by the part it cannot serve
+    (dict(messages=[{"role": "user", "content": "y"},
+                    {"role": "assistant", "content": None, "tool_calls": [
+                        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                    {"role": "tool", "tool_call_id": "c1", "content": "42"}]),
+     openai.BadRequestError, 400, "messages.1.tool_calls"),
+    (dict(messages=[{"role": "user", "content": "y"}, {"role": "tool", "tool_call_id": "c1", "content": "42"}]),
+     openai.BadRequestError, 400, "messages.1.role"),
 ])
 def test_bad_requests_get_a_reason(client, kwargs, error, status, param):
     args = dict(model=MODEL_ID, messages=MESSAGES, max_tokens=4) | kwargs
@@ -495,6 +508,21 @@ def test_training_eval_and_serving_render_the_same_tokens(trained_run):
                       served.system_prompt, "") != serve_ids
     plain = ServeConfig(model=str(run.parent)).with_trained_prompt(load_trained_prompt(str(run.parent)))
     assert (plain.assistant_prefix, plain.system_prompt, plain.trained_stop) == ("", None, [])
+
+
+def test_a_broken_prompt_file_or_run_config_is_named(tmp_path):
+    """Serving reads the trained prompt from the model's softverify_prompt.json, else the
+    run's config.yaml: a broken one is refused naming the file, not with a raw parser error."""
+    from softverify.configbase import ConfigError
+    from softverify.prompts import PROMPT_FILE, load_trained_prompt
+
+    (tmp_path / "final").mkdir()
+    (tmp_path / "config.yaml").write_text("rollout: [a\n")
+    with pytest.raises(ConfigError, match=r"config.yaml' is not valid YAML: line 2"):
+        load_trained_prompt(tmp_path / "final")
+    (tmp_path / "final" / PROMPT_FILE).write_text("{bad")
+    with pytest.raises(ConfigError, match=PROMPT_FILE + "' is not the JSON softverify writes"):
+        load_trained_prompt(tmp_path / "final")
 
 
 def test_trained_stop_is_kept_and_client_stop_trimmed():

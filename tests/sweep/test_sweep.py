@@ -83,6 +83,17 @@ def test_invalid_base_and_combinations():
         parse_sweep(s)
 
 
+def test_set_values_are_typed_for_the_base_and_the_spec():
+    """``--set base.<TrainConfig key>`` reads the value for TrainConfig's field type and the
+    sweep's own keys for SweepSpec's (#18 item 9): text fields keep text YAML would turn
+    into a bool, a mapping or a number."""
+    sweep = load_sweep(TUNE_CONFIGS / "smoke_cpu.yaml", [
+        "base.rollout.system_prompt=yes", "base.rollout.assistant_prefix=Answer:", "name=123", "tune.num_samples=2"])
+    assert sweep.base_raw["rollout"]["system_prompt"] == "yes"
+    assert sweep.base_raw["rollout"]["assistant_prefix"] == "Answer:"
+    assert (sweep.spec.name, sweep.spec.tune.num_samples) == ("123", 2)
+
+
 @pytest.mark.parametrize("path", sorted(TUNE_CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_sweep_configs_validate(path):
     sweep = load_sweep(path)

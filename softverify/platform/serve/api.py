@@ -207,13 +207,24 @@ class TextPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
+    """One chat message. Tool and function turns (``role: tool``, an assistant's
+    ``tool_calls``) are parsed as OpenAI sends them so :func:`check_supported` can refuse
+    them by name (400), instead of a schema error about a field the client did send right."""
+
     model_config = ConfigDict(extra="forbid")
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_call_id: str | None = None
+    tool_calls: list[Any] | None = None
+    function_call: Any = None
+    refusal: str | None = None
 
     def text(self, i: int) -> str:
         """The content as one string; a part that is not text is refused by name."""
+        if self.content is None:
+            raise ApiError(400, f"messages.{i}.content is missing: every message needs text content",
+                           param=f"messages.{i}.content", code="missing_content")
         if isinstance(self.content, str):
             return self.content
         for j, part in enumerate(self.content):
@@ -293,6 +304,12 @@ def check_supported(req: ChatCompletionRequest) -> None:
         refuse("functions" if req.functions else "function_call", "function calling")
     if req.logit_bias:
         refuse("logit_bias", "logit_bias")
+    for i, m in enumerate(req.messages):
+        if m.role in ("tool", "function"):
+            refuse(f"messages.{i}.role", f"a {m.role!r} message (tool results; this server has no tool calling)")
+        if m.tool_calls or m.function_call is not None:
+            refuse(f"messages.{i}.{'tool_calls' if m.tool_calls else 'function_call'}",
+                   "an assistant turn with tool calls (this server has no tool calling)")
     if req.modalities not in (None, ["text"]):
         refuse("modalities", f"modalities {req.modalities!r} (only ['text'])")
     for name in ("audio", "prediction", "web_search_options", "reasoning_effort"):

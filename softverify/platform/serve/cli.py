@@ -34,6 +34,7 @@ def _set(raw: dict, dotted: str, value) -> None:
 def config_from_args(args):
     """ServeConfig from YAML + flags + --set; every mistake is a ConfigError."""
     from softverify.configbase import apply_overrides, read_yaml
+    from softverify.platform.serve.api import ServeConfig
     from softverify.platform.serve.app import load_serve_config
 
     raw = read_yaml(args.config) if args.config else {}
@@ -49,7 +50,7 @@ def config_from_args(args):
         _set(raw, "limits.requests_per_second", None)
     if args.no_verify:
         raw["verifiers"] = []
-    return load_serve_config(apply_overrides(raw, args.overrides))
+    return load_serve_config(apply_overrides(raw, args.overrides, ServeConfig))  # values typed per field
 
 
 def cmd_serve(args) -> int:

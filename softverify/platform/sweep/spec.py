@@ -468,9 +468,12 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
             else:
                 search[sub] = yaml.safe_load(value)
             raw["search"] = search
+        elif key.startswith("base.") and sep and raw.get("base_config") is None:
+            # the base is a TrainConfig dict: its values are read for TrainConfig's field types
+            raw["base"] = apply_overrides(raw.get("base") or {}, [ov[len("base."):]], TrainConfig)
         else:
             plain.append(ov)
-    raw = apply_overrides(raw, plain)
+    raw = apply_overrides(raw, plain, SweepSpec)
     return parse_sweep(raw, Path(path).resolve().parent)
 
 

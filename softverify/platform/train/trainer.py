@@ -28,7 +28,7 @@ from softverify import placement
 from softverify.config import ConfigError, TrainConfig
 from softverify.data import PromptOrder, load_prompts
 from softverify.models import resolve_model_path
-from softverify.cluster import connect
+from softverify.cluster import connect, usable_cpus
 from softverify.fsutil import RunLock, atomic_dir
 from softverify.platform.train import checkpoint as ckpt
 from softverify.platform.train.metrics import MetricsLogger, drop_steps_after, plot_metrics
@@ -107,7 +107,7 @@ def init_ray(cfg: TrainConfig) -> None:
                     f"impossible resource request: custom resources {custom} ({resource_breakdown(cfg, custom[0])}) "
                     f"exist only on a cluster whose nodes declare them; set trainer.ray_address (or RAY_ADDRESS) "
                     f"to such a cluster, or remove them")
-        connect(address, num_cpus=max(os.cpu_count() or 1, math.ceil(need["CPU"])))
+        connect(address, num_cpus=max(usable_cpus(), math.ceil(need["CPU"])))  # real cores, not the host's
     placement.check_placement(placement.role_requests(cfg), ray.nodes())
 
 
