@@ -65,10 +65,6 @@ def test_eval_names_its_model_once(capsys):
     assert "--model was removed: name the model positionally: softverify eval MODEL_DIR" in capsys.readouterr().err
 
 
-# Options whose default is stated by a change in flight elsewhere (the lead drops the entry on merge).
-DEFAULT_UNSTATED_ELSEWHERE = {"softverify data fetch --kinds"}
-
-
 def test_every_option_states_its_default():
     """An option with a real default (not None/False/[]) says what it is in its help."""
     unstated = []
@@ -79,7 +75,7 @@ def test_every_option_states_its_default():
             if a.default in (None, False, argparse.SUPPRESS) or a.default == []:
                 continue
             name = f"{' '.join(path)} {a.option_strings[-1] if a.option_strings[-1].startswith('--') else a.option_strings[0]}"
-            if "default" not in (a.help or "") and name not in DEFAULT_UNSTATED_ELSEWHERE:
+            if "default" not in (a.help or ""):
                 unstated.append(f"{name} (default {a.default!r})")
     assert not unstated, "options whose help does not state the default:\n" + "\n".join(unstated)
 
@@ -94,6 +90,9 @@ def test_torch_threads_default_to_one_everywhere(capsys):
     cfg = build_config()
     assert DEFAULT_TORCH_THREADS == cfg.rollout.torch_threads == cfg.learner.torch_threads == 1
     assert AgentConfig().torch_threads == 1
+    from softverify.platform.serve.api import ReplicaConfig
+
+    assert ReplicaConfig().torch_threads == DEFAULT_TORCH_THREADS == ReplicaConfig().num_cpus  # threads = reserved CPUs
     cmds = dict((" ".join(k), v) for k, v in _commands(build_parser()))
     with_threads = {name: next(a for a in p._actions if "--threads" in a.option_strings)
                     for name, p in cmds.items() if any("--threads" in a.option_strings for a in p._actions)}

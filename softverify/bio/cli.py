@@ -215,7 +215,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=cells_help + "; default: k562, rpe1, hepg2 (jurkat, pinned too, when named)")
     f.add_argument("--sha256", help="accept this digest for the one table fetched (a trusted copy whose "
                    "checksum differs from the pin)")
-    f.add_argument("--kinds", default="de,dir", help="tables to fetch: de, dir or both")
+    f.add_argument("--kinds", default="de,dir", help="comma-separated tables to fetch: de (differential expression), dir (its direction); default: de,dir")
     f.add_argument("--from", dest="mirror", default=None, help=mirror_help)
     f.add_argument("--force", action="store_true", help="re-fetch files already in the cache")
     f.set_defaults(func=_data_fetch)

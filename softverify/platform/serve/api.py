@@ -22,7 +22,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from softverify.configbase import StrictModel
+from softverify.configbase import DEFAULT_TORCH_THREADS, StrictModel
 
 
 class ApiError(Exception):
@@ -63,7 +63,9 @@ class ReplicaConfig(_Strict):
     num_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves per replica.")
     num_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves per replica (HF engine on GPU, or vLLM).")
     torch_threads: int | None = Field(
-        2, ge=1, description="torch intra-op threads per HF replica (None: torch's default, usually all cores).")
+        DEFAULT_TORCH_THREADS, ge=1, description="torch intra-op threads per HF replica; default 1, the one CPU num_cpus reserves "
+        "(DEFAULT_TORCH_THREADS, as train and eval use): raise both together, or the replicas use cores Ray "
+        "gave to others. None: torch's default, usually all cores.")
     max_batch_size: int = Field(
         8, ge=1, description="HF engine: concurrent non-streaming requests generated together in one batch.")
     batch_wait_timeout_s: float = Field(
