@@ -413,6 +413,14 @@ class LearnerConfig(_Section):
         "fp32 rollout model then samples from half-precision-rounded weights and the importance ratio corrects the "
         "small gap. float32 keeps rollouts bit-equal to the learner.",
     )
+    sync_method: Literal["object_store", "collective"] = Field(
+        "object_store", description="How a weight sync reaches the rollout workers. object_store: rank 0's state "
+        "dict is put into Ray's object store and every worker fetches it (also how a worker Ray restarted catches "
+        "up). collective: learner rank 0 broadcasts it to every worker over its own process group "
+        "(softverify.collective_sync: NCCL when the learner ranks and the workers hold GPUs, else gloo), the "
+        "design every GPU peer uses, with no object-store copy; a worker Ray restarts has left that group, so "
+        "the run stops at the next step naming it (--resume continues).",
+    )
 
 
 class TrainerConfig(_Section):

@@ -66,6 +66,22 @@ class LearnerActor:
     def logprobs(self, samples: list[Sample]) -> list[list[float]]:
         return self.learner.logprobs(samples)
 
+    def join_broadcast(self, world: int, addr: str, port: int, backend: str) -> bool:
+        """Rank 0 hosts the weight-broadcast group (``learner.sync_method=collective``)."""
+        from softverify.collective_sync import WeightBroadcaster
+
+        device = self.learner.device if backend == "nccl" else "cpu"
+        self.broadcaster = WeightBroadcaster(0, world, addr, port, backend=backend, device=device)
+        return True
+
+    def broadcast_weights(self, trainable_only: bool, sync_dtype: str) -> int:
+        """Every rank calls it (ZeRO-3 gathers the state); rank 0 broadcasts it in
+        ``sync_dtype`` to the rollout workers and returns the bytes sent (other ranks: 0)."""
+        sd = self.learner.state_dict(trainable_only)
+        if sd is None:
+            return 0
+        return self.broadcaster.send(cast_for_sync(sd, sync_dtype))
+
     def save_checkpoint(self, directory: str, tag: str, hf_dir: str | None) -> bool:
         self.learner.save_checkpoint(directory, tag, hf_dir)
         return True
@@ -138,6 +154,21 @@ class LearnerGroup:
             ray.wait([p[0] for p in pairs], num_returns=len(pairs))
         ref, nbytes = pairs[0]
         return ref, int(ray.get(nbytes))
+
+    def broadcast_backend(self, workers_have_gpus: bool) -> str:
+        """NCCL when rank 0 and the workers hold GPUs (GPU to GPU), else gloo."""
+        return "nccl" if self.cfg.learner.num_gpus_per_rank > 0 and workers_have_gpus else "gloo"
+
+    def form_broadcast_group(self, workers: Sequence, backend: str) -> None:
+        """Rank 0 plus every rollout worker, joined at once (the store waits for all)."""
+        addr, port = ray.get(self.actors[0].rendezvous.remote())
+        world = 1 + len(workers)
+        ray.get([self.actors[0].join_broadcast.remote(world, addr, port, backend)]
+                + [w.join_broadcast.remote(i + 1, world, addr, port, backend) for i, w in enumerate(workers)])
+
+    def broadcast_refs(self, trainable_only: bool) -> list:
+        """Start a collective sync on every rank (rank 0 sends); refs of the bytes sent."""
+        return [a.broadcast_weights.remote(trainable_only, self.cfg.learner.sync_dtype) for a in self.actors]
 
     def logprobs(self, samples: Sequence[Sample]) -> list[list[float]]:
         # a forward is collective under ZeRO-3 (parameters are gathered), so all ranks run it

@@ -207,6 +207,12 @@ class RolloutCore:
         (only the trained tensors) is enough for a restarted worker too: the frozen rest
         never changed from the initial weights it came back with."""
         if weights is not None and weights[0] != self.weights_version:
+            if weights[1][0] is None:  # learner.sync_method=collective: no object-store copy to catch up from
+                raise RuntimeError(
+                    f"this rollout worker holds policy version {self.weights_version}, the step needs "
+                    f"{weights[0]}, and with learner.sync_method=collective there is no object-store copy to "
+                    "load (a restarted worker has left the broadcast group); re-run with --resume, or use "
+                    "learner.sync_method=object_store to survive worker restarts")
             import ray as _ray
 
             self.load_weights(_ray.get(weights[1][0]), weights[0], bool(weights[2]) if len(weights) > 2 else False)
@@ -215,6 +221,23 @@ class RolloutCore:
         self.engine.load_weights(state, partial=partial)
         self.weights_version = version
         return version
+
+    # ---------------------------------------------------------------- collective weight sync
+    def join_broadcast(self, rank: int, world: int, addr: str, port: int, backend: str) -> bool:
+        """Join learner rank 0's weight-broadcast group (``learner.sync_method=collective``)."""
+        from softverify.collective_sync import WeightBroadcaster
+
+        device = self.engine.device if backend == "nccl" else "cpu"
+        self.broadcaster = WeightBroadcaster(rank, world, addr, port, backend=backend, device=device)
+        return True
+
+    def in_broadcast_group(self) -> bool:
+        """False for a worker Ray restarted after the group formed (it must not be waited on)."""
+        return getattr(self, "broadcaster", None) is not None
+
+    def receive_weights(self, version: int, partial: bool = False) -> int:
+        """This worker's side of a collective weight sync: the state rank 0 broadcasts."""
+        return self.load_weights(self.broadcaster.receive(), version, partial)
 
     def score(self, samples: Sequence[Sample]) -> list[list[float]]:
         return self.engine.score(

@@ -77,3 +77,18 @@ def test_roles_and_backends_are_checked():
         WeightBroadcaster(2, 2, "127.0.0.1", free_port())
     with pytest.raises(ValueError, match="backend 'nccl' broadcasts CUDA tensors; device cpu is not one"):
         WeightBroadcaster(0, 2, "127.0.0.1", free_port(), backend="nccl", device="cpu")
+
+
+def test_a_worker_behind_with_no_object_store_copy_says_what_to_do(tiny_model_dir):
+    """With learner.sync_method=collective the step's weights carry no object-store ref; a
+    worker that fell behind (Ray restarted it, so it left the broadcast group) refuses to
+    sample from its stale policy, naming both versions and the two ways out."""
+    from softverify.actors.rollout import RolloutCore
+    from softverify.config import build_config
+
+    cfg = build_config({"model": {"path": str(tiny_model_dir)}, "learner": {"sync_method": "collective"}}, [])
+    core = RolloutCore(str(tiny_model_dir), cfg.model, cfg.rollout)
+    assert not core.in_broadcast_group()
+    core._ensure_weights((0, [None], True))  # same version: nothing to load
+    with pytest.raises(RuntimeError, match=r"holds policy version 0, the step needs 3, .*--resume.*object_store"):
+        core._ensure_weights((3, [None], True))

@@ -194,6 +194,9 @@ class Trainer:
         ]
         self.pool = VerifierPool(cfg.verifiers)
         self.learners = LearnerGroup(cfg, self.model_path)
+        if cfg.learner.sync_method == "collective":
+            self.learners.form_broadcast_group(
+                self.workers, self.learners.broadcast_backend(rc.num_gpus_per_worker > 0))
         self._record_placement()
         self.order = self._prompt_order()
         if last is not None:
@@ -254,12 +257,29 @@ class Trainer:
         lc = self.cfg.learner
         # only what training changes; the frozen rest equals the initial weights every worker starts from
         partial = lc.train_layers is not None or lc.lora.enabled
-        ref, self.sync_bytes = self.learners.sync_ref(trainable_only=partial)
-        self.weights = (self.step, [ref], partial)  # also handed to every generate call (restart safety)
-        ray.get([w.load_weights.remote(ref, self.step, partial) for w in self.workers])
+        if lc.sync_method == "collective":
+            self.sync_bytes = self._broadcast_weights(partial)
+            self.weights = (self.step, [None], partial)  # no object-store copy: a stale worker says so
+        else:
+            ref, self.sync_bytes = self.learners.sync_ref(trainable_only=partial)
+            self.weights = (self.step, [ref], partial)  # also handed to every generate call (restart safety)
+            ray.get([w.load_weights.remote(ref, self.step, partial) for w in self.workers])
         self._stale = False
         self.sync_bytes_total += self.sync_bytes
         return time.perf_counter() - t
+
+    def _broadcast_weights(self, partial: bool) -> int:
+        """``learner.sync_method=collective``: rank 0 broadcasts, every worker receives, all at
+        once. A worker Ray restarted has left the group and would never receive: refused by name."""
+        out = [i for i, ok in enumerate(ray.get([w.in_broadcast_group.remote() for w in self.workers])) if not ok]
+        if out:
+            raise RuntimeError(f"rollout worker(s) {out} restarted and left the weight-broadcast group "
+                               "(learner.sync_method=collective); re-run with --resume, or use "
+                               "learner.sync_method=object_store to survive worker restarts")
+        sent = self.learners.broadcast_refs(partial)
+        got = [w.receive_weights.remote(self.step, partial) for w in self.workers]
+        ray.get(got)
+        return int(ray.get(sent)[0])
 
     def rollout(self, row_ids: list[int], seed: int):
         """The step's samples (an ObjectRef) and their group ids: G sampled completions per
