@@ -236,6 +236,7 @@ def plot(result: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     base = result["runs"].get("base", {}).get("periodic", {})
@@ -248,12 +249,19 @@ def plot(result: dict, path: Path) -> None:
                 band = [(c[xkey], c["auroc_lo"], c["auroc_hi"]) for c in run["curve"] if c.get("auroc_lo") is not None]
                 if band:
                     ax.fill_between(*zip(*[(b[0], b[1]) for b in band]), [b[2] for b in band], alpha=0.12)
+            f = (run.get("final") or {}).get("forced") or {}
+            x = run.get("steps" if xkey == "step" else "questions")
+            if name != "base" and f.get("auroc") is not None and x:  # the final eval (512), with its interval
+                ax.errorbar([x], [f["auroc"]], yerr=[[f["auroc"] - f["auroc_lo"]], [f["auroc_hi"] - f["auroc"]]],
+                            fmt="s", ms=5, capsize=3, label=f"{name} final ({f.get('n', '?')})")
         if base.get("auroc") is not None:
             ax.axhline(base["auroc"], color="grey", ls="--", lw=1, label="base")
         ax.axhline(0.5, color="grey", ls=":", lw=0.8)
         ax.axhline(result["world_model"]["auroc"], color="black", ls=":", lw=1, label="world model (own, final set)")
         ax.set_title(f"{title} ({result['settings']['periodic_eval_size']} K562 test questions, 95% CI)", fontsize=9)
         ax.set_xlabel("GRPO step" if xkey == "step" else "questions trained on")
+        ax.set_xlim(left=0)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("AUROC")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
