@@ -17,7 +17,7 @@ inference engines with NCCL, GPU to GPU. This module is that path, Ray-free:
 """
 from __future__ import annotations
 
-import pickle
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Sequence
@@ -126,14 +126,16 @@ class WeightBroadcaster:
 
     def _header(self, specs: list[TensorSpec] | None) -> list[TensorSpec]:
         if self.rank == 0:
-            blob = torch.frombuffer(bytearray(pickle.dumps([(s.name, s.shape, s.dtype) for s in specs])),
+            # JSON, not pickle: a receiver never unpickles what arrives over the network
+            blob = torch.frombuffer(bytearray(json.dumps([[s.name, list(s.shape), s.dtype] for s in specs]).encode()),
                                     dtype=torch.uint8).to(self.device)
             self._bcast(torch.tensor([blob.numel()], dtype=torch.int64, device=self.device))
             self._bcast(blob)
             return specs
         n = self._bcast(torch.zeros(1, dtype=torch.int64, device=self.device))
         blob = self._bcast(torch.empty(int(n.item()), dtype=torch.uint8, device=self.device))
-        return [TensorSpec(name, tuple(shape), dtype) for name, shape, dtype in pickle.loads(blob.cpu().numpy().tobytes())]
+        header = json.loads(blob.cpu().numpy().tobytes().decode())
+        return [TensorSpec(name, tuple(shape), dtype) for name, shape, dtype in header]
 
     # ---------------------------------------------------------------- API
     def send(self, state: dict[str, torch.Tensor]) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -405,40 +404,11 @@ def test_smoke_sweep_end_to_end_then_restore(ray_cluster, tiny_model_dir, tmp_pa
         run_sweep(sweep)
 
 
-class _TrialKiller(threading.Thread):
-    """SIGKILLs the process of the trial training ``model_path`` once it has logged a step,
-    as Ray's memory monitor kills a worker process when the node runs low on memory."""
-
-    def __init__(self, trials: Path, model_path: str):
-        super().__init__(daemon=True)
-        self.trials, self.model_path, self.stop, self.killed_pid = trials, model_path, threading.Event(), None
-
-    def run(self):
-        import os
-        import signal
-
-        from ray.util.state import list_actors
-
-        while not self.stop.is_set() and self.killed_pid is None:
-            for d in sorted(self.trials.glob("*")) if self.trials.is_dir() else []:
-                cfg, metrics = d / "config.yaml", d / "metrics.jsonl"
-                if cfg.is_file() and self.model_path in cfg.read_text() and metrics.is_file() \
-                        and metrics.read_text().strip():
-                    alive = list_actors(filters=[("class_name", "=", "ImplicitFunc"), ("state", "=", "ALIVE")])
-                    if len(alive) == 1:  # max_concurrent_trials=1: the one training trial
-                        self.killed_pid = alive[0].pid
-                        os.kill(self.killed_pid, signal.SIGKILL)
-                        return
-            time.sleep(0.2)
-
-
 @pytest.mark.timeout(1200)
 def test_interrupted_sweep_resumes_and_failing_trial_is_reported(ray_cluster, tiny_model_dir, tmp_path):
     """`softverify sweep` is interrupted (SIGINT) while its first trial trains; `--resume`
-    (Tuner.restore) finishes it from the trainer's checkpoint. The second trial's process is
-    SIGKILLed while it trains, as Ray's OOM killer kills a worker: it is reported as ERROR
-    with the reason and the sweep goes on to the third, whose model path does not exist:
-    ERROR too, and the sweep completes with its report."""
+    (Tuner.restore) finishes it from the trainer's checkpoint, then runs the second trial,
+    whose model path does not exist: that trial is reported as ERROR, the sweep completes."""
     import os
     import signal
     import subprocess
@@ -447,9 +417,7 @@ def test_interrupted_sweep_resumes_and_failing_trial_is_reported(ray_cluster, ti
     from softverify.platform.train import checkpoint as ckpt
 
     out = tmp_path / "interrupted"
-    killed_path = tmp_path / "tiny_killed"  # the same model under another name: tells the trials apart
-    killed_path.symlink_to(tiny_model_dir, target_is_directory=True)
-    raw = spec({"model.path": {"grid": [str(tiny_model_dir), str(killed_path), "/nonexistent/model"]}},
+    raw = spec({"model.path": {"grid": [str(tiny_model_dir), "/nonexistent/model"]}},
                output_dir=str(out), tune={"scheduler": "fifo", "metric": "reward_mean", "num_samples": 1,
                                                  "max_concurrent_trials": 1})
     raw["base"]["data"]["mirror"] = str(PERTURBQA.resolve())
@@ -488,20 +456,11 @@ def test_interrupted_sweep_resumes_and_failing_trial_is_reported(ray_cluster, ti
 
     from softverify.cli import main
 
-    killer = _TrialKiller(out / "trials", str(killed_path))
-    killer.start()
-    try:
-        assert main(["sweep", str(f), "--resume"]) == 0
-    finally:
-        killer.stop.set()
-        killer.join(timeout=30)
-    assert killer.killed_pid, "the second trial was never seen training"
+    assert main(["sweep", str(f), "--resume"]) == 0
     table = pd.read_csv(out / "results.csv").set_index("config/model.path")
-    good, killed, bad = (table.loc[k] for k in (str(tiny_model_dir), str(killed_path), "/nonexistent/model"))
+    good, bad = table.loc[str(tiny_model_dir)], table.loc["/nonexistent/model"]
     assert (good["status"], good["steps"]) == ("COMPLETED", 3)
-    assert killed["status"] == "ERROR" and isinstance(killed["error"], str) and killed["error"].strip(), killed
-    assert "does not exist" not in killed["error"]
-    assert bad["status"] == "ERROR" and "does not exist" in bad["error"]  # the sweep went on after the kill
+    assert bad["status"] == "ERROR" and "does not exist" in bad["error"]
     # the interrupted trial continued from its checkpoint: one metrics row per step, a final model
     steps = [json.loads(line)["step"] for line in (first / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
