@@ -18,11 +18,14 @@ inference engines with NCCL, GPU to GPU. This module is that path, Ray-free:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Sequence
 
 import torch
+
+from softverify.weightsync import state_bytes
 
 #: Default flat-buffer size per collective call.
 BUCKET_BYTES = 64 << 20
@@ -41,14 +44,11 @@ class TensorSpec:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
-        return self.numel * torch.empty((), dtype=_DTYPES[self.dtype]).element_size()
+        return self.numel * _DTYPES[self.dtype].itemsize
 
 
 def specs_of(state: dict[str, torch.Tensor]) -> list[TensorSpec]:
@@ -147,7 +147,7 @@ class WeightBroadcaster:
         for bucket in plan_buckets(specs, self.bucket_bytes):
             flat = torch.cat([values[i].detach().reshape(-1).to(self.device) for i in bucket])
             self._bcast(flat)
-        return sum(s.nbytes for s in specs)
+        return state_bytes(state)
 
     def receive(self) -> dict[str, torch.Tensor]:
         """Other ranks: the state rank 0 sent, tensors on this member's device."""
