@@ -316,11 +316,14 @@ class AlgorithmConfig(_StyleFilled):
         "data_position counts their prompts); see softverify.platform.train.pipeline.",
     )
     estimator: Literal["sample", "enumerate"] | None = Field(
-        None, description="'sample': GRPO on rollout.group_size sampled completions per prompt. 'enumerate' "
-        "(direct style only): every answer in algorithm.answer_candidates is scored by the verifiers and the loss is "
-        "the exact expected policy gradient over that closed set (grpo.enumerated_loss): the large-group limit of "
-        "GRPO, with no sampling noise and no generation cost; rollout.group_size is then unused. None = the "
-        "prompt style's (direct: enumerate, cot: sample).",
+        None, description="'sample': GRPO on rollout.group_size sampled completions per prompt. 'enumerate': "
+        "every answer in algorithm.answer_candidates is scored by the verifiers and the answer's loss is the exact "
+        "expected policy gradient over that closed set (grpo.enumerated_loss), the large-group limit of GRPO. "
+        "Direct style: no generation at all, rollout.group_size is unused. CoT style: rollout.group_size reasonings "
+        "are sampled per prompt, each is closed for its answer ('</think>' '<answer>', the model's own answer cut "
+        "off) and every candidate follows it; the answer gets the exact gradient given its reasoning, the reasoning "
+        "tokens a sampled policy gradient whose advantage is its expected reward E_q[r] minus its group's mean "
+        "(grpo.reasoning_advantages). None = the prompt style's (direct: enumerate, cot: sample).",
     )
     answer_candidates: list[str] = Field(
         ["yes", "no"], description="estimator='enumerate': the closed answer set; each becomes the completion "
@@ -484,9 +487,11 @@ class TrainConfig(_Section):
 
     @property
     def samples_per_prompt(self) -> int:
-        """Sequences the learner gets per prompt: the sampled group, or every candidate answer."""
+        """Sequences the learner gets per prompt: the sampled group, every candidate answer
+        (direct enumerate), or every candidate after each sampled reasoning (CoT enumerate)."""
         if self.algorithm.estimator == "enumerate":
-            return len(self.algorithm.answer_candidates)
+            k = len(self.algorithm.answer_candidates)
+            return k * self.rollout.group_size if self.prompt.style == "cot" else k
         return self.rollout.group_size
 
     @model_validator(mode="after")
@@ -510,10 +515,14 @@ class TrainConfig(_Section):
             if "<answer>" in (self.rollout.assistant_prefix or ""):
                 raise ValueError(f"rollout.force_answer=true needs an assistant turn that does not open at "
                                  f"'<answer>'; rollout.assistant_prefix is {self.rollout.assistant_prefix!r}")
-        if self.algorithm.estimator == "enumerate":
-            if self.prompt.style != "direct":
-                raise ValueError(f"algorithm.estimator='enumerate' needs prompt.style='direct' (a closed answer set); "
-                                 f"got prompt.style={self.prompt.style!r}")
+        if self.algorithm.estimator == "enumerate" and self.prompt.style == "cot":
+            if self.rollout.force_answer:
+                raise ValueError("rollout.force_answer=true with algorithm.estimator='enumerate' in the CoT style: "
+                                 "the enumerated estimator already closes every reasoning for its answer and scores "
+                                 "every candidate after it; set rollout.force_answer=false")
+            if not self.rollout.stop:
+                raise ValueError("algorithm.estimator='enumerate' in the CoT style needs rollout.stop (its first entry, "
+                                 "e.g. '</answer>', closes every candidate answer); rollout.stop is empty")
         n = self.rollout.prompts_per_step * self.samples_per_prompt
         if n < self.learner.num_ranks:
             raise ValueError(

@@ -274,10 +274,22 @@ def enumerated_loss(
     ent_g = torch.zeros(G, dtype=q.dtype, device=q.device).index_add(0, inv, -q * logq)
     loss = pg - entropy_coef * ent_g.sum() / denom if entropy_coef > 0 else pg
     out: dict[str, torch.Tensor] = {"pg": pg.detach(), "entropy": ent_g.detach().mean(),
-                                    "expected_reward": base.mean()}  # E_q[r] per prompt, before this update
+                                    "expected_reward": base.mean(),  # E_q[r] per prompt, before this update
+                                    "group_expected_reward": base}  # the same per group (sorted group ids)
     if ref_seq_logp is not None and kl_coef > 0:
         ref_logq = _group_log_softmax(ref_seq_logp, inv, G)
         kl_g = torch.zeros(G, dtype=q.dtype, device=q.device).index_add(0, inv, q * (logq - ref_logq))
         loss = loss + kl_coef * kl_g.sum() / denom
         out["kl"] = kl_g.detach().mean()
     return loss, out
+
+
+def reasoning_advantages(values: np.ndarray, prompt_ids: np.ndarray, advantage: str = "drgrpo") -> np.ndarray:
+    """Advantages of sampled reasonings whose answers are enumerated (CoT with
+    ``algorithm.estimator='enumerate'``): ``values[i]`` is reasoning i's expected reward
+    ``E_q[r | reasoning i]`` over the answer set (the policy's own answer distribution after
+    it, exact), and reasonings sharing a ``prompt_ids`` entry are one prompt's group. The
+    group baseline is what GRPO uses: ``V - mean`` ('drgrpo') or ``(V - mean) / (std + eps)``
+    ('grpo'). Scoring a reasoning by its exact expected reward rather than by one sampled
+    answer's reward removes the answer's sampling noise from the reasoning's credit."""
+    return compute_advantages(np.asarray(values, dtype=np.float64), np.asarray(prompt_ids), advantage)

@@ -20,11 +20,12 @@ import numpy as np
 import torch
 
 from softverify.config import TrainConfig
-from softverify.grpo import enumerated_loss, masked_aggregate, policy_loss
+from softverify.grpo import enumerated_loss, masked_aggregate, policy_loss, reasoning_advantages
 from softverify.modeling import load_causal_lm
 from softverify.seqbatch import (CompletionBatch, answer_token_start, completion_logprobs_packed,
                                  completion_logprobs_shared, merge_identical, old_logprobs, sampled_mask)
 from softverify.types import Sample
+from softverify.verifiers.answer import candidate_ids
 
 
 @dataclass
@@ -125,6 +126,17 @@ def answer_span_mask(tokenizer, ss: Sequence[Sample], mask: torch.Tensor) -> tor
     return am * mask
 
 
+def candidate_span_mask(ss: Sequence[Sample], cand_len: Sequence[int], K: int, mask: torch.Tensor) -> torch.Tensor:
+    """``[B, C]``: 1 on each enumerated completion's candidate answer (CoT enumerate), the
+    last ``cand_len[b % K]`` tokens of row b (rows cycle through the K candidates, see
+    :func:`softverify.actors.rollout.enumerated_turns`); within ``mask``."""
+    span = torch.zeros_like(mask)
+    for b, s in enumerate(ss):
+        n = len(s.completion_token_ids)
+        span[b, max(n - cand_len[b % K], 0): n] = 1.0
+    return span * mask
+
+
 def sampled_loss(model, tokenizer, cfg: TrainConfig, ss: Sequence[Sample], adv: torch.Tensor, w: torch.Tensor,
                  total_tokens: float, total_seqs: float, ref=None, device=None):
     """One micro-batch of the sampled GRPO loss (what :meth:`Learner.train_step` backpropagates):
@@ -148,6 +160,63 @@ def sampled_loss(model, tokenizer, cfg: TrainConfig, ss: Sequence[Sample], adv: 
         answer_share=ac.answer_loss_share, entropy=cb.entropy, entropy_coef=ac.entropy_coef,
         ref_logp=ref_logp, kl_coef=ac.kl_coef, kl_estimator=ac.kl_estimator)
     return loss, st, cb, mask
+
+
+def enumerated_micro_loss(model, tokenizer, cfg: TrainConfig, ss: Sequence[Sample], rewards: torch.Tensor,
+                          total_tokens: float, total_seqs: float, ref=None, device=None):
+    """One micro-batch of whole prompts under ``algorithm.estimator='enumerate'``: ``(loss,
+    stats)``. ``ss`` cycles through the K candidates of each answer context (a prompt in the
+    direct style, one sampled reasoning in CoT); ``total_seqs`` / ``total_tokens`` are the
+    step's sequences and sampled tokens (all ranks), so micro-batch losses add up.
+
+    Answer: the exact expected gradient over the closed set per context
+    (:func:`softverify.grpo.enumerated_loss`, with ``entropy_coef`` and ``kl_coef`` over the
+    answer set). CoT adds the reasonings' sampled policy gradient: reasoning c's advantage is
+    its exact ``E_q[r]`` against its prompt's other reasonings
+    (:func:`softverify.grpo.reasoning_advantages`); its tokens (each context's sampled ones,
+    taken once from its first candidate row) are trained with the clipped ratio against their
+    behaviour logprobs, aggregated by ``algorithm.loss_agg`` over the step's reasoning tokens
+    (``total_tokens / K``), with token KL when ``kl_coef > 0``. ``loss = answer + reasoning``.
+
+    Stats (floats): ``pg`` (this micro-batch's share of the step's answer loss), and per
+    context means ``entropy``, ``policy_expected_reward``, ``kl``, and in CoT
+    ``reasoning/pg_loss``, ``reasoning/clip_frac``, ``reasoning/adv_abs_mean``."""
+    ac = cfg.algorithm
+    K = len(ac.answer_candidates)
+    cot = cfg.prompt.style == "cot"
+    pad = tokenizer.pad_token_id
+    cb = completion_batch(model, cfg, pad, ss, device=device)
+    span = cb.mask
+    if cot:
+        cand_len = [len(c) for c in candidate_ids(tokenizer, ac.answer_candidates, cfg.rollout.stop[0])]
+        span = candidate_span_mask(ss, cand_len, K, cb.mask)
+    ctx = torch.arange(len(ss), device=cb.mask.device) // K
+    ref_lp = None
+    if ref is not None and ac.kl_coef > 0:
+        with torch.no_grad():
+            ref_lp = completion_batch(ref, cfg, pad, ss, device=device).logp
+    loss, st = enumerated_loss((cb.logp * span).sum(-1), rewards, ctx, advantage=ac.advantage,
+                               total_groups=total_seqs / K, entropy_coef=ac.entropy_coef, kl_coef=ac.kl_coef,
+                               ref_seq_logp=None if ref_lp is None else (ref_lp * span).sum(-1))
+    out = {"pg": float(st["pg"]), "entropy": float(st["entropy"]), "policy_expected_reward": float(st["expected_reward"])}
+    if "kl" in st:
+        out["kl"] = float(st["kl"])
+    if not cot:
+        return loss, out
+    U = cfg.samples_per_prompt
+    n_ctx = len(ss) // K
+    adv_ctx = reasoning_advantages(st["group_expected_reward"].cpu().numpy(), np.arange(n_ctx) // (U // K),
+                                   ac.advantage)
+    first = (torch.arange(len(ss), device=cb.mask.device) % K == 0).to(cb.mask.dtype)
+    mask = cb.mask * sampled_mask(ss, cb.mask.shape[1], cb.mask.device) * (1.0 - span) * first[:, None]
+    adv = torch.tensor(np.repeat(adv_ctx, K), dtype=cb.logp.dtype, device=cb.logp.device)
+    rl, rst = policy_loss(cb.logp, old_logprobs(ss, mask.shape[1], cb.logp.device), adv, mask, eps_low=ac.eps_low,
+                          eps_high=ac.eps_high, agg=ac.loss_agg, total_tokens=total_tokens / K,
+                          total_seqs=total_seqs / K, ref_logp=ref_lp, kl_coef=ac.kl_coef,
+                          kl_estimator=ac.kl_estimator)
+    out.update({"reasoning/pg_loss": float(rst["pg"]), "reasoning/clip_frac": rst["clip_frac"],
+                "reasoning/adv_abs_mean": float(np.abs(adv_ctx).mean())})
+    return loss + rl, out
 
 
 class Learner:
@@ -267,49 +336,37 @@ class Learner:
 
     def _train_step_enumerated(self, batch: LearnBatch) -> dict[str, float]:
         """``algorithm.estimator='enumerate'``: ``batch.advantages`` holds each candidate's
-        reward; consecutive runs of ``K`` samples are one prompt's candidates (the trainer
-        and LearnerGroup keep them together). One exact loss per prompt, see
-        :func:`softverify.grpo.enumerated_loss`; micro-batches split between prompts."""
+        reward; consecutive runs of ``cfg.samples_per_prompt`` samples are one prompt (the
+        trainer and LearnerGroup keep them together), see :func:`enumerated_micro_loss`.
+        Micro-batches split between prompts."""
         ac = self.cfg.algorithm
-        K = len(ac.answer_candidates)
+        K, U = len(ac.answer_candidates), self.cfg.samples_per_prompt
         samples, rewards = list(batch.samples), np.asarray(batch.advantages, dtype=np.float64)
-        if len(samples) % K:
-            raise ValueError(f"enumerated batch of {len(samples)} samples is not whole groups of {K} candidates")
+        if len(samples) % U:
+            raise ValueError(f"enumerated batch of {len(samples)} samples is not whole prompts of {U} samples "
+                             f"({K} candidates each)")
         scale = self.gas * self.world_size
         self.engine.train()
-        total_groups = batch.total_seqs / K
-        pg_sum, ent, kl, exp_r, n_groups = 0.0, 0.0, 0.0, 0.0, 0
-        for gidx in shard_indices(len(samples) // K, self.gas):
-            idx = [g * K + j for g in gidx for j in range(K)]
-            ss = [samples[i] for i in idx] if idx else [self._dummy(), self._dummy()]
-            r = torch.tensor(rewards[idx] if idx else [0.0, 0.0], dtype=torch.float32, device=self.device)
-            groups = torch.tensor([i // K for i in idx] if idx else [0, 0], device=self.device)
-            cb = self._logprobs(self.engine, ss)
-            seq = (cb.logp * cb.mask).sum(-1)
-            ref_seq = None
-            if self.ref is not None:
-                with torch.no_grad():
-                    rb = self._logprobs(self.ref, ss)
-                    ref_seq = (rb.logp * rb.mask).sum(-1)
-            loss, st = enumerated_loss(seq, r, groups, advantage=ac.advantage, total_groups=total_groups,
-                                       entropy_coef=ac.entropy_coef, ref_seq_logp=ref_seq, kl_coef=ac.kl_coef)
+        sums: dict[str, float] = {}
+        n_ctx = 0
+        for pidx in shard_indices(len(samples) // U, self.gas):
+            idx = [p * U + j for p in pidx for j in range(U)]
+            ss = [samples[i] for i in idx] if idx else [self._dummy()] * U
+            r = torch.tensor(rewards[idx] if idx else [0.0] * U, dtype=torch.float32, device=self.device)
+            loss, st = enumerated_micro_loss(self.engine, self.tokenizer, self.cfg, ss, r, batch.total_tokens,
+                                             batch.total_seqs, ref=self.ref, device=self.device)
             self.engine.backward(loss * scale * (1.0 if idx else 0.0))
             self.engine.step()
             if idx:
-                g = len(gidx)
-                pg_sum += float(st["pg"])  # already this micro-batch's share of the step's loss
-                ent += float(st["entropy"]) * g
-                exp_r += float(st["expected_reward"]) * g
-                kl += float(st.get("kl", 0.0)) * g
-                n_groups += g
+                g = len(idx) // K
+                sums["pg_loss_sum"] = sums.get("pg_loss_sum", 0.0) + st.pop("pg")  # this micro-batch's share
+                for k, v in st.items():
+                    sums[k] = sums.get(k, 0.0) + v * g
+                n_ctx += g
         self.steps_done += 1
-        out = {"learn_seqs_sum": float(len(samples)), "pg_loss_sum": pg_sum,
-               "entropy": ent / max(n_groups, 1),
-               # the policy's expected reward over its answer set: what reward_mean (the mean over all
-               # candidates, constant by construction here) cannot show
-               "policy_expected_reward": exp_r / max(n_groups, 1)}
-        if self.ref is not None:
-            out["kl"] = kl / max(n_groups, 1)
+        out = {"learn_seqs_sum": float(len(samples)), "pg_loss_sum": sums.pop("pg_loss_sum", 0.0),
+               "entropy": 0.0, "policy_expected_reward": 0.0}
+        out.update({k: v / max(n_ctx, 1) for k, v in sums.items()})
         gn = self.engine.get_global_grad_norm()
         out["grad_norm"] = float(gn) if gn is not None else float("nan")
         out["lr"] = float(self.optimizer.param_groups[0]["lr"])

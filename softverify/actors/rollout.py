@@ -15,8 +15,9 @@ import ray
 from softverify.config import ModelConfig, RolloutConfig
 from softverify.engines.base import Generation, SamplingParams, render_turns
 from softverify.prompts import row_messages
+from softverify.seqbatch import answer_token_start
 from softverify.types import Sample
-from softverify.verifiers.answer import forced_turn_tokens, parse_answer
+from softverify.verifiers.answer import candidate_ids, forced_turn_tokens, parse_answer
 
 
 def select_engine(rollout: RolloutConfig) -> str:
@@ -117,6 +118,31 @@ def force_answers(engine, prompt_ids: Sequence[Sequence[int]], prefix: str, gens
     return turns
 
 
+def enumerated_turns(tokenizer, eos_ids, prefix: str, g: Generation, cands: Sequence[Sequence[int]]) -> list[Turn]:
+    """One sampled reasoning followed by every candidate answer (CoT with
+    ``algorithm.estimator='enumerate'``), one :class:`Turn` per candidate.
+
+    The reasoning is the generation up to (not including) its own last ``<answer>`` tag, or
+    all of it (trailing EOS dropped) when it wrote none; the eval's forcing suffix
+    (:func:`softverify.verifiers.answer.forced_turn_tokens`) then opens the answer and the
+    candidate's tokens follow. Suffix and candidate are marked forced (behaviour logprob 0,
+    forced_mask 1): the policy did not sample them, the reasoning keeps its behaviour
+    logprobs, and ``unforced_text`` is the generation as written (the format verifier's
+    text: the model earns format credit only for tags it wrote)."""
+    ids, lps = list(g.token_ids), list(g.logprobs)
+    start = answer_token_start(tokenizer, ids)
+    text = g.text
+    if start is not None:
+        ids, lps = ids[:start], lps[:start]
+        text = tokenizer.decode(ids)
+    kept, suffix = forced_turn_tokens(tokenizer, eos_ids, prefix + text, ids)
+    head = text + tokenizer.decode(suffix)
+    return [Turn(text=head + tokenizer.decode(list(c)), token_ids=kept + suffix + list(c),
+                 logprobs=lps[: len(kept)] + [0.0] * (len(suffix) + len(c)), finish_reason="stop",
+                 forced_mask=[0] * len(kept) + [1] * (len(suffix) + len(c)), unforced_text=g.text)
+            for c in cands]
+
+
 def _group_ids(rows: Sequence[Any], group_ids: Sequence[int] | None) -> list[int]:
     """Each row's group id in the step: the trainer's (its position in the step's prompts),
     else the row's index in this call."""
@@ -148,13 +174,38 @@ class RolloutCore:
         (:func:`force_answers`): one more batched generate call over just those."""
         self._ensure_weights(weights)
         prefix = self.rollout.assistant_prefix
-        sys_prompt = self.rollout.system_prompt
-        pb = render_turns(self.engine, [row_messages(r, sys_prompt) for r in rows], prefix)
-        gens = self.engine.generate(pb.token_ids, sampling, n=n)
+        pb, gens = self._sample(rows, n, sampling)
         if self.rollout.force_answer:
             turns = force_answers(self.engine, pb.token_ids, prefix, gens, sampling, self.rollout.force_answer_tokens)
         else:
             turns = [[Turn.sampled(g) for g in gs] for gs in gens]
+        return self._samples(rows, pb, turns, group_ids)
+
+    def reasoned_candidates(
+        self, rows: Sequence[dict[str, Any]], n: int, sampling: SamplingParams, answers: Sequence[str],
+        weights: tuple[int, list] | None = None, group_ids: Sequence[int] | None = None,
+    ) -> list[Sample]:
+        """CoT with ``algorithm.estimator='enumerate'``: ``n`` reasonings sampled per row, each
+        followed by every answer in ``answers`` (:func:`enumerated_turns`); per row ``n * K``
+        samples, a reasoning's K candidates contiguous. Weights as in :meth:`generate`."""
+        self._ensure_weights(weights)
+        pb, gens = self._sample(rows, n, sampling)
+        tok = self.engine.tokenizer
+        cands = candidate_ids(tok, answers, self.rollout.stop[0])
+        turns = [[t for g in gs for t in enumerated_turns(tok, self.engine.eos_ids, self.rollout.assistant_prefix, g,
+                                                          cands)] for gs in gens]
+        return self._samples(rows, pb, turns, group_ids)
+
+    def _sample(self, rows: Sequence[dict[str, Any]], n: int, sampling: SamplingParams):
+        """The rows' prompts rendered with the assistant prefix, and ``n`` generations each."""
+        pb = render_turns(self.engine, [row_messages(r, self.rollout.system_prompt) for r in rows],
+                          self.rollout.assistant_prefix)
+        return pb, self.engine.generate(pb.token_ids, sampling, n=n)
+
+    def _samples(self, rows: Sequence[dict[str, Any]], pb, turns: list[list[Turn]],
+                 group_ids: Sequence[int] | None) -> list[Sample]:
+        """Row i's turns as Samples of group ``group_ids[i]``, in order."""
+        prefix = self.rollout.assistant_prefix
         gids = _group_ids(rows, group_ids)
         out = []
         for i, (row, ts) in enumerate(zip(rows, turns)):
@@ -178,9 +229,8 @@ class RolloutCore:
         row contiguous. Nothing is generated; ``behaviour_logprobs`` are zeros because the
         enumerated loss takes its answer distribution from the learner's own forward."""
         prefix, close = self.rollout.assistant_prefix, (self.rollout.stop[0] if self.rollout.stop else "")
-        tok = self.engine.tokenizer
         pb = render_turns(self.engine, [row_messages(r, self.rollout.system_prompt) for r in rows], prefix)
-        comp = [tok(a + close, add_special_tokens=False)["input_ids"] for a in answers]
+        comp = candidate_ids(self.engine.tokenizer, answers, close)
         gids = _group_ids(rows, group_ids)
         return [
             Sample(prompt_id=str(row.get("prompt_id", gids[i])), prompt=pb.texts[i], completion=prefix + a + close,

@@ -6,6 +6,7 @@ same notion of "what did the model answer"; one regex, one place.
 from __future__ import annotations
 
 import re
+from typing import Sequence
 
 ANSWER_RE = re.compile(r"<answer>\s*(yes|no)\s*</answer>", re.IGNORECASE)
 
@@ -45,6 +46,13 @@ def forced_turn_tokens(tokenizer, eos_ids, text: str, token_ids) -> tuple[list[i
     while ids and ids[-1] in eos_ids:
         ids.pop()
     return ids, list(tokenizer(forcing_suffix(text), add_special_tokens=False)["input_ids"])
+
+
+def candidate_ids(tokenizer, answers: Sequence[str], close: str) -> list[list[int]]:
+    """Each closed-set answer's completion tokens, ``answer + close`` (e.g. ``yes</answer>``):
+    the tokens a sampled answer ends with. The learner finds the candidate span by this
+    length at the end of every enumerated completion (CoT enumerate)."""
+    return [list(tokenizer(a + close, add_special_tokens=False)["input_ids"]) for a in answers]
 
 
 def answer_to_int(answer: str | None) -> int | None:

@@ -167,8 +167,12 @@ def test_enumerate_estimator_config_checks():
 
     cfg = build_config({}, ["algorithm.estimator=enumerate", "rollout.prompts_per_step=4"])
     assert cfg.samples_per_prompt == 2 and cfg.algorithm.answer_candidates == ["yes", "no"]
-    with pytest.raises(ConfigError, match="needs prompt.style='direct'"):
-        build_config({}, ["algorithm.estimator=enumerate", "prompt.style=cot"])
+    cot = build_config({}, ["algorithm.estimator=enumerate", "prompt.style=cot", "rollout.group_size=3"])
+    assert cot.samples_per_prompt == 6  # 3 reasonings x {yes, no}
+    with pytest.raises(ConfigError, match="set rollout.force_answer=false"):
+        build_config({}, ["algorithm.estimator=enumerate", "prompt.style=cot", "rollout.force_answer=true"])
+    with pytest.raises(ConfigError, match="rollout.stop is empty"):
+        build_config({}, ["algorithm.estimator=enumerate", "prompt.style=cot", "rollout.stop=[]"])
     with pytest.raises(ConfigError, match="at least 2 distinct"):
         build_config({}, ["algorithm.estimator=enumerate", "algorithm.answer_candidates=['yes', 'yes']"])
     with pytest.raises(ConfigError, match="quote them"):

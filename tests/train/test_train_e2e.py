@@ -229,6 +229,30 @@ def test_stratify_by_label_alternates_labels(ray_cluster, tiny_model_dir, prompt
         tiny_cfg(tiny_model_dir, prompt_file, tmp_path / "x", **{"data.stratify_by": "wm"})
 
 
+def test_cot_enumerate_samples_reasonings_and_raises_the_rewarded_answer(ray_cluster, tiny_model_dir, tmp_path):
+    """CoT with the enumerated estimator on real Ray and a 2-rank DeepSpeed world: every
+    training label is 'yes' and the hard verifier rewards it. Each step the workers sample 2
+    reasonings per prompt with the current weights (so weights are synced every step, unlike
+    the direct style's lazy sync), both answers follow each reasoning, and the policy's
+    expected reward over its answers rises."""
+    prompts = tmp_path / "yes.jsonl"
+    with open(prompts, "w") as f:
+        for a, b in [("TP53", "MYC"), ("GATA1", "KLF1"), ("TAL1", "LMO2"), ("HBG1", "CDKN1A")]:
+            f.write(json.dumps({"question": f"Is a knockdown of {a} in K562 cells likely to result in differential "
+                                f"expression of {b}?", "pert": a, "gene": b, "label": 1, "split": "train"}) + "\n")
+    cfg = tiny_cfg(tiny_model_dir, prompts, tmp_path / "run", **{
+        "prompt.style": "cot", "algorithm.estimator": "enumerate", "algorithm.advantage": "drgrpo",
+        "rollout.group_size": 2, "rollout.max_new_tokens": 6, "rollout.stop": "['</answer>']",
+        "verifiers": "[{kind: hard}, {kind: length, weight: 0.1, params: {max_chars: 200}}]",
+        "trainer.steps": 4, "trainer.checkpoint_every": 0, "learner.lr": 3e-3, "trainer.eval_every": 0})
+    _, rows = _fit(cfg)
+    assert all(r["learn_seqs"] == 8 for r in rows)  # 2 prompts x 2 reasonings x 2 candidates
+    assert all(r["sync/bytes"] > 0 for r in rows)  # the next step's reasonings come from the new weights
+    assert all("reasoning/pg_loss" in r and "reasoning/adv_abs_mean" in r for r in rows)
+    assert rows[0]["reward/hard"] == 0.5  # yes and no after every reasoning
+    assert rows[-1]["policy_expected_reward"] > rows[0]["policy_expected_reward"]
+
+
 def test_enumerate_estimator_raises_the_rewarded_answer(ray_cluster, tiny_model_dir, tmp_path):
     """Every training label is 'yes' and the hard verifier rewards the label: with the
     enumerated estimator the learner sees both candidates of each prompt and the policy's

@@ -283,7 +283,8 @@ class Trainer:
 
     def rollout(self, row_ids: list[int], seed: int):
         """The step's samples (an ObjectRef) and their group ids: G sampled completions per
-        prompt, or with ``algorithm.estimator='enumerate'`` every candidate answer (no generation)."""
+        prompt, or with ``algorithm.estimator='enumerate'`` every candidate answer (direct: no
+        generation; CoT: after each of G sampled reasonings)."""
         from softverify.actors.rollout import sampling_from
 
         cfg = self.cfg
@@ -296,10 +297,13 @@ class Trainer:
             if not idx:
                 continue
             part = [rows[i] for i in idx]
-            if cfg.algorithm.estimator == "enumerate":
+            sp = sampling_from(cfg.rollout, seed=seed * 1000 + w)
+            if cfg.algorithm.estimator == "enumerate" and cfg.prompt.style == "direct":
                 refs.append(self.workers[w].candidates.remote(part, cfg.algorithm.answer_candidates, idx))
+            elif cfg.algorithm.estimator == "enumerate":  # CoT: sampled reasonings, every answer after each
+                refs.append(self.workers[w].reasoned_candidates.remote(
+                    part, cfg.rollout.group_size, sp, cfg.algorithm.answer_candidates, self.weights, idx))
             else:
-                sp = sampling_from(cfg.rollout, seed=seed * 1000 + w)
                 refs.append(self.workers[w].generate.remote(part, cfg.rollout.group_size, sp, self.weights, idx))
             order.extend(idx)
         merged = _merge.remote(*refs)
@@ -309,10 +313,12 @@ class Trainer:
         return merged, group_ids
 
     def _lazy_sync(self) -> bool:
-        """With the enumerated estimator the workers generate nothing during training, so
-        their weights only need to be current for evals and policy-scored verifiers
-        (the pool knows which those are)."""
-        return self.cfg.algorithm.estimator == "enumerate" and not self.pool.policy_specs
+        """With the enumerated estimator in the direct style the workers generate nothing
+        during training, so their weights only need to be current for evals and
+        policy-scored verifiers (the pool knows which those are). In CoT they sample the
+        reasonings: synced every step."""
+        return (self.cfg.algorithm.estimator == "enumerate" and self.cfg.prompt.style == "direct"
+                and not self.pool.policy_specs)
 
     def _sample_round(self, k: int, seed: int) -> dict[str, Any]:
         """Roll out ``k`` fresh prompts, score them, compose rewards and advantages."""
