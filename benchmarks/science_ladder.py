@@ -30,6 +30,11 @@ and hyper-parameters; only the verifiers differ), all in the direct prompt style
                     Its system prompt is prompts.COT_ANSWER_PROMPT (concrete inline answers: the
                     rbio1 prompt's 'yes or no' example is copied after a forced <answer>;
                     benchmarks/cot_forced_parse.py)
+  cot_enumerate     the best direct recipe carried to CoT: --cot-group reasonings sampled per
+                    prompt, each closed for its answer and followed by both answers; the answer
+                    takes the exact expected gradient given its reasoning (with the direct rungs'
+                    answer-set entropy bonus --entropy-coef), the reasoning a policy gradient whose
+                    advantage is its exact E_q[r] against its group (algorithm.estimator=enumerate)
 
 Every RL rung also carries the format verifier at weight 0.25.
 
@@ -91,6 +96,9 @@ def rungs(assets: Path, threshold: str) -> dict[str, dict]:
         "knowledge": {"verifiers": [dict(go_rouge, weight=1.0), dict(go_kw, weight=0.5), FORMAT], "over": cot},
         "cot": {"verifiers": [soft, FORMAT],
                 "over": {**cot, **strat, "rollout": {"force_answer": True, "system_prompt": COT_ANSWER_PROMPT}}},
+        "cot_enumerate": {"verifiers": [soft, FORMAT],
+                          "over": {**cot, **strat, "rollout": {"system_prompt": COT_ANSWER_PROMPT},
+                                   "algorithm": {"estimator": "enumerate"}}},
     }
 
 
@@ -165,12 +173,15 @@ def train_config(name: str, rung: dict, args, out: Path):
         raw["algorithm"]["estimator"] = args.estimator
     if raw["prompt"]["style"] == "cot":
         raw["rollout"]["max_new_tokens"] = args.cot_max_new_tokens
+        raw["rollout"]["group_size"] = args.cot_group or args.group
         raw["learner"]["micro_batch_size"] = 8
-        raw["algorithm"]["answer_loss_share"] = 0.5
-        # the direct rungs' entropy bonus is the exact entropy over {yes, no}; in CoT it is every
-        # reasoning token's entropy over the vocabulary, a different quantity: at 0.2 it drove the
-        # token entropy from 2.6 to 6.5 nats in 13 steps and forced answers stopped parsing
-        raw["algorithm"]["entropy_coef"] = args.cot_entropy_coef
+        if raw["algorithm"].get("estimator") != "enumerate":
+            raw["algorithm"]["answer_loss_share"] = 0.5
+            # the direct rungs' entropy bonus is the exact entropy over {yes, no}; in CoT it is every
+            # reasoning token's entropy over the vocabulary, a different quantity: at 0.2 it drove the
+            # token entropy from 2.6 to 6.5 nats in 13 steps and forced answers stopped parsing
+            raw["algorithm"]["entropy_coef"] = args.cot_entropy_coef
+        # CoT enumerate: the bonus is the exact entropy over the answer set, as in the direct rungs
     return build_config(raw, [])
 
 
@@ -318,6 +329,7 @@ def main() -> int:
     ap.add_argument("--threshold", default="median", help="world-model threshold policy: balanced|median|model")
     ap.add_argument("--cot-max-new-tokens", type=int, default=64,
                     help="CoT rungs: reasoning budget per completion (the cot rung then forces the answer)")
+    ap.add_argument("--cot-group", type=int, help="CoT rungs: sampled reasonings per prompt (default: --group)")
     ap.add_argument("--cot-entropy-coef", type=float, default=0.0,
                     help="CoT rungs: entropy bonus on the sampled tokens (default 0; --entropy-coef is the direct "
                          "rungs' bonus over the answer set)")
