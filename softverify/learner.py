@@ -22,8 +22,9 @@ import torch
 from softverify.config import TrainConfig
 from softverify.grpo import enumerated_loss, masked_aggregate, policy_loss, reasoning_advantages
 from softverify.modeling import load_causal_lm
-from softverify.seqbatch import (CompletionBatch, answer_token_start, completion_logprobs_packed,
-                                 completion_logprobs_shared, merge_identical, old_logprobs, sampled_mask)
+from softverify.seqbatch import (CompletionBatch, answer_token_start, completion_logprobs_enumerated,
+                                 completion_logprobs_packed, completion_logprobs_shared, merge_identical, old_logprobs,
+                                 sampled_mask)
 from softverify.types import Sample
 from softverify.verifiers.answer import candidate_ids
 
@@ -185,11 +186,16 @@ def enumerated_micro_loss(model, tokenizer, cfg: TrainConfig, ss: Sequence[Sampl
     K = len(ac.answer_candidates)
     cot = cfg.prompt.style == "cot"
     pad = tokenizer.pad_token_id
-    cb = completion_batch(model, cfg, pad, ss, device=device)
-    span = cb.mask
     if cot:
         cand_len = [len(c) for c in candidate_ids(tokenizer, ac.answer_candidates, cfg.rollout.stop[0])]
+        if cfg.learner.shared_prompt and not cfg.learner.gradient_checkpointing:  # the reasoning encoded once
+            cb = completion_logprobs_enumerated(model, ss, K, cand_len, pad, cfg.rollout.temperature, device=device)
+        else:
+            cb = completion_batch(model, cfg, pad, ss, device=device)
         span = candidate_span_mask(ss, cand_len, K, cb.mask)
+    else:
+        cb = completion_batch(model, cfg, pad, ss, device=device)
+        span = cb.mask
     ctx = torch.arange(len(ss), device=cb.mask.device) // K
     ref_lp = None
     if ref is not None and ac.kl_coef > 0:
@@ -288,6 +294,18 @@ class Learner:
         return Sample(prompt_id="", prompt="", completion="", prompt_token_ids=[pad], completion_token_ids=[pad],
                       behaviour_logprobs=[0.0])
 
+    def _dummy_prompt(self) -> list[Sample]:
+        """One prompt's worth of enumerated rows for a rank with no prompt left in a
+        micro-batch (loss multiplied by 0): a one-token prompt, and in CoT a one-token head
+        before each candidate, the layout the enumerated encoding expects."""
+        ac, pad = self.cfg.algorithm, self.tokenizer.pad_token_id
+        if self.cfg.prompt.style != "cot":
+            return [self._dummy()] * len(ac.answer_candidates)
+        cands = candidate_ids(self.tokenizer, ac.answer_candidates, self.cfg.rollout.stop[0])
+        rows = [cands[j % len(cands)] for j in range(self.cfg.samples_per_prompt)]
+        return [Sample(prompt_id="", prompt="", completion="", prompt_token_ids=[pad], completion_token_ids=[pad] + c,
+                       behaviour_logprobs=[0.0] * (1 + len(c)), forced_mask=[0] + [1] * len(c)) for c in rows]
+
     def train_step(self, batch: LearnBatch) -> dict[str, float]:
         ac, lc = self.cfg.algorithm, self.cfg.learner
         if ac.estimator == "enumerate":
@@ -351,7 +369,7 @@ class Learner:
         n_ctx = 0
         for pidx in shard_indices(len(samples) // U, self.gas):
             idx = [p * U + j for p in pidx for j in range(U)]
-            ss = [samples[i] for i in idx] if idx else [self._dummy()] * U
+            ss = [samples[i] for i in idx] if idx else self._dummy_prompt()
             r = torch.tensor(rewards[idx] if idx else [0.0] * U, dtype=torch.float32, device=self.device)
             loss, st = enumerated_micro_loss(self.engine, self.tokenizer, self.cfg, ss, r, batch.total_tokens,
                                              batch.total_seqs, ref=self.ref, device=self.device)

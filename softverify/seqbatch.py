@@ -172,3 +172,82 @@ def answer_token_start(tokenizer, completion_ids: Sequence[int], tag: str = "<an
         else:
             lo = mid + 1
     return lo - 1
+
+
+def enumerated_heads(samples: Sequence[Sample], K: int, cand_len: Sequence[int]) -> list[list[int]]:
+    """Per answer context (rows ``c*K .. c*K+K-1``, cycling through the K candidates), its
+    head: the completion without the candidate (reasoning + forcing suffix). Raises when the
+    K rows of a context do not share prompt and head: the CoT-enumerate layout of
+    :func:`softverify.actors.rollout.enumerated_turns` is what the shared encoding relies on."""
+    if len(samples) % K:
+        raise ValueError(f"{len(samples)} rows are not whole contexts of {K} candidates")
+    heads = []
+    for c in range(len(samples) // K):
+        rows = samples[c * K: (c + 1) * K]
+        cut = [list(s.completion_token_ids[: len(s.completion_token_ids) - cand_len[j]]) for j, s in enumerate(rows)]
+        if any(h != cut[0] or s.prompt_token_ids != rows[0].prompt_token_ids for h, s in zip(cut, rows)) or not cut[0]:
+            raise ValueError(f"rows {c * K}-{c * K + K - 1} are not one context's {K} candidates after one shared, "
+                             f"non-empty head (prompt + reasoning + forcing suffix)")
+        heads.append(cut[0])
+    return heads
+
+
+def completion_logprobs_enumerated(model, samples: Sequence[Sample], K: int, cand_len: Sequence[int], pad_id: int,
+                                   temperature: float, device=None) -> CompletionBatch:
+    """CoT enumerate's forward without paying K times for the reasoning: each distinct
+    prompt is encoded once, each context's head (reasoning + forcing suffix) once continuing
+    its prompt's KV cache, and each candidate continues its head's cache (cache rows indexed,
+    so gradients reach the prompt's and the head's activations). Same logprobs as encoding
+    every ``prompt + completion`` in full (:func:`completion_logprobs_packed`), aligned the
+    same way; no entropies (the enumerated loss takes the exact answer-set entropy)."""
+    device = device or "cpu"
+    heads = enumerated_heads(samples, K, cand_len)
+    n_ctx, B = len(heads), len(samples)
+    comps = [list(s.completion_token_ids) for s in samples]
+    mask = completion_mask(comps, device)
+    first: dict[tuple, int] = {}
+    owner = [first.setdefault(tuple(samples[c * K].prompt_token_ids), len(first)) for c in range(n_ctx)]
+    uniq = list(first)
+    ids, attn, pos = left_pad(uniq, pad_id, device)
+    out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
+    own = torch.tensor(owner, dtype=torch.long, device=device)
+    cache = out.past_key_values
+    cache.batch_select_indices(own)
+    lp_first = F.log_softmax(out.logits[:, -1, :].float()[own] / temperature, dim=-1)  # predicts head token 0
+    hlen = torch.tensor([len(h) for h in heads], device=device)
+    H = int(hlen.max())
+    hid = torch.full((n_ctx, H), pad_id, dtype=torch.long, device=device)
+    for c, h in enumerate(heads):
+        hid[c, : len(h)] = torch.tensor(h, dtype=torch.long, device=device)
+    hmask = (torch.arange(H, device=device)[None, :] < hlen[:, None]).long()
+    attn_h = torch.cat([attn[own], hmask], dim=1)
+    plen = torch.tensor([len(uniq[u]) for u in owner], device=device)
+    hout = model(input_ids=hid, attention_mask=attn_h, position_ids=plen[:, None] + torch.arange(H, device=device),
+                 past_key_values=cache, use_cache=True).logits
+    lp_h = F.log_softmax(hout.float() / temperature, dim=-1)  # [n_ctx, H, V]: position t predicts token t + 1
+    head_lp = torch.cat([lp_first.gather(-1, hid[:, :1]), lp_h[:, :-1].gather(-1, hid[:, 1:, None]).squeeze(-1)], 1)
+    ctx = torch.arange(B, device=device) // K
+    cands = [comps[b][len(heads[b // K]):] for b in range(B)]
+    Lc = max(len(c) for c in cands)
+    cid = torch.full((B, Lc), pad_id, dtype=torch.long, device=device)
+    for b, c in enumerate(cands):
+        cid[b, : len(c)] = torch.tensor(c, dtype=torch.long, device=device)
+    last = lp_h[ctx, hlen[ctx] - 1]  # [B, V]: the head's last position predicts candidate token 0
+    cand_lp = last.gather(-1, cid[:, :1])
+    if Lc > 1:
+        cache.batch_select_indices(ctx)
+        cmask = torch.stack([torch.arange(Lc - 1, device=device) < len(c) - 1 for c in cands]).long()
+        cout = model(input_ids=cid[:, :-1], attention_mask=torch.cat([attn_h[ctx], cmask], dim=1),
+                     position_ids=(plen + hlen)[ctx][:, None] + torch.arange(Lc - 1, device=device),
+                     past_key_values=cache, use_cache=False).logits
+        lp_c = F.log_softmax(cout.float() / temperature, dim=-1)
+        cand_lp = torch.cat([cand_lp, lp_c.gather(-1, cid[:, 1:, None]).squeeze(-1)], dim=1)
+    C = mask.shape[1]
+    rows = []
+    for b in range(B):
+        h, n = len(heads[b // K]), len(cands[b])
+        parts = [head_lp[b // K, :h], cand_lp[b, :n]]
+        if h + n < C:
+            parts.append(head_lp.new_zeros(C - h - n))
+        rows.append(torch.cat(parts))
+    return CompletionBatch(torch.stack(rows) * mask, mask, None)

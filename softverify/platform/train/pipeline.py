@@ -15,7 +15,9 @@ trusts it. With ``algorithm.estimator = 'enumerate'`` no correction is needed: t
 candidates are the whole closed answer set (not a sample of the behaviour policy) and the loss
 takes its answer distribution from the learner's own forward, so a batch built earlier is
 exactly the batch built now, and pipelining only overlaps candidate building and scoring with
-learning. Verifiers that score with the policy itself (``needs_policy``) are refused: their
+learning. In the CoT style the enumerated estimator's reasonings are sampled: their clipped
+ratio against the behaviour logprobs corrects the lag as above, while the answers after them
+are again the closed set. Verifiers that score with the policy itself (``needs_policy``) are refused: their
 rewards would come from the stale policy with nothing correcting them.
 
 Checkpoints: the in-flight batches are always complete (rolled out and scored) when a step
