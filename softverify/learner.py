@@ -186,21 +186,21 @@ def enumerated_micro_loss(model, tokenizer, cfg: TrainConfig, ss: Sequence[Sampl
     K = len(ac.answer_candidates)
     cot = cfg.prompt.style == "cot"
     pad = tokenizer.pad_token_id
-    if cot:
-        cand_len = [len(c) for c in candidate_ids(tokenizer, ac.answer_candidates, cfg.rollout.stop[0])]
-        if cfg.learner.shared_prompt and not cfg.learner.gradient_checkpointing:  # the reasoning encoded once
-            cb = completion_logprobs_enumerated(model, ss, K, cand_len, pad, cfg.rollout.temperature, device=device)
-        else:
-            cb = completion_batch(model, cfg, pad, ss, device=device)
-        span = candidate_span_mask(ss, cand_len, K, cb.mask)
-    else:
-        cb = completion_batch(model, cfg, pad, ss, device=device)
-        span = cb.mask
+    cand_len = [len(c) for c in candidate_ids(tokenizer, ac.answer_candidates, cfg.rollout.stop[0])] if cot else None
+    once = cot and cfg.learner.shared_prompt and not cfg.learner.gradient_checkpointing  # the reasoning encoded once
+
+    def encode(m) -> CompletionBatch:  # the policy and, for the KL, the reference: the same path
+        if once:
+            return completion_logprobs_enumerated(m, ss, K, cand_len, pad, cfg.rollout.temperature, device=device)
+        return completion_batch(m, cfg, pad, ss, device=device)
+
+    cb = encode(model)
+    span = candidate_span_mask(ss, cand_len, K, cb.mask) if cot else cb.mask
     ctx = torch.arange(len(ss), device=cb.mask.device) // K
     ref_lp = None
     if ref is not None and ac.kl_coef > 0:
         with torch.no_grad():
-            ref_lp = completion_batch(ref, cfg, pad, ss, device=device).logp
+            ref_lp = encode(ref).logp
     loss, st = enumerated_loss((cb.logp * span).sum(-1), rewards, ctx, advantage=ac.advantage,
                                total_groups=total_seqs / K, entropy_coef=ac.entropy_coef, kl_coef=ac.kl_coef,
                                ref_seq_logp=None if ref_lp is None else (ref_lp * span).sum(-1))
