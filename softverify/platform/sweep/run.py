@@ -253,11 +253,15 @@ def build_tuner(sweep: Sweep, raw_spec: dict[str, Any]):
 
 def run_sweep(sweep: Sweep, resume: bool = False, restart_errored: bool = False):
     """Run (or, with ``resume``, restore and finish) a sweep; write its report. Returns the
-    :class:`~ray.tune.ResultGrid`. A failing trial is in the results as ERROR, not raised."""
+    :class:`~ray.tune.ResultGrid`. A failing trial -- its code raising, or its process killed
+    by Ray's memory monitor (:mod:`~softverify.platform.sweep.killed_trials`) -- is in the
+    results as ERROR with its reason, not raised."""
     from ray import tune
 
+    from softverify.platform.sweep.killed_trials import tolerate_killed_trials
     from softverify.platform.sweep.report import write_report
 
+    tolerate_killed_trials()  # an OOM-killed trial is one ERROR row, not the sweep's end
     out = Path(sweep.spec.output_dir)
     exp = out / TUNE_DIRNAME
     spec_file = out / SPEC_FILENAME
