@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -200,9 +201,10 @@ def test_learner_node_lost_then_auto_resumed_on_a_reformed_cluster(two_nodes, tr
     print(f"multinode node loss: killed run {killed_s:.0f} s, resumed run {time.monotonic() - t1:.0f} s")
 
 
-def _sweep_spec(model_dir: Path, prompts: Path, out: Path, **base_extra) -> dict:
-    """Two concurrent 1-step trials of 1.5 CPUs each (driver 0.5, worker 0.5, rank 0.5):
-    on two 2-CPU nodes they can only run at once one per node."""
+def _sweep_spec(model_dir: Path, prompts: Path, out: Path, steps: int = 1, **base_extra) -> dict:
+    """Two concurrent trials of 1.5 CPUs each (driver 0.5, worker 0.5, rank 0.5): on two
+    2-CPU nodes they can only run at once one per node. The same config twice (same lr, same
+    seed), so each trial is the other's uninterrupted reference."""
     base = {
         "model": {"path": str(model_dir)}, "data": {"source": "file", "path": str(prompts)},
         "rollout": {"num_workers": 1, "num_cpus_per_worker": 0.5, "prompts_per_step": 2, "group_size": 4,
@@ -210,17 +212,41 @@ def _sweep_spec(model_dir: Path, prompts: Path, out: Path, **base_extra) -> dict
         "learner": {"num_ranks": 1, "num_cpus_per_rank": 0.5, "micro_batch_size": 8},
         "algorithm": {"estimator": "sample"},
         "verifiers": [{"kind": "hard"}, {"kind": "length", "params": {"max_chars": 200}}],
-        "trainer": {"steps": 1, "eval_every": 0, "checkpoint_every": 1, "diagnostics": False},
+        "trainer": {"steps": steps, "eval_every": 0, "checkpoint_every": 1, "keep_checkpoints": steps,
+                    "diagnostics": False},
     }
     for section, values in base_extra.items():
         base[section] = {**base[section], **values}
     return {"name": "multinode", "output_dir": str(out), "base": base,
-            "search": {"learner.lr": {"grid": [1e-3, 1e-2]}},
+            "search": {"learner.lr": {"grid": [1e-2, 1e-2]}},
             "tune": {"metric": "reward_mean", "mode": "max", "num_samples": 1, "scheduler": "fifo",
                      "max_concurrent_trials": 2}}
 
 
-def test_sweep_trials_run_on_both_nodes(two_nodes, tiny_model_dir, prompt_file, tmp_path):
+def _kill_node_after_first_checkpoint(cluster, node_id: str, trials: Path, seen: dict, stop: threading.Event):
+    """Watch the sweep's trial directories; once the trial whose driver runs on ``node_id``
+    has a complete checkpoint, SIGKILL that node (raylet, object store, workers). Records
+    every trial's placement as it was, and which trial was cut off at which checkpoint."""
+    while not stop.is_set():
+        for run in sorted(trials.glob("*")) if trials.is_dir() else []:
+            try:
+                seen.setdefault("placement", {})[run.name] = json.loads((run / "placement.json").read_text())
+            except (OSError, ValueError):
+                continue
+            latest = ckpt.latest(run / "checkpoints")
+            if seen["placement"][run.name]["driver"] == [node_id] and latest is not None:
+                seen["killed"], seen["at"] = run.name, latest.name
+                seen["state_mtime"] = (latest / "trainer_state.json").stat().st_mtime_ns
+                cluster.nodes[-1].kill()
+                return
+        time.sleep(0.1)
+
+
+def test_sweep_trials_run_on_both_nodes_and_a_lost_node_is_resumed(two_nodes, tiny_model_dir, prompt_file, tmp_path):
+    """Trials spread over both nodes; the worker node is killed once its trial has a
+    checkpoint: that trial is an ERROR row, the other finishes; on a re-formed cluster
+    ``--resume --resume-errored`` continues the cut-off trial from its checkpoint, and it
+    ends with weights identical, bit for bit, to its twin that was never interrupted."""
     import pandas as pd
 
     from softverify.platform.sweep.run import check_trial_placement, run_sweep
@@ -239,18 +265,49 @@ def test_sweep_trials_run_on_both_nodes(two_nodes, tiny_model_dir, prompt_file, 
                                                       learner={"node_labels": {"role": "learner"}})))
 
     out = tmp_path / "sweep"
+    spec = _sweep_spec(tiny_model_dir, prompt_file, out, steps=STEPS)
+    seen, stop = {}, threading.Event()
+    watcher = threading.Thread(target=_kill_node_after_first_checkpoint,
+                               args=(two_nodes, worker, out / "trials", seen, stop), daemon=True)
     t0 = time.monotonic()
-    results = run_sweep(parse_sweep(_sweep_spec(tiny_model_dir, prompt_file, out)))
+    watcher.start()
+    try:
+        results = run_sweep(parse_sweep(spec))
+    finally:
+        stop.set()
+        watcher.join(10)
     wall = time.monotonic() - t0
-    assert len(results) == 2 and not results.errors
-    table = pd.read_csv(out / "results.csv")
-    assert set(table["status"]) == {"COMPLETED"}
+    assert "killed" in seen, f"the worker node's trial never checkpointed: {seen}"
+    # the trials ran one per node (PACK: a trial's actors sit on its driver's node)
     drivers = {}
-    for t in table["trial_id"]:
-        where = json.loads((out / "trials" / str(t) / "placement.json").read_text())
+    for t, where in seen["placement"].items():
         (d,) = where["driver"]
         drivers[t] = d
-        # PACK: a trial's actors sit on its driver's node
         assert set(where["rollout_workers"]) | set(where["learner_ranks"]) | set(where["verifiers"].values()) == {d}
     assert sorted(drivers.values()) == sorted([head, worker]), drivers
-    print(f"multinode sweep: 2 trials in {wall:.0f} s")
+    table = pd.read_csv(out / "results.csv").set_index("trial_id")
+    table.index = table.index.astype(str)
+    killed = seen["killed"]  # a trial's run directory is named by its Tune trial id
+    (twin,) = [t for t in table.index if t != killed]
+    assert table.loc[killed, "status"] == "ERROR", table.to_string()
+    assert table.loc[twin, "status"] == "COMPLETED" and table.loc[twin, "steps"] == STEPS, table.to_string()
+    print(f"multinode sweep: 2 trials in {wall:.0f} s, the worker node killed at {seen['at']} of trial {killed}: "
+          f"{table.loc[killed, 'error']}")
+
+    # re-form the cluster: a new worker node joins the same head; the errored trial resumes
+    two_nodes.add_node(2, {"learner_node": 2}, {"role": "learner"})
+    two_nodes.wait_for_nodes(2)
+    t1 = time.monotonic()
+    results = run_sweep(parse_sweep(spec), resume=True, resume_errored=True)
+    assert len(results) == 2 and not results.errors
+    table = pd.read_csv(out / "results.csv").set_index("trial_id")
+    table.index = table.index.astype(str)
+    assert set(table["status"]) == {"COMPLETED"} and set(table["steps"]) == {STEPS}, table.to_string()
+    cut, ref = out / "trials" / killed, out / "trials" / twin
+    # continued from its checkpoint (not re-run: that checkpoint was not written again), every step logged once
+    assert (cut / "checkpoints" / seen["at"] / "trainer_state.json").stat().st_mtime_ns == seen["state_mtime"]
+    assert [json.loads(line)["step"] for line in (cut / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    for step in range(1, STEPS + 1):
+        same_weights(cut / "checkpoints" / ckpt.step_name(step) / "hf", ref / "checkpoints" / ckpt.step_name(step) / "hf")
+    same_weights(cut / "final", ref / "final")
+    print(f"multinode sweep: --resume --resume-errored finished the cut-off trial in {time.monotonic() - t1:.0f} s")

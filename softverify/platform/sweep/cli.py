@@ -8,6 +8,12 @@ from pathlib import Path
 def cmd_sweep(args) -> int:
     from softverify.platform.sweep.spec import load_sweep
 
+    from softverify.configbase import ConfigError
+
+    for flag in ("restart_errored", "resume_errored"):
+        if getattr(args, flag) and not args.resume:
+            raise ConfigError(f"--{flag.replace('_', '-')} only applies with --resume (it says what a restored "
+                              "sweep does with its failed trials)")
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
@@ -21,7 +27,8 @@ def cmd_sweep(args) -> int:
     from softverify.platform.sweep.report import no_best_reason, results_table
     from softverify.platform.sweep.run import run_sweep
 
-    results = run_sweep(sweep, resume=args.resume, restart_errored=args.restart_errored)
+    results = run_sweep(sweep, resume=args.resume, restart_errored=args.restart_errored,
+                        resume_errored=args.resume_errored)
     table = results_table(sweep, results)
     out = sweep.spec.output_dir
     with_cols = [c for c in table.columns if c.startswith(("trial_id", "status", "steps", "config/", "final/"))]
@@ -39,7 +46,9 @@ def cmd_sweep(args) -> int:
         return 130
     n_err = int((table["status"] == "ERROR").sum())
     if n_err:
-        print(f"{n_err} trial(s) failed; see the 'error' column of results.csv")
+        print(f"{n_err} trial(s) failed; see the 'error' column of results.csv. To continue failed trials from "
+              f"their last checkpoints (e.g. after a lost node): softverify sweep {args.sweep_file} --resume "
+              "--resume-errored" + "".join(f" --set {o!r}" for o in overrides))
     return 0 if n_err < len(table) else 1
 
 
@@ -54,7 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "--set tune.num_samples=8 (repeatable)")
     p.add_argument("--output-dir", help="shortcut for --set output_dir=...")
     p.add_argument("--resume", action="store_true", help="restore an interrupted sweep (Tuner.restore) and finish it")
-    p.add_argument("--restart-errored", action="store_true",
-                   help="with --resume: run failed trials again from scratch")
+    errored = p.add_mutually_exclusive_group()
+    errored.add_argument("--restart-errored", action="store_true",
+                         help="with --resume: run failed trials again from scratch")
+    errored.add_argument("--resume-errored", action="store_true",
+                         help="with --resume: continue failed trials from their last checkpoint (e.g. trials "
+                         "whose node was lost: their trainer resumes exactly where its checkpoint left off)")
     p.add_argument("--check", action="store_true", help="validate the sweep file and exit")
     p.set_defaults(func=cmd_sweep)

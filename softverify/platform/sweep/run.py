@@ -251,11 +251,13 @@ def build_tuner(sweep: Sweep, raw_spec: dict[str, Any]):
     )
 
 
-def run_sweep(sweep: Sweep, resume: bool = False, restart_errored: bool = False):
+def run_sweep(sweep: Sweep, resume: bool = False, restart_errored: bool = False, resume_errored: bool = False):
     """Run (or, with ``resume``, restore and finish) a sweep; write its report. Returns the
     :class:`~ray.tune.ResultGrid`. A failing trial -- its code raising, or its process killed
     by Ray's memory monitor (:mod:`~softverify.platform.sweep.killed_trials`) -- is in the
-    results as ERROR with its reason, not raised."""
+    results as ERROR with its reason, not raised. On ``resume``, failed trials stay failed
+    unless ``restart_errored`` (from scratch) or ``resume_errored`` (from their last
+    checkpoint: what a trial cut off by a lost node needs; its trainer resumes exactly)."""
     from ray import tune
 
     from softverify.platform.sweep.killed_trials import tolerate_killed_trials
@@ -277,7 +279,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, restart_errored: bool = False)
                                   f"(saved in {SPEC_FILENAME}); restore with the same file and overrides")
         ensure_ray(sweep)
         tuner = tune.Tuner.restore(str(exp), trainable=make_trainable(raw_spec), resume_unfinished=True,
-                                   resume_errored=False, restart_errored=restart_errored)
+                                   resume_errored=resume_errored, restart_errored=restart_errored)
     else:
         if exp.exists():
             raise ConfigError(f"output_dir {str(out)!r} already holds a sweep; pass --resume to continue it "
