@@ -1,18 +1,24 @@
 """One GRPO step: softverify's Trainer vs TRL's GRPOTrainer at identical settings, one run.
 
-Both sides: SmolLM2-135M-Instruct fp32 on CPU, the same real rbio1 prompts (chat template +
-"<think>\\n" assistant prefix), 4 prompts x 4 completions, the same max new tokens,
+Both sides: SmolLM2-135M-Instruct fp32 on CPU, the same real rbio1 prompts in the same prompt
+style (``--style cot``: the rbio1 system prompt, chat template + "<think>\\n" assistant prefix,
+128 new tokens; ``--style direct``: the direct system prompt, the turn opened up to "<answer>",
+6 new tokens), 4 prompts x 4 completions, the same max new tokens,
 temperature 1, the same reward (hard verifier + 0.5 x format verifier, softverify's own
 classes wrapped as TRL reward functions), AdamW lr 1e-6, no KL term, clip 0.2/0.28,
 token-mean loss, no gradient checkpointing, one optimisation pass per batch.
 TRL runs with ``use_vllm=False`` (HF generate). Each side runs in its own subprocess, one
 warm-up step then ``--steps`` timed steps; seconds per step are compared as a ratio.
-softverify runs once per ``--sv`` layout ("WxR" = W rollout workers, R learner ranks).
+softverify runs once per ``--sv`` layout ("WxR" = W rollout workers, R learner ranks) and
+``--staleness`` value (0 = on-policy; 1 = pipelined: step t+1's rollout overlaps step t's
+learning). ``--reps N`` repeats the whole set N times, TRL included, interleaved, and the
+summary reports each configuration's ratio against the TRL run of the same repetition.
 Known difference: TRL's HF path has no stop strings, so its completions run to EOS or the
 token budget; softverify stops at "</answer>". Tokens per step are reported for both.
 
     pip install -e '.[bench]'
-    python benchmarks/step_vs_trl.py                 # 128 new tokens, 1 warm-up + 2 steps
+    python benchmarks/step_vs_trl.py                 # CoT, 128 new tokens, 1 warm-up + 2 steps
+    python benchmarks/step_vs_trl.py --style direct --staleness 0,1 --reps 3
 """
 from __future__ import annotations
 
@@ -29,7 +35,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED_PERTURBQA, machine, write_result  # noqa: E402
 
-LR, PROMPTS, GROUP, PREFIX = 1e-6, 4, 4, "<think>\n"
+LR, PROMPTS, GROUP = 1e-6, 4, 4
+
+
+def style_settings(style: str) -> tuple[str, str, int]:
+    """(assistant prefix, system prompt, default new tokens) of a prompt style: what both sides use."""
+    from softverify.prompts import STYLE_DEFAULTS
+
+    d = STYLE_DEFAULTS[style]
+    return d["assistant_prefix"], d["system_prompt"], d["max_new_tokens"]
 
 
 def _rows(n: int) -> list[dict]:
@@ -55,13 +69,15 @@ def run_trl(args) -> dict:
     path = resolve_model_path("smollm2")
     tok = AutoTokenizer.from_pretrained(path)
     tok.padding_side = "left"
+    prefix, system, _ = style_settings(args.style)
     rows = _rows(PROMPTS * (args.steps + 1))
-    data = [{"prompt": tok.apply_chat_template(row_messages(r), tokenize=False, add_generation_prompt=True) + PREFIX,
+    data = [{"prompt": tok.apply_chat_template(row_messages(r, system), tokenize=False, add_generation_prompt=True)
+             + prefix,
              "label": int(r["label"])} for r in rows]
     hard, fmt = build_verifier("hard"), build_verifier("format")
 
     def _samples(completions, label):
-        return [Sample(prompt_id="", prompt="", completion=PREFIX + c, metadata={"label": l})
+        return [Sample(prompt_id="", prompt="", completion=prefix + c, metadata={"label": l})
                 for c, l in zip(completions, label)]
 
     def hard_reward(prompts, completions, label, **kw):
@@ -109,7 +125,7 @@ def run_trl(args) -> dict:
 #: cannot silently turn this into a different comparison: the CoT prompt with sampled GRPO,
 #: every group learned from, every weight trained, no warm-up, no entropy bonus.
 TRL_MATCHED = [
-    "prompt.style=cot", "algorithm.estimator=sample", "algorithm.advantage=grpo", "algorithm.entropy_coef=0",
+    "algorithm.estimator=sample", "algorithm.advantage=grpo", "algorithm.entropy_coef=0",
     "algorithm.kl_coef=0", "algorithm.loss_agg=token_mean", "algorithm.dynamic_sampling=none",
     "algorithm.eps_low=0.2", "algorithm.eps_high=0.28", "learner.train_layers=null", "learner.lr_warmup_steps=0",
     "learner.lr_schedule=constant", "learner.grad_clip=1.0",
@@ -130,7 +146,8 @@ def run_softverify(args) -> dict:
         f"rollout.max_new_tokens={args.max_new_tokens}", f"rollout.hf_decode={args.hf_decode}",
         f"learner.lr={LR}", f"learner.micro_batch_size={PROMPTS * GROUP // r}", "learner.zero_stage=1",
         f"trainer.steps={args.steps + 1}", f"trainer.output_dir={out}", "trainer.checkpoint_every=0",
-        "trainer.progress=false", "trainer.seed=0", *TRL_MATCHED,
+        "trainer.progress=false", "trainer.seed=0", f"prompt.style={args.style}",
+        f"algorithm.max_staleness={args.staleness_run}", *TRL_MATCHED,
     ])
     tr = Trainer(cfg)
     try:
@@ -140,6 +157,8 @@ def run_softverify(args) -> dict:
     ms = [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines() if l.strip()]
     keys = ["time/step_s", "time/rollout_s", "time/verify_s", "time/learn_s", "time/sync_s"]
     res = {k.split("/")[1]: [m[k] for m in ms] for k in keys}
+    res["sync_bytes"] = [m.get("sync/bytes") for m in ms]
+    res["policy_lag"] = [m.get("pipeline/policy_lag") for m in ms]
     res["tokens"] = [int(round(m["response_len_mean"] * PROMPTS * GROUP)) for m in ms]
     # the numbers a refactor must not change (same seed, same config): rewards and loss
     res["reward_mean"] = [m["reward_mean"] for m in ms]
@@ -151,7 +170,7 @@ def run_softverify(args) -> dict:
 # ---------------------------------------------------------------------------- driver
 def _child(side: str, args, extra: list[str]) -> dict:
     cmd = [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--threads", str(args.threads),
-           "--max-new-tokens", str(args.max_new_tokens), "--hf-decode", args.hf_decode] + extra
+           "--max-new-tokens", str(args.max_new_tokens), "--hf-decode", args.hf_decode, "--style", args.style] + extra
     la0 = os.getloadavg()[0]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
@@ -166,42 +185,67 @@ def _child(side: str, args, extra: list[str]) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up step")
-    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--style", choices=["cot", "direct"], default="cot", help="prompt style of both sides")
+    ap.add_argument("--max-new-tokens", type=int, help="default: the style's (cot 128, direct 6)")
+    ap.add_argument("--staleness", default="0", help="softverify algorithm.max_staleness values, comma separated "
+                    "(0 = on-policy, 1 = pipelined)")
+    ap.add_argument("--reps", type=int, default=1, help="repetitions of the whole set (TRL included), interleaved")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process (TRL, each worker/rank)")
     ap.add_argument("--sv", default="1x1,2x2", help="softverify layouts WxR, comma separated")
     ap.add_argument("--hf-decode", choices=["generate", "loop"], default="loop")
     ap.add_argument("--side", choices=["trl", "softverify"], help=argparse.SUPPRESS)
     ap.add_argument("--layout", default="1x1", help=argparse.SUPPRESS)
+    ap.add_argument("--staleness-run", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--trl-from", help="reuse the 'trl' run of an earlier result JSON instead of running TRL again")
     ap.add_argument("--out", default="step_vs_trl")
     args = ap.parse_args(argv)
+    if args.max_new_tokens is None:
+        args.max_new_tokens = style_settings(args.style)[2]
     if args.side:
         res = run_trl(args) if args.side == "trl" else run_softverify(args)
         print("RESULT " + json.dumps(res), flush=True)
         return
-    if args.trl_from:
-        runs = {"trl": json.loads(Path(args.trl_from).read_text())["runs"]["trl"]}
-        runs["trl"]["reused_from"] = args.trl_from
-    else:
-        runs = {"trl": _child("trl", args, [])}
-        write_result(args.out + "_trl", {"benchmark": "step_vs_trl", "args": vars(args), "machine": machine(),
-                                         "runs": runs})
-    print("trl:", runs["trl"], flush=True)
-    for layout in [s for s in args.sv.split(",") if s]:
-        runs[f"softverify_{layout}"] = _child("softverify", args, ["--layout", layout])
-        print(f"softverify {layout}:", runs[f"softverify_{layout}"], flush=True)
-    summary = {}
-    for name, r in runs.items():
-        timed = r["step_s"][1:]  # drop the warm-up step
-        summary[name] = {"step_s_median": statistics.median(timed), "step_s_mean": statistics.mean(timed),
-                         "tokens_per_step": r["tokens"][1:]}
-    trl = summary["trl"]["step_s_median"]
-    print(f"\n{'run':<18}{'s/step':>9}{'TRL/this':>10}")
+    variants = [(layout, int(st)) for layout in args.sv.split(",") if layout for st in args.staleness.split(",")]
+    reps: list[dict[str, dict]] = []
+    for rep in range(args.reps):
+        runs: dict[str, dict] = {}
+        if args.trl_from:
+            runs["trl"] = dict(json.loads(Path(args.trl_from).read_text())["runs"]["trl"], reused_from=args.trl_from)
+        else:
+            runs["trl"] = _child("trl", args, [])
+        print(f"rep {rep + 1} trl:", runs["trl"], flush=True)
+        for layout, st in variants:
+            name = f"softverify_{layout}" + (f"_staleness{st}" if st else "")
+            runs[name] = _child("softverify", args, ["--layout", layout, "--staleness-run", str(st)])
+            print(f"rep {rep + 1} {name}:", runs[name], flush=True)
+        reps.append(runs)
+        write_result(args.out, {"benchmark": "step_vs_trl", "args": vars(args), "machine": machine(),
+                                "runs": reps[0], "reps": reps, "summary": summarize(reps), "complete": False})
+    summary = summarize(reps)
+    print(f"\n{'run':<32}{'s/step (median)':>16}{'TRL/this per rep':>24}")
     for name, s in summary.items():
-        s["speedup_vs_trl"] = trl / s["step_s_median"]
-        print(f"{name:<18}{s['step_s_median']:9.1f}{s['speedup_vs_trl']:10.2f}")
+        print(f"{name:<32}{s['step_s_median']:16.1f}{' '.join(f'{r:.2f}' for r in s['speedup_vs_trl_per_rep']):>24}")
     print("wrote", write_result(args.out, {"benchmark": "step_vs_trl", "args": vars(args), "machine": machine(),
-                                           "runs": runs, "summary": summary}))
+                                           "runs": reps[0], "reps": reps, "summary": summary, "complete": True}))
+
+
+def summarize(reps: list[dict[str, dict]]) -> dict[str, dict]:
+    """Per configuration: the median timed step over all repetitions, and its ratio against
+    the TRL run of the same repetition (TRL's median / this one's), one per repetition."""
+    out: dict[str, dict] = {}
+    for name in reps[0]:
+        per_rep = [statistics.median(r[name]["step_s"][1:]) for r in reps]  # drop each run's warm-up step
+        trl = [statistics.median(r["trl"]["step_s"][1:]) for r in reps]
+        ratios = [t / x for t, x in zip(trl, per_rep)]
+        out[name] = {"step_s_median": statistics.median(x for r in reps for x in r[name]["step_s"][1:]),
+                     "step_s_median_per_rep": per_rep, "speedup_vs_trl_per_rep": ratios,
+                     "speedup_vs_trl": statistics.median(ratios), "step_fraction_of_trl": statistics.median(
+                         [x / t for t, x in zip(trl, per_rep)]),
+                     "tokens_per_step": [r[name]["tokens"][1:] for r in reps]}
+        if "sync_bytes" in reps[0][name]:
+            out[name]["sync_bytes_per_step"] = reps[0][name]["sync_bytes"][1:]
+            out[name]["sync_s_median"] = statistics.median(x for r in reps for x in r[name]["sync_s"][1:])
+    return out
 
 
 if __name__ == "__main__":
