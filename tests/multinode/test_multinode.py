@@ -278,17 +278,18 @@ def test_sweep_trials_run_on_both_nodes_and_a_lost_node_is_resumed(two_nodes, ti
         watcher.join(10)
     wall = time.monotonic() - t0
     assert "killed" in seen, f"the worker node's trial never checkpointed: {seen}"
-    # the trials ran one per node (PACK: a trial's actors sit on its driver's node)
-    drivers = {}
-    for t, where in seen["placement"].items():
-        (d,) = where["driver"]
-        drivers[t] = d
-        assert set(where["rollout_workers"]) | set(where["learner_ranks"]) | set(where["verifiers"].values()) == {d}
-    assert sorted(drivers.values()) == sorted([head, worker]), drivers
     table = pd.read_csv(out / "results.csv").set_index("trial_id")
     table.index = table.index.astype(str)
     killed = seen["killed"]  # a trial's run directory is named by its Tune trial id
     (twin,) = [t for t in table.index if t != killed]
+    # the trials ran one per node (PACK: a trial's actors sit on its driver's node)
+    drivers = {}
+    for t, where in ((killed, seen["placement"][killed]),
+                     (twin, json.loads((out / "trials" / twin / "placement.json").read_text()))):
+        (d,) = where["driver"]
+        drivers[t] = d
+        assert set(where["rollout_workers"]) | set(where["learner_ranks"]) | set(where["verifiers"].values()) == {d}
+    assert drivers == {killed: worker, twin: head}, drivers
     assert table.loc[killed, "status"] == "ERROR", table.to_string()
     assert table.loc[twin, "status"] == "COMPLETED" and table.loc[twin, "steps"] == STEPS, table.to_string()
     print(f"multinode sweep: 2 trials in {wall:.0f} s, the worker node killed at {seen['at']} of trial {killed}: "
