@@ -21,6 +21,7 @@ import torch
 
 from softverify.config import TrainConfig
 from softverify.grpo import enumerated_loss, masked_aggregate, policy_loss, reasoning_advantages
+from softverify.microbatch import contiguous_split, plan_micro_batches, token_counts
 from softverify.modeling import load_causal_lm
 from softverify.seqbatch import (CompletionBatch, answer_token_start, completion_logprobs_enumerated,
                                  completion_logprobs_packed, completion_logprobs_shared, merge_identical, old_logprobs,
@@ -41,13 +42,7 @@ class LearnBatch:
 
 def shard_indices(n: int, world_size: int) -> list[list[int]]:
     """Contiguous, near-equal shards (sizes differ by at most one)."""
-    base, extra = divmod(n, world_size)
-    out, start = [], 0
-    for r in range(world_size):
-        size = base + (1 if r < extra else 0)
-        out.append(list(range(start, start + size)))
-        start += size
-    return out
+    return contiguous_split(n, world_size)
 
 
 def grad_accum_steps(cfg: TrainConfig) -> int:
@@ -277,12 +272,14 @@ class Learner:
         self.steps_done = 0
 
     # ------------------------------------------------------------------ training
-    def _micro_batches(self, n: int) -> list[list[int]]:
-        """Exactly ``gas`` contiguous micro-batches of near-equal size (DeepSpeed steps the
-        optimiser at that boundary); some may be empty when merging left this rank fewer
-        sequences than ``gas``. Contiguous keeps a group's completions together, so the
-        shared-prompt path encodes each prompt once."""
-        return shard_indices(n, self.gas)
+    def _micro_batches(self, samples: Sequence[Sample]) -> list[list[int]]:
+        """Exactly ``gas`` micro-batches of near-equal size (DeepSpeed steps the optimiser at
+        that boundary); some may be empty when merging left this rank fewer sequences than
+        ``gas``. Which sequences share one is ``learner.micro_batch_order``
+        (:func:`softverify.microbatch.plan_micro_batches`; the loss is the same either way)."""
+        lc = self.cfg.learner
+        return plan_micro_batches([s.prompt_token_ids for s in samples], [s.completion_token_ids for s in samples],
+                                  self.gas, lc.micro_batch_order, lc.shared_prompt and not lc.gradient_checkpointing)
 
     def _logprobs(self, model, ss: Sequence[Sample]) -> CompletionBatch:
         return completion_batch(model, self.cfg, self.tokenizer.pad_token_id, ss, device=self.device)
@@ -324,8 +321,15 @@ class Learner:
         if lc.merge_identical and samples:
             samples, advs, mult = merge_identical(samples, advs)
         add("learn_seqs_sum", float(len(samples)), 0.0)  # sequences actually encoded (after merging)
+        plan = self._micro_batches(samples)
+        prompts, comps = [s.prompt_token_ids for s in samples], [s.completion_token_ids for s in samples]
+        shared = lc.shared_prompt and not lc.gradient_checkpointing
+        # what the forward passes process (padding included) against the tokens that are not padding
+        processed, real = token_counts(prompts, comps, plan, shared)
+        add("learn_encoded_tokens_sum", float(processed * ac.epochs_per_step), 0.0)
+        add("learn_real_tokens_sum", float(real * ac.epochs_per_step), 0.0)
         for _ in range(ac.epochs_per_step):
-            for idx in self._micro_batches(len(samples)):
+            for idx in plan:
                 dummy = not idx  # keep collective calls aligned across ranks
                 ss = [samples[i] for i in idx] if idx else [self._dummy()]
                 adv = torch.tensor(advs[idx] if idx else [0.0], dtype=torch.float32, device=self.device)

@@ -136,6 +136,8 @@ class LearnerGroup:
         for k in keys:
             vals = [r[k] for r in results if k in r]
             out[k.removesuffix("_sum")] = float(np.sum(vals)) if k.endswith("_sum") else float(np.mean(vals))
+        if out.get("learn_encoded_tokens"):  # the share of the forward passes spent on padding
+            out["learn_pad_frac"] = 1.0 - out["learn_real_tokens"] / out["learn_encoded_tokens"]
         return out
 
     def state_dict_ref(self, trainable_only: bool = False):

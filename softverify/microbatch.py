@@ -1,0 +1,95 @@
+"""Which sequences share a micro-batch: the order that makes the forward pass smallest.
+
+A micro-batch is padded to its longest member, so the tokens the model really processes
+depend on how a rank's sequences are split into its ``gas`` micro-batches. Two splits are
+useful, and which one is cheaper depends on the step:
+
+- ``contiguous`` (rollout order): a group's completions sit together, so the shared-prompt
+  path (:func:`softverify.seqbatch.completion_logprobs_shared`) encodes each prompt once;
+  but a micro-batch holding one 128-token completion pads all its short ones to 128.
+- ``length``: sorted by completion length (then prompt, so equal prompts stay adjacent), so
+  each micro-batch pads only to similar lengths; but a prompt may now be encoded in several
+  micro-batches.
+
+``fewest_tokens`` counts both (:func:`encoded_tokens`, padding included) and takes the
+smaller. Any split into the same ``gas`` micro-batches gives the same loss and gradient:
+every micro-batch loss is normalised by the step's global token and sequence counts and
+the micro-batch gradients add up (exact up to float summation order).
+"""
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+Order = Literal["contiguous", "length", "fewest_tokens"]
+
+
+def split_sizes(n: int, parts: int) -> list[int]:
+    """Near-equal sizes (differing by at most one, larger first) of ``parts`` pieces of ``n``."""
+    base, extra = divmod(n, parts)
+    return [base + (1 if r < extra else 0) for r in range(parts)]
+
+
+def contiguous_split(n: int, parts: int) -> list[list[int]]:
+    """``range(n)`` cut into ``parts`` contiguous near-equal pieces (some empty when n < parts)."""
+    out, start = [], 0
+    for size in split_sizes(n, parts):
+        out.append(list(range(start, start + size)))
+        start += size
+    return out
+
+
+def length_split(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
+                 parts: int) -> list[list[int]]:
+    """The same piece sizes as :func:`contiguous_split`, filled in order of completion length
+    (ties: by prompt, so a group's equal-length completions stay together)."""
+    order = sorted(range(len(completions)), key=lambda i: (len(completions[i]), tuple(prompts[i]), i))
+    out, start = [], 0
+    for size in split_sizes(len(order), parts):
+        out.append(sorted(order[start:start + size]))
+        start += size
+    return out
+
+
+def token_counts(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
+                 split: Sequence[Sequence[int]], shared_prompt: bool) -> tuple[int, int]:
+    """``(processed, real)``: token positions the forward passes of ``split`` process,
+    padding included, and how many of them are not padding.
+
+    Shared-prompt path: per micro-batch, its distinct prompts left-padded to the longest of
+    them, plus every completion padded to the longest completion. Packed path: every
+    ``prompt + completion`` right-padded to the longest."""
+    processed = real = 0
+    for idx in split:
+        if not idx:
+            continue
+        if shared_prompt:
+            uniq = {tuple(prompts[i]) for i in idx}
+            processed += len(uniq) * max(len(p) for p in uniq) + len(idx) * max(len(completions[i]) for i in idx)
+            real += sum(len(p) for p in uniq) + sum(len(completions[i]) for i in idx)
+        else:
+            processed += len(idx) * max(len(prompts[i]) + len(completions[i]) for i in idx)
+            real += sum(len(prompts[i]) + len(completions[i]) for i in idx)
+    return processed, real
+
+
+def encoded_tokens(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
+                   split: Sequence[Sequence[int]], shared_prompt: bool) -> int:
+    """Token positions the forward passes of ``split`` process, padding included (see
+    :func:`token_counts`): what ``fewest_tokens`` minimises."""
+    return token_counts(prompts, completions, split, shared_prompt)[0]
+
+
+def plan_micro_batches(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], parts: int,
+                       order: Order, shared_prompt: bool) -> list[list[int]]:
+    """Exactly ``parts`` micro-batches (index lists) of near-equal size under ``order``."""
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    if order not in ("contiguous", "length", "fewest_tokens"):
+        raise ValueError(f"micro-batch order {order!r}: expected 'contiguous', 'length' or 'fewest_tokens'")
+    contiguous = contiguous_split(len(prompts), parts)
+    if order == "contiguous":
+        return contiguous
+    by_length = length_split(prompts, completions, parts)
+    if order == "length":
+        return by_length
+    return min((contiguous, by_length), key=lambda s: encoded_tokens(prompts, completions, s, shared_prompt))

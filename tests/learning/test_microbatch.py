@@ -1,0 +1,82 @@
+"""Micro-batch plans: padded-token counts on hand cases, and the same loss and gradient
+whichever split the learner takes."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from softverify.microbatch import encoded_tokens, length_split, plan_micro_batches, token_counts
+
+# two groups (prompts A: 5 tokens, B: 3 tokens), completions of mixed lengths
+A, B = [1, 2, 3, 4, 5], [6, 7, 8]
+PROMPTS = [A, A, A, A, B, B, B, B]
+COMPS = [[9] * 8, [9], [9], [9], [9] * 8, [9], [9], [9]]
+
+
+def test_encoded_tokens_by_hand():
+    contiguous = [[0, 1, 2, 3], [4, 5, 6, 7]]
+    # shared: per micro-batch one prompt + 4 completions padded to 8
+    assert encoded_tokens(PROMPTS, COMPS, contiguous, shared_prompt=True) == (5 + 4 * 8) + (3 + 4 * 8)
+    # packed: 4 x (prompt + 8) each
+    assert encoded_tokens(PROMPTS, COMPS, contiguous, shared_prompt=False) == 4 * 13 + 4 * 11
+    by_len = length_split(PROMPTS, COMPS, 2)
+    assert by_len == [[1, 2, 3, 5], [0, 4, 6, 7]]  # 3 short of A + 1 short of B; then the rest
+    # shared: mb 1 = prompts A and B (2 x 5) + 4 x 1; mb 2 = A and B again + 4 x 8
+    assert encoded_tokens(PROMPTS, COMPS, by_len, shared_prompt=True) == (2 * 5 + 4) + (2 * 5 + 4 * 8)
+    assert encoded_tokens(PROMPTS, COMPS, [[], [0]], shared_prompt=True) == 5 + 8  # empty micro-batches cost 0
+    # not padding: each micro-batch's distinct prompts once, every completion token
+    assert token_counts(PROMPTS, COMPS, contiguous, True) == (72, 5 + 11 + 3 + 11)
+    assert token_counts(PROMPTS, COMPS, by_len, True) == (56, (5 + 3 + 4) + (5 + 3 + 8 + 8 + 1 + 1))
+    assert token_counts(PROMPTS, COMPS, contiguous, False) == (96, 4 * 5 + 11 + 4 * 3 + 11)
+
+
+def test_plan_picks_the_cheaper_split_and_keeps_sizes():
+    assert plan_micro_batches(PROMPTS, COMPS, 2, "contiguous", True) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    best = plan_micro_batches(PROMPTS, COMPS, 2, "fewest_tokens", True)
+    assert best == length_split(PROMPTS, COMPS, 2)  # 56 < 72 tokens
+    # when every completion has the same length, sorting only splits the groups: contiguous wins
+    same = [[9, 9]] * 8
+    assert plan_micro_batches(PROMPTS, same, 2, "fewest_tokens", True) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    for order in ("contiguous", "length", "fewest_tokens"):
+        plan = plan_micro_batches(PROMPTS, COMPS, 3, order, False)
+        assert sorted(i for mb in plan for i in mb) == list(range(8)) and sorted(map(len, plan)) == [2, 3, 3]
+    assert plan_micro_batches(PROMPTS[:1], COMPS[:1], 3, "length", True) == [[0], [], []]
+    with pytest.raises(ValueError, match="micro-batch order 'sorted': expected 'contiguous', 'length' or"):
+        plan_micro_batches(PROMPTS, COMPS, 2, "sorted", True)
+
+
+def test_any_split_gives_the_same_loss_and_gradient(tiny_model_dir):
+    """The learner's sampled loss summed over micro-batches, contiguous vs length-sorted:
+    equal loss and gradients (global normalisation makes micro-batch losses add up)."""
+    from softverify.config import build_config
+    from softverify.learner import sampled_loss
+    from softverify.modeling import load_causal_lm
+    from softverify.types import Sample
+
+    model, tok = load_causal_lm(str(tiny_model_dir), "float32")
+    cfg = build_config({}, [f"model.path={tiny_model_dir}", "algorithm.estimator=sample", "prompt.style=cot",
+                            "algorithm.entropy_coef=0.01"])
+    g = torch.Generator().manual_seed(0)
+    samples = []
+    for p, c in zip(PROMPTS, COMPS):
+        c = torch.randint(10, 500, (len(c),), generator=g).tolist()
+        samples.append(Sample(prompt_id="", prompt="", completion="", prompt_token_ids=[p_ + 20 for p_ in p],
+                              completion_token_ids=c, behaviour_logprobs=[-3.0] * len(c)))
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5, 2.0, 0.0, -1.0, 1.0])
+    total_tokens, total_seqs = float(sum(map(len, COMPS))), 8.0
+
+    def run(plan):
+        model.zero_grad()
+        total = 0.0
+        for idx in plan:
+            ss = [samples[i] for i in idx]
+            loss, *_ = sampled_loss(model, tok, cfg, ss, adv[idx], torch.ones(len(idx)), total_tokens, total_seqs)
+            loss.backward()
+            total += float(loss.detach())
+        return total, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    l1, g1 = run(plan_micro_batches(PROMPTS, COMPS, 2, "contiguous", True))
+    l2, g2 = run(plan_micro_batches(PROMPTS, COMPS, 2, "length", True))
+    assert l1 == pytest.approx(l2, abs=1e-6)
+    for n in g1:
+        torch.testing.assert_close(g1[n], g2[n], atol=1e-6, rtol=1e-5)
