@@ -1,8 +1,12 @@
-"""VerifierPool: one Ray actor per configured verifier, each scoring whole batches.
+"""VerifierPool: Ray actors hosting the configured verifiers, each scoring whole batches.
 
-Each actor reserves the resources its verifier declares (a GPU world model gets a GPU),
-so Ray places them; the pool fans a batch out to all of them at once and stacks the
-columns into the ``[n_samples, n_verifiers]`` score matrix (NaN = abstain).
+A verifier that reserves something (CPUs, a GPU for a world model, custom resources, node
+labels) gets its own actor with that reservation, so Ray places it. Verifiers that reserve
+nothing (the default: label lookups, format and length checks, small world models) share
+one host actor: each actor is a Python process that imports torch and Ray (~2.5 s of CPU and
+~280 MB here), and three of them for three lookups cost a 2-core machine several seconds per
+run for nothing. The pool fans a batch out to all hosts at once and stacks the columns into
+the ``[n_samples, n_verifiers]`` score matrix (NaN = abstain).
 
 Verifiers that need the current policy (``needs_policy``, e.g. ``go_likelihood``) get no
 actor here: their column is computed by a rollout worker (which holds the current
@@ -23,14 +27,14 @@ from softverify.verifiers.suite import VerifierSuite, check_scores
 
 
 class VerifierHost:
-    """Holds one verifier as a one-spec :class:`VerifierSuite` (built from its spec with
-    its threshold, scores checked against the contract) and returns its column."""
+    """Holds verifiers as one :class:`VerifierSuite` (built from their specs with their
+    thresholds, scores checked against the contract) and returns their columns."""
 
-    def __init__(self, spec: VerifierSpec):
-        self.suite = VerifierSuite([spec])
+    def __init__(self, specs: Sequence[VerifierSpec]):
+        self.suite = VerifierSuite(list(specs))
 
     def score(self, samples: Sequence[Sample]) -> np.ndarray:
-        return self.suite.score(samples)[:, 0]
+        return self.suite.score(samples)
 
 
 @ray.remote(max_restarts=3, max_task_retries=3)
@@ -42,8 +46,21 @@ class VerifierActor(VerifierHost):
         return ray.get_runtime_context().get_node_id()
 
 
+def reserves_nothing(spec: VerifierSpec) -> bool:
+    """No CPUs, GPUs, custom resources or node labels: Ray need not place it anywhere special."""
+    return not (spec.num_cpus or spec.num_gpus or spec.resources or spec.node_labels)
+
+
+def host_groups(specs: Sequence[VerifierSpec], policy: set[int]) -> list[list[int]]:
+    """Which verifiers share an actor: all that reserve nothing in one host (first), every
+    other one alone with its own reservation; ``policy`` indices get none."""
+    shared = [j for j, s in enumerate(specs) if j not in policy and reserves_nothing(s)]
+    alone = [[j] for j, s in enumerate(specs) if j not in policy and not reserves_nothing(s)]
+    return ([shared] if shared else []) + alone
+
+
 class VerifierPool:
-    """Driver-side handle: owns the verifier actors and fans batches out to them."""
+    """Driver-side handle: owns the verifier host actors and fans batches out to them."""
 
     def __init__(self, specs: Sequence[VerifierSpec]):
         self.specs = list(specs)
@@ -51,11 +68,15 @@ class VerifierPool:
         #: thresholds for reward composition (None where the verifier applied its own)
         self.thresholds = composition_thresholds(self.specs)
         self.policy_specs = {j: s for j, s in enumerate(self.specs) if verifier_class(s.kind).needs_policy}
-        self.actors = {
-            j: VerifierActor.options(**actor_options(s.num_cpus, s.num_gpus, s.resources, s.node_labels)).remote(s)
-            for j, s in enumerate(self.specs) if j not in self.policy_specs
-        }
-        ray.get([a.ping.remote() for a in self.actors.values()])
+        #: (actor, the verifier indices it hosts, in its columns' order)
+        self.hosts = []
+        for group in host_groups(self.specs, set(self.policy_specs)):
+            first = self.specs[group[0]]  # a shared group reserves nothing; a lone one, its own
+            opts = actor_options(first.num_cpus, first.num_gpus, first.resources, first.node_labels)
+            self.hosts.append((VerifierActor.options(**opts).remote([self.specs[j] for j in group]), group))
+        #: verifier index -> the actor hosting it (verifiers sharing a host map to the same actor)
+        self.actors = {j: a for a, group in self.hosts for j in group}
+        ray.get([a.ping.remote() for a, _ in self.hosts])
 
     def score(self, samples_ref, policy_worker=None) -> np.ndarray:
         """Scores for a batch (an ObjectRef or list of samples): ``[n, n_verifiers]``.
@@ -65,19 +86,23 @@ class VerifierPool:
         if self.policy_specs and policy_worker is None:
             raise ValueError(f"verifiers {[s.display_name for s in self.policy_specs.values()]} need the policy: "
                              "pass policy_worker (a rollout worker)")
-        refs = {j: a.score.remote(samples_ref) for j, a in self.actors.items()}
-        refs.update({j: policy_worker.score_policy_verifier.remote(s, samples_ref)
-                     for j, s in self.policy_specs.items()})
-        cols = ray.get([refs[j] for j in range(len(self.specs))])
-        for j in self.policy_specs:
-            cols[j] = check_scores(self.names[j], cols[j], len(cols[j]))
+        host_refs = [a.score.remote(samples_ref) for a, _ in self.hosts]
+        policy_refs = {j: policy_worker.score_policy_verifier.remote(s, samples_ref)
+                       for j, s in self.policy_specs.items()}
+        cols: list = [None] * len(self.specs)
+        for (_, group), m in zip(self.hosts, ray.get(host_refs)):
+            for c, j in enumerate(group):
+                cols[j] = m[:, c]
+        for j, ref in policy_refs.items():
+            col = ray.get(ref)
+            cols[j] = check_scores(self.names[j], col, len(col))
         return np.column_stack(cols) if cols else np.zeros((0, 0))
 
     def node_ids(self) -> dict[str, str]:
         """Verifier name -> the node its actor runs on (policy verifiers run on worker 0)."""
-        ids = ray.get([a.node_id.remote() for a in self.actors.values()])
-        return {self.names[j]: n for j, n in zip(self.actors, ids)}
+        ids = ray.get([a.node_id.remote() for a, _ in self.hosts])
+        return {self.names[j]: n for (_, group), n in zip(self.hosts, ids) for j in group}
 
     def shutdown(self) -> None:
-        for a in self.actors.values():
+        for a, _ in self.hosts:
             ray.kill(a)

@@ -115,7 +115,7 @@ def test_rollout_worker_killed_mid_generate(trainer):
 def test_verifier_actor_killed_mid_step(trainer):
     tr = trainer
     pids = {j: _pid(a) for j, a in tr.pool.actors.items()}
-    m = _step_with_fault(tr, lambda: [os.kill(p, signal.SIGKILL) for p in pids.values()])
+    m = _step_with_fault(tr, lambda: [os.kill(p, signal.SIGKILL) for p in set(pids.values())])  # hosts may be shared
     for j, a in tr.pool.actors.items():
         assert _pid(a) != pids[j], f"verifier {tr.pool.names[j]} should have been restarted"
     # the restarted verifiers scored this step: every column present, length is never abstained

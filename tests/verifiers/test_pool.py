@@ -35,3 +35,17 @@ def test_pool_routes_policy_verifier_to_rollout_worker(ray_cluster, tiny_model_d
     with pytest.raises(ValueError, match="need the policy"):
         pool.score(ref)
     pool.shutdown()
+
+
+def test_verifiers_that_reserve_nothing_share_one_host():
+    """Default verifiers (no CPUs, GPUs, resources, labels) share one actor process; any
+    reservation gets its own actor; policy verifiers get none."""
+    from softverify.actors.verifier_pool import host_groups
+
+    specs = [VerifierSpec(kind="hard"), VerifierSpec(kind="format"), VerifierSpec(kind="length", num_cpus=0.5),
+             VerifierSpec(kind="go_likelihood", name="lik"), VerifierSpec(kind="hard", name="h2", node_labels={"a": "b"}),
+             VerifierSpec(kind="length", name="l2")]
+    assert host_groups(specs, policy={3}) == [[0, 1, 5], [2], [4]]
+    assert host_groups(specs[:2], policy=set()) == [[0, 1]]
+    assert host_groups([specs[2]], policy=set()) == [[0]]
+    assert host_groups([specs[3]], policy={0}) == []
