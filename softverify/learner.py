@@ -272,15 +272,6 @@ class Learner:
         self.steps_done = 0
 
     # ------------------------------------------------------------------ training
-    def _micro_batches(self, samples: Sequence[Sample]) -> list[list[int]]:
-        """Exactly ``gas`` micro-batches of near-equal size (DeepSpeed steps the optimiser at
-        that boundary); some may be empty when merging left this rank fewer sequences than
-        ``gas``. Which sequences share one is ``learner.micro_batch_order``
-        (:func:`softverify.microbatch.plan_micro_batches`; the loss is the same either way)."""
-        lc = self.cfg.learner
-        return plan_micro_batches([s.prompt_token_ids for s in samples], [s.completion_token_ids for s in samples],
-                                  self.gas, lc.micro_batch_order, lc.shared_prompt and not lc.gradient_checkpointing)
-
     def _logprobs(self, model, ss: Sequence[Sample]) -> CompletionBatch:
         return completion_batch(model, self.cfg, self.tokenizer.pad_token_id, ss, device=self.device)
 
@@ -321,9 +312,12 @@ class Learner:
         if lc.merge_identical and samples:
             samples, advs, mult = merge_identical(samples, advs)
         add("learn_seqs_sum", float(len(samples)), 0.0)  # sequences actually encoded (after merging)
-        plan = self._micro_batches(samples)
+        # exactly gas micro-batches (DeepSpeed steps the optimiser at that boundary; some may be
+        # empty when merging left this rank fewer sequences than gas); which sequences share one is
+        # learner.micro_batch_order, the loss is the same either way (softverify.microbatch)
         prompts, comps = [s.prompt_token_ids for s in samples], [s.completion_token_ids for s in samples]
         shared = lc.shared_prompt and not lc.gradient_checkpointing
+        plan = plan_micro_batches(prompts, comps, self.gas, lc.micro_batch_order, shared)
         # what the forward passes process (padding included) against the tokens that are not padding
         processed, real = token_counts(prompts, comps, plan, shared)
         add("learn_encoded_tokens_sum", float(processed * ac.epochs_per_step), 0.0)

@@ -23,16 +23,13 @@ from typing import Literal, Sequence
 Order = Literal["contiguous", "length", "fewest_tokens"]
 
 
-def split_sizes(n: int, parts: int) -> list[int]:
-    """Near-equal sizes (differing by at most one, larger first) of ``parts`` pieces of ``n``."""
-    base, extra = divmod(n, parts)
-    return [base + (1 if r < extra else 0) for r in range(parts)]
-
-
 def contiguous_split(n: int, parts: int) -> list[list[int]]:
-    """``range(n)`` cut into ``parts`` contiguous near-equal pieces (some empty when n < parts)."""
+    """``range(n)`` cut into ``parts`` contiguous near-equal pieces (sizes differ by at most
+    one, larger first; some empty when n < parts)."""
+    base, extra = divmod(n, parts)
     out, start = [], 0
-    for size in split_sizes(n, parts):
+    for r in range(parts):
+        size = base + (1 if r < extra else 0)
         out.append(list(range(start, start + size)))
         start += size
     return out
@@ -43,11 +40,7 @@ def length_split(prompts: Sequence[Sequence[int]], completions: Sequence[Sequenc
     """The same piece sizes as :func:`contiguous_split`, filled in order of completion length
     (ties: by prompt, so a group's equal-length completions stay together)."""
     order = sorted(range(len(completions)), key=lambda i: (len(completions[i]), tuple(prompts[i]), i))
-    out, start = [], 0
-    for size in split_sizes(len(order), parts):
-        out.append(sorted(order[start:start + size]))
-        start += size
-    return out
+    return [sorted(order[k] for k in piece) for piece in contiguous_split(len(order), parts)]
 
 
 def token_counts(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],

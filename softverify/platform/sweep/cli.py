@@ -6,9 +6,8 @@ from pathlib import Path
 
 
 def cmd_sweep(args) -> int:
-    from softverify.platform.sweep.spec import load_sweep
-
     from softverify.configbase import ConfigError
+    from softverify.platform.sweep.spec import load_sweep
 
     for flag in ("restart_errored", "resume_errored"):
         if getattr(args, flag) and not args.resume:
