@@ -13,7 +13,7 @@ from softverify.models import resolve_model_path
 from softverify.prompts import row_messages
 from softverify.types import Sample
 from softverify.verifiers import build_verifier
-from softverify.grpo import compute_advantages
+from softverify.advantages import compute_advantages
 
 rows = [json.loads(l) for l in open("/work/runs/dg_prompts.jsonl")][:4]
 eng = HFEngine(resolve_model_path("smollm2"), torch_threads=1, batch_size=16)

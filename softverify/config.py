@@ -323,7 +323,7 @@ class AlgorithmConfig(_StyleFilled):
         "are sampled per prompt, each is closed for its answer ('</think>' '<answer>', the model's own answer cut "
         "off) and every candidate follows it; the answer gets the exact gradient given its reasoning, the reasoning "
         "tokens a sampled policy gradient whose advantage is its expected reward E_q[r] minus its group's mean "
-        "(grpo.reasoning_advantages). None = the prompt style's (direct: enumerate, cot: sample).",
+        "(advantages.reasoning_advantages). None = the prompt style's (direct: enumerate, cot: sample).",
     )
     answer_candidates: list[str] = Field(
         ["yes", "no"], description="estimator='enumerate': the closed answer set; each becomes the completion "

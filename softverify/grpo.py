@@ -1,70 +1,17 @@
-"""GRPO math as pure functions: group advantages, clipped surrogate, KL estimators, aggregation.
+"""GRPO losses as pure torch functions: clipped surrogate, KL estimators, aggregation, the
+enumerated (closed answer set) loss.
 
 Nothing here knows about models, Ray or DeepSpeed. Every function is tested against
-hand-computed numbers in ``tests/test_grpo.py``. Small registries (``ADVANTAGES``,
-``KL_ESTIMATORS``) map config names to functions so new variants are one entry.
+hand-computed numbers in ``tests/test_grpo.py``. The group advantages these losses take live in
+:mod:`softverify.advantages` (numpy only), so the processes that only score and normalise
+rewards (the verifier host, the driver) do not import torch. ``KL_ESTIMATORS`` maps config names
+to functions so a new variant is one entry.
 """
 from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
 import torch
-
-# --------------------------------------------------------------------------- advantages
-
-
-def _group_stats(rewards: np.ndarray, group_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample mean and (population) std of its group, ignoring NaN rewards."""
-    mean = np.zeros_like(rewards, dtype=np.float64)
-    std = np.zeros_like(rewards, dtype=np.float64)
-    for g in np.unique(group_ids):
-        idx = group_ids == g
-        vals = rewards[idx]
-        ok = ~np.isnan(vals)
-        if ok.any():
-            mean[idx] = vals[ok].mean()
-            std[idx] = vals[ok].std()
-    return mean, std
-
-
-def grpo_advantages(rewards: np.ndarray, group_ids: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """``(r - mean_group) / (std_group + eps)``; NaN rewards get advantage 0 (no signal)."""
-    r = np.asarray(rewards, dtype=np.float64)
-    mean, std = _group_stats(r, np.asarray(group_ids))
-    adv = (r - mean) / (std + eps)
-    return np.nan_to_num(adv, nan=0.0)
-
-
-def drgrpo_advantages(rewards: np.ndarray, group_ids: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Dr. GRPO: ``r - mean_group`` without the std division (which favours easy/hard prompts)."""
-    r = np.asarray(rewards, dtype=np.float64)
-    mean, _ = _group_stats(r, np.asarray(group_ids))
-    return np.nan_to_num(r - mean, nan=0.0)
-
-
-ADVANTAGES: dict[str, Callable[..., np.ndarray]] = {"grpo": grpo_advantages, "drgrpo": drgrpo_advantages}
-
-
-def compute_advantages(rewards: np.ndarray, group_ids: np.ndarray, estimator: str = "grpo") -> np.ndarray:
-    if estimator not in ADVANTAGES:
-        raise ValueError(f"unknown advantage estimator {estimator!r}; expected one of {sorted(ADVANTAGES)}")
-    return ADVANTAGES[estimator](rewards, group_ids)
-
-
-def informative_groups(rewards: np.ndarray, group_ids: np.ndarray, tol: float = 1e-9) -> np.ndarray:
-    """Per-sample mask: True where the sample's group has reward variance (DAPO dynamic
-    sampling). A group whose finite rewards all agree (or has fewer than two) gets zero
-    advantage under every estimator here: it carries no signal, only cost."""
-    r = np.asarray(rewards, dtype=np.float64)
-    g = np.asarray(group_ids)
-    keep = np.zeros(len(r), dtype=bool)
-    for gid in np.unique(g):
-        idx = g == gid
-        vals = r[idx][~np.isnan(r[idx])]
-        keep[idx] = len(vals) >= 2 and float(vals.max() - vals.min()) > tol
-    return keep
-
 
 # --------------------------------------------------------------------------- aggregation
 
@@ -282,14 +229,3 @@ def enumerated_loss(
         loss = loss + kl_coef * kl_g.sum() / denom
         out["kl"] = kl_g.detach().mean()
     return loss, out
-
-
-def reasoning_advantages(values: np.ndarray, prompt_ids: np.ndarray, advantage: str = "drgrpo") -> np.ndarray:
-    """Advantages of sampled reasonings whose answers are enumerated (CoT with
-    ``algorithm.estimator='enumerate'``): ``values[i]`` is reasoning i's expected reward
-    ``E_q[r | reasoning i]`` over the answer set (the policy's own answer distribution after
-    it, exact), and reasonings sharing a ``prompt_ids`` entry are one prompt's group. The
-    group baseline is what GRPO uses: ``V - mean`` ('drgrpo') or ``(V - mean) / (std + eps)``
-    ('grpo'). Scoring a reasoning by its exact expected reward rather than by one sampled
-    answer's reward removes the answer's sampling noise from the reasoning's credit."""
-    return compute_advantages(np.asarray(values, dtype=np.float64), np.asarray(prompt_ids), advantage)

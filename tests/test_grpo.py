@@ -5,21 +5,21 @@ import numpy as np
 import pytest
 import torch
 
-from softverify import grpo
+from softverify import advantages, grpo
 
 
 def test_grpo_advantages_hand_computed():
     # group 0: rewards 1, 0 -> mean .5, std .5 -> +1, -1 ; group 1: 1,1 -> std 0 -> 0, 0
     r = np.array([1.0, 0.0, 1.0, 1.0])
     g = np.array([0, 0, 1, 1])
-    adv = grpo.grpo_advantages(r, g, eps=0.0 + 1e-12)
+    adv = advantages.grpo_advantages(r, g, eps=0.0 + 1e-12)
     np.testing.assert_allclose(adv, [1.0, -1.0, 0.0, 0.0], atol=1e-9)
 
 
 def test_grpo_advantages_three_values():
     r = np.array([0.0, 0.5, 1.0])
     # mean .5, population std sqrt(1/6)=0.408248
-    adv = grpo.grpo_advantages(r, np.zeros(3, int), eps=1e-6)
+    adv = advantages.grpo_advantages(r, np.zeros(3, int), eps=1e-6)
     sd = math.sqrt(((0.5) ** 2 * 2) / 3)
     np.testing.assert_allclose(adv, [-0.5 / (sd + 1e-6), 0.0, 0.5 / (sd + 1e-6)], rtol=1e-9)
 
@@ -27,18 +27,18 @@ def test_grpo_advantages_three_values():
 def test_drgrpo_has_no_std():
     r = np.array([0.0, 0.5, 1.0, 2.0, 4.0])
     g = np.array([0, 0, 0, 1, 1])
-    np.testing.assert_allclose(grpo.drgrpo_advantages(r, g), [-0.5, 0.0, 0.5, -1.0, 1.0])
+    np.testing.assert_allclose(advantages.drgrpo_advantages(r, g), [-0.5, 0.0, 0.5, -1.0, 1.0])
 
 
 def test_nan_rewards_get_zero_advantage_and_do_not_shift_mean():
     r = np.array([1.0, np.nan, 0.0])
-    adv = grpo.drgrpo_advantages(r, np.zeros(3, int))
+    adv = advantages.drgrpo_advantages(r, np.zeros(3, int))
     np.testing.assert_allclose(adv, [0.5, 0.0, -0.5])
 
 
 def test_unknown_estimator():
     with pytest.raises(ValueError, match="unknown advantage estimator 'ppo'"):
-        grpo.compute_advantages(np.ones(2), np.zeros(2, int), "ppo")
+        advantages.compute_advantages(np.ones(2), np.zeros(2, int), "ppo")
 
 
 def test_clipped_surrogate_hand_computed():

@@ -93,3 +93,22 @@ def test_leaf_modules_import_nothing_from_softverify():
     mods = _modules()
     for leaf in ("softverify.configbase", "softverify.registry", "softverify.grpo"):
         assert _imports(leaf, mods[leaf], mods) == set(), leaf
+
+
+def test_the_verifier_host_and_the_driver_do_not_import_torch():
+    """The verifier host actor (one per run) scores rule verifiers and normalises rewards with
+    numpy; the driver builds batches and advantages. Neither needs torch, whose import costs
+    ~1-1.5 s of CPU and ~180 MB in every such process (a run's set-up pays it once per host)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import softverify.actors.verifier_pool, softverify.platform.train.trainer, "
+            "softverify.rewards, softverify.advantages; "
+            "from softverify.config import build_config; from softverify.verifiers.suite import VerifierSuite; "
+            "from softverify.types import Sample; "
+            "s = VerifierSuite(build_config({}, []).verifiers); "
+            "s.rewards(s.score([Sample('p', 'q', '<answer>yes</answer>', {'label': 1})])); "
+            "print(sorted(m for m in ('torch', 'transformers', 'deepspeed') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PKG.parent, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout

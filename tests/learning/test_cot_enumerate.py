@@ -14,7 +14,7 @@ import torch
 from softverify.actors.rollout import RolloutCore, enumerated_turns, sampling_from
 from softverify.config import build_config
 from softverify.engines.base import Generation
-from softverify.grpo import reasoning_advantages
+from softverify.advantages import reasoning_advantages
 from softverify.learner import enumerated_micro_loss
 from softverify.modeling import load_causal_lm
 from softverify.seqbatch import completion_logprobs_shared

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from softverify.grpo import informative_groups
+from softverify.advantages import informative_groups
 from softverify.learner import lr_factor
 from softverify.platform.evaluation.scores import bootstrap_ci, score_metrics
 from softverify.verifiers.balance import balanced_threshold, expected_fixed_rewards, policy_threshold

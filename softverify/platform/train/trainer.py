@@ -33,7 +33,7 @@ from softverify.fsutil import RunLock, atomic_dir
 from softverify.platform.train import checkpoint as ckpt
 from softverify.platform.train.metrics import MetricsLogger, drop_steps_after, plot_metrics
 from softverify.platform.train.pipeline import PendingBatch, check_pipeline, check_resume, load_pending, pending_index, write_pending
-from softverify.grpo import informative_groups
+from softverify.advantages import informative_groups
 from softverify.rewards import compose, learner_values
 from softverify.types import Sample
 
