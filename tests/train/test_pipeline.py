@@ -1,8 +1,9 @@
 """Off-policy pipelining (``algorithm.max_staleness``): in-flight batch storage, the loss on a
 stale batch against a reference built from grpo.py, exact resume, and the on-policy default.
 
-The run tests use a real local Ray cluster, 2 rollout workers and a 2-rank DeepSpeed (gloo)
-learner on a tiny random model, one micro-batch per rank.
+The run tests use a real local Ray cluster and a DeepSpeed (gloo) learner on a tiny random
+model, one micro-batch per rank: the resume test at the default 2 rollout workers x 2 ranks,
+the others at 1 x 1 (``ONE``), where the layout is not what they test.
 """
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ def _cfg(model_dir: Path, prompts: Path, out: Path, **over):
         "verifiers=[{kind: hard}, {kind: format, weight: 0.5}, {kind: length, weight: 1.0, params: {max_chars: 200}}]",
     ]
     return build_config({}, ov + [f"{k}={v}" for k, v in over.items()])
+
+
+ONE = {"rollout.num_workers": 1, "learner.num_ranks": 1, "learner.micro_batch_size": 8}  # one micro-batch
 
 
 def _rows(out: Path, name: str = "metrics.jsonl") -> list[dict]:
@@ -137,7 +141,7 @@ def test_stale_batch_loss_equals_the_off_policy_reference(ray_cluster, tiny_mode
     from softverify.grpo import clipped_surrogate
     from softverify.platform.train.trainer import Trainer
 
-    cfg = _cfg(tiny_model_dir, prompt_file, tmp_path / "run", **{"algorithm.max_staleness": 1})
+    cfg = _cfg(tiny_model_dir, prompt_file, tmp_path / "run", **{"algorithm.max_staleness": 1, **ONE})
     tr = Trainer(cfg)
     try:
         tr.setup()
@@ -171,7 +175,7 @@ def test_on_policy_default_is_unchanged(ray_cluster, tiny_model_dir, prompt_file
     """max_staleness=0 (the default): every batch comes from the weights it trains, so with one
     micro-batch per rank the importance ratio is 1 at every step, and nothing is in flight."""
     out = tmp_path / "run"
-    rows = _fit(_cfg(tiny_model_dir, prompt_file, out))
+    rows = _fit(_cfg(tiny_model_dir, prompt_file, out, **ONE))
     assert [r["pipeline/policy_lag"] for r in rows] == [0, 0]
     assert [r["data_position"] for r in rows] == [2, 4]
     for r in rows:
@@ -225,7 +229,7 @@ def test_refill_rounds_in_pipelined_mode(ray_cluster, tiny_model_dir, prompt_fil
 
     cfg = _cfg(tiny_model_dir, prompt_file, tmp_path / "run", **{
         "trainer.steps": 1, "verifiers": "[{kind: hard}]", "algorithm.dynamic_sampling": "refill",
-        "algorithm.max_refill_rounds": 2, "trainer.checkpoint_every": 0, "algorithm.max_staleness": 1})
+        "algorithm.max_refill_rounds": 2, "trainer.checkpoint_every": 0, "algorithm.max_staleness": 1, **ONE})
     tr = Trainer(cfg)
     try:
         tr.setup()
@@ -245,7 +249,8 @@ def test_enumerate_needs_no_correction_so_pipelining_changes_nothing(ray_cluster
     a batch built a step early is the batch built now, so max_staleness=1 trains exactly the
     weights max_staleness=0 does (while the batches are built one step ahead)."""
     over = {"algorithm.estimator": "enumerate", "rollout.stop": "['</answer>']", "verifiers": "[{kind: hard}]",
-            "trainer.steps": 3, "trainer.checkpoint_every": 0, "learner.lr": 3e-3, "algorithm.dynamic_sampling": "filter"}
+            "trainer.steps": 3, "trainer.checkpoint_every": 0, "learner.lr": 3e-3, "algorithm.dynamic_sampling": "filter",
+            **ONE}
     rows = {n: _fit(_cfg(tiny_model_dir, prompt_file, tmp_path / f"s{n}", **{**over, "algorithm.max_staleness": n}))
             for n in (0, 1)}
     assert [r["pipeline/policy_lag"] for r in rows[1]] == [0, 1, 1]

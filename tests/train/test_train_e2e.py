@@ -85,7 +85,9 @@ def test_time_budget_stops_early_and_eval_reports_both_readings(ray_cluster, tin
     # (ZeRO-1 with every weight syncing: the float32 arm of the half-precision test below)
     {"learner.zero_stage": 3, "learner.train_layers": "null"},
     # partial weight sync: only the trained tensors travel, the workers still match the learner
-    {"learner.train_layers": 1}, {"learner.lora.enabled": True, "learner.lora.r": 4, "learner.train_layers": "null"},
+    # (one learner rank: what travels is under test, not ZeRO; both workers are still checked)
+    {"learner.train_layers": 1, "learner.num_ranks": 1},
+    {"learner.lora.enabled": True, "learner.lora.r": 4, "learner.train_layers": "null", "learner.num_ranks": 1},
     # the collective path (gloo here, NCCL on GPUs): rank 0 broadcasts, no object-store copy; under
     # ZeRO-3 (every rank gathers) and partial (only the top layer's tensors travel)
     {"learner.sync_method": "collective", "learner.zero_stage": 3, "learner.train_layers": 1},
@@ -122,7 +124,8 @@ def test_half_precision_sync_halves_the_bytes_and_stays_close(ray_cluster, tiny_
     got = {}
     for dt in ("float32", "bfloat16"):
         cfg = tiny_cfg(tiny_model_dir, prompt_file, tmp_path / dt,
-                       **{"trainer.steps": 1, "learner.train_layers": "null", "learner.sync_dtype": dt})
+                       **{"trainer.steps": 1, "learner.train_layers": "null", "learner.sync_dtype": dt,
+                          "learner.num_ranks": 1})  # the bytes do not depend on the ranks; both workers checked
         tr = Trainer(cfg)
         try:
             tr.setup()
@@ -141,8 +144,11 @@ def test_half_precision_sync_halves_the_bytes_and_stays_close(ray_cluster, tiny_
 
 
 def test_resume_continues_exactly(ray_cluster, tiny_model_dir, prompt_file, tmp_path):
+    """At 1 x 1 (a 2-rank DeepSpeed resume is exercised by the pipelined-resume test and the
+    process-fault test, which compare every checkpoint's weights with an uninterrupted run)."""
     out = tmp_path / "run"
-    cfg1 = tiny_cfg(tiny_model_dir, prompt_file, out, **{"trainer.steps": 1})
+    one = {"rollout.num_workers": 1, "learner.num_ranks": 1}
+    cfg1 = tiny_cfg(tiny_model_dir, prompt_file, out, **{"trainer.steps": 1, **one})
     tr = Trainer(cfg1)
     try:
         tr.fit()
@@ -155,9 +161,9 @@ def test_resume_continues_exactly(ray_cluster, tiny_model_dir, prompt_file, tmp_
 
     # a fresh run without --resume refuses to overwrite
     with pytest.raises(ConfigError, match="pass --resume"):
-        Trainer(tiny_cfg(tiny_model_dir, prompt_file, out, **{"trainer.steps": 3})).setup()
+        Trainer(tiny_cfg(tiny_model_dir, prompt_file, out, **{"trainer.steps": 3, **one})).setup()
 
-    tr2 = Trainer(tiny_cfg(tiny_model_dir, prompt_file, out, **{"trainer.steps": 3}), resume=True)
+    tr2 = Trainer(tiny_cfg(tiny_model_dir, prompt_file, out, **{"trainer.steps": 3, **one}), resume=True)
     try:
         tr2.setup()
         assert tr2.step == 1 and tr2.order.position == 2
@@ -175,7 +181,7 @@ def test_resume_continues_exactly(ray_cluster, tiny_model_dir, prompt_file, tmp_
     finally:
         tr2.shutdown()
     # "auto" (what restartable cluster jobs use) resumes because a checkpoint exists
-    tr3 = Trainer(tiny_cfg(tiny_model_dir, prompt_file, out, **{"trainer.steps": 3}), resume="auto")
+    tr3 = Trainer(tiny_cfg(tiny_model_dir, prompt_file, out, **{"trainer.steps": 3, **one}), resume="auto")
     try:
         tr3.fit()
     finally:
@@ -271,7 +277,8 @@ def test_enumerate_estimator_raises_the_rewarded_answer(ray_cluster, tiny_model_
                                 f"expression of {b}?", "pert": a, "gene": b, "label": 1, "split": "train"}) + "\n")
     cfg = tiny_cfg(tiny_model_dir, prompts, tmp_path / "run", **{
         "algorithm.estimator": "enumerate", "rollout.stop": "['</answer>']", "verifiers": "[{kind: hard}]",
-        "trainer.steps": 4, "trainer.checkpoint_every": 0, "learner.lr": 3e-3, "trainer.eval_every": 0})
+        "trainer.steps": 4, "trainer.checkpoint_every": 0, "learner.lr": 3e-3, "trainer.eval_every": 0,
+        "rollout.num_workers": 1, "learner.num_ranks": 1})  # the estimator, not the layout, is under test
     final, rows = _fit(cfg)
     assert all(r["learn_seqs"] == 4 and r["dynamic/groups_kept"] == 2 for r in rows)  # 2 prompts x 2 candidates
     assert rows[0]["reward/hard"] == 0.5  # yes and no each once per prompt
