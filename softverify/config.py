@@ -372,6 +372,14 @@ class LoraConfig(_Section):
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="Names of the Linear modules that get adapters.",
     )
+    sync: Literal["adapters", "merged"] = Field(
+        "adapters",
+        description="What a weight sync ships. 'adapters': each adapted module's A and (alpha/r)*B, "
+        "r*(in+out) numbers instead of in*out (SmolLM2-135M, r=16, all 7 projections: ~20 MB instead of "
+        "~430 MB in float32); the rollout worker adds B@A to the base weights it reads once from the model "
+        "files. 'merged': the merged weights of the adapted modules, for an engine whose model files "
+        "do not hold the base weights under their plain names.",
+    )
 
 
 class LearnerConfig(_Section):

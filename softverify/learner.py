@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from softverify.config import TrainConfig
-from softverify.grpo import enumerated_loss, masked_aggregate, policy_loss, reasoning_advantages
+from softverify.advantages import reasoning_advantages
+from softverify.grpo import enumerated_loss, masked_aggregate, policy_loss
 from softverify.microbatch import contiguous_split, plan_micro_batches, token_counts
 from softverify.modeling import load_causal_lm
 from softverify.seqbatch import (CompletionBatch, answer_token_start, completion_logprobs_enumerated,
@@ -169,7 +170,7 @@ def enumerated_micro_loss(model, tokenizer, cfg: TrainConfig, ss: Sequence[Sampl
     (:func:`softverify.grpo.enumerated_loss`, with ``entropy_coef`` and ``kl_coef`` over the
     answer set). CoT adds the reasonings' sampled policy gradient: reasoning c's advantage is
     its exact ``E_q[r]`` against its prompt's other reasonings
-    (:func:`softverify.grpo.reasoning_advantages`); its tokens (each context's sampled ones,
+    (:func:`softverify.advantages.reasoning_advantages`); its tokens (each context's sampled ones,
     taken once from its first candidate row) are trained with the clipped ratio against their
     behaviour logprobs, aggregated by ``algorithm.loss_agg`` over the step's reasoning tokens
     (``total_tokens / K``), with token KL when ``kl_coef > 0``. ``loss = answer + reasoning``.
@@ -392,14 +393,20 @@ class Learner:
     def state_dict(self, trainable_only: bool = False) -> dict[str, torch.Tensor] | None:
         """Full weights on CPU (collective under ZeRO-3: every rank must call it);
         returned by rank 0 only. Tied ``lm_head`` is dropped (the receiver re-ties it).
-        ``trainable_only`` (weight sync with ``learner.train_layers``): only the tensors
-        that training changes; the frozen rest is identical on every holder of the policy."""
+        ``trainable_only`` (weight sync with ``learner.train_layers`` or LoRA): only the tensors
+        that training changes; the frozen rest is identical on every holder of the policy. With
+        LoRA and ``learner.lora.sync='adapters'`` that is the adapters' factors
+        (:func:`softverify.lora.adapter_factors`), which the rollout worker merges itself."""
         module = self.engine.module
         if self.lora:
-            from softverify.lora import merged_state_dict
+            from softverify.lora import adapter_factors, merged_state_dict
 
-            sd = merged_state_dict(module, adapted_only=trainable_only) if self.rank == 0 else None
-            if sd is not None and self.tied and not trainable_only:
+            if self.rank != 0:
+                return None
+            if trainable_only and self.cfg.learner.lora.sync == "adapters":
+                return adapter_factors(module)  # the workers add B @ A to their base weights
+            sd = merged_state_dict(module, adapted_only=trainable_only)
+            if self.tied and not trainable_only:
                 sd.pop("lm_head.weight", None)
             return sd
         if self.cfg.learner.zero_stage == 3:

@@ -156,6 +156,8 @@ class RolloutCore:
         self.rollout = rollout
         self.engine = make_engine(model_path, model, rollout)
         self.weights_version = 0
+        self.model_path = model_path
+        self._adapters = None  # AdapterMerger, made on the first LoRA adapter payload
 
     def generate(
         self, rows: Sequence[dict[str, Any]], n: int, sampling: SamplingParams,
@@ -268,6 +270,14 @@ class RolloutCore:
             self.load_weights(_ray.get(weights[1][0]), weights[0], bool(weights[2]) if len(weights) > 2 else False)
 
     def load_weights(self, state, version: int, partial: bool = False) -> int:
+        from softverify.lora import is_adapter_payload
+
+        if is_adapter_payload(state):  # learner.lora.sync='adapters': merge into the base weights here
+            if self._adapters is None:
+                from softverify.lora import AdapterMerger
+
+                self._adapters = AdapterMerger(self.model_path)
+            state, partial = self._adapters.merge(state), True
         self.engine.load_weights(state, partial=partial)
         self.weights_version = version
         return version
