@@ -51,7 +51,7 @@ def machine() -> dict:
 
 
 def write_result(name: str, payload: dict) -> Path:
+    from softverify.fsutil import write_text_atomic  # a reader never sees half a result
+
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
-    return path
+    return write_text_atomic(RESULTS / f"{name}.json", json.dumps(payload, indent=2, default=float) + "\n")
