@@ -19,8 +19,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from softverify.config import TrainConfig
 from softverify.advantages import reasoning_advantages
+from softverify.config import TrainConfig
 from softverify.grpo import enumerated_loss, masked_aggregate, policy_loss
 from softverify.microbatch import contiguous_split, plan_micro_batches, token_counts
 from softverify.modeling import load_causal_lm
@@ -221,6 +221,52 @@ def enumerated_micro_loss(model, tokenizer, cfg: TrainConfig, ss: Sequence[Sampl
     return loss + rl, out
 
 
+#: DeepSpeed's Muon optimizer module. ZeRO imports it on start (``zero.utils.is_zero_supported_optimizer``)
+#: and in its gradient paths (isinstance checks), so it must import; what costs is that its
+#: ``original_muon`` decorates three kernels with ``torch.compile`` at import time.
+DEEPSPEED_MUON_MODULE = "deepspeed.runtime.zero.muon.muon_optimizer"
+
+
+def import_deepspeed_muon_lazily() -> None:
+    """Import DeepSpeed's Muon module with its ``torch.compile`` decorations deferred to each
+    kernel's first call. Decorating calls ``torch.compile``, which loads ``torch._dynamo`` and
+    ``torch._inductor``: measured, 5.2 s of a 6.7 s tiny-model Learner start on this 2-core
+    machine, paid by every learner rank of every run (and of every test that starts one), for
+    kernels the learner never calls (its optimizer is AdamW). Deferred, a Muon kernel is still
+    compiled exactly as before, on its first call (``torch.compile`` itself only wraps until
+    then). A process that already imported the module keeps it as it is."""
+    import functools
+    import importlib
+    import sys
+
+    if DEEPSPEED_MUON_MODULE in sys.modules:
+        return
+    from deepspeed.runtime import compiler
+
+    eager = compiler.compile
+
+    def deferred():
+        def decorate(fn):
+            compiled = None
+
+            @functools.wraps(fn)
+            def call(*args, **kwargs):
+                nonlocal compiled
+                if compiled is None:
+                    compiled = eager()(fn)
+                return compiled(*args, **kwargs)
+
+            return call
+
+        return decorate
+
+    compiler.compile = deferred
+    try:
+        importlib.import_module(DEEPSPEED_MUON_MODULE)
+    finally:
+        compiler.compile = eager
+
+
 class Learner:
     def __init__(
         self,
@@ -233,6 +279,7 @@ class Learner:
     ):
         import deepspeed
 
+        import_deepspeed_muon_lazily()
         self.cfg = cfg
         self.rank, self.world_size = rank, world_size
         torch.set_num_threads(cfg.learner.torch_threads)
