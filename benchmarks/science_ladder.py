@@ -253,18 +253,24 @@ def plot(result: dict, path: Path) -> None:
     base = result["runs"].get("base", {}).get("periodic", {})
     for ax, key, title, xkey in ((axes[0], "auroc", "forced-score AUROC", "step"),
                                  (axes[1], "auroc", "forced-score AUROC vs questions trained", "questions")):
+        colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3)
         for name, run in result["runs"].items():
+            if name == "base":
+                continue
+            color = next(colors)  # one colour per run: its curve, its band and its final eval
+            label = name + (" (1 step = 32 questions)" if name == "supervised" and xkey == "step" else "")
             pts = [(c[xkey], c[key]) for c in run.get("curve", []) if c.get(key) is not None and c.get(xkey) is not None]
-            if name != "base" and pts:
-                ax.plot(*zip(*pts), marker="o", ms=3, label=name)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", ms=3, label=label, color=color)
                 band = [(c[xkey], c["auroc_lo"], c["auroc_hi"]) for c in run["curve"] if c.get("auroc_lo") is not None]
                 if band:
-                    ax.fill_between(*zip(*[(b[0], b[1]) for b in band]), [b[2] for b in band], alpha=0.12)
+                    ax.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band], alpha=0.1,
+                                    color=color)
             f = (run.get("final") or {}).get("forced") or {}
             x = run.get("steps" if xkey == "step" else "questions")
-            if name != "base" and f.get("auroc") is not None and x:  # the final eval (512), with its interval
+            if f.get("auroc") is not None and x:  # the final eval (512), with its interval
                 ax.errorbar([x], [f["auroc"]], yerr=[[f["auroc"] - f["auroc_lo"]], [f["auroc_hi"] - f["auroc"]]],
-                            fmt="s", ms=5, capsize=3, label=f"{name} final ({f.get('n', '?')})")
+                            fmt="s", ms=5, capsize=3, color=color, label=f"{name} final ({f.get('n', '?')})")
         if base.get("auroc") is not None:
             ax.axhline(base["auroc"], color="grey", ls="--", lw=1, label="base")
         ax.axhline(0.5, color="grey", ls=":", lw=0.8)
