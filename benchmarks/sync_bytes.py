@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE))
 from _common import machine, write_result  # noqa: E402
 
 OPTIONS = {
-    # name: learner overrides (trainer semantics: partial = train_layers or LoRA set)
+    # name: learner overrides (LearnerConfig.partial_sync decides trainable_only, as in a run)
     "full fp32 (every weight trains; before)": {"train_layers": None},
     "full bf16": {"train_layers": None, "sync_dtype": "bfloat16"},
     "top 6 layers fp32 (the default learner.train_layers)": {"train_layers": 6},
@@ -56,7 +56,7 @@ def measure(model_path: str, over: dict) -> dict:
     learner_over = {k: v for k, v in over.items() if k != "sync_dtype"}
     cfg = build_config({"model": {"path": model_path},
                         "learner": {"num_ranks": 1, "sync_dtype": sync_dtype, **learner_over}}, [])
-    partial = cfg.learner.train_layers is not None or cfg.learner.lora.enabled  # as Trainer._sync_weights
+    partial = cfg.learner.partial_sync  # what Trainer._sync_weights passes
     learner = Learner(cfg, model_path, master_port=free_port())
     params = list(learner.engine.module.parameters())
     t = time.perf_counter()

@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+
 def _group_stats(rewards: np.ndarray, group_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample mean and (population) std of its group, ignoring NaN rewards."""
     mean = np.zeros_like(rewards, dtype=np.float64)

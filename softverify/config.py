@@ -441,6 +441,12 @@ class LearnerConfig(_Section):
         "the run stops at the next step naming it (--resume continues).",
     )
 
+    @property
+    def partial_sync(self) -> bool:
+        """A weight sync ships only what training changes (``train_layers`` or LoRA): the frozen
+        rest equals the initial weights every rollout worker starts from."""
+        return self.train_layers is not None or self.lora.enabled
+
 
 class TrainerConfig(_Section):
     steps: int = Field(150, ge=1, description="GRPO steps to run (total, counting resumed ones). The default, "

@@ -8,14 +8,21 @@ from softverify.lora import apply_lora, merged_state_dict
 from softverify.modeling import load_causal_lm
 
 
-def test_merged_state_dict_reproduces_the_adapted_model(tiny_model_dir):
+def _adapted(tiny_model_dir, alpha: float = 32.0):
+    """The tiny model with r=4 adapters on q_proj and down_proj whose B is random (B starts at 0,
+    no change; this makes the adapters do something)."""
     model, _ = load_causal_lm(str(tiny_model_dir))
-    plain, _ = load_causal_lm(str(tiny_model_dir))
-    peft_model = apply_lora(model, LoraConfig(enabled=True, r=4, target_modules=["q_proj", "down_proj"]))
+    peft_model = apply_lora(model, LoraConfig(enabled=True, r=4, alpha=alpha, target_modules=["q_proj", "down_proj"]))
     torch.manual_seed(0)
     for n, p in peft_model.named_parameters():
-        if "lora_B" in n:  # B starts at 0 (no change); make the adapters do something
+        if "lora_B" in n:
             p.data.normal_(0, 0.5)
+    return peft_model
+
+
+def test_merged_state_dict_reproduces_the_adapted_model(tiny_model_dir):
+    plain, _ = load_causal_lm(str(tiny_model_dir))
+    peft_model = _adapted(tiny_model_dir)
     ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11]])
     with torch.no_grad():
         want = peft_model(input_ids=ids).logits
@@ -38,16 +45,6 @@ def test_unknown_target_module_is_named(tiny_model_dir):
         apply_lora(model, LoraConfig(enabled=True, target_modules=["qkv"]))
 
 
-def _adapted(tiny_model_dir, targets=("q_proj", "down_proj")):
-    model, _ = load_causal_lm(str(tiny_model_dir))
-    peft_model = apply_lora(model, LoraConfig(enabled=True, r=4, alpha=12.0, target_modules=list(targets)))
-    torch.manual_seed(0)
-    for n, p in peft_model.named_parameters():
-        if "lora_B" in n:
-            p.data.normal_(0, 0.5)
-    return peft_model
-
-
 def test_adapter_factors_merged_on_the_worker_equal_the_learners_merged_weights(tiny_model_dir):
     """learner.lora.sync='adapters': A and (alpha/r)*B travel; the worker adds B @ A to the base
     weights it reads from the model files, and gets what merged_state_dict ships (to rounding)
@@ -55,7 +52,7 @@ def test_adapter_factors_merged_on_the_worker_equal_the_learners_merged_weights(
     from softverify.lora import FACTOR_A, FACTOR_B, AdapterMerger, adapter_factors, is_adapter_payload
     from softverify.weightsync import cast_for_sync, state_bytes
 
-    peft_model = _adapted(tiny_model_dir)
+    peft_model = _adapted(tiny_model_dir, alpha=12.0)  # scaling 3: folded into B on the wire
     want = merged_state_dict(peft_model, adapted_only=True)
     payload = adapter_factors(peft_model)
     assert is_adapter_payload(payload) and not is_adapter_payload(want)

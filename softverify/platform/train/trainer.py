@@ -255,8 +255,7 @@ class Trainer:
     def _sync_weights(self) -> float:
         t = time.perf_counter()
         lc = self.cfg.learner
-        # only what training changes; the frozen rest equals the initial weights every worker starts from
-        partial = lc.train_layers is not None or lc.lora.enabled
+        partial = lc.partial_sync
         if lc.sync_method == "collective":
             self.sync_bytes = self._broadcast_weights(partial)
             self.weights = (self.step, [None], partial)  # no object-store copy: a stale worker says so
