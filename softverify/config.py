@@ -416,13 +416,14 @@ class LearnerConfig(_Section):
     )
     shared_prompt: bool = Field(
         True, description="Encode each distinct prompt of a micro-batch once and continue its completions from "
-        "the KV cache, gradients flowing through it (exact). Ignored with gradient_checkpointing.",
+        "the KV cache, gradients flowing through it, the completions packed back to back without padding "
+        "(block-causal mask; exact). Ignored with gradient_checkpointing.",
     )
     micro_batch_order: Literal["contiguous", "length", "fewest_tokens"] = Field(
         "contiguous", description="Which sequences share a micro-batch (sampled estimator; the loss and gradient "
         "are the same for any split). 'contiguous': rollout order, a group's completions together (the shared "
-        "prompt is encoded once per group). 'length': sorted by completion length, so short completions are not "
-        "padded to a long one's length. 'fewest_tokens': each step, whichever of the two makes the forward passes "
+        "prompt is encoded once per group). 'length': sorted by completion length, so the plain path pads short "
+        "completions less. 'fewest_tokens': each step, whichever of the two makes the forward passes "
         "process fewer tokens, padding included (softverify.microbatch). Metrics: learn_encoded_tokens vs "
         "learn_real_tokens.",
     )

@@ -1,12 +1,12 @@
 """Which sequences share a micro-batch: the order that makes the forward pass smallest.
 
-A micro-batch is padded to its longest member, so the tokens the model really processes
-depend on how a rank's sequences are split into its ``gas`` micro-batches. Two splits are
-useful, and which one is cheaper depends on the step:
+The tokens the model really processes depend on how a rank's sequences are split into its
+``gas`` micro-batches. Two splits are useful, and which one is cheaper depends on the step:
 
 - ``contiguous`` (rollout order): a group's completions sit together, so the shared-prompt
-  path (:func:`softverify.seqbatch.completion_logprobs_shared`) encodes each prompt once;
-  but a micro-batch holding one 128-token completion pads all its short ones to 128.
+  path (:func:`softverify.seqbatch.completion_logprobs_shared`) encodes each prompt once
+  and packs its completions back to back (:func:`completion_rows`); the packed path pads
+  every sequence to the micro-batch's longest.
 - ``length``: sorted by completion length (then prompt, so equal prompts stay adjacent), so
   each micro-batch pads only to similar lengths; but a prompt may now be encoded in several
   micro-batches.
@@ -43,22 +43,54 @@ def length_split(prompts: Sequence[Sequence[int]], completions: Sequence[Sequenc
     return [sorted(order[k] for k in piece) for piece in contiguous_split(len(order), parts)]
 
 
+def completion_rows(owner: Sequence[int], lengths: Sequence[int]) -> list[list[int]]:
+    """Rows of the shared-prompt path's completion pass, padding-free: each row holds
+    completions of one prompt (``owner[i]``) back to back, filled first-fit by decreasing
+    length up to the longest completion's length, so no row is wider than the padded layout
+    it replaces and there are never more rows than completions. Completions of length 0
+    (nothing to encode) get no row. Returns sample indices per row, in row order."""
+    if len(owner) != len(lengths):
+        raise ValueError(f"{len(owner)} owners but {len(lengths)} lengths")
+    cap = max(lengths, default=0)
+    rows: list[list[int]] = []
+    room: list[int] = []
+    open_rows: dict[int, list[int]] = {}  # owner -> indices of its rows
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        if lengths[i] <= 0:
+            continue
+        mine = open_rows.setdefault(owner[i], [])
+        r = next((r for r in mine if room[r] >= lengths[i]), None)
+        if r is None:
+            r = len(rows)
+            rows.append([])
+            room.append(cap)
+            mine.append(r)
+        rows[r].append(i)
+        room[r] -= lengths[i]
+    return rows
+
+
 def token_counts(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
                  split: Sequence[Sequence[int]], shared_prompt: bool) -> tuple[int, int]:
     """``(processed, real)``: token positions the forward passes of ``split`` process,
     padding included, and how many of them are not padding.
 
     Shared-prompt path: per micro-batch, its distinct prompts left-padded to the longest of
-    them, plus every completion padded to the longest completion. Packed path: every
+    them, then the completions' inputs (every token but the last, which predicts nothing)
+    packed into :func:`completion_rows`, rows padded to the widest. Packed path: every
     ``prompt + completion`` right-padded to the longest."""
     processed = real = 0
     for idx in split:
         if not idx:
             continue
         if shared_prompt:
-            uniq = {tuple(prompts[i]) for i in idx}
-            processed += len(uniq) * max(len(p) for p in uniq) + len(idx) * max(len(completions[i]) for i in idx)
-            real += sum(len(p) for p in uniq) + sum(len(completions[i]) for i in idx)
+            uniq: dict[tuple, int] = {}
+            owner = [uniq.setdefault(tuple(prompts[i]), len(uniq)) for i in idx]
+            lens = [max(len(completions[i]) - 1, 0) for i in idx]
+            rows = completion_rows(owner, lens)
+            width = max((sum(lens[j] for j in r) for r in rows), default=0)
+            processed += len(uniq) * max(len(p) for p in uniq) + len(rows) * width
+            real += sum(len(p) for p in uniq) + sum(lens)
         else:
             processed += len(idx) * max(len(prompts[i]) + len(completions[i]) for i in idx)
             real += sum(len(prompts[i]) + len(completions[i]) for i in idx)

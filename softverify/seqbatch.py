@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from softverify.microbatch import completion_rows
 from softverify.modeling import left_pad, pack_sequences, token_logprobs
 from softverify.types import Sample
 
@@ -90,46 +91,86 @@ def completion_logprobs_packed(model, prompts: Sequence[Sequence[int]], completi
     return CompletionBatch(logp, mask, ent_out)
 
 
+def packed_rows_mask(row_owner: torch.Tensor, prompt_attn: torch.Tensor, seg: torch.Tensor,
+                     dtype: torch.dtype) -> torch.Tensor:
+    """Additive attention mask ``[R, 1, W, P + W]`` for completion rows packed after a
+    prompt cache: a query sees its row's prompt tokens (``prompt_attn[row_owner]``) and the
+    earlier tokens of its own segment (``seg`` [R, W], -1 on padding). Padding queries see
+    themselves only (their outputs are never read; a fully masked row would give NaN).
+    Additive (0 / dtype min), the form both eager and SDPA attention take as is."""
+    R, W = seg.shape
+    causal = torch.ones((W, W), dtype=torch.bool, device=seg.device).tril()
+    same = (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] >= 0) & causal
+    same |= torch.eye(W, dtype=torch.bool, device=seg.device)
+    see = torch.cat([prompt_attn[row_owner].bool()[:, None, :].expand(R, W, -1), same], dim=2)
+    return torch.zeros(see.shape, dtype=dtype, device=seg.device).masked_fill(~see, torch.finfo(dtype).min)[:, None]
+
+
 def completion_logprobs_shared(model, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
                                pad_id: int, temperature: float, with_entropy: bool = False,
                                entropy_grad: bool = False, device=None) -> CompletionBatch:
-    """Each distinct prompt encoded once, all of them in one left-padded batch; every
-    completion continues from its prompt's rows of that KV cache (indexing the cache is
-    differentiable, so gradients reach the prompt's activations). One batched forward
-    instead of one per prompt: measured 1.7x faster on 8 prompts at 1 thread."""
+    """Each distinct prompt encoded once, all of them in one left-padded batch; the
+    completions then continue from their prompt's rows of that KV cache, packed back to back
+    without padding (:func:`softverify.microbatch.completion_rows`; a block-causal mask
+    keeps each completion to its prompt and itself, positions continue each prompt), and
+    only real positions are projected to log-probabilities. Indexing the cache is
+    differentiable, so gradients reach the prompt's activations. Same logprobs as
+    :func:`completion_logprobs_packed` (one batched prompt forward: measured 1.7x faster
+    than one per prompt on 8 prompts at 1 thread)."""
     device = device or "cpu"
     mask = completion_mask(completions, device)
-    C = mask.shape[1]
+    B, C = mask.shape
     first: dict[tuple, int] = {}
     owner = [first.setdefault(tuple(p), len(first)) for p in prompts]
     uniq = list(first)
     ids, attn, pos = left_pad(uniq, pad_id, device)
     out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
     own = torch.tensor(owner, dtype=torch.long, device=device)
-    first_logits = out.logits[:, -1:, :][own]  # [B, 1, V]: predicts completion token 0
-    B = len(prompts)
-    comp = torch.full((B, C), pad_id, dtype=torch.long, device=device)
-    for b, c in enumerate(completions):
-        comp[b, : len(c)] = torch.tensor(list(c), dtype=torch.long, device=device)
-    if C > 1:
+    heads = [out.logits[own, -1, :]]  # [B, V]: predicts completion token 0
+    tb, tt = [torch.arange(B, device=device)], [torch.zeros(B, dtype=torch.long, device=device)]
+    targets = [torch.tensor([c[0] if len(c) else pad_id for c in completions], dtype=torch.long, device=device)]
+    lens = [max(len(c) - 1, 0) for c in completions]  # inputs: every token but the last
+    rows = completion_rows(owner, lens)
+    if rows:
+        W = max(sum(lens[b] for b in r) for r in rows)
+        R = len(rows)
+        rid = torch.full((R, W), pad_id, dtype=torch.long)
+        rpos = torch.zeros((R, W), dtype=torch.long)
+        seg = torch.full((R, W), -1, dtype=torch.long)
+        qb, qt, qr, qc = [], [], [], []  # logits at (row qr, col qc) predict completion qb's token qt
+        for r, members in enumerate(rows):
+            o = 0
+            for b in members:
+                n, c = lens[b], completions[b]
+                rid[r, o: o + n] = torch.tensor(list(c[:n]), dtype=torch.long)
+                rpos[r, o: o + n] = len(uniq[owner[b]]) + torch.arange(n)
+                seg[r, o: o + n] = b
+                qb += [b] * n
+                qt += range(1, n + 1)
+                qr += [r] * n
+                qc += range(o, o + n)
+                o += n
+        row_owner = torch.tensor([owner[r[0]] for r in rows], dtype=torch.long, device=device)
         cache = out.past_key_values
-        cache.batch_select_indices(own)  # row b of the cache = its prompt's row (repeats allowed)
-        full_attn = torch.cat([attn[own], mask[:, :-1].long()], dim=1)
-        lens = torch.tensor([len(uniq[u]) for u in owner], device=device)
-        cpos = lens[:, None] + torch.arange(C - 1, device=device)[None, :]
-        nxt = model(input_ids=comp[:, :-1], attention_mask=full_attn, position_ids=cpos, past_key_values=cache,
-                    use_cache=True).logits
-        logits = torch.cat([first_logits, nxt], dim=1)
-    else:
-        logits = first_logits
-    logits = logits.float() / temperature
-    logp_all = F.log_softmax(logits, dim=-1)
-    lp = logp_all.gather(-1, comp.unsqueeze(-1)).squeeze(-1)
+        cache.batch_select_indices(row_owner)  # row r of the cache = its prompt's row (repeats allowed)
+        amask = packed_rows_mask(row_owner, attn, seg.to(device), out.logits.dtype)
+        logits = model(input_ids=rid.to(device), attention_mask=amask, position_ids=rpos.to(device),
+                       past_key_values=cache, use_cache=False).logits
+        qb_t = torch.tensor(qb, dtype=torch.long, device=device)
+        qt_t = torch.tensor(qt, dtype=torch.long, device=device)
+        heads.append(logits[torch.tensor(qr, device=device), torch.tensor(qc, device=device)])
+        tb.append(qb_t)
+        tt.append(qt_t)
+        targets.append(torch.tensor([completions[b][t] for b, t in zip(qb, qt)], dtype=torch.long, device=device))
+    logp_all = F.log_softmax(torch.cat(heads).float() / temperature, dim=-1)  # [N, V], real positions only
+    at = (torch.cat(tb), torch.cat(tt))
+    lp = logp_all.gather(-1, torch.cat(targets)[:, None])[:, 0]
+    logp = logp_all.new_zeros((B, C)).index_put(at, lp)
     ent = None
     if with_entropy:
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            ent = -(logp_all.exp() * logp_all).sum(-1) * mask
-    return CompletionBatch(lp * mask, mask, ent)
+            ent = logp_all.new_zeros((B, C)).index_put(at, -(logp_all.exp() * logp_all).sum(-1))
+    return CompletionBatch(logp * mask, mask, None if ent is None else ent * mask)
 
 
 def old_logprobs(samples: Sequence[Sample], C: int, device=None) -> torch.Tensor:

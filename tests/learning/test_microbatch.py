@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from softverify.microbatch import encoded_tokens, length_split, plan_micro_batches, token_counts
+from softverify.microbatch import completion_rows, encoded_tokens, length_split, plan_micro_batches, token_counts
 
 # two groups (prompts A: 5 tokens, B: 3 tokens), completions of mixed lengths
 A, B = [1, 2, 3, 4, 5], [6, 7, 8]
@@ -13,30 +13,40 @@ PROMPTS = [A, A, A, A, B, B, B, B]
 COMPS = [[9] * 8, [9], [9], [9], [9] * 8, [9], [9], [9]]
 
 
+def test_completion_rows_pack_first_fit_by_decreasing_length():
+    # capacity = the longest (5); one prompt's completions only; zero-length ones get no row
+    assert completion_rows([0, 0, 0, 0, 1, 1], [5, 2, 3, 0, 1, 4]) == [[0], [5, 4], [2, 1]]
+    assert completion_rows([0, 0, 0], [2, 2, 2]) == [[0], [1], [2]]  # 2 + 2 > 2: no two share a row
+    assert completion_rows([0, 0, 0, 0], [4, 1, 3, 1]) == [[0], [2, 1], [3]]
+    assert completion_rows([], []) == [] and completion_rows([0], [0]) == []
+    with pytest.raises(ValueError, match="2 owners but 1 lengths"):
+        completion_rows([0, 0], [1])
+
+
 def test_encoded_tokens_by_hand():
     contiguous = [[0, 1, 2, 3], [4, 5, 6, 7]]
-    # shared: per micro-batch one prompt + 4 completions padded to 8
-    assert encoded_tokens(PROMPTS, COMPS, contiguous, shared_prompt=True) == (5 + 4 * 8) + (3 + 4 * 8)
+    # shared: per micro-batch one prompt, then its completions' inputs (7, 0, 0, 0) packed in one row
+    assert encoded_tokens(PROMPTS, COMPS, contiguous, shared_prompt=True) == (5 + 7) + (3 + 7)
     # packed: 4 x (prompt + 8) each
     assert encoded_tokens(PROMPTS, COMPS, contiguous, shared_prompt=False) == 4 * 13 + 4 * 11
     by_len = length_split(PROMPTS, COMPS, 2)
     assert by_len == [[1, 2, 3, 5], [0, 4, 6, 7]]  # 3 short of A + 1 short of B; then the rest
-    # shared: mb 1 = prompts A and B (2 x 5) + 4 x 1; mb 2 = A and B again + 4 x 8
-    assert encoded_tokens(PROMPTS, COMPS, by_len, shared_prompt=True) == (2 * 5 + 4) + (2 * 5 + 4 * 8)
-    assert encoded_tokens(PROMPTS, COMPS, [[], [0]], shared_prompt=True) == 5 + 8  # empty micro-batches cost 0
-    # not padding: each micro-batch's distinct prompts once, every completion token
-    assert token_counts(PROMPTS, COMPS, contiguous, True) == (72, 5 + 11 + 3 + 11)
-    assert token_counts(PROMPTS, COMPS, by_len, True) == (56, (5 + 3 + 4) + (5 + 3 + 8 + 8 + 1 + 1))
+    # shared: mb 1 = prompts A and B (2 x 5), no inputs; mb 2 = A and B again + rows [0] and [4] of width 7
+    assert encoded_tokens(PROMPTS, COMPS, by_len, shared_prompt=True) == (2 * 5) + (2 * 5 + 2 * 7)
+    assert encoded_tokens(PROMPTS, COMPS, by_len, shared_prompt=False) == 4 * 6 + 4 * 13
+    assert encoded_tokens(PROMPTS, COMPS, [[], [0]], shared_prompt=True) == 5 + 7  # empty micro-batches cost 0
+    # not padding: each micro-batch's distinct prompts once, every completion input
+    assert token_counts(PROMPTS, COMPS, contiguous, True) == (22, 22)
+    assert token_counts(PROMPTS, COMPS, by_len, True) == (34, (5 + 3) + (5 + 3 + 7 + 7))
     assert token_counts(PROMPTS, COMPS, contiguous, False) == (96, 4 * 5 + 11 + 4 * 3 + 11)
 
 
 def test_plan_picks_the_cheaper_split_and_keeps_sizes():
     assert plan_micro_batches(PROMPTS, COMPS, 2, "contiguous", True) == [[0, 1, 2, 3], [4, 5, 6, 7]]
-    best = plan_micro_batches(PROMPTS, COMPS, 2, "fewest_tokens", True)
-    assert best == length_split(PROMPTS, COMPS, 2)  # 56 < 72 tokens
-    # when every completion has the same length, sorting only splits the groups: contiguous wins
-    same = [[9, 9]] * 8
-    assert plan_micro_batches(PROMPTS, same, 2, "fewest_tokens", True) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    # packed path: sorting by length pads less (76 < 96); shared path: packing already removed
+    # the padding, and sorting would encode each prompt twice (34 > 22)
+    assert plan_micro_batches(PROMPTS, COMPS, 2, "fewest_tokens", False) == length_split(PROMPTS, COMPS, 2)
+    assert plan_micro_batches(PROMPTS, COMPS, 2, "fewest_tokens", True) == [[0, 1, 2, 3], [4, 5, 6, 7]]
     for order in ("contiguous", "length", "fewest_tokens"):
         plan = plan_micro_batches(PROMPTS, COMPS, 3, order, False)
         assert sorted(i for mb in plan for i in mb) == list(range(8)) and sorted(map(len, plan)) == [2, 3, 3]

@@ -1,0 +1,76 @@
+"""One learner step in isolation: Ray-free, one DeepSpeed rank, SmolLM2-135M fp32, every weight.
+
+The batch is what one rank of the 2 x 2 CoT step_vs_trl run trains on: 2 real rbio1 CoT
+prompts (system prompt, chat template, "<think>\\n") x 4 completions of the lengths a
+128-token CoT rollout gives (30-128 tokens). It prints the median seconds of ``--reps``
+steps after a warm-up and the forward passes' token positions (``learn_encoded_tokens``,
+padding included) against the real ones. Made for A/B runs of two commits with the same
+script: the code under test is whatever ``softverify`` imports, so
+
+    PYTHONPATH=/path/to/old/checkout python benchmarks/learner_step.py --out learner_step_old
+    python benchmarks/learner_step.py --out learner_step_new
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, rbio_rows, write_result  # noqa: E402
+
+LENGTHS = [128, 96, 60, 45, 128, 80, 50, 30]  # 2 prompts x 4 completions
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=3, help="timed steps after one warm-up step")
+    ap.add_argument("--port", type=int, default=29611, help="the one-rank DeepSpeed world's master port")
+    ap.add_argument("--out", default="learner_step")
+    args = ap.parse_args(argv)
+    import numpy as np
+    import torch
+
+    import softverify
+    from softverify.config import build_config
+    from softverify.learner import LearnBatch, Learner
+    from softverify.models import resolve_model_path
+    from softverify.prompts import STYLE_DEFAULTS, row_messages
+    from softverify.types import Sample
+
+    cfg = build_config({}, [
+        "prompt.style=cot", "algorithm.estimator=sample", "algorithm.advantage=grpo", "algorithm.entropy_coef=0",
+        "algorithm.kl_coef=0", "learner.train_layers=null", "learner.micro_batch_size=8",
+        "rollout.prompts_per_step=2", "rollout.group_size=4", "learner.num_ranks=1", "learner.zero_stage=1",
+        "learner.lr=1e-6", "learner.lr_warmup_steps=0", "trainer.steps=100"])
+    learner = Learner(cfg, resolve_model_path(), master_port=args.port)
+    tok, style = learner.tokenizer, STYLE_DEFAULTS["cot"]
+    rows = rbio_rows(2)
+    g = torch.Generator().manual_seed(0)
+    samples = []
+    for i, n in enumerate(LENGTHS):
+        text = tok.apply_chat_template(row_messages(rows[i // 4], style["system_prompt"]), tokenize=False,
+                                       add_generation_prompt=True) + style["assistant_prefix"]
+        samples.append(Sample(prompt_id=str(i // 4), prompt="", completion="",
+                              prompt_token_ids=tok(text, add_special_tokens=False)["input_ids"],
+                              completion_token_ids=torch.randint(100, 20000, (n,), generator=g).tolist(),
+                              behaviour_logprobs=[-9.0] * n))
+    batch = LearnBatch(samples, np.array([1.0, -1.0, 0.5, -0.5] * 2), total_tokens=sum(LENGTHS), total_seqs=8)
+    times, metrics = [], {}
+    for _ in range(args.reps + 1):
+        t = time.perf_counter()
+        metrics = learner.train_step(batch)
+        times.append(time.perf_counter() - t)
+    res = {"benchmark": "learner_step", "softverify": str(Path(softverify.__file__).parent), "machine": machine(),
+           "completion_lengths": LENGTHS, "prompt_lengths": [len(s.prompt_token_ids) for s in samples[::4]],
+           "step_s": times, "step_s_median": statistics.median(times[1:]),
+           "encoded_tokens": metrics.get("learn_encoded_tokens_sum"), "real_tokens": metrics.get("learn_real_tokens_sum")}
+    print(json.dumps({k: res[k] for k in ("softverify", "step_s_median", "encoded_tokens", "real_tokens")}))
+    print("wrote", write_result(args.out, res))
+
+
+if __name__ == "__main__":
+    main()
