@@ -24,11 +24,11 @@ from softverify.config import TrainConfig
 from softverify.grpo import enumerated_loss, masked_aggregate, policy_loss
 from softverify.microbatch import contiguous_split, plan_micro_batches, token_counts
 from softverify.modeling import load_causal_lm
-from softverify.seqbatch import (CompletionBatch, answer_token_start, completion_logprobs_enumerated,
+from softverify.seqbatch import (CompletionBatch, completion_logprobs_enumerated,
                                  completion_logprobs_packed, completion_logprobs_shared, merge_identical, old_logprobs,
                                  sampled_mask)
 from softverify.types import Sample
-from softverify.verifiers.answer import candidate_ids
+from softverify.verifiers.answer import answer_token_start, candidate_ids
 
 
 @dataclass

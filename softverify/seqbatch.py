@@ -196,25 +196,6 @@ def sampled_mask(samples: Sequence[Sample], C: int, device=None) -> torch.Tensor
     return m
 
 
-def answer_token_start(tokenizer, completion_ids: Sequence[int], tag: str = "<answer>") -> int | None:
-    """Index of the completion token where the last ``tag`` starts (None if absent).
-    Found by binary search over decoded prefixes, so tokenisation of the tag itself
-    (``<``, ``answer``, ``>`` or merged with a newline) does not matter."""
-    ids = list(completion_ids)
-    text = tokenizer.decode(ids)
-    c = text.rfind(tag)
-    if c < 0:
-        return None
-    lo, hi = 1, len(ids)  # smallest k with len(decode(ids[:k])) > c
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if len(tokenizer.decode(ids[:mid])) > c:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo - 1
-
-
 def enumerated_heads(samples: Sequence[Sample], K: int, cand_len: Sequence[int]) -> list[list[int]]:
     """Per answer context (rows ``c*K .. c*K+K-1``, cycling through the K candidates), its
     head: the completion without the candidate (reasoning + forcing suffix). Raises when the

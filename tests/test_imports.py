@@ -97,12 +97,14 @@ def test_leaf_modules_import_nothing_from_softverify():
 
 def test_the_verifier_host_and_the_driver_do_not_import_torch():
     """The verifier host actor (one per run) scores rule verifiers and normalises rewards with
-    numpy; the driver builds batches and advantages. Neither needs torch, whose import costs
-    ~1-1.5 s of CPU and ~180 MB in every such process (a run's set-up pays it once per host)."""
+    numpy; the driver builds batches and advantages and holds the actor classes (whose torch
+    imports happen inside the actors). Neither needs torch, whose import costs ~1-1.5 s of CPU
+    and ~180 MB in every such process (a run's set-up pays it once per host)."""
     import subprocess
     import sys
 
     code = ("import sys; import softverify.actors.verifier_pool, softverify.platform.train.trainer, "
+            "softverify.actors.learner_group, softverify.actors.rollout, "  # what Trainer.setup imports
             "softverify.rewards, softverify.advantages; "
             "from softverify.config import build_config; from softverify.verifiers.suite import VerifierSuite; "
             "from softverify.types import Sample; "

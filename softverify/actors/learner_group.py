@@ -13,10 +13,13 @@ import ray
 
 from softverify.cluster import free_port
 from softverify.config import TrainConfig
-from softverify.learner import LearnBatch, Learner, shard_indices
+from softverify.microbatch import contiguous_split
 from softverify.placement import actor_options
 from softverify.types import Sample
-from softverify.weightsync import cast_for_sync, state_bytes
+
+# torch-backed modules (softverify.learner, softverify.weightsync) are imported inside the
+# actor's methods: this module is also the driver's, which never needs torch (1-1.5 s of CPU
+# and ~180 MB in a process that only builds batches).
 
 
 @ray.remote(num_cpus=0)
@@ -41,6 +44,8 @@ class LearnerActor:
         return ray.util.get_node_ip_address(), free_port()
 
     def start(self, addr: str, port: int) -> bool:
+        from softverify.learner import Learner
+
         self.learner = Learner(*self.args, addr, port)
         return True
 
@@ -49,6 +54,8 @@ class LearnerActor:
 
     def train_step(self, samples: list[Sample], advantages: np.ndarray, total_tokens: int, total_seqs: int) -> dict:
         """This rank's shard of the step (its samples and their advantages) only."""
+        from softverify.learner import LearnBatch
+
         return self.learner.train_step(LearnBatch(samples, np.asarray(advantages), total_tokens, total_seqs))
 
     def state_dict(self, trainable_only: bool = False):
@@ -59,6 +66,8 @@ class LearnerActor:
         """What a weight sync ships (rank 0's state dict in ``learner.sync_dtype``, None on the
         other ranks) and its size in bytes, as two objects: the driver reads the size without
         fetching the weights."""
+        from softverify.weightsync import cast_for_sync, state_bytes
+
         sd = self.learner.state_dict(trainable_only)
         sd = cast_for_sync(sd, sync_dtype) if sd is not None else None
         return sd, state_bytes(sd)
@@ -77,6 +86,8 @@ class LearnerActor:
     def broadcast_weights(self, trainable_only: bool, sync_dtype: str) -> int:
         """Every rank calls it (ZeRO-3 gathers the state); rank 0 broadcasts it in
         ``sync_dtype`` to the rollout workers and returns the bytes sent (other ranks: 0)."""
+        from softverify.weightsync import cast_for_sync
+
         sd = self.learner.state_dict(trainable_only)
         if sd is None:
             return 0
@@ -120,7 +131,7 @@ class LearnerGroup:
         waits for it."""
         # the enumerated loss needs each prompt's candidates on one rank: shard whole groups
         unit = self.cfg.samples_per_prompt if self.cfg.algorithm.estimator == "enumerate" else 1
-        shards = [[g * unit + j for g in gs for j in range(unit)] for gs in shard_indices(n // unit, self.world)]
+        shards = [[g * unit + j for g in gs for j in range(unit)] for gs in contiguous_split(n // unit, self.world)]
         # one ref per rank: a zero-CPU task beside the batch splits it, so each rank fetches
         # its shard, not the whole step (the object store moves 1x the batch, not world x)
         parts = _split.options(num_returns=self.world).remote(samples_ref, shards)

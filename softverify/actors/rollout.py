@@ -15,9 +15,8 @@ import ray
 from softverify.config import ModelConfig, RolloutConfig
 from softverify.engines.base import Generation, SamplingParams, render_turns
 from softverify.prompts import row_messages
-from softverify.seqbatch import answer_token_start
 from softverify.types import Sample
-from softverify.verifiers.answer import candidate_ids, forced_turn_tokens, parse_answer
+from softverify.verifiers.answer import answer_token_start, candidate_ids, forced_turn_tokens, parse_answer
 
 
 def select_engine(rollout: RolloutConfig) -> str:
