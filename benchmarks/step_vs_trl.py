@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -116,6 +117,7 @@ def run_trl(args) -> dict:
                           train_dataset=datasets.Dataset.from_list(data), processing_class=tok,
                           callbacks=[Timer()])
     trainer.train()
+    shutil.rmtree(out, ignore_errors=True)
     return {"step_s": steps_t, "tokens": tokens}
 
 
@@ -155,6 +157,7 @@ def run_softverify(args) -> dict:
     finally:
         tr.shutdown()
     ms = [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    shutil.rmtree(out, ignore_errors=True)  # a SmolLM2 run leaves ~3 GB (final model, DeepSpeed checkpoint)
     keys = ["time/step_s", "time/rollout_s", "time/verify_s", "time/learn_s", "time/sync_s"]
     res = {k.split("/")[1]: [m[k] for m in ms] for k in keys}
     res["sync_bytes"] = [m.get("sync/bytes") for m in ms]

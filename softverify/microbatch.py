@@ -35,6 +35,26 @@ def contiguous_split(n: int, parts: int) -> list[list[int]]:
     return out
 
 
+def balanced_shards(costs: Sequence[float], unit: int, parts: int) -> list[list[int]]:
+    """The step's samples dealt to ``parts`` learner ranks in whole units of ``unit``
+    consecutive samples (a prompt's group: its prompt is then encoded once, on one rank),
+    balancing the units' summed ``costs`` (tokens to encode): longest unit first, each to the
+    least-loaded rank (ties: the lower rank). The ranks step in lockstep, so the step waits
+    for the most loaded one; a rank's indices stay in rollout order. Any assignment gives the
+    same loss and gradient (losses are normalised by the step's global counts)."""
+    if unit < 1 or len(costs) % unit:
+        raise ValueError(f"{len(costs)} samples are not whole units of {unit}")
+    n_units = len(costs) // unit
+    unit_cost = [sum(costs[u * unit: (u + 1) * unit]) for u in range(n_units)]
+    load = [0.0] * parts
+    owned: list[list[int]] = [[] for _ in range(parts)]
+    for u in sorted(range(n_units), key=lambda u: (-unit_cost[u], u)):
+        r = min(range(parts), key=lambda r: (load[r], r))
+        load[r] += unit_cost[u]
+        owned[r].append(u)
+    return [[u * unit + j for u in sorted(us) for j in range(unit)] for us in owned]
+
+
 def length_split(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
                  parts: int) -> list[list[int]]:
     """The same piece sizes as :func:`contiguous_split`, filled in order of completion length

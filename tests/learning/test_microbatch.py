@@ -90,3 +90,15 @@ def test_any_split_gives_the_same_loss_and_gradient(tiny_model_dir):
     assert l1 == pytest.approx(l2, abs=1e-6)
     for n in g1:
         torch.testing.assert_close(g1[n], g2[n], atol=1e-6, rtol=1e-5)
+
+
+def test_balanced_shards_deal_whole_units_longest_first():
+    from softverify.microbatch import balanced_shards
+
+    # 4 groups of 2 costing 10, 9, 2, 1: contiguous halves load the ranks 19 vs 3; balanced 11 vs 11
+    costs = [5, 5, 4, 5, 1, 1, 0.5, 0.5]
+    assert balanced_shards(costs, 2, 2) == [[0, 1, 6, 7], [2, 3, 4, 5]]
+    assert balanced_shards([1] * 6, 2, 2) == [[0, 1, 4, 5], [2, 3]]  # ties: the lower rank
+    assert balanced_shards([3, 1, 2], 1, 4) == [[0], [2], [1], []]  # more ranks than units: some idle
+    with pytest.raises(ValueError, match="5 samples are not whole units of 2"):
+        balanced_shards([1] * 5, 2, 2)

@@ -181,7 +181,10 @@ def start_head(num_cpus: float, resources: dict[str, float] | None = None, label
     args = ["--head", f"--port={gcs}", f"--temp-dir={head.temp_dir}", f"--ray-client-server-port={client}",
             f"--node-manager-port={nm}", f"--object-manager-port={om}", f"--dashboard-agent-listen-port={agent}",
             f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={env_agent}",
-            f"--metrics-export-port={metrics}", *_sizes(num_cpus, head.resources, head.labels)]
+            f"--metrics-export-port={metrics}", *_sizes(num_cpus, head.resources, head.labels),
+            # the GCS declares a silent node dead after 5 missed health checks: every 1 s here
+            # (Ray's default 3 s), so node-loss tests wait ~5 s, not ~15 s, for what they test
+            "--system-config=" + json.dumps({"health_check_period_ms": 1000})]
     args += (["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}"]
              if dashboard else ["--include-dashboard=false"])
     try:

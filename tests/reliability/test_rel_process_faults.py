@@ -35,7 +35,9 @@ STEPS = 3
 
 def _train(model, prompts, out: Path, log: Path, *extra: str) -> subprocess.Popen:
     args = [sys.executable, "-m", "softverify.cli", "train"]
-    for ov in tiny_overrides(model, prompts, out, **{"trainer.steps": STEPS}):
+    # one rollout worker: the faults are a learner rank's and the driver's (two ranks, so a
+    # surviving rank is left blocked in a collective), and two runs share the 2 cores
+    for ov in tiny_overrides(model, prompts, out, **{"trainer.steps": STEPS, "rollout.num_workers": 1}):
         args += ["--set", ov]
     return subprocess.Popen(args + list(extra), cwd=REPO, env=cli_env(), stdout=open(log, "w"),
                             stderr=subprocess.STDOUT, start_new_session=True)

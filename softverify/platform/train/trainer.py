@@ -435,7 +435,7 @@ class Trainer:
                 batch_ref = rounds[0]["ref"]
             else:
                 batch_ref = _select.remote(picks, *[r["ref"] for r in rounds])
-            learn_refs = self.learners.launch_train_step(batch_ref, adv, n, int(sampled_sel.sum()))
+            learn_refs = self.learners.launch_train_step(batch_ref, adv, n, int(sampled_sel.sum()), lengths_sel)
         for ahead in self.pending:  # pipelined: the next batches roll out and are scored during the update
             self._complete(ahead)
         t_overlap = time.perf_counter()
