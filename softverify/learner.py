@@ -445,11 +445,11 @@ class Learner:
         LoRA and ``learner.lora.sync='adapters'`` that is the adapters' factors
         (:func:`softverify.lora.adapter_factors`), which the rollout worker merges itself.
 
-        Outside ZeRO-3 a CPU rank returns the live tensors, not copies (a copy of every weight
-        was 0.27 s a sync for 135M parameters): they are valid until the next ``train_step``,
-        which is how every caller uses them (Ray serialises an actor's return value before its
-        next call; checkpoints write them at once). ZeRO-3's gathered parameters exist only
-        inside the gather, so they are copied; GPU tensors are copied to the host anyway."""
+        Each kept tensor is copied into its own storage, and only the kept ones (filtered
+        first: a partial sync copies only what it ships). The copy is needed even on CPU:
+        DeepSpeed's ZeRO keeps parameters as views of one flat buffer, and pickling a view
+        (Ray's serialiser) writes its whole storage -- measured, 21 GB resident for a 540 MB
+        SmolLM2 sync without it; ZeRO-3's gathered parameters exist only inside the gather."""
         module = self.engine.module
         if self.lora:
             from softverify.lora import adapter_factors, merged_state_dict
@@ -464,16 +464,18 @@ class Learner:
             return sd
         keep = set(self.trainable) if trainable_only and self.trainable is not None else None
 
-        def host(copy: bool) -> dict[str, torch.Tensor]:  # filtered before anything is copied
-            return {k: v.detach().to("cpu", copy=copy) for k, v in module.state_dict().items()
+        def host() -> dict[str, torch.Tensor] | None:  # filtered before anything is copied
+            if self.rank != 0:
+                return None
+            return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()
                     if (keep is None or k in keep) and not (self.tied and k == "lm_head.weight")}
 
         if self.cfg.learner.zero_stage == 3:
             import deepspeed
 
             with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
-                return host(copy=True) if self.rank == 0 else None
-        return host(copy=False) if self.rank == 0 else None
+                return host()
+        return host()
 
     @torch.no_grad()
     def logprobs(self, samples: Sequence[Sample]) -> list[list[float]]:

@@ -25,6 +25,10 @@ learner = Learner(cfg, {model!r}, master_port=free_port())
 s = [Sample("p", "q", "a", {{}}, prompt_token_ids=[1, 2, 3], completion_token_ids=[4, 5], behaviour_logprobs=[-1.0, -1.0]),
      Sample("p", "q", "b", {{}}, prompt_token_ids=[1, 2, 3], completion_token_ids=[6], behaviour_logprobs=[-1.0])]
 m = learner.train_step(LearnBatch(s, np.array([1.0, -1.0]), 3, 2))
+sd = learner.state_dict()  # the weight-sync payload: ZeRO's parameters are views of one flat buffer
+flat = any(p.untyped_storage().nbytes() > p.numel() * p.element_size() for p in learner.engine.module.parameters())
+own = all(v.untyped_storage().nbytes() == v.numel() * v.element_size() for v in sd.values())
+print("views of a flat buffer:", flat, "payload in own storages:", own)
 from deepspeed.runtime.zero.muon import original_muon
 print("compiled at start:", "torch._inductor.compile_fx" in sys.modules, DEEPSPEED_MUON_MODULE in sys.modules,
       hasattr(original_muon.muon_update, "__wrapped__"), np.isfinite(m["grad_norm"]))
@@ -39,3 +43,6 @@ def test_a_learner_rank_starts_and_steps_without_loading_the_compiler(tiny_model
     # the Muon module is imported (DeepSpeed's isinstance checks need it) with its kernels
     # wrapped for a deferred compile, the step ran, and inductor's compiler was never loaded
     assert out.stdout.strip().splitlines()[-1] == "compiled at start: False True True True", out.stdout
+    # Learner.state_dict copies each tensor into its own storage: pickling a view of ZeRO's flat
+    # buffer (Ray does, at every object-store weight sync) writes the whole buffer per tensor
+    assert "views of a flat buffer: True payload in own storages: True" in out.stdout, out.stdout
