@@ -14,39 +14,68 @@ from typing import Callable, Sequence
 import numpy as np
 
 
-def _auroc(y: np.ndarray, s: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
+def auroc_rows(y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """AUROC of each row of scores ``s`` [B, n] against labels ``y`` [B, n] (0/1), ties
+    counted one half (the Mann-Whitney statistic, what ``sklearn.metrics.roc_auc_score``
+    computes); NaN for a row with one class only. One vectorised pass, so a 1,000-resample
+    bootstrap costs milliseconds instead of 1,000 sklearn calls (seconds)."""
+    from scipy.stats import rankdata
 
-    return float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else float("nan")
+    y = np.atleast_2d(y).astype(np.float64)
+    pos = y.sum(-1)
+    neg = y.shape[-1] - pos
+    u = (rankdata(np.atleast_2d(s), axis=-1) * y).sum(-1) - pos * (pos + 1) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((pos > 0) & (neg > 0), u / (pos * neg), np.nan)
 
 
-def _auprc(y: np.ndarray, s: np.ndarray) -> float:
-    from sklearn.metrics import average_precision_score
+def average_precision_rows(y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Average precision (area under the step precision-recall curve, as
+    ``sklearn.metrics.average_precision_score``) of each row: the mean over positives i of
+    the precision among all items scored >= s_i (ties share one threshold). NaN for a row
+    with one class only."""
+    from scipy.stats import rankdata
 
-    return float(average_precision_score(y, s)) if len(np.unique(y)) == 2 else float("nan")
+    y = np.atleast_2d(y).astype(np.float64)
+    s = np.atleast_2d(s)
+    n = y.shape[-1]
+    ys = np.take_along_axis(y, np.argsort(s, axis=-1, kind="stable"), -1)
+    below = np.concatenate([np.zeros((y.shape[0], 1)), np.cumsum(ys, -1)], -1)  # positives among the k lowest
+    rmin = rankdata(s, method="min", axis=-1).astype(int)  # 1 + items scored strictly lower
+    pos = y.sum(-1, keepdims=True)
+    precision = (pos - np.take_along_axis(below, rmin - 1, -1)) / (n - rmin + 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ap = (precision * y).sum(-1) / pos[:, 0]
+    return np.where((pos[:, 0] > 0) & (pos[:, 0] < n), ap, np.nan)
 
 
-def _mcc(y: np.ndarray, pred: np.ndarray) -> float:
-    from sklearn.metrics import matthews_corrcoef
-
-    return float(matthews_corrcoef(y, pred))
+def mcc_rows(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Matthews correlation of each row's 0/1 predictions; 0 where a margin of the confusion
+    matrix is empty (``sklearn.metrics.matthews_corrcoef``'s convention)."""
+    y, pred = np.atleast_2d(y).astype(np.float64), np.atleast_2d(pred).astype(np.float64)
+    tp, tn = (y * pred).sum(-1), ((1 - y) * (1 - pred)).sum(-1)
+    fp, fn = ((1 - y) * pred).sum(-1), (y * (1 - pred)).sum(-1)
+    den = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, (tp * tn - fp * fn) / den, 0.0)
 
 
 def bootstrap_ci(stat: Callable[..., float], *arrays: np.ndarray, n_boot: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
+                 level: float = 0.95, rows: bool = False) -> tuple[float, float]:
     """Percentile interval of ``stat(*arrays)`` over ``n_boot`` resamples of the rows.
-    Resamples where the statistic is undefined (NaN, e.g. one class only) are dropped."""
+    Resamples where the statistic is undefined (NaN, e.g. one class only) are dropped.
+    ``rows``: ``stat`` takes the resamples stacked, ``[n_boot, n]`` each, and returns one
+    value per resample (the ``*_rows`` functions above); same draws, one call."""
     n = len(arrays[0])
     if n == 0:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        v = stat(*(a[idx] for a in arrays))
-        if np.isfinite(v):
-            vals.append(v)
-    if not vals:
+    idx = np.random.default_rng(seed).integers(0, n, (n_boot, n))
+    if rows:
+        vals = np.asarray(stat(*(np.asarray(a)[idx] for a in arrays)), dtype=np.float64)
+    else:
+        vals = np.array([stat(*(a[i] for a in arrays)) for i in idx], dtype=np.float64)
+    vals = vals[np.isfinite(vals)]
+    if not len(vals):
         return float("nan"), float("nan")
     a = (1 - level) / 2
     lo, hi = np.quantile(vals, [a, 1 - a])
@@ -64,12 +93,12 @@ def score_metrics(labels: Sequence[int], scores: Sequence[float], answers: Seque
     s = np.asarray(scores, dtype=np.float64)
     if y.shape != s.shape:
         raise ValueError(f"{len(y)} labels but {len(s)} scores")
-    out: dict[str, float] = {"auroc": _auroc(y, s), "auprc": _auprc(y, s)}
-    out["auroc_lo"], out["auroc_hi"] = bootstrap_ci(_auroc, y, s, n_boot=n_boot, seed=seed)
-    out["auprc_lo"], out["auprc_hi"] = bootstrap_ci(_auprc, y, s, n_boot=n_boot, seed=seed)
+    out: dict[str, float] = {"auroc": float(auroc_rows(y, s)[0]), "auprc": float(average_precision_rows(y, s)[0])}
+    out["auroc_lo"], out["auroc_hi"] = bootstrap_ci(auroc_rows, y, s, n_boot=n_boot, seed=seed, rows=True)
+    out["auprc_lo"], out["auprc_hi"] = bootstrap_ci(average_precision_rows, y, s, n_boot=n_boot, seed=seed, rows=True)
     if answers is not None:
         a = np.asarray(answers, dtype=int)
-        out["mcc_lo"], out["mcc_hi"] = bootstrap_ci(_mcc, y, a, n_boot=n_boot, seed=seed)
+        out["mcc_lo"], out["mcc_hi"] = bootstrap_ci(mcc_rows, y, a, n_boot=n_boot, seed=seed, rows=True)
     if reference is not None:
         r = np.asarray(reference, dtype=np.float64)
         ok = np.isfinite(r) & np.isfinite(s)
