@@ -156,11 +156,9 @@ def completion_logprobs_shared(model, prompts: Sequence[Sequence[int]], completi
         amask = packed_rows_mask(row_owner, attn, seg.to(device), out.logits.dtype)
         logits = model(input_ids=rid.to(device), attention_mask=amask, position_ids=rpos.to(device),
                        past_key_values=cache, use_cache=False).logits
-        qb_t = torch.tensor(qb, dtype=torch.long, device=device)
-        qt_t = torch.tensor(qt, dtype=torch.long, device=device)
         heads.append(logits[torch.tensor(qr, device=device), torch.tensor(qc, device=device)])
-        tb.append(qb_t)
-        tt.append(qt_t)
+        tb.append(torch.tensor(qb, dtype=torch.long, device=device))
+        tt.append(torch.tensor(qt, dtype=torch.long, device=device))
         targets.append(torch.tensor([completions[b][t] for b, t in zip(qb, qt)], dtype=torch.long, device=device))
     logp_all = F.log_softmax(torch.cat(heads).float() / temperature, dim=-1)  # [N, V], real positions only
     at = (torch.cat(tb), torch.cat(tt))

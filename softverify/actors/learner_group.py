@@ -13,7 +13,7 @@ import ray
 
 from softverify.cluster import free_port
 from softverify.config import TrainConfig
-from softverify.microbatch import balanced_shards, contiguous_split
+from softverify.microbatch import balanced_shards
 from softverify.placement import actor_options
 from softverify.types import Sample
 
@@ -122,16 +122,12 @@ class LearnerGroup:
     def node_ids(self) -> list[str]:
         return ray.get([a.node_id.remote() for a in self.actors])
 
-    def train_step(self, samples_ref, advantages: np.ndarray, n: int, total_tokens: int,
-                   lengths: Sequence[int] | None = None) -> dict[str, float]:
-        return self.collect(self.launch_train_step(samples_ref, advantages, n, total_tokens, lengths))
-
-    def shards(self, n: int, lengths: Sequence[int] | None = None) -> list[list[int]]:
+    def shards(self, n: int, lengths: Sequence[int]) -> list[list[int]]:
         """Which of the step's ``n`` samples each rank trains on: whole prompts (the
         enumerated loss needs a prompt's candidates on one rank; a sampled group's prompt is
-        encoded once; split when there are fewer groups than ranks, so no rank idles), balanced
-        by completion tokens when ``lengths`` are known
-        (:func:`softverify.microbatch.balanced_shards`), else contiguous."""
+        encoded once; split when there are fewer groups than ranks, so no rank idles),
+        balanced by the samples' completion ``lengths``
+        (:func:`softverify.microbatch.balanced_shards`)."""
         spp = self.cfg.samples_per_prompt
         if self.cfg.algorithm.estimator == "enumerate":
             if n % spp:
@@ -139,12 +135,10 @@ class LearnerGroup:
             unit = spp
         else:
             unit = spp if n % spp == 0 and n // spp >= self.world else 1
-        if lengths is None:
-            return [[g * unit + j for g in gs for j in range(unit)] for gs in contiguous_split(n // unit, self.world)]
         return balanced_shards([1 + int(x) for x in lengths], unit, self.world)
 
     def launch_train_step(self, samples_ref, advantages: np.ndarray, n: int, total_tokens: int,
-                          lengths: Sequence[int] | None = None) -> list:
+                          lengths: Sequence[int]) -> list:
         """Start one update on every rank and return at once (the ranks' result refs): the
         trainer rolls out the next batch meanwhile (``algorithm.max_staleness``); :meth:`collect`
         waits for it. ``lengths``: the samples' completion lengths, to balance the ranks."""
