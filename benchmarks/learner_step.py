@@ -1,4 +1,4 @@
-"""One learner step in isolation: Ray-free, one DeepSpeed rank, SmolLM2-135M fp32, every weight.
+"""One learner step in isolation: Ray-free DeepSpeed ranks (one process each), SmolLM2-135M fp32, every weight.
 
 The batch is what one rank of the 2 x 2 CoT step_vs_trl run trains on: 2 real rbio1 CoT
 prompts (system prompt, chat template, "<think>\\n") x 4 completions of the lengths a
@@ -9,6 +9,10 @@ script: the code under test is whatever ``softverify`` imports, so
 
     PYTHONPATH=/path/to/old/checkout python benchmarks/learner_step.py --out learner_step_old
     python benchmarks/learner_step.py --out learner_step_new
+
+``--ranks 2`` runs the 2 x 2 step's whole learner (each rank its own 2 prompts x 4, the
+gradient all-reduce between them); ``--set learner.zero_stage=0`` and the like compare
+settings on one checkout.
 """
 from __future__ import annotations
 
@@ -25,16 +29,12 @@ from _common import machine, rbio_rows, write_result  # noqa: E402
 LENGTHS = [128, 96, 60, 45, 128, 80, 50, 30]  # 2 prompts x 4 completions
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reps", type=int, default=3, help="timed steps after one warm-up step")
-    ap.add_argument("--port", type=int, default=29611, help="the one-rank DeepSpeed world's master port")
-    ap.add_argument("--out", default="learner_step")
-    args = ap.parse_args(argv)
+def rank_step(rank: int, world: int, port: int, reps: int, overrides: list[str], out) -> None:
+    """One rank's warm-up + ``reps`` timed steps on its 2 prompts x 4 completions; rank 0
+    puts (step seconds, metrics) on ``out``. Every rank trains, as in the group."""
     import numpy as np
     import torch
 
-    import softverify
     from softverify.config import build_config
     from softverify.learner import LearnBatch, Learner
     from softverify.models import resolve_model_path
@@ -44,31 +44,70 @@ def main(argv=None):
     cfg = build_config({}, [
         "prompt.style=cot", "algorithm.estimator=sample", "algorithm.advantage=grpo", "algorithm.entropy_coef=0",
         "algorithm.kl_coef=0", "learner.train_layers=null", "learner.micro_batch_size=8",
-        "rollout.prompts_per_step=2", "rollout.group_size=4", "learner.num_ranks=1", "learner.zero_stage=1",
-        "learner.lr=1e-6", "learner.lr_warmup_steps=0", "trainer.steps=100"])
-    learner = Learner(cfg, resolve_model_path(), master_port=args.port)
+        f"rollout.prompts_per_step={2 * world}", "rollout.group_size=4", f"learner.num_ranks={world}",
+        "learner.zero_stage=1", "learner.lr=1e-6", "learner.lr_warmup_steps=0", "trainer.steps=100", *overrides])
+    learner = Learner(cfg, resolve_model_path(), rank=rank, world_size=world, master_port=port)
     tok, style = learner.tokenizer, STYLE_DEFAULTS["cot"]
-    rows = rbio_rows(2)
-    g = torch.Generator().manual_seed(0)
+    rows = rbio_rows(2 * world)[2 * rank: 2 * rank + 2]
+    g = torch.Generator().manual_seed(rank)
     samples = []
     for i, n in enumerate(LENGTHS):
         text = tok.apply_chat_template(row_messages(rows[i // 4], style["system_prompt"]), tokenize=False,
                                        add_generation_prompt=True) + style["assistant_prefix"]
-        samples.append(Sample(prompt_id=str(i // 4), prompt="", completion="",
+        samples.append(Sample(prompt_id=f"{rank}.{i // 4}", prompt="", completion="",
                               prompt_token_ids=tok(text, add_special_tokens=False)["input_ids"],
                               completion_token_ids=torch.randint(100, 20000, (n,), generator=g).tolist(),
                               behaviour_logprobs=[-9.0] * n))
-    batch = LearnBatch(samples, np.array([1.0, -1.0, 0.5, -0.5] * 2), total_tokens=sum(LENGTHS), total_seqs=8)
+    batch = LearnBatch(samples, np.array([1.0, -1.0, 0.5, -0.5] * 2), total_tokens=world * sum(LENGTHS),
+                       total_seqs=world * len(LENGTHS))
     times, metrics = [], {}
-    for _ in range(args.reps + 1):
+    for _ in range(reps + 1):
         t = time.perf_counter()
         metrics = learner.train_step(batch)
         times.append(time.perf_counter() - t)
+    if rank == 0:
+        out.put((times, metrics, [len(s.prompt_token_ids) for s in samples[::4]]))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=3, help="timed steps after one warm-up step")
+    ap.add_argument("--ranks", type=int, default=1, help="DeepSpeed ranks, one process each, each with its own "
+                    "2 prompts x 4 (2 = the learner of the 2x2 step)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config overrides, e.g. learner.zero_stage=0 learner.fused_optimizer=false")
+    ap.add_argument("--port", type=int, default=29611, help="the DeepSpeed world's master port")
+    ap.add_argument("--out", default="learner_step")
+    args = ap.parse_args(argv)
+    import multiprocessing as mp
+
+    import softverify
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=rank_step, args=(r, args.ranks, args.port, args.reps, args.set, q))
+             for r in range(args.ranks)]
+    for p in procs:
+        p.start()
+    import queue
+
+    while True:  # a rank that dies never puts: poll, so that its failure ends the run
+        try:
+            times, metrics, prompt_lengths = q.get(timeout=5)
+            break
+        except queue.Empty:
+            if any(p.exitcode for p in procs):
+                for p in procs:
+                    p.kill()
+                raise SystemExit(f"a rank failed: exit codes {[p.exitcode for p in procs]}")
+    for p in procs:
+        p.join()
     res = {"benchmark": "learner_step", "softverify": str(Path(softverify.__file__).parent), "machine": machine(),
-           "completion_lengths": LENGTHS, "prompt_lengths": [len(s.prompt_token_ids) for s in samples[::4]],
-           "step_s": times, "step_s_median": statistics.median(times[1:]),
+           "ranks": args.ranks, "overrides": args.set, "completion_lengths": LENGTHS,
+           "prompt_lengths": prompt_lengths, "step_s": times, "step_s_median": statistics.median(times[1:]),
            "encoded_tokens": metrics.get("learn_encoded_tokens_sum"), "real_tokens": metrics.get("learn_real_tokens_sum")}
-    print(json.dumps({k: res[k] for k in ("softverify", "step_s_median", "encoded_tokens", "real_tokens")}))
+    print(json.dumps({k: res[k] for k in ("softverify", "ranks", "overrides", "step_s_median", "encoded_tokens",
+                                          "real_tokens")}))
     print("wrote", write_result(args.out, res))
 
 

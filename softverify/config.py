@@ -395,6 +395,10 @@ class LearnerConfig(_Section):
     lr: float = Field(1e-4, gt=0, description="AdamW learning rate (the default suits learner.train_layers = 6 in "
                       "the direct style; full-model CoT runs want ~1e-6).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    fused_optimizer: bool = Field(
+        True, description="torch's fused AdamW kernel: one pass over each parameter instead of a pass per "
+        "arithmetic operation (0.05 vs 0.35 s for 67M fp32 parameters on one CPU thread; HF Trainer's and TRL's "
+        "default, adamw_torch_fused). Off: the per-tensor loop. Same update up to float rounding.")
     micro_batch_size: int = Field(
         32, ge=1, description="Sequences per forward/backward on a rank (before merging identical ones).")
     grad_clip: float = Field(1.0, ge=0, description="Global gradient-norm clip (0 = off).")

@@ -309,7 +309,8 @@ class Learner:
             self.ref, _ = load_causal_lm(model_path, cfg.model.dtype, cfg.model.trust_remote_code)
             self.ref.to(self.device).eval().requires_grad_(False)
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.learner.lr, weight_decay=cfg.learner.weight_decay)
+        opt = torch.optim.AdamW(params, lr=cfg.learner.lr, weight_decay=cfg.learner.weight_decay,
+                                fused=cfg.learner.fused_optimizer or None)
         lc = cfg.learner
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda k: lr_factor(k, lc.lr_warmup_steps, cfg.trainer.steps, lc.lr_schedule))
@@ -437,7 +438,7 @@ class Learner:
         return out
 
     # ------------------------------------------------------------------ weights
-    def state_dict(self, trainable_only: bool = False) -> dict[str, torch.Tensor] | None:
+    def state_dict(self, trainable_only: bool = False, copy: bool = True) -> dict[str, torch.Tensor] | None:
         """Full weights on CPU (collective under ZeRO-3: every rank must call it);
         returned by rank 0 only. Tied ``lm_head`` is dropped (the receiver re-ties it).
         ``trainable_only`` (weight sync with ``learner.train_layers`` or LoRA): only the tensors
@@ -449,7 +450,11 @@ class Learner:
         first: a partial sync copies only what it ships). The copy is needed even on CPU:
         DeepSpeed's ZeRO keeps parameters as views of one flat buffer, and pickling a view
         (Ray's serialiser) writes its whole storage -- measured, 21 GB resident for a 540 MB
-        SmolLM2 sync without it; ZeRO-3's gathered parameters exist only inside the gather."""
+        SmolLM2 sync without it; ZeRO-3's gathered parameters exist only inside the gather.
+        ``copy=False`` (the weight sync's wire form, :func:`softverify.weightsync.to_wire`, whose
+        numpy arrays pickle just their own bytes): detached tensors sharing the parameters'
+        memory, valid until the next step; ZeRO-3 and LoRA still copy (their tensors are made
+        for the call)."""
         module = self.engine.module
         if self.lora:
             from softverify.lora import adapter_factors, merged_state_dict
@@ -467,7 +472,8 @@ class Learner:
         def host() -> dict[str, torch.Tensor] | None:  # filtered before anything is copied
             if self.rank != 0:
                 return None
-            return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()
+            own = copy or self.cfg.learner.zero_stage == 3
+            return {k: v.detach().to("cpu", copy=own) for k, v in module.state_dict().items()
                     if (keep is None or k in keep) and not (self.tied and k == "lm_head.weight")}
 
         if self.cfg.learner.zero_stage == 3:
