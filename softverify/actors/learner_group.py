@@ -63,14 +63,16 @@ class LearnerActor:
 
     @ray.method(num_returns=2)
     def sync_state(self, trainable_only: bool, sync_dtype: str):
-        """What a weight sync ships (rank 0's state dict in ``learner.sync_dtype``, None on the
-        other ranks) and its size in bytes, as two objects: the driver reads the size without
-        fetching the weights."""
-        from softverify.weightsync import cast_for_sync, state_bytes
+        """What a weight sync ships (rank 0's state dict in ``learner.sync_dtype``, in the
+        object store's zero-copy wire form; None on the other ranks) and its size in bytes, as
+        two objects: the driver reads the size without fetching the weights."""
+        from softverify.weightsync import cast_for_sync, state_bytes, to_wire
 
-        sd = self.learner.state_dict(trainable_only)
-        sd = cast_for_sync(sd, sync_dtype) if sd is not None else None
-        return sd, state_bytes(sd)
+        sd = self.learner.state_dict(trainable_only, copy=False)  # serialised at return, before any next step
+        if sd is None:
+            return None, 0
+        wire = to_wire(cast_for_sync(sd, sync_dtype))
+        return wire, state_bytes(wire)
 
     def logprobs(self, samples: list[Sample]) -> list[list[float]]:
         return self.learner.logprobs(samples)

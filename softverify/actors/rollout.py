@@ -269,8 +269,13 @@ class RolloutCore:
             self.load_weights(_ray.get(weights[1][0]), weights[0], bool(weights[2]) if len(weights) > 2 else False)
 
     def load_weights(self, state, version: int, partial: bool = False) -> int:
+        """Load a weight sync: a state dict, or the object store's wire form of one
+        (:class:`softverify.weightsync.WireState`, read in place from shared memory)."""
         from softverify.lora import is_adapter_payload
+        from softverify.weightsync import WireState, from_wire
 
+        if isinstance(state, WireState):
+            state = from_wire(state)
         if is_adapter_payload(state):  # learner.lora.sync='adapters': merge into the base weights here
             if self._adapters is None:
                 from softverify.lora import AdapterMerger

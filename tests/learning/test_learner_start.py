@@ -29,6 +29,13 @@ sd = learner.state_dict()  # the weight-sync payload: ZeRO's parameters are view
 flat = any(p.untyped_storage().nbytes() > p.numel() * p.element_size() for p in learner.engine.module.parameters())
 own = all(v.untyped_storage().nbytes() == v.numel() * v.element_size() for v in sd.values())
 print("views of a flat buffer:", flat, "payload in own storages:", own)
+import pickle, torch
+from softverify.weightsync import from_wire, state_bytes, to_wire
+wire = to_wire(learner.state_dict(copy=False))  # the object-store sync: no copy, views of the flat buffer
+bufs = []
+pickle.dumps(wire, protocol=5, buffer_callback=bufs.append)  # what Ray's serialiser does with numpy arrays
+print("wire out of band:", sum(b.raw().nbytes for b in bufs) == state_bytes(sd) == state_bytes(wire),
+      "wire equal:", sorted(from_wire(wire)) == sorted(sd) and all(torch.equal(v, sd[k]) for k, v in from_wire(wire).items()))
 from deepspeed.runtime.zero.muon import original_muon
 print("compiled at start:", "torch._inductor.compile_fx" in sys.modules, DEEPSPEED_MUON_MODULE in sys.modules,
       hasattr(original_muon.muon_update, "__wrapped__"), np.isfinite(m["grad_norm"]))
@@ -46,3 +53,7 @@ def test_a_learner_rank_starts_and_steps_without_loading_the_compiler(tiny_model
     # Learner.state_dict copies each tensor into its own storage: pickling a view of ZeRO's flat
     # buffer (Ray does, at every object-store weight sync) writes the whole buffer per tensor
     assert "views of a flat buffer: True payload in own storages: True" in out.stdout, out.stdout
+    # the object-store sync's wire form takes views without a copy, and a view's pickle carries
+    # its own bytes only (out of band, as Ray writes numpy arrays into shared memory): the
+    # buffers add up to the payload's size, not a flat buffer per tensor
+    assert "wire out of band: True wire equal: True" in out.stdout, out.stdout
