@@ -10,7 +10,10 @@ script: the code under test is whatever ``softverify`` imports, so
     PYTHONPATH=/path/to/old/checkout python benchmarks/learner_step.py --out learner_step_old
     python benchmarks/learner_step.py --out learner_step_new
 
-``--ranks 2`` runs the 2 x 2 step's whole learner (each rank its own 2 prompts x 4, the
+``--estimator enumerate`` runs the CoT-enumerate step instead: each of those completions is a
+reasoning, followed by the forcing suffix and every answer candidate (2 x 4 x 2 rows), and the
+result adds the reasoning ("head") positions the head pass processes padded to the longest
+against packed back to back. ``--ranks 2`` runs the 2 x 2 step's whole learner (each rank its own 2 prompts x 4, the
 gradient all-reduce between them); ``--set learner.zero_stage=0`` and the like compare
 settings on one checkout.
 """
@@ -29,9 +32,11 @@ from _common import machine, rbio_rows, write_result  # noqa: E402
 LENGTHS = [128, 96, 60, 45, 128, 80, 50, 30]  # 2 prompts x 4 completions
 
 
-def rank_step(rank: int, world: int, port: int, reps: int, overrides: list[str], out) -> None:
-    """One rank's warm-up + ``reps`` timed steps on its 2 prompts x 4 completions; rank 0
-    puts (step seconds, metrics) on ``out``. Every rank trains, as in the group."""
+def rank_step(rank: int, world: int, port: int, reps: int, overrides: list[str], enumerate_: bool, out) -> None:
+    """One rank's warm-up + ``reps`` timed steps on its 2 prompts x 4 completions (with
+    ``enumerate_``: 4 reasonings, each followed by the forcing suffix and every answer
+    candidate); rank 0 puts (step seconds, metrics, prompt lengths) on ``out``. Every rank
+    trains, as in the group."""
     import numpy as np
     import torch
 
@@ -41,8 +46,10 @@ def rank_step(rank: int, world: int, port: int, reps: int, overrides: list[str],
     from softverify.prompts import STYLE_DEFAULTS, row_messages
     from softverify.types import Sample
 
+    from softverify.verifiers.answer import candidate_ids, forcing_suffix
+
     cfg = build_config({}, [
-        "prompt.style=cot", "algorithm.estimator=sample", "algorithm.advantage=grpo", "algorithm.entropy_coef=0",
+        "prompt.style=cot", f"algorithm.estimator={'enumerate' if enumerate_ else 'sample'}", "algorithm.advantage=grpo", "algorithm.entropy_coef=0",
         "algorithm.kl_coef=0", "learner.train_layers=null", "learner.micro_batch_size=8",
         f"rollout.prompts_per_step={2 * world}", "rollout.group_size=4", f"learner.num_ranks={world}",
         "learner.zero_stage=1", "learner.lr=1e-6", "learner.lr_warmup_steps=0", "trainer.steps=100", *overrides])
@@ -50,23 +57,40 @@ def rank_step(rank: int, world: int, port: int, reps: int, overrides: list[str],
     tok, style = learner.tokenizer, STYLE_DEFAULTS["cot"]
     rows = rbio_rows(2 * world)[2 * rank: 2 * rank + 2]
     g = torch.Generator().manual_seed(rank)
+    suffix = tok(forcing_suffix(style["assistant_prefix"]), add_special_tokens=False)["input_ids"]
+    cands = candidate_ids(tok, cfg.algorithm.answer_candidates, cfg.rollout.stop[0]) if enumerate_ else [[]]
     samples = []
     for i, n in enumerate(LENGTHS):
         text = tok.apply_chat_template(row_messages(rows[i // 4], style["system_prompt"]), tokenize=False,
                                        add_generation_prompt=True) + style["assistant_prefix"]
-        samples.append(Sample(prompt_id=f"{rank}.{i // 4}", prompt="", completion="",
-                              prompt_token_ids=tok(text, add_special_tokens=False)["input_ids"],
-                              completion_token_ids=torch.randint(100, 20000, (n,), generator=g).tolist(),
-                              behaviour_logprobs=[-9.0] * n))
-    batch = LearnBatch(samples, np.array([1.0, -1.0, 0.5, -0.5] * 2), total_tokens=world * sum(LENGTHS),
-                       total_seqs=world * len(LENGTHS))
+        reasoning = torch.randint(100, 20000, (n,), generator=g).tolist()
+        for cand in cands:  # sampled: the completion alone; enumerate: reasoning + forced suffix + candidate
+            forced = suffix + cand if enumerate_ else []
+            samples.append(Sample(prompt_id=f"{rank}.{i // 4}", prompt="", completion="",
+                                  prompt_token_ids=tok(text, add_special_tokens=False)["input_ids"],
+                                  completion_token_ids=reasoning + forced,
+                                  behaviour_logprobs=[-9.0] * n + [0.0] * len(forced),
+                                  forced_mask=[0] * n + [1] * len(forced)))
+    rewards = [1.0, -1.0, 0.5, -0.5] * 2 if not enumerate_ else [1.0, 0.0, 0.0, 1.0] * (len(samples) // 4)
+    batch = LearnBatch(samples, np.array(rewards), total_tokens=world * sum(LENGTHS), total_seqs=world * len(samples))
     times, metrics = [], {}
     for _ in range(reps + 1):
         t = time.perf_counter()
         metrics = learner.train_step(batch)
         times.append(time.perf_counter() - t)
     if rank == 0:
-        out.put((times, metrics, [len(s.prompt_token_ids) for s in samples[::4]]))
+        if enumerate_:
+            from softverify.microbatch import completion_rows
+            from softverify.seqbatch import enumerated_heads
+
+            K = len(cands)
+            heads = enumerated_heads(samples, K, [len(c) for c in cands])
+            hl = [len(h) for h in heads]
+            rows = completion_rows([c // 4 for c in range(len(heads))], hl)
+            metrics["head_positions_padded"] = len(hl) * max(hl)
+            metrics["head_positions_packed"] = len(rows) * max(sum(hl[c] for c in r) for r in rows)
+            metrics["head_positions_real"] = sum(hl)
+        out.put((times, metrics, [len(s.prompt_token_ids) for s in samples[::len(samples) // 2]]))
 
 
 def main(argv=None):
@@ -76,6 +100,8 @@ def main(argv=None):
                     "2 prompts x 4 (2 = the learner of the 2x2 step)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="config overrides, e.g. learner.zero_stage=0 learner.fused_optimizer=false")
+    ap.add_argument("--estimator", choices=["sample", "enumerate"], default="sample",
+                    help="enumerate: the CoT-enumerate step (each reasoning followed by every answer candidate)")
     ap.add_argument("--port", type=int, default=29611, help="the DeepSpeed world's master port")
     ap.add_argument("--out", default="learner_step")
     args = ap.parse_args(argv)
@@ -85,7 +111,8 @@ def main(argv=None):
 
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    procs = [ctx.Process(target=rank_step, args=(r, args.ranks, args.port, args.reps, args.set, q))
+    enum = args.estimator == "enumerate"
+    procs = [ctx.Process(target=rank_step, args=(r, args.ranks, args.port, args.reps, args.set, enum, q))
              for r in range(args.ranks)]
     for p in procs:
         p.start()
@@ -103,11 +130,12 @@ def main(argv=None):
     for p in procs:
         p.join()
     res = {"benchmark": "learner_step", "softverify": str(Path(softverify.__file__).parent), "machine": machine(),
-           "ranks": args.ranks, "overrides": args.set, "completion_lengths": LENGTHS,
+           "ranks": args.ranks, "estimator": args.estimator, "overrides": args.set, "completion_lengths": LENGTHS,
            "prompt_lengths": prompt_lengths, "step_s": times, "step_s_median": statistics.median(times[1:]),
            "encoded_tokens": metrics.get("learn_encoded_tokens_sum"), "real_tokens": metrics.get("learn_real_tokens_sum")}
-    print(json.dumps({k: res[k] for k in ("softverify", "ranks", "overrides", "step_s_median", "encoded_tokens",
-                                          "real_tokens")}))
+    res.update({k: v for k, v in metrics.items() if k.startswith("head_positions")})
+    print(json.dumps({k: res[k] for k in ("softverify", "ranks", "estimator", "overrides", "step_s_median",
+                                          "encoded_tokens", "real_tokens") + tuple(k for k in res if k.startswith("head_"))}))
     print("wrote", write_result(args.out, res))
 
 

@@ -91,19 +91,59 @@ def completion_logprobs_packed(model, prompts: Sequence[Sequence[int]], completi
     return CompletionBatch(logp, mask, ent_out)
 
 
-def packed_rows_mask(row_owner: torch.Tensor, prompt_attn: torch.Tensor, seg: torch.Tensor,
-                     dtype: torch.dtype) -> torch.Tensor:
-    """Additive attention mask ``[R, 1, W, P + W]`` for completion rows packed after a
-    prompt cache: a query sees its row's prompt tokens (``prompt_attn[row_owner]``) and the
-    earlier tokens of its own segment (``seg`` [R, W], -1 on padding). Padding queries see
+def packed_rows_mask(prefix: torch.Tensor, seg: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive attention mask ``[R, 1, W, P + W]`` for rows of sequences packed back to
+    back after a KV cache of ``P`` columns: a query sees the cache columns ``prefix`` [R, P]
+    marks (its prompt's real tokens, and in the candidate pass its own head) and the earlier
+    tokens of its own segment (``seg`` [R, W], -1 on padding). Padding queries see
     themselves only (their outputs are never read; a fully masked row would give NaN).
     Additive (0 / dtype min), the form both eager and SDPA attention take as is."""
     R, W = seg.shape
     causal = torch.ones((W, W), dtype=torch.bool, device=seg.device).tril()
     same = (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] >= 0) & causal
     same |= torch.eye(W, dtype=torch.bool, device=seg.device)
-    see = torch.cat([prompt_attn[row_owner].bool()[:, None, :].expand(R, W, -1), same], dim=2)
+    see = torch.cat([prefix.bool()[:, None, :].expand(R, W, -1), same], dim=2)
     return torch.zeros(see.shape, dtype=dtype, device=seg.device).masked_fill(~see, torch.finfo(dtype).min)[:, None]
+
+
+@dataclass
+class PackedRows:
+    """Token sequences packed back to back into rows (:func:`softverify.microbatch.completion_rows`),
+    each row continuing one prompt's KV cache row: the layout both shared-prompt passes use
+    to encode completions (or CoT heads) without padding between them."""
+
+    ids: torch.Tensor  # [R, W] tokens, pad_id on padding
+    pos: torch.Tensor  # [R, W] position ids: the prompt's length + the offset in its sequence
+    seg: torch.Tensor  # [R, W] which sequence a column holds, -1 on padding
+    row_owner: torch.Tensor  # [R] the prompt (cache row) each row continues
+    row: list[int]  # per sequence: its row (-1 for an empty one)
+    start: list[int]  # per sequence: its first column
+
+
+def pack_rows(owner: Sequence[int], seqs: Sequence[Sequence[int]], prompt_len: Sequence[int], pad_id: int,
+              device=None) -> PackedRows | None:
+    """``seqs[i]`` (continuing prompt ``owner[i]`` of length ``prompt_len[owner[i]]``) packed
+    into rows; None when every sequence is empty."""
+    lens = [len(q) for q in seqs]
+    rows = completion_rows(owner, lens)
+    if not rows:
+        return None
+    R, W = len(rows), max(sum(lens[i] for i in r) for r in rows)
+    ids = torch.full((R, W), pad_id, dtype=torch.long)
+    pos = torch.zeros((R, W), dtype=torch.long)
+    seg = torch.full((R, W), -1, dtype=torch.long)
+    row, start = [-1] * len(seqs), [0] * len(seqs)
+    for r, members in enumerate(rows):
+        o = 0
+        for i in members:
+            n = lens[i]
+            ids[r, o: o + n] = torch.tensor(list(seqs[i]), dtype=torch.long)
+            pos[r, o: o + n] = prompt_len[owner[i]] + torch.arange(n)
+            seg[r, o: o + n] = i
+            row[i], start[i] = r, o
+            o += n
+    row_owner = torch.tensor([owner[r[0]] for r in rows], dtype=torch.long, device=device)
+    return PackedRows(ids.to(device), pos.to(device), seg.to(device), row_owner, row, start)
 
 
 def completion_logprobs_shared(model, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
@@ -111,12 +151,11 @@ def completion_logprobs_shared(model, prompts: Sequence[Sequence[int]], completi
                                entropy_grad: bool = False, device=None) -> CompletionBatch:
     """Each distinct prompt encoded once, all of them in one left-padded batch; the
     completions then continue from their prompt's rows of that KV cache, packed back to back
-    without padding (:func:`softverify.microbatch.completion_rows`; a block-causal mask
-    keeps each completion to its prompt and itself, positions continue each prompt), and
-    only real positions are projected to log-probabilities. Indexing the cache is
-    differentiable, so gradients reach the prompt's activations. Same logprobs as
-    :func:`completion_logprobs_packed` (one batched prompt forward: measured 1.7x faster
-    than one per prompt on 8 prompts at 1 thread)."""
+    without padding (:func:`pack_rows`; a block-causal mask keeps each completion to its
+    prompt and itself, positions continue each prompt), and only real positions are
+    projected to log-probabilities. Indexing the cache is differentiable, so gradients reach
+    the prompt's activations. Same logprobs as :func:`completion_logprobs_packed` (one
+    batched prompt forward: measured 1.7x faster than one per prompt on 8 prompts at 1 thread)."""
     device = device or "cpu"
     mask = completion_mask(completions, device)
     B, C = mask.shape
@@ -129,32 +168,20 @@ def completion_logprobs_shared(model, prompts: Sequence[Sequence[int]], completi
     heads = [out.logits[own, -1, :]]  # [B, V]: predicts completion token 0
     tb, tt = [torch.arange(B, device=device)], [torch.zeros(B, dtype=torch.long, device=device)]
     targets = [torch.tensor([c[0] if len(c) else pad_id for c in completions], dtype=torch.long, device=device)]
-    lens = [max(len(c) - 1, 0) for c in completions]  # inputs: every token but the last
-    rows = completion_rows(owner, lens)
-    if rows:
-        W = max(sum(lens[b] for b in r) for r in rows)
-        R = len(rows)
-        rid = torch.full((R, W), pad_id, dtype=torch.long)
-        rpos = torch.zeros((R, W), dtype=torch.long)
-        seg = torch.full((R, W), -1, dtype=torch.long)
+    inputs = [list(c[:-1]) for c in completions]  # every token but the last, which predicts nothing
+    packed = pack_rows(owner, inputs, [len(u) for u in uniq], pad_id, device)
+    if packed is not None:
         qb, qt, qr, qc = [], [], [], []  # logits at (row qr, col qc) predict completion qb's token qt
-        for r, members in enumerate(rows):
-            o = 0
-            for b in members:
-                n, c = lens[b], completions[b]
-                rid[r, o: o + n] = torch.tensor(list(c[:n]), dtype=torch.long)
-                rpos[r, o: o + n] = len(uniq[owner[b]]) + torch.arange(n)
-                seg[r, o: o + n] = b
-                qb += [b] * n
-                qt += range(1, n + 1)
-                qr += [r] * n
-                qc += range(o, o + n)
-                o += n
-        row_owner = torch.tensor([owner[r[0]] for r in rows], dtype=torch.long, device=device)
+        for b, c in enumerate(inputs):
+            n = len(c)
+            qb += [b] * n
+            qt += range(1, n + 1)
+            qr += [packed.row[b]] * n
+            qc += range(packed.start[b], packed.start[b] + n)
         cache = out.past_key_values
-        cache.batch_select_indices(row_owner)  # row r of the cache = its prompt's row (repeats allowed)
-        amask = packed_rows_mask(row_owner, attn, seg.to(device), out.logits.dtype)
-        logits = model(input_ids=rid.to(device), attention_mask=amask, position_ids=rpos.to(device),
+        cache.batch_select_indices(packed.row_owner)  # row r of the cache = its prompt's row (repeats allowed)
+        amask = packed_rows_mask(attn[packed.row_owner], packed.seg, out.logits.dtype)
+        logits = model(input_ids=packed.ids, attention_mask=amask, position_ids=packed.pos,
                        past_key_values=cache, use_cache=False).logits
         heads.append(logits[torch.tensor(qr, device=device), torch.tensor(qc, device=device)])
         tb.append(torch.tensor(qb, dtype=torch.long, device=device))
@@ -214,12 +241,14 @@ def enumerated_heads(samples: Sequence[Sample], K: int, cand_len: Sequence[int])
 
 def completion_logprobs_enumerated(model, samples: Sequence[Sample], K: int, cand_len: Sequence[int], pad_id: int,
                                    temperature: float, device=None) -> CompletionBatch:
-    """CoT enumerate's forward without paying K times for the reasoning: each distinct
-    prompt is encoded once, each context's head (reasoning + forcing suffix) once continuing
-    its prompt's KV cache, and each candidate continues its head's cache (cache rows indexed,
-    so gradients reach the prompt's and the head's activations). Same logprobs as encoding
-    every ``prompt + completion`` in full (:func:`completion_logprobs_packed`), aligned the
-    same way; no entropies (the enumerated loss takes the exact answer-set entropy)."""
+    """CoT enumerate's forward without paying K times for the reasoning, and without padding
+    the reasonings to the longest: each distinct prompt is encoded once; the contexts'
+    heads (reasoning + forcing suffix) continue their prompt's KV cache packed back to back
+    (:func:`pack_rows`, a block-causal mask); each candidate continues its head's columns of
+    that cache (cache rows indexed, so gradients reach the prompt's and the head's
+    activations), and only real positions are projected to log-probabilities. Same logprobs
+    as encoding every ``prompt + completion`` in full (:func:`completion_logprobs_packed`),
+    aligned the same way; no entropies (the enumerated loss takes the exact answer-set entropy)."""
     device = device or "cpu"
     heads = enumerated_heads(samples, K, cand_len)
     n_ctx, B = len(heads), len(samples)
@@ -230,44 +259,57 @@ def completion_logprobs_enumerated(model, samples: Sequence[Sample], K: int, can
     uniq = list(first)
     ids, attn, pos = left_pad(uniq, pad_id, device)
     out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
-    own = torch.tensor(owner, dtype=torch.long, device=device)
+    lp_first = F.log_softmax(out.logits[:, -1, :].float() / temperature, dim=-1)  # [P, V]: predicts head token 0
+    plen = [len(u) for u in uniq]
+    packed = pack_rows(owner, heads, plen, pad_id, device)  # every head is non-empty (enumerated_heads)
     cache = out.past_key_values
-    cache.batch_select_indices(own)
-    lp_first = F.log_softmax(out.logits[:, -1, :].float()[own] / temperature, dim=-1)  # predicts head token 0
-    hlen = torch.tensor([len(h) for h in heads], device=device)
-    H = int(hlen.max())
-    hid = torch.full((n_ctx, H), pad_id, dtype=torch.long, device=device)
-    for c, h in enumerate(heads):
-        hid[c, : len(h)] = torch.tensor(h, dtype=torch.long, device=device)
-    hmask = (torch.arange(H, device=device)[None, :] < hlen[:, None]).long()
-    attn_h = torch.cat([attn[own], hmask], dim=1)
-    plen = torch.tensor([len(uniq[u]) for u in owner], device=device)
-    hout = model(input_ids=hid, attention_mask=attn_h, position_ids=plen[:, None] + torch.arange(H, device=device),
-                 past_key_values=cache, use_cache=True).logits
-    lp_h = F.log_softmax(hout.float() / temperature, dim=-1)  # [n_ctx, H, V]: position t predicts token t + 1
-    head_lp = torch.cat([lp_first.gather(-1, hid[:, :1]), lp_h[:, :-1].gather(-1, hid[:, 1:, None]).squeeze(-1)], 1)
-    ctx = torch.arange(B, device=device) // K
-    cands = [comps[b][len(heads[b // K]):] for b in range(B)]
+    cache.batch_select_indices(packed.row_owner)
+    hlogits = model(input_ids=packed.ids, attention_mask=packed_rows_mask(attn[packed.row_owner], packed.seg,
+                                                                          out.logits.dtype),
+                    position_ids=packed.pos, past_key_values=cache, use_cache=True).logits
+    # every head position: position t of head c predicts its token t + 1, the last one candidate token 0
+    hr = [packed.row[c] for c, h in enumerate(heads) for _ in h]
+    hc = [packed.start[c] + t for c, h in enumerate(heads) for t in range(len(h))]
+    lp_h = F.log_softmax(hlogits[torch.tensor(hr, device=device), torch.tensor(hc, device=device)].float()
+                         / temperature, dim=-1)  # [sum of head lengths, V]
+    off = np.concatenate([[0], np.cumsum([len(h) for h in heads])]).tolist()
+    ctx = [b // K for b in range(B)]
+    cands = [comps[b][len(heads[ctx[b]]):] for b in range(B)]
+    if not all(cands):
+        raise ValueError(f"candidate lengths {list(cand_len)}: every candidate needs at least one token")
     Lc = max(len(c) for c in cands)
+    # the candidate pass: sample b continues row packed.row[ctx] of the cache, seeing its prompt and its own head only
     cid = torch.full((B, Lc), pad_id, dtype=torch.long, device=device)
     for b, c in enumerate(cands):
         cid[b, : len(c)] = torch.tensor(c, dtype=torch.long, device=device)
-    last = lp_h[ctx, hlen[ctx] - 1]  # [B, V]: the head's last position predicts candidate token 0
-    cand_lp = last.gather(-1, cid[:, :1])
+    lp_c = None
     if Lc > 1:
-        cache.batch_select_indices(ctx)
-        cmask = torch.stack([torch.arange(Lc - 1, device=device) < len(c) - 1 for c in cands]).long()
-        cout = model(input_ids=cid[:, :-1], attention_mask=torch.cat([attn_h[ctx], cmask], dim=1),
-                     position_ids=(plen + hlen)[ctx][:, None] + torch.arange(Lc - 1, device=device),
-                     past_key_values=cache, use_cache=False).logits
-        lp_c = F.log_softmax(cout.float() / temperature, dim=-1)
-        cand_lp = torch.cat([cand_lp, lp_c.gather(-1, cid[:, 1:, None]).squeeze(-1)], dim=1)
-    C = mask.shape[1]
-    rows = []
+        crow = torch.tensor([packed.row[c] for c in ctx], dtype=torch.long, device=device)
+        cache.batch_select_indices(crow)
+        ctx_t = torch.tensor(ctx, dtype=torch.long, device=device)
+        sees = torch.cat([attn[packed.row_owner[crow]].bool(), packed.seg[crow] == ctx_t[:, None]], dim=1)
+        cseg = torch.stack([torch.where(torch.arange(Lc - 1, device=device) < len(c) - 1, b, -1)
+                            for b, c in enumerate(cands)])
+        cpos = torch.tensor([plen[owner[c]] + len(heads[c]) for c in ctx], device=device)[:, None]
+        cout = model(input_ids=cid[:, :-1], attention_mask=packed_rows_mask(sees, cseg, hlogits.dtype),
+                     position_ids=cpos + torch.arange(Lc - 1, device=device), past_key_values=cache,
+                     use_cache=False).logits
+        lp_c = F.log_softmax(cout.float() / temperature, dim=-1).gather(-1, cid[:, 1:, None])[..., 0]  # [B, Lc - 1]
+    # values in one vector, then scattered to (row, completion token): head token 0, head tokens 1.., candidate tokens
+    head0 = lp_first[torch.tensor(owner, device=device), torch.tensor([h[0] for h in heads], device=device)]
+    nxt = [t for h in heads for t in h[1:] + [pad_id]]  # each head's last target is a candidate's: read below
+    head_rest = lp_h.gather(-1, torch.tensor(nxt, device=device)[:, None])[:, 0]
+    cand0 = lp_h[torch.tensor([off[c + 1] - 1 for c in ctx], device=device), cid[:, 0]]
+    parts = [head0, head_rest, cand0] + ([lp_c.reshape(-1)] if lp_c is not None else [])
+    base = np.cumsum([0] + [len(p) for p in parts]).tolist()
+    src, rb, rt = [], [], []
     for b in range(B):
-        h, n = len(heads[b // K]), len(cands[b])
-        parts = [head_lp[b // K, :h], cand_lp[b, :n]]
-        if h + n < C:
-            parts.append(head_lp.new_zeros(C - h - n))
-        rows.append(torch.cat(parts))
-    return CompletionBatch(torch.stack(rows) * mask, mask, None)
+        c, h, n = ctx[b], len(heads[ctx[b]]), len(cands[b])
+        src += [base[0] + c] + list(range(base[1] + off[c], base[1] + off[c] + h - 1)) + [base[2] + b]
+        src += [base[3] + b * (Lc - 1) + t for t in range(n - 1)]
+        rb += [b] * (h + n)
+        rt += range(h + n)
+    vals = torch.cat(parts)[torch.tensor(src, device=device)]
+    logp = vals.new_zeros(mask.shape).index_put((torch.tensor(rb, device=device), torch.tensor(rt, device=device)),
+                                                vals)
+    return CompletionBatch(logp * mask, mask, None)

@@ -16,6 +16,7 @@ from softverify.config import build_config
 from softverify.engines.base import Generation
 from softverify.advantages import reasoning_advantages
 from softverify.learner import enumerated_micro_loss
+from softverify.microbatch import completion_rows
 from softverify.modeling import load_causal_lm
 from softverify.seqbatch import completion_logprobs_shared
 from softverify.types import Sample
@@ -77,11 +78,10 @@ def test_rollout_puts_every_candidate_after_every_sampled_reasoning(bigram_dir):
         assert s.behaviour_logprobs[s.n_sampled:] == [0.0] * s.n_forced
 
 
-def _batch(tok, rng):
-    """One step's worth of CoT-enumerate samples: 2 prompts x 2 reasonings x {yes, no}."""
+def _batch(tok, rng, reasonings=(("TP53 is a tumour suppressor", "MYC"), ("globin genes", "HBG1 is a globin</think>"))):
+    """One step's worth of CoT-enumerate samples: 2 prompts x the reasonings given for each x {yes, no}."""
     cands = candidate_ids(tok, ["yes", "no"], "</answer>")
     prompts = [_ids(tok, "Does TP53 knockdown change MYC?\n<think>\n"), _ids(tok, "Does GATA1 change HBG1?\n<think>\n")]
-    reasonings = [["TP53 is a tumour suppressor", "MYC"], ["globin genes", "HBG1 is a globin</think>"]]
     out = []
     for p, rs in zip(prompts, reasonings):
         for r in rs:
@@ -152,13 +152,19 @@ def test_cot_enumerated_loss_matches_the_hand_computed_loss_and_gradients(tiny_m
 
 
 def test_enumerated_encoding_equals_the_plain_path_in_logprobs_and_gradients(tiny_model_dir):
-    """Prompt once, head (reasoning + suffix) once, candidates from the head's cache: the same
-    logprobs as encoding every prompt + completion in full, and the same gradients (1e-5)."""
+    """Prompt once, heads (reasoning + suffix) once each, packed two to a row where they fit,
+    candidates from their head's columns of the cache: the same logprobs as encoding every
+    prompt + completion in full, and the same gradients (1e-5)."""
     from softverify.seqbatch import completion_logprobs_enumerated, completion_logprobs_packed, enumerated_heads
 
     model, tok = load_causal_lm(str(tiny_model_dir))
-    ss, cands = _batch(tok, np.random.default_rng(0))
+    long = "TP53 is a tumour suppressor; its loss lifts p21 and changes the cell cycle programme, MYC among it"
+    ss, cands = _batch(tok, np.random.default_rng(0), [(long, "MYC", "no"), ("globin genes", "HBG1 is a globin</think>")])
     cand_len = [len(c) for c in cands]
+    heads = enumerated_heads(ss, 2, cand_len)
+    owner = [0] * 3 + [1] * 2
+    rows = completion_rows(owner, [len(h) for h in heads])
+    assert any(len(r) > 1 for r in rows), rows  # two short heads share a packed row: the mask is exercised
     w = torch.tensor(np.random.default_rng(2).normal(size=(len(ss), max(len(s.completion_token_ids) for s in ss))),
                      dtype=torch.float32)
 
