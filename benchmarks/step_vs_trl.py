@@ -159,7 +159,9 @@ def run_softverify(args) -> dict:
     ms = [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines() if l.strip()]
     shutil.rmtree(out, ignore_errors=True)  # a SmolLM2 run leaves ~3 GB (final model, DeepSpeed checkpoint)
     keys = ["time/step_s", "time/rollout_s", "time/verify_s", "time/learn_s", "time/sync_s"]
-    res = {k.split("/")[1]: [m[k] for m in ms] for k in keys}
+    keys += [k for k in ("time/learn_rank_s", "learn_encoded_tokens", "learn_real_tokens")
+             if all(k in m for m in ms)]  # absent in older checkouts
+    res = {k.split("/")[-1]: [m[k] for m in ms] for k in keys}
     res["sync_bytes"] = [m.get("sync/bytes") for m in ms]
     res["policy_lag"] = [m.get("pipeline/policy_lag") for m in ms]
     res["tokens"] = [int(round(m["response_len_mean"] * PROMPTS * GROUP)) for m in ms]

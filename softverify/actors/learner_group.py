@@ -53,10 +53,17 @@ class LearnerActor:
         return ray.get_runtime_context().get_node_id()
 
     def train_step(self, samples: list[Sample], advantages: np.ndarray, total_tokens: int, total_seqs: int) -> dict:
-        """This rank's shard of the step (its samples and their advantages) only."""
+        """This rank's shard of the step (its samples and their advantages) only; ``rank_s`` in
+        the result is the seconds the update took inside the rank (the rest of the trainer's
+        learn phase is shipping the batch and collecting results)."""
+        import time
+
         from softverify.learner import LearnBatch
 
-        return self.learner.train_step(LearnBatch(samples, np.asarray(advantages), total_tokens, total_seqs))
+        t = time.perf_counter()
+        out = self.learner.train_step(LearnBatch(samples, np.asarray(advantages), total_tokens, total_seqs))
+        out["rank_s"] = time.perf_counter() - t
+        return out
 
     def state_dict(self, trainable_only: bool = False):
         return self.learner.state_dict(trainable_only)
@@ -153,10 +160,11 @@ class LearnerGroup:
         return [a.train_step.remote(parts[r], adv[shards[r]], total_tokens, n) for r, a in enumerate(self.actors)]
 
     def collect(self, refs: list) -> dict[str, float]:
-        """The step's metrics from the ranks' results: ``_sum`` keys added up, the rest averaged."""
+        """The step's metrics from the ranks' results: ``_sum`` keys added up, the rest averaged;
+        ``time/learn_rank_s``: the slowest rank's seconds inside its update."""
         results = ray.get(refs)
+        out = {"time/learn_rank_s": max(r.pop("rank_s", 0.0) for r in results)}  # the slowest rank's own update
         keys = set().union(*results)
-        out = {}
         for k in keys:
             vals = [r[k] for r in results if k in r]
             out[k.removesuffix("_sum")] = float(np.sum(vals)) if k.endswith("_sum") else float(np.mean(vals))
