@@ -115,12 +115,23 @@ class LearnerActor:
         return self.learner.steps_done
 
 
+def rank_options(lc) -> dict:
+    """``LearnerActor.options(...)`` for one rank of ``lc`` (a LearnerConfig): its resources and
+    placement, and with ``learner.huge_page_alloc`` torch's huge-page allocation switched on in
+    the rank's environment (torch reads THP_MEM_ALLOC_ENABLE once, at its first allocation, so
+    it must be there when the process starts; Ray merges these env_vars into the job's)."""
+    opts = actor_options(lc.num_cpus_per_rank, lc.num_gpus_per_rank, lc.resources_per_rank, lc.node_labels)
+    if lc.huge_page_alloc:
+        opts["runtime_env"] = {"env_vars": {"THP_MEM_ALLOC_ENABLE": "1"}}
+    return opts
+
+
 class LearnerGroup:
     def __init__(self, cfg: TrainConfig, model_path: str):
         lc = cfg.learner
         self.world = lc.num_ranks
         self.cfg = cfg
-        opts = actor_options(lc.num_cpus_per_rank, lc.num_gpus_per_rank, lc.resources_per_rank, lc.node_labels)
+        opts = rank_options(lc)
         self.actors = [LearnerActor.options(**opts).remote(cfg, model_path, r, self.world) for r in range(self.world)]
         addr, port = ray.get(self.actors[0].rendezvous.remote())
         # every rank joins at once (init_distributed blocks until the whole world is there);
