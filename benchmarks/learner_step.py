@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
+import queue
 import statistics
 import sys
 import time
@@ -45,11 +47,11 @@ def rank_step(rank: int, world: int, port: int, reps: int, overrides: list[str],
     from softverify.models import resolve_model_path
     from softverify.prompts import STYLE_DEFAULTS, row_messages
     from softverify.types import Sample
-
     from softverify.verifiers.answer import candidate_ids, forcing_suffix
 
     cfg = build_config({}, [
-        "prompt.style=cot", f"algorithm.estimator={'enumerate' if enumerate_ else 'sample'}", "algorithm.advantage=grpo", "algorithm.entropy_coef=0",
+        "prompt.style=cot", f"algorithm.estimator={'enumerate' if enumerate_ else 'sample'}",
+        "algorithm.advantage=grpo", "algorithm.entropy_coef=0",
         "algorithm.kl_coef=0", "learner.train_layers=null", "learner.micro_batch_size=8",
         f"rollout.prompts_per_step={2 * world}", "rollout.group_size=4", f"learner.num_ranks={world}",
         "learner.zero_stage=1", "learner.lr=1e-6", "learner.lr_warmup_steps=0", "trainer.steps=100", *overrides])
@@ -105,8 +107,6 @@ def main(argv=None):
     ap.add_argument("--port", type=int, default=29611, help="the DeepSpeed world's master port")
     ap.add_argument("--out", default="learner_step")
     args = ap.parse_args(argv)
-    import multiprocessing as mp
-
     import softverify
 
     ctx = mp.get_context("spawn")
@@ -116,8 +116,6 @@ def main(argv=None):
              for r in range(args.ranks)]
     for p in procs:
         p.start()
-    import queue
-
     while True:  # a rank that dies never puts: poll, so that its failure ends the run
         try:
             times, metrics, prompt_lengths = q.get(timeout=5)

@@ -118,6 +118,15 @@ class PackedRows:
     row_owner: torch.Tensor  # [R] the prompt (cache row) each row continues
     row: list[int]  # per sequence: its row (-1 for an empty one)
     start: list[int]  # per sequence: its first column
+    lens: list[int]  # per sequence: its length
+
+    def index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, columns) of every sequence's tokens, sequence by sequence, token by token:
+        indexes the pass's output ``[R, W, ...]`` into ``[sum of lengths, ...]``."""
+        dev = self.ids.device
+        r = [self.row[i] for i, n in enumerate(self.lens) for _ in range(n)]
+        c = [self.start[i] + t for i, n in enumerate(self.lens) for t in range(n)]
+        return torch.tensor(r, dtype=torch.long, device=dev), torch.tensor(c, dtype=torch.long, device=dev)
 
 
 def pack_rows(owner: Sequence[int], seqs: Sequence[Sequence[int]], prompt_len: Sequence[int], pad_id: int,
@@ -143,7 +152,7 @@ def pack_rows(owner: Sequence[int], seqs: Sequence[Sequence[int]], prompt_len: S
             row[i], start[i] = r, o
             o += n
     row_owner = torch.tensor([owner[r[0]] for r in rows], dtype=torch.long, device=device)
-    return PackedRows(ids.to(device), pos.to(device), seg.to(device), row_owner, row, start)
+    return PackedRows(ids.to(device), pos.to(device), seg.to(device), row_owner, row, start, lens)
 
 
 def completion_logprobs_shared(model, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
@@ -171,19 +180,14 @@ def completion_logprobs_shared(model, prompts: Sequence[Sequence[int]], completi
     inputs = [list(c[:-1]) for c in completions]  # every token but the last, which predicts nothing
     packed = pack_rows(owner, inputs, [len(u) for u in uniq], pad_id, device)
     if packed is not None:
-        qb, qt, qr, qc = [], [], [], []  # logits at (row qr, col qc) predict completion qb's token qt
-        for b, c in enumerate(inputs):
-            n = len(c)
-            qb += [b] * n
-            qt += range(1, n + 1)
-            qr += [packed.row[b]] * n
-            qc += range(packed.start[b], packed.start[b] + n)
+        qb = [b for b, c in enumerate(inputs) for _ in c]  # logits at packed.index() predict completion qb's token qt
+        qt = [t for c in inputs for t in range(1, len(c) + 1)]
         cache = out.past_key_values
         cache.batch_select_indices(packed.row_owner)  # row r of the cache = its prompt's row (repeats allowed)
         amask = packed_rows_mask(attn[packed.row_owner], packed.seg, out.logits.dtype)
         logits = model(input_ids=packed.ids, attention_mask=amask, position_ids=packed.pos,
                        past_key_values=cache, use_cache=False).logits
-        heads.append(logits[torch.tensor(qr, device=device), torch.tensor(qc, device=device)])
+        heads.append(logits[packed.index()])
         tb.append(torch.tensor(qb, dtype=torch.long, device=device))
         tt.append(torch.tensor(qt, dtype=torch.long, device=device))
         targets.append(torch.tensor([completions[b][t] for b, t in zip(qb, qt)], dtype=torch.long, device=device))
@@ -268,10 +272,7 @@ def completion_logprobs_enumerated(model, samples: Sequence[Sample], K: int, can
                                                                           out.logits.dtype),
                     position_ids=packed.pos, past_key_values=cache, use_cache=True).logits
     # every head position: position t of head c predicts its token t + 1, the last one candidate token 0
-    hr = [packed.row[c] for c, h in enumerate(heads) for _ in h]
-    hc = [packed.start[c] + t for c, h in enumerate(heads) for t in range(len(h))]
-    lp_h = F.log_softmax(hlogits[torch.tensor(hr, device=device), torch.tensor(hc, device=device)].float()
-                         / temperature, dim=-1)  # [sum of head lengths, V]
+    lp_h = F.log_softmax(hlogits[packed.index()].float() / temperature, dim=-1)  # [sum of head lengths, V]
     off = np.concatenate([[0], np.cumsum([len(h) for h in heads])]).tolist()
     ctx = [b // K for b in range(B)]
     cands = [comps[b][len(heads[ctx[b]]):] for b in range(B)]

@@ -6,13 +6,14 @@ carry the full state.
 """
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import numpy as np
 import ray
 
 from softverify.cluster import free_port
-from softverify.config import TrainConfig
+from softverify.config import LearnerConfig, TrainConfig
 from softverify.microbatch import balanced_shards
 from softverify.placement import actor_options
 from softverify.types import Sample
@@ -56,8 +57,6 @@ class LearnerActor:
         """This rank's shard of the step (its samples and their advantages) only; ``rank_s`` in
         the result is the seconds the update took inside the rank (the rest of the trainer's
         learn phase is shipping the batch and collecting results)."""
-        import time
-
         from softverify.learner import LearnBatch
 
         t = time.perf_counter()
@@ -115,8 +114,8 @@ class LearnerActor:
         return self.learner.steps_done
 
 
-def rank_options(lc) -> dict:
-    """``LearnerActor.options(...)`` for one rank of ``lc`` (a LearnerConfig): its resources and
+def rank_options(lc: LearnerConfig) -> dict:
+    """``LearnerActor.options(...)`` for one rank of ``lc``: its resources and
     placement, and with ``learner.huge_page_alloc`` torch's huge-page allocation switched on in
     the rank's environment (torch reads THP_MEM_ALLOC_ENABLE once, at its first allocation, so
     it must be there when the process starts; Ray merges these env_vars into the job's)."""
