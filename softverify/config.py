@@ -223,6 +223,11 @@ class RolloutConfig(_StyleFilled):
         "KV-cache loop: one prefill per prompt shared by its group, finished rows leave the batch, no stored "
         "logits; see benchmarks/README.md for the measured speed-up).",
     )
+    hf_prepack: bool = Field(
+        True, description="HF engine on CPU: linear layers run on oneDNN-prepacked copies of their weights "
+        "(repacked after each weight sync); a small-batch decode step is memory-bound and MKL repacks a plain "
+        "weight on every call. benchmarks/README.md 'Rollout engine kernels' has the measured gain.",
+    )
 
     @classmethod
     def _style_table(cls) -> dict[str, dict[str, Any]]:

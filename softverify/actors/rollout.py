@@ -44,6 +44,7 @@ def make_engine(model_path: str, model: ModelConfig, rollout: RolloutConfig):
     return HFEngine(
         model_path, dtype=model.dtype, torch_threads=rollout.torch_threads,
         trust_remote_code=model.trust_remote_code, batch_size=rollout.batch_size, decode=rollout.hf_decode,
+        prepack=rollout.hf_prepack,
     )
 
 
