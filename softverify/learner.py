@@ -60,7 +60,9 @@ def deepspeed_config(cfg: TrainConfig) -> dict:
         "train_micro_batch_size_per_gpu": lc.micro_batch_size,
         "gradient_accumulation_steps": gas,
         "train_batch_size": lc.micro_batch_size * gas * lc.num_ranks,
-        "gradient_clipping": lc.grad_clip,
+        # ZeRO-0: the learner clips itself (Learner._step), because DeepSpeed's stage-0 path
+        # computes the global norm and drops it (get_global_grad_norm() is None there)
+        "gradient_clipping": 0.0 if lc.zero_stage == 0 else lc.grad_clip,
         "zero_optimization": {"stage": lc.zero_stage},
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 10**9,
@@ -319,8 +321,22 @@ class Learner:
         )
         self.gas = grad_accum_steps(cfg)
         self.steps_done = 0
+        self._params = params
+        self._grad_norm: float | None = None
 
     # ------------------------------------------------------------------ training
+    def _step(self) -> None:
+        """``engine.step()``; at ZeRO-0 the learner clips the (already all-reduced, so
+        identical on every rank) gradients first at each accumulation boundary, keeping the
+        global norm that DeepSpeed's stage-0 clip computes and drops."""
+        if self.cfg.learner.zero_stage == 0 and self.engine.is_gradient_accumulation_boundary():
+            clip = self.cfg.learner.grad_clip
+            self._grad_norm = float(torch.nn.utils.clip_grad_norm_(self._params, clip if clip > 0 else float("inf")))
+        self.engine.step()
+
+    def _global_grad_norm(self) -> float | None:
+        return self._grad_norm if self.cfg.learner.zero_stage == 0 else self.engine.get_global_grad_norm()
+
     def _logprobs(self, model, ss: Sequence[Sample]) -> CompletionBatch:
         return completion_batch(model, self.cfg, self.tokenizer.pad_token_id, ss, device=self.device)
 
@@ -384,17 +400,18 @@ class Learner:
                     add("kl", float(st["kl"]), float((mask * w[:, None]).sum()))
                 loss = loss * scale * (0.0 if dummy else 1.0)
                 self.engine.backward(loss)
-                self.engine.step()
+                self._step()
                 if not dummy:
                     ntok = float((mask * w[:, None]).sum())
                     add("pg_loss_sum", float(pg.detach()) / ac.epochs_per_step, 0.0)
                     add("clip_frac", st["clip_frac"], ntok)
                     add("ratio_mean", st["ratio_mean"], ntok)
+                    add("logp_gap", st["logp_gap"], ntok)
                     add("entropy", float(masked_aggregate(cb.entropy.detach(), mask, weights=w)), ntok)
         self.steps_done += 1
         # "_sum" metrics are this rank's share of a global quantity: the driver adds them up.
         out = {k: (sums[k] if k.endswith("_sum") else sums[k] / max(weights[k], 1e-12)) for k in sums}
-        gn = self.engine.get_global_grad_norm()
+        gn = self._global_grad_norm()
         out["grad_norm"] = float(gn) if gn is not None else float("nan")
         out["lr"] = float(self.optimizer.param_groups[0]["lr"])
         return out
@@ -421,7 +438,7 @@ class Learner:
             loss, st = enumerated_micro_loss(self.engine, self.tokenizer, self.cfg, ss, r, batch.total_tokens,
                                              batch.total_seqs, ref=self.ref, device=self.device)
             self.engine.backward(loss * scale * (1.0 if idx else 0.0))
-            self.engine.step()
+            self._step()
             if idx:
                 g = len(idx) // K
                 sums["pg_loss_sum"] = sums.get("pg_loss_sum", 0.0) + st.pop("pg")  # this micro-batch's share
@@ -432,7 +449,7 @@ class Learner:
         out = {"learn_seqs_sum": float(len(samples)), "pg_loss_sum": sums.pop("pg_loss_sum", 0.0),
                "entropy": 0.0, "policy_expected_reward": 0.0}
         out.update({k: v / max(n_ctx, 1) for k, v in sums.items()})
-        gn = self.engine.get_global_grad_norm()
+        gn = self._global_grad_norm()
         out["grad_norm"] = float(gn) if gn is not None else float("nan")
         out["lr"] = float(self.optimizer.param_groups[0]["lr"])
         return out
