@@ -223,6 +223,13 @@ class RolloutConfig(_StyleFilled):
         "KV-cache loop: one prefill per prompt shared by its group, finished rows leave the batch, no stored "
         "logits; see benchmarks/README.md for the measured speed-up).",
     )
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, description="dtype the rollout engines hold the policy in; None = model.dtype. 'bfloat16' with an "
+        "fp32 learner is the peers' split (verl/OpenRLHF: fp32 master weights, bf16 rollout): decoding streams half "
+        "the bytes (and uses AMX on CPUs that have it), weight syncs cast on load, and the behaviour logprobs come "
+        "from the bf16 policy, so the importance ratio and its clip absorb the precision gap like any other "
+        "off-policy gap (metric: learner logp_gap = mean |learner logprob - behaviour logprob|).",
+    )
     hf_prepack: bool = Field(
         True, description="HF engine on CPU: linear layers run on oneDNN-prepacked copies of their weights "
         "(repacked after each weight sync); a small-batch decode step is memory-bound and MKL repacks a plain "

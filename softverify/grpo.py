@@ -85,6 +85,9 @@ def clipped_surrogate(
         stats = {
             "clip_frac": float((was_clipped * m).sum() / n),
             "ratio_mean": float((ratio * m).sum() / n),
+            # mean |log pi - log mu|: how far the learner's policy is from the one that sampled
+            # (staleness, a lower-precision rollout engine, kernel differences)
+            "logp_gap": float(((logp - old_logp).abs() * m).sum() / n),
             "ratio_max": float((ratio * m + (1 - m) * -1e9).max()) if m.any() else 1.0,
         }
     return loss, stats

@@ -38,11 +38,11 @@ def make_engine(model_path: str, model: ModelConfig, rollout: RolloutConfig):
     if kind == "vllm":
         from softverify.engines.vllm_engine import VLLMEngine
 
-        return VLLMEngine(model_path, dtype=model.dtype, trust_remote_code=model.trust_remote_code)
+        return VLLMEngine(model_path, dtype=rollout.dtype or model.dtype, trust_remote_code=model.trust_remote_code)
     from softverify.engines.hf import HFEngine
 
     return HFEngine(
-        model_path, dtype=model.dtype, torch_threads=rollout.torch_threads,
+        model_path, dtype=rollout.dtype or model.dtype, torch_threads=rollout.torch_threads,
         trust_remote_code=model.trust_remote_code, batch_size=rollout.batch_size, decode=rollout.hf_decode,
         prepack=rollout.hf_prepack,
     )
