@@ -14,7 +14,7 @@ script: the code under test is whatever ``softverify`` imports, so
 reasoning, followed by the forcing suffix and every answer candidate (2 x 4 x 2 rows), and the
 result adds the reasoning ("head") positions the head pass processes padded to the longest
 against packed back to back. ``--ranks 2`` runs the 2 x 2 step's whole learner (each rank its own 2 prompts x 4, the
-gradient all-reduce between them); ``--set learner.zero_stage=0`` and the like compare
+gradient all-reduce between them); ``--set learner.zero_stage=1`` and the like compare
 settings on one checkout.
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ def rank_step(rank: int, world: int, port: int, reps: int, overrides: list[str],
         "algorithm.advantage=grpo", "algorithm.entropy_coef=0",
         "algorithm.kl_coef=0", "learner.train_layers=null", "learner.micro_batch_size=8",
         f"rollout.prompts_per_step={2 * world}", "rollout.group_size=4", f"learner.num_ranks={world}",
-        "learner.zero_stage=1", "learner.lr=1e-6", "learner.lr_warmup_steps=0", "trainer.steps=100", *overrides])
+        "learner.zero_stage=0", "learner.lr=1e-6", "learner.lr_warmup_steps=0", "trainer.steps=100", *overrides])
     learner = Learner(cfg, resolve_model_path(), rank=rank, world_size=world, master_port=port)
     tok, style = learner.tokenizer, STYLE_DEFAULTS["cot"]
     rows = rbio_rows(2 * world)[2 * rank: 2 * rank + 2]
@@ -101,7 +101,7 @@ def main(argv=None):
     ap.add_argument("--ranks", type=int, default=1, help="DeepSpeed ranks, one process each, each with its own "
                     "2 prompts x 4 (2 = the learner of the 2x2 step)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="config overrides, e.g. learner.zero_stage=0 learner.fused_optimizer=false")
+                    help="config overrides, e.g. learner.zero_stage=1 learner.fused_optimizer=false")
     ap.add_argument("--estimator", choices=["sample", "enumerate"], default="sample",
                     help="enumerate: the CoT-enumerate step (each reasoning followed by every answer candidate)")
     ap.add_argument("--port", type=int, default=29611, help="the DeepSpeed world's master port")

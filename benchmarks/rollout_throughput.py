@@ -7,7 +7,9 @@ same stop string, same seeds. Variants (pick with --variants):
   hf_generate         plain ``model.generate(do_sample=True, stop_strings=...)``, no logprobs (baseline)
   hf_generate_static  the same with ``cache_implementation="static"``
   engine_generate     HFEngine(decode="generate"): generate + output_logits -> behaviour logprobs
-  engine_loop         HFEngine(decode="loop"): shared prefill per group, finished rows leave the batch
+  engine_loop         HFEngine(decode="loop"): shared prefill per group, finished rows leave the batch,
+                      oneDNN-prepacked linears (rollout.hf_prepack), reserved KV cache, inverse-CDF sampling
+  engine_loop_unpacked  the same with prepack=False (plain F.linear): the prepacking's share
   ray_1w / ray_2w     1 or 2 RolloutWorker actors (decode = --ray-decode) on a local Ray, prompts split
 
 Repetitions are interleaved (every rep runs every variant, in a rotated order) so that the
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine, rbio_rows, write_result  # noqa: E402
 
 ALL = ["hf_generate", "engine_generate", "engine_loop", "ray_1w", "ray_2w"]
+EXTRA = ["hf_generate_static", "engine_loop_unpacked"]
 
 
 def main(argv=None) -> dict:
@@ -37,7 +40,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--reps", type=int, default=2, help="timed repetitions per variant (after one warm-up)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads in-process and per Ray worker")
-    ap.add_argument("--variants", default=",".join(ALL), help=f"comma list from {ALL + ['hf_generate_static']}")
+    ap.add_argument("--variants", default=",".join(ALL), help=f"comma list from {ALL + EXTRA}")
     ap.add_argument("--ray-decode", choices=["generate", "loop"], default="loop")
     ap.add_argument("--warmup-tokens", type=int, default=8)
     ap.add_argument("--out", default="rollout_throughput")
@@ -59,11 +62,16 @@ def main(argv=None) -> dict:
                        max_new_tokens=args.max_new_tokens, hf_decode=args.ray_decode)
     stop = list(rc.stop)
 
+    import inspect
+
+    # plain F.linear; an older checkout (A/B runs with PYTHONPATH) has no prepacking to turn off
+    unpacked = {"prepack": False} if "prepack" in inspect.signature(HFEngine).parameters else {}
     engines = {}
-    for v, mode in (("engine_generate", "generate"), ("engine_loop", "loop")):
+    for v, mode, kw in (("engine_generate", "generate", {}), ("engine_loop", "loop", {}),
+                        ("engine_loop_unpacked", "loop", unpacked)):
         if v in variants:
-            engines[v] = HFEngine(path, torch_threads=args.threads, batch_size=rc.batch_size, decode=mode)
-    base = HFEngine(path, torch_threads=args.threads, batch_size=rc.batch_size)  # its model = plain HF
+            engines[v] = HFEngine(path, torch_threads=args.threads, batch_size=rc.batch_size, decode=mode, **kw)
+    base = HFEngine(path, torch_threads=args.threads, batch_size=rc.batch_size, **unpacked)  # plain HF model
     pb = with_assistant_prefix(base.render([row_messages(r) for r in rows]), base.tokenizer, rc.assistant_prefix)
     prompt_ids = pb.token_ids
     tok = base.tokenizer

@@ -139,17 +139,22 @@ def run_softverify(args) -> dict:
     from softverify.config import build_config
     from softverify.platform.train.trainer import Trainer
 
-    w, r = (int(x) for x in args.layout.split("x"))
+    shape, _, rollout_dtype = args.layout.partition(":")
+    w, r = (int(x) for x in shape.split("x"))
+    dtypes = {"bf16": "bfloat16", "fp32": "float32"}
+    if rollout_dtype and rollout_dtype not in dtypes:
+        raise SystemExit(f"layout {args.layout!r}: the rollout dtype after ':' must be one of {sorted(dtypes)}")
+    extra = [f"rollout.dtype={dtypes[rollout_dtype]}"] if rollout_dtype else []
     out = tempfile.mkdtemp(prefix="sv-bench-")
     cfg = build_config({}, [
         f"data.mirror={SHARED_PERTURBQA}", f"rollout.num_workers={w}", f"learner.num_ranks={r}",
         f"rollout.torch_threads={args.threads}", f"learner.torch_threads={args.threads}",
         f"rollout.prompts_per_step={PROMPTS}", f"rollout.group_size={GROUP}",
         f"rollout.max_new_tokens={args.max_new_tokens}", f"rollout.hf_decode={args.hf_decode}",
-        f"learner.lr={LR}", f"learner.micro_batch_size={PROMPTS * GROUP // r}", "learner.zero_stage=1",
+        f"learner.lr={LR}", f"learner.micro_batch_size={PROMPTS * GROUP // r}", "learner.zero_stage=0",
         f"trainer.steps={args.steps + 1}", f"trainer.output_dir={out}", "trainer.checkpoint_every=0",
         "trainer.progress=false", "trainer.seed=0", f"prompt.style={args.style}",
-        f"algorithm.max_staleness={args.staleness_run}", *TRL_MATCHED,
+        f"algorithm.max_staleness={args.staleness_run}", *TRL_MATCHED, *extra,
     ])
     tr = Trainer(cfg)
     try:
@@ -169,6 +174,9 @@ def run_softverify(args) -> dict:
     res["reward_mean"] = [m["reward_mean"] for m in ms]
     res["pg_loss"] = [m.get("pg_loss") for m in ms]
     res["grad_norm"] = [m.get("grad_norm") for m in ms]
+    # how far the learner's policy is from the sampler's (a bf16 rollout engine shows here)
+    res["logp_gap"] = [m.get("logp_gap") for m in ms]
+    res["clip_frac"] = [m.get("clip_frac") for m in ms]
     return res
 
 
@@ -196,7 +204,8 @@ def main(argv=None):
                     "(0 = on-policy, 1 = pipelined)")
     ap.add_argument("--reps", type=int, default=1, help="repetitions of the whole set (TRL included), interleaved")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process (TRL, each worker/rank)")
-    ap.add_argument("--sv", default="1x1,2x2", help="softverify layouts WxR, comma separated")
+    ap.add_argument("--sv", default="1x1,2x2", help="softverify layouts WxR, comma separated; 'WxR:bf16' runs the "
+                    "rollout engines in bfloat16 beside the fp32 learner (rollout.dtype; not TRL's setting)")
     ap.add_argument("--hf-decode", choices=["generate", "loop"], default="loop")
     ap.add_argument("--side", choices=["trl", "softverify"], help=argparse.SUPPRESS)
     ap.add_argument("--layout", default="1x1", help=argparse.SUPPRESS)
@@ -220,7 +229,8 @@ def main(argv=None):
             runs["trl"] = _child("trl", args, [])
         print(f"rep {rep + 1} trl:", runs["trl"], flush=True)
         for layout, st in variants:
-            name = f"softverify_{layout}" + (f"_staleness{st}" if st else "")
+            shape, _, rdt = layout.partition(":")
+            name = f"softverify_{shape}" + (f"_rollout_{rdt}" if rdt else "") + (f"_staleness{st}" if st else "")
             runs[name] = _child("softverify", args, ["--layout", layout, "--staleness-run", str(st)])
             print(f"rep {rep + 1} {name}:", runs[name], flush=True)
         reps.append(runs)
