@@ -135,16 +135,24 @@ TRL_MATCHED = [
 ]
 
 
+#: Layout options after ':' ('+'-joined): settings that are softverify's own choice, not TRL's.
+LAYOUT_OPTIONS = {"bf16": "rollout.dtype=bfloat16", "fp32": "rollout.dtype=float32",
+                  **{f"z{z}": f"learner.zero_stage={z}" for z in range(4)}}
+
+
+def layout_option(layout: str, option: str) -> str:
+    if option not in LAYOUT_OPTIONS:
+        raise SystemExit(f"layout {layout!r}: option {option!r} after ':' must be one of {sorted(LAYOUT_OPTIONS)}")
+    return LAYOUT_OPTIONS[option]
+
+
 def run_softverify(args) -> dict:
     from softverify.config import build_config
     from softverify.platform.train.trainer import Trainer
 
-    shape, _, rollout_dtype = args.layout.partition(":")
+    shape, _, options = args.layout.partition(":")
     w, r = (int(x) for x in shape.split("x"))
-    dtypes = {"bf16": "bfloat16", "fp32": "float32"}
-    if rollout_dtype and rollout_dtype not in dtypes:
-        raise SystemExit(f"layout {args.layout!r}: the rollout dtype after ':' must be one of {sorted(dtypes)}")
-    extra = [f"rollout.dtype={dtypes[rollout_dtype]}"] if rollout_dtype else []
+    extra = [layout_option(args.layout, o) for o in options.split("+") if o]
     out = tempfile.mkdtemp(prefix="sv-bench-")
     cfg = build_config({}, [
         f"data.mirror={SHARED_PERTURBQA}", f"rollout.num_workers={w}", f"learner.num_ranks={r}",
@@ -204,8 +212,9 @@ def main(argv=None):
                     "(0 = on-policy, 1 = pipelined)")
     ap.add_argument("--reps", type=int, default=1, help="repetitions of the whole set (TRL included), interleaved")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process (TRL, each worker/rank)")
-    ap.add_argument("--sv", default="1x1,2x2", help="softverify layouts WxR, comma separated; 'WxR:bf16' runs the "
-                    "rollout engines in bfloat16 beside the fp32 learner (rollout.dtype; not TRL's setting)")
+    ap.add_argument("--sv", default="1x1,2x2", help="softverify layouts WxR, comma separated; options after ':', "
+                    "'+'-joined: bf16 (rollout engines in bfloat16 beside the fp32 learner, rollout.dtype; not TRL's "
+                    "setting), z0-z3 (learner.zero_stage), e.g. 2x2:bf16+z1")
     ap.add_argument("--hf-decode", choices=["generate", "loop"], default="loop")
     ap.add_argument("--side", choices=["trl", "softverify"], help=argparse.SUPPRESS)
     ap.add_argument("--layout", default="1x1", help=argparse.SUPPRESS)
@@ -229,8 +238,8 @@ def main(argv=None):
             runs["trl"] = _child("trl", args, [])
         print(f"rep {rep + 1} trl:", runs["trl"], flush=True)
         for layout, st in variants:
-            shape, _, rdt = layout.partition(":")
-            name = f"softverify_{shape}" + (f"_rollout_{rdt}" if rdt else "") + (f"_staleness{st}" if st else "")
+            shape, _, opts = layout.partition(":")
+            name = f"softverify_{shape}" + "".join(f"_{o}" for o in opts.split("+") if o) + (f"_staleness{st}" if st else "")
             runs[name] = _child("softverify", args, ["--layout", layout, "--staleness-run", str(st)])
             print(f"rep {rep + 1} {name}:", runs[name], flush=True)
         reps.append(runs)

@@ -228,7 +228,8 @@ class RolloutConfig(_StyleFilled):
         "fp32 learner is the peers' split (verl/OpenRLHF: fp32 master weights, bf16 rollout): decoding streams half "
         "the bytes (and uses AMX on CPUs that have it), weight syncs cast on load, and the behaviour logprobs come "
         "from the bf16 policy, so the importance ratio and its clip absorb the precision gap like any other "
-        "off-policy gap (metric: learner logp_gap = mean |learner logprob - behaviour logprob|).",
+        "off-policy gap (metric: learner logp_gap = mean |learner logprob - behaviour logprob|). Pair it with "
+        "learner.sync_dtype=bfloat16: the same round-to-nearest cast then happens on the learner, at half the bytes.",
     )
     hf_prepack: bool = Field(
         True, description="HF engine on CPU: linear layers run on oneDNN-prepacked copies of their weights "
