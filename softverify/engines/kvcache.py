@@ -33,26 +33,19 @@ class ReservedLayer(DynamicLayer):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         q = key_states.shape[-2]
-        if self._k is None or self._k.shape[0] != key_states.shape[0]:
-            self._alloc(key_states, value_states, max(self.capacity, q))
+        if self._k is None:
+            self._k, self._v = _empty(key_states, 0), _empty(value_states, 0)
         if self._len + q > self._k.shape[-2]:
-            self._grow(max(self._len + q, 2 * self._k.shape[-2]))
+            self._grow(max(self._len + q, self.capacity, 2 * self._k.shape[-2]))
         self._k[:, :, self._len : self._len + q].copy_(key_states)
         self._v[:, :, self._len : self._len + q].copy_(value_states)
         self._len += q
         self._expose()
         return self.keys, self.values
 
-    def _alloc(self, k: torch.Tensor, v: torch.Tensor, cap: int) -> None:
-        b, h, _, dk = k.shape
-        self._k = k.new_empty((b, h, cap, dk))
-        self._v = v.new_empty((b, v.shape[1], cap, v.shape[-1]))
-        self._len = 0
-
     def _grow(self, cap: int) -> None:
         k, v = self._k, self._v
-        self._k = k.new_empty((*k.shape[:2], cap, k.shape[-1]))
-        self._v = v.new_empty((*v.shape[:2], cap, v.shape[-1]))
+        self._k, self._v = _empty(k, cap), _empty(v, cap)
         self._k[:, :, : self._len].copy_(k[:, :, : self._len])
         self._v[:, :, : self._len].copy_(v[:, :, : self._len])
 
@@ -77,16 +70,21 @@ class ReservedLayer(DynamicLayer):
         self._expose()
 
     def batch_repeat_interleave(self, repeats: int) -> None:
-        if self._len > 0:
+        if self._k is not None:
             self._k = self._k.repeat_interleave(repeats, dim=0)
             self._v = self._v.repeat_interleave(repeats, dim=0)
             self._expose()
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self._len > 0:
+        if self._k is not None:
             self._k = self._k[indices]
             self._v = self._v[indices]
             self._expose()
+
+
+def _empty(t: torch.Tensor, positions: int) -> torch.Tensor:
+    """An uninitialised ``[B, H, positions, D]`` buffer shaped like ``t`` apart from its positions."""
+    return t.new_empty((*t.shape[:2], positions, t.shape[-1]))
 
 
 def reserved_cache(config, capacity: int) -> DynamicCache:
