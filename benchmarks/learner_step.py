@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import queue
 import statistics
 import sys
@@ -55,6 +56,10 @@ def rank_step(rank: int, world: int, port: int, reps: int, overrides: list[str],
         "algorithm.kl_coef=0", "learner.train_layers=null", "learner.micro_batch_size=8",
         f"rollout.prompts_per_step={2 * world}", "rollout.group_size=4", f"learner.num_ranks={world}",
         "learner.zero_stage=0", "learner.lr=1e-6", "learner.lr_warmup_steps=0", "trainer.steps=100", *overrides])
+    from softverify.procmem import minor_faults, retain_freed_memory
+
+    if cfg.learner.retain_freed_memory:  # as the rank's actor does, before anything is allocated
+        retain_freed_memory()
     learner = Learner(cfg, resolve_model_path(), rank=rank, world_size=world, master_port=port)
     tok, style = learner.tokenizer, STYLE_DEFAULTS["cot"]
     rows = rbio_rows(2 * world)[2 * rank: 2 * rank + 2]
@@ -75,11 +80,13 @@ def rank_step(rank: int, world: int, port: int, reps: int, overrides: list[str],
                                   forced_mask=[0] * n + [1] * len(forced)))
     rewards = [1.0, -1.0, 0.5, -0.5] * 2 if not enumerate_ else [1.0, 0.0, 0.0, 1.0] * (len(samples) // 4)
     batch = LearnBatch(samples, np.array(rewards), total_tokens=world * sum(LENGTHS), total_seqs=world * len(samples))
-    times, metrics = [], {}
+    times, faults, metrics = [], [], {}
     for _ in range(reps + 1):
-        t = time.perf_counter()
+        t, f = time.perf_counter(), minor_faults()
         metrics = learner.train_step(batch)
         times.append(time.perf_counter() - t)
+        faults.append(minor_faults() - f)
+    metrics["page_faults"] = faults
     if rank == 0:
         if enumerate_:
             from softverify.microbatch import completion_rows
@@ -109,6 +116,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     import softverify
 
+    if "learner.huge_page_alloc=true" in [o.lower() for o in args.set]:
+        os.environ["THP_MEM_ALLOC_ENABLE"] = "1"  # what the rank's runtime_env sets; read at the ranks' start
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     enum = args.estimator == "enumerate"
@@ -130,9 +139,11 @@ def main(argv=None):
     res = {"benchmark": "learner_step", "softverify": str(Path(softverify.__file__).parent), "machine": machine(),
            "ranks": args.ranks, "estimator": args.estimator, "overrides": args.set, "completion_lengths": LENGTHS,
            "prompt_lengths": prompt_lengths, "step_s": times, "step_s_median": statistics.median(times[1:]),
+           "page_faults": metrics.get("page_faults"),
            "encoded_tokens": metrics.get("learn_encoded_tokens_sum"), "real_tokens": metrics.get("learn_real_tokens_sum")}
     res.update({k: v for k, v in metrics.items() if k.startswith("head_positions")})
-    print(json.dumps({k: res[k] for k in ("softverify", "ranks", "estimator", "overrides", "step_s_median",
+    print(json.dumps({k: res[k] for k in ("softverify", "ranks", "estimator", "overrides", "step_s", "page_faults",
+                                          "step_s_median",
                                           "encoded_tokens", "real_tokens") + tuple(k for k in res if k.startswith("head_"))}))
     print("wrote", write_result(args.out, res))
 

@@ -137,7 +137,8 @@ TRL_MATCHED = [
 
 #: Layout options after ':' ('+'-joined): settings that are softverify's own choice, not TRL's.
 LAYOUT_OPTIONS = {"bf16": "rollout.dtype=bfloat16", "fp32": "rollout.dtype=float32",
-                  **{f"z{z}": f"learner.zero_stage={z}" for z in range(4)}}
+                  **{f"z{z}": f"learner.zero_stage={z}" for z in range(4)},
+                  "thp": "learner.huge_page_alloc=true", "nokeep": "learner.retain_freed_memory=false"}
 
 
 def layout_option(layout: str, option: str) -> str:
@@ -185,6 +186,7 @@ def run_softverify(args) -> dict:
     # how far the learner's policy is from the sampler's (a bf16 rollout engine shows here)
     res["logp_gap"] = [m.get("logp_gap") for m in ms]
     res["clip_frac"] = [m.get("clip_frac") for m in ms]
+    res["learn_page_faults"] = [m.get("learn_page_faults") for m in ms]
     return res
 
 
@@ -214,7 +216,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process (TRL, each worker/rank)")
     ap.add_argument("--sv", default="1x1,2x2", help="softverify layouts WxR, comma separated; options after ':', "
                     "'+'-joined: bf16 (rollout engines in bfloat16 beside the fp32 learner, rollout.dtype; not TRL's "
-                    "setting), z0-z3 (learner.zero_stage), e.g. 2x2:bf16+z1")
+                    "setting), z0-z3 (learner.zero_stage), thp (learner.huge_page_alloc), nokeep "
+                    "(learner.retain_freed_memory off), e.g. 2x2:bf16+z1")
     ap.add_argument("--hf-decode", choices=["generate", "loop"], default="loop")
     ap.add_argument("--side", choices=["trl", "softverify"], help=argparse.SUPPRESS)
     ap.add_argument("--layout", default="1x1", help=argparse.SUPPRESS)

@@ -417,12 +417,19 @@ class LearnerConfig(_Section):
         True, description="torch's fused AdamW kernel: one pass over each parameter instead of a pass per "
         "arithmetic operation (0.05 vs 0.35 s for 67M fp32 parameters on one CPU thread; HF Trainer's and TRL's "
         "default, adamw_torch_fused). Off: the per-tensor loop. Same update up to float rounding.")
+    retain_freed_memory: bool = Field(
+        True, description="Each rank's process keeps the memory it frees (glibc: no mmap for large "
+        "allocations, no heap trimming; softverify.procmem): every update reuses the previous one's pages instead "
+        "of mapping them afresh (0.6-0.9 M page faults per update of a 2x2 CoT rank, costly in a VM that hands freed "
+        "pages back to its host). Measured in the 2x2 CoT run on a 2-core CPU box: the update of a 666-token step "
+        "9.3-11.1 -> 6.1-6.6 s, of a 1,110-token step 19.0-21.1 -> 16.7-18.8 s; the rank's resident memory stays "
+        "at its peak (benchmarks/README.md).")
     huge_page_alloc: bool = Field(
-        True, description="Each rank's torch allocates its large tensors 2 MB-aligned on transparent huge pages "
-        "(THP_MEM_ALLOC_ENABLE=1 in the rank's environment, set through its Ray runtime_env): far fewer page faults "
-        "for the logits and activations that every update maps afresh. Measured at 2x2 CoT on a 2-core CPU box: the "
-        "update of a 1,152-token step 14.3 -> 11.6 s, the step 29.6 -> 27.6 s; a run's first update is ~2 s slower "
-        "(benchmarks/README.md).")
+        False, description="Each rank's torch allocates its large tensors 2 MB-aligned on transparent huge pages "
+        "(THP_MEM_ALLOC_ENABLE=1 in the rank's environment, set through its Ray runtime_env): 512x fewer page "
+        "faults when memory is mapped afresh, but each fault zeroes 2 MB and may compact. Off by default since "
+        "retain_freed_memory removes the faults altogether: with it, a 2-rank CoT update in isolation ran 7.6-9.0 s "
+        "(8.2-9.8 s without), and without it THP made a 1-rank update 7.4 -> 11.5 s (benchmarks/README.md).")
     micro_batch_size: int = Field(
         32, ge=1, description="Sequences per forward/backward on a rank (before merging identical ones).")
     grad_clip: float = Field(1.0, ge=0, description="Global gradient-norm clip (0 = off).")

@@ -16,6 +16,7 @@ from softverify.cluster import free_port
 from softverify.config import LearnerConfig, TrainConfig
 from softverify.microbatch import balanced_shards
 from softverify.placement import actor_options
+from softverify.procmem import minor_faults, retain_freed_memory
 from softverify.types import Sample
 
 # torch-backed modules (softverify.learner, softverify.weightsync) are imported inside the
@@ -39,6 +40,8 @@ class LearnerActor:
     def __init__(self, cfg: TrainConfig, model_path: str, rank: int, world: int):
         self.args = (cfg, model_path, rank, world)
         self.rank = rank
+        # before the model and DeepSpeed allocate anything: the rank's process is ours
+        self.retains_memory = cfg.learner.retain_freed_memory and retain_freed_memory()
 
     def rendezvous(self) -> tuple[str, int]:
         """This node's address and a port free on it, for the group's TCP store."""
@@ -56,12 +59,14 @@ class LearnerActor:
     def train_step(self, samples: list[Sample], advantages: np.ndarray, total_tokens: int, total_seqs: int) -> dict:
         """This rank's shard of the step (its samples and their advantages) only; ``rank_s`` in
         the result is the seconds the update took inside the rank (the rest of the trainer's
-        learn phase is shipping the batch and collecting results)."""
+        learn phase is shipping the batch and collecting results), ``learn_page_faults_sum`` the
+        minor page faults it took (``learner.retain_freed_memory`` brings them to ~0)."""
         from softverify.learner import LearnBatch
 
-        t = time.perf_counter()
+        t, f = time.perf_counter(), minor_faults()
         out = self.learner.train_step(LearnBatch(samples, np.asarray(advantages), total_tokens, total_seqs))
         out["rank_s"] = time.perf_counter() - t
+        out["learn_page_faults_sum"] = float(minor_faults() - f)
         return out
 
     def state_dict(self, trainable_only: bool = False):

@@ -1,11 +1,12 @@
-"""Learner rank placement options: with ``learner.huge_page_alloc`` the rank's process starts
+"""Learner rank process settings: with ``learner.huge_page_alloc`` the rank's process starts
 with torch's huge-page allocation switched on (a real Ray actor made with the options reads
-its own environment), and without it nothing is added."""
+its own environment), and without it nothing is added; with ``learner.retain_freed_memory``
+(the default) a real rank actor re-uses the memory it frees without mapping pages afresh."""
 from __future__ import annotations
 
 import ray
 
-from softverify.actors.learner_group import rank_options
+from softverify.actors.learner_group import LearnerActor, rank_options
 from softverify.config import build_config
 
 
@@ -18,10 +19,36 @@ class _Env:
 
 
 def test_huge_page_alloc_reaches_the_rank_process_and_off_adds_nothing(ray_cluster):
-    on = rank_options(build_config({}, []).learner)
-    off = rank_options(build_config({}, ["learner.huge_page_alloc=false"]).learner)
+    on = rank_options(build_config({}, ["learner.huge_page_alloc=true"]).learner)
+    off = rank_options(build_config({}, []).learner)
     assert "runtime_env" not in off and off["num_cpus"] == on["num_cpus"]
     a = _Env.options(**on).remote()
     b = _Env.options(**off).remote()
     assert ray.get(a.get.remote("THP_MEM_ALLOC_ENABLE")) == "1"
     assert ray.get(b.get.remote("THP_MEM_ALLOC_ENABLE")) is None
+
+
+def _realloc_faults(actor) -> int:
+    """Minor page faults of three 64 MB allocate-touch-free rounds inside the actor's process."""
+    def rounds(self):
+        from softverify.procmem import minor_faults
+
+        bytearray(64 << 20)
+        f = minor_faults()
+        for _ in range(3):
+            bytearray(64 << 20)
+        return self.retains_memory, minor_faults() - f
+
+    return ray.get(actor.__ray_call__.remote(rounds))
+
+
+def test_rank_actor_retains_freed_memory_unless_switched_off(ray_cluster):
+    """The actor is only constructed (no model is loaded before ``start``)."""
+    opts = {"num_cpus": 0}
+    keep = LearnerActor.options(**opts).remote(build_config({}, []), "unused", 0, 1)
+    drop = LearnerActor.options(**opts).remote(build_config({}, ["learner.retain_freed_memory=false"]), "unused", 0, 1)
+    (kept, kept_faults), (dropped, dropped_faults) = _realloc_faults(keep), _realloc_faults(drop)
+    assert kept and not dropped
+    assert kept_faults < 200 < 3 * (64 << 20) // 4096 // 2 < dropped_faults
+    ray.kill(keep)
+    ray.kill(drop)

@@ -1,0 +1,53 @@
+"""How a long-lived compute process keeps the memory it frees (glibc's malloc).
+
+A learner rank allocates and frees the same few GB of activations, logits and gradients
+every update. glibc serves allocations above its mmap threshold (128 KB, raised on the fly
+to at most 32 MB) with fresh ``mmap`` and hands them back with ``munmap`` when freed, and it
+trims the heap's free top back to the kernel. Every update then maps its memory afresh:
+0.6-0.9 M minor page faults per update of one rank of the 2x2 CoT step (SmolLM2), each one a
+kernel entry and a zeroed page. In a VM whose balloon reports free pages to the host (this
+project's CI and dev boxes: virtio-balloon free page reporting), memory freed between two
+updates -- while the rollout runs -- goes back to the host, and the next update's faults
+must have the host back each page again: the in-run update was ~2x slower than the same
+update run back to back. The process never shrinks its working set between updates, so
+giving memory back buys nothing: :func:`retain_freed_memory` makes glibc serve everything
+from its heap and never trim it. Once the heap has grown to the largest batch seen, the
+update runs without faults (measured in benchmarks/README.md).
+
+Costs: the resident size stays at the high-water mark (what the next update needs anyway),
+and while the heap is still growing, other processes' fresh memory (the object store's pages
+for a weight sync) is backed more slowly. Only processes softverify owns (the learner ranks'
+Ray actors) call it; the setting is process-wide and applies to allocations made after it.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import resource
+import sys
+
+#: mallopt parameters (glibc's malloc.h)
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+
+
+def retain_freed_memory() -> bool:
+    """glibc: no ``mmap`` for large allocations (``M_MMAP_MAX`` = 0) and no trimming of the
+    heap's free top (``M_TRIM_THRESHOLD`` = -1, "never", per mallopt(3)). Returns whether both
+    took effect: False off Linux or on a libc without ``mallopt`` (musl), where nothing changes."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, -1))
+
+
+def minor_faults() -> int:
+    """This process's minor page faults so far (a difference of two readings is what a piece
+    of work cost in page mapping)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
