@@ -428,8 +428,9 @@ class LearnerConfig(_Section):
         False, description="Each rank's torch allocates its large tensors 2 MB-aligned on transparent huge pages "
         "(THP_MEM_ALLOC_ENABLE=1 in the rank's environment, set through its Ray runtime_env): 512x fewer page "
         "faults when memory is mapped afresh, but each fault zeroes 2 MB and may compact. Off by default since "
-        "retain_freed_memory removes the faults altogether: with it, a 2-rank CoT update in isolation ran 7.6-9.0 s "
-        "(8.2-9.8 s without), and without it THP made a 1-rank update 7.4 -> 11.5 s (benchmarks/README.md).")
+        "retain_freed_memory removes the faults altogether. In isolation on the 2-core box, 2 ranks of the CoT "
+        "batch: 7.6-9.0 s per update with both, 7.7-9.8 s with retention alone; without retention THP made a 1-rank "
+        "update 7.4 -> 11.5 s (benchmarks/README.md).")
     micro_batch_size: int = Field(
         32, ge=1, description="Sequences per forward/backward on a rank (before merging identical ones).")
     grad_clip: float = Field(1.0, ge=0, description="Global gradient-norm clip (0 = off).")

@@ -55,8 +55,10 @@ def test_train_two_steps(ray_cluster, tiny_model_dir, prompt_file, tmp_path):
     final, rows = _fit(cfg)
     assert [r["step"] for r in rows] == [1, 2]
     for key in ("reward/hard", "reward/format", "reward/length", "entropy", "clip_frac", "grad_norm",
-                "time/rollout_s", "time/verify_s", "time/learn_s", "throughput/rollout_tok_s", "response_len_mean"):
+                "time/rollout_s", "time/verify_s", "time/learn_s", "throughput/rollout_tok_s", "response_len_mean",
+                "learn_page_faults"):
         assert key in rows[-1], key
+    assert rows[-1]["learn_page_faults"] >= 0
     assert rows[-1]["data_position"] == 4
     assert (final / "model.safetensors").is_file() and (final / "tokenizer.json").is_file()
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == "step_000002"
