@@ -191,11 +191,16 @@ def run_softverify(args) -> dict:
 
 
 # ---------------------------------------------------------------------------- driver
-def _child(side: str, args, extra: list[str]) -> dict:
+#: glibc's settings behind learner.retain_freed_memory (softverify.procmem), as environment
+#: variables a TRL user could set by hand: no mmap for large allocations, never trim the heap
+GLIBC_RETAIN_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "-1"}
+
+
+def _child(side: str, args, extra: list[str], env: dict[str, str] | None = None) -> dict:
     cmd = [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--threads", str(args.threads),
            "--max-new-tokens", str(args.max_new_tokens), "--hf-decode", args.hf_decode, "--style", args.style] + extra
     la0 = os.getloadavg()[0]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stderr[-4000:])
@@ -223,6 +228,9 @@ def main(argv=None):
     ap.add_argument("--layout", default="1x1", help=argparse.SUPPRESS)
     ap.add_argument("--staleness-run", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--trl-from", help="reuse the 'trl' run of an earlier result JSON instead of running TRL again")
+    ap.add_argument("--trl-keep", action="store_true", help="also run TRL with glibc's freed-memory retention "
+                    "(the environment variables behind learner.retain_freed_memory) as 'trl_keep'; the summary "
+                    "gives each run's step as a fraction of both TRL runs")
     ap.add_argument("--out", default="step_vs_trl")
     args = ap.parse_args(argv)
     if args.max_new_tokens is None:
@@ -240,6 +248,9 @@ def main(argv=None):
         else:
             runs["trl"] = _child("trl", args, [])
         print(f"rep {rep + 1} trl:", runs["trl"], flush=True)
+        if args.trl_keep:
+            runs["trl_keep"] = _child("trl", args, [], env=GLIBC_RETAIN_ENV)
+            print(f"rep {rep + 1} trl_keep:", runs["trl_keep"], flush=True)
         for layout, st in variants:
             shape, _, opts = layout.partition(":")
             name = f"softverify_{shape}" + "".join(f"_{o}" for o in opts.split("+") if o) + (f"_staleness{st}" if st else "")
@@ -269,6 +280,9 @@ def summarize(reps: list[dict[str, dict]]) -> dict[str, dict]:
                      "speedup_vs_trl": statistics.median(ratios), "step_fraction_of_trl": statistics.median(
                          [x / t for t, x in zip(trl, per_rep)]),
                      "tokens_per_step": [r[name]["tokens"][1:] for r in reps]}
+        if "trl_keep" in reps[0]:  # against TRL given the same glibc retention by hand
+            keep = [statistics.median(r["trl_keep"]["step_s"][1:]) for r in reps]
+            out[name]["step_fraction_of_trl_keep_per_rep"] = [x / t for t, x in zip(keep, per_rep)]
         if "sync_bytes" in reps[0][name]:
             out[name]["sync_bytes_per_step"] = reps[0][name]["sync_bytes"][1:]
             out[name]["sync_s_median"] = statistics.median(x for r in reps for x in r[name]["sync_s"][1:])
