@@ -35,6 +35,18 @@ from _common import machine, rbio_rows, write_result  # noqa: E402
 LENGTHS = [128, 96, 60, 45, 128, 80, 50, 30]  # 2 prompts x 4 completions
 
 
+def bench_config(world: int, enumerate_: bool, overrides: list[str]):
+    """The config every rank trains with (``overrides`` last); the parent reads it too."""
+    from softverify.config import build_config
+
+    return build_config({}, [
+        "prompt.style=cot", f"algorithm.estimator={'enumerate' if enumerate_ else 'sample'}",
+        "algorithm.advantage=grpo", "algorithm.entropy_coef=0",
+        "algorithm.kl_coef=0", "learner.train_layers=null", "learner.micro_batch_size=8",
+        f"rollout.prompts_per_step={2 * world}", "rollout.group_size=4", f"learner.num_ranks={world}",
+        "learner.zero_stage=0", "learner.lr=1e-6", "learner.lr_warmup_steps=0", "trainer.steps=100", *overrides])
+
+
 def rank_step(rank: int, world: int, port: int, reps: int, overrides: list[str], enumerate_: bool, out) -> None:
     """One rank's warm-up + ``reps`` timed steps on its 2 prompts x 4 completions (with
     ``enumerate_``: 4 reasonings, each followed by the forcing suffix and every answer
@@ -43,19 +55,13 @@ def rank_step(rank: int, world: int, port: int, reps: int, overrides: list[str],
     import numpy as np
     import torch
 
-    from softverify.config import build_config
     from softverify.learner import LearnBatch, Learner
     from softverify.models import resolve_model_path
     from softverify.prompts import STYLE_DEFAULTS, row_messages
     from softverify.types import Sample
     from softverify.verifiers.answer import candidate_ids, forcing_suffix
 
-    cfg = build_config({}, [
-        "prompt.style=cot", f"algorithm.estimator={'enumerate' if enumerate_ else 'sample'}",
-        "algorithm.advantage=grpo", "algorithm.entropy_coef=0",
-        "algorithm.kl_coef=0", "learner.train_layers=null", "learner.micro_batch_size=8",
-        f"rollout.prompts_per_step={2 * world}", "rollout.group_size=4", f"learner.num_ranks={world}",
-        "learner.zero_stage=0", "learner.lr=1e-6", "learner.lr_warmup_steps=0", "trainer.steps=100", *overrides])
+    cfg = bench_config(world, enumerate_, overrides)
     from softverify.procmem import minor_faults, retain_freed_memory
 
     if cfg.learner.retain_freed_memory:  # as the rank's actor does, before anything is allocated
@@ -116,11 +122,14 @@ def main(argv=None):
     args = ap.parse_args(argv)
     import softverify
 
-    if "learner.huge_page_alloc=true" in [o.lower() for o in args.set]:
-        os.environ["THP_MEM_ALLOC_ENABLE"] = "1"  # what the rank's runtime_env sets; read at the ranks' start
+    from softverify.actors.learner_group import rank_options
+
+    enum = args.estimator == "enumerate"
+    # the environment a rank's actor starts with (learner.huge_page_alloc), inherited by the spawned ranks
+    os.environ.update(rank_options(bench_config(args.ranks, enum, args.set).learner)
+                      .get("runtime_env", {}).get("env_vars", {}))
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    enum = args.estimator == "enumerate"
     procs = [ctx.Process(target=rank_step, args=(r, args.ranks, args.port, args.reps, args.set, enum, q))
              for r in range(args.ranks)]
     for p in procs:

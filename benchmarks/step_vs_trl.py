@@ -191,11 +191,6 @@ def run_softverify(args) -> dict:
 
 
 # ---------------------------------------------------------------------------- driver
-#: glibc's settings behind learner.retain_freed_memory (softverify.procmem), as environment
-#: variables a TRL user could set by hand: no mmap for large allocations, never trim the heap
-GLIBC_RETAIN_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "-1"}
-
-
 def _child(side: str, args, extra: list[str], env: dict[str, str] | None = None) -> dict:
     cmd = [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--threads", str(args.threads),
            "--max-new-tokens", str(args.max_new_tokens), "--hf-decode", args.hf_decode, "--style", args.style] + extra
@@ -249,7 +244,9 @@ def main(argv=None):
             runs["trl"] = _child("trl", args, [])
         print(f"rep {rep + 1} trl:", runs["trl"], flush=True)
         if args.trl_keep:
-            runs["trl_keep"] = _child("trl", args, [], env=GLIBC_RETAIN_ENV)
+            from softverify.procmem import RETAIN_ENV  # what a TRL user could set by hand
+
+            runs["trl_keep"] = _child("trl", args, [], env=RETAIN_ENV)
             print(f"rep {rep + 1} trl_keep:", runs["trl_keep"], flush=True)
         for layout, st in variants:
             shape, _, opts = layout.partition(":")

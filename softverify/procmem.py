@@ -30,6 +30,10 @@ import sys
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 
+#: The same two settings as environment variables, read by glibc when a process starts: how
+#: to give a process softverify does not own (a baseline's, in benchmarks) the same policy.
+RETAIN_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "-1"}
+
 
 def retain_freed_memory() -> bool:
     """glibc: no ``mmap`` for large allocations (``M_MMAP_MAX`` = 0) and no trimming of the

@@ -76,3 +76,16 @@ def ray_cluster():
     yield
     ray.shutdown()
 
+
+
+@pytest.fixture(scope="session")
+def realloc_fault_bounds() -> tuple[int, int]:
+    """For three allocate-touch-free rounds of a 64 MB block: (the most faults a process that
+    retains freed memory may take, the fewest one that maps the block afresh must take). A
+    fresh block faults once per page: 4 KB, or 2 MB where transparent huge pages are 'always'."""
+    try:
+        thp_always = "[always]" in Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        thp_always = False
+    pages = 3 * (64 << 20) // ((2 << 20) if thp_always else 4096)
+    return min(pages // 4, 200), pages // 2

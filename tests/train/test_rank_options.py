@@ -28,14 +28,6 @@ def test_huge_page_alloc_reaches_the_rank_process_and_off_adds_nothing(ray_clust
     assert ray.get(b.get.remote("THP_MEM_ALLOC_ENABLE")) is None
 
 
-def _thp_mode() -> str:
-    try:
-        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
 def _realloc_faults(actor) -> int:
     """Minor page faults of three 64 MB allocate-touch-free rounds inside the actor's process."""
     def rounds(self):
@@ -50,14 +42,14 @@ def _realloc_faults(actor) -> int:
     return ray.get(actor.__ray_call__.remote(rounds))
 
 
-def test_rank_actor_retains_freed_memory_unless_switched_off(ray_cluster):
+def test_rank_actor_retains_freed_memory_unless_switched_off(ray_cluster, realloc_fault_bounds):
     """The actor is only constructed (no model is loaded before ``start``)."""
     opts = {"num_cpus": 0}
     keep = LearnerActor.options(**opts).remote(build_config({}, []), "unused", 0, 1)
     drop = LearnerActor.options(**opts).remote(build_config({}, ["learner.retain_freed_memory=false"]), "unused", 0, 1)
     (kept, kept_faults), (dropped, dropped_faults) = _realloc_faults(keep), _realloc_faults(drop)
     assert kept and not dropped
-    pages = 3 * (64 << 20) // ((2 << 20) if "[always]" in _thp_mode() else 4096)
-    assert kept_faults < min(pages // 4, 200) and dropped_faults > pages // 2
+    retained_max, fresh_min = realloc_fault_bounds
+    assert kept_faults < retained_max and dropped_faults > fresh_min
     ray.kill(keep)
     ray.kill(drop)
