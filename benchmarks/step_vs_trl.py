@@ -13,6 +13,10 @@ softverify runs once per ``--sv`` layout ("WxR" = W rollout workers, R learner r
 ``--staleness`` value (0 = on-policy; 1 = pipelined: step t+1's rollout overlaps step t's
 learning). ``--reps N`` repeats the whole set N times, TRL included, interleaved, and the
 summary reports each configuration's ratio against the TRL run of the same repetition.
+``--precision bf16`` runs both sides in bf16 mixed precision: TRL with ``bf16=True`` (accelerate
+wraps the model's forward in ``torch.autocast(bfloat16)``, so its generation and its training both
+compute in bf16 over fp32 weights), softverify with ``learner.mixed_precision=bf16`` (the same
+autocast over fp32 master weights) and ``rollout.dtype=bfloat16`` (its engines hold a bf16 copy).
 Known difference: TRL's HF path has no stop strings, so its completions run to EOS or the
 token budget; softverify stops at "</answer>". Tokens per step are reported for both.
 
@@ -108,7 +112,7 @@ def run_trl(args) -> dict:
         gradient_accumulation_steps=1, num_generations=GROUP, max_completion_length=args.max_new_tokens,
         learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, beta=0.0,
         epsilon=0.2, epsilon_high=0.28, loss_type="dapo", num_iterations=1, temperature=1.0, top_p=1.0,
-        use_vllm=False, use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+        use_vllm=False, use_cpu=True, bf16=args.precision == "bf16", fp16=False, gradient_checkpointing=False,
         shuffle_dataset=False, logging_steps=1, report_to="none", save_strategy="no", seed=0,
         reward_weights=[1.0, 0.5], max_grad_norm=1.0, dataloader_num_workers=0,
     )
@@ -118,7 +122,9 @@ def run_trl(args) -> dict:
                           callbacks=[Timer()])
     trainer.train()
     shutil.rmtree(out, ignore_errors=True)
-    return {"step_s": steps_t, "tokens": tokens}
+    acc = trainer.accelerator  # bf16=True: accelerate wraps the forward (generation included) in autocast
+    return {"step_s": steps_t, "tokens": tokens, "mixed_precision": str(acc.mixed_precision),
+            "forward_autocast": bool(acc.native_amp) and hasattr(trainer.model, "_original_forward")}
 
 
 # ---------------------------------------------------------------------------- softverify side
@@ -138,12 +144,19 @@ TRL_MATCHED = [
 #: Layout options after ':' ('+'-joined): settings that are softverify's own choice, not TRL's.
 LAYOUT_OPTIONS = {"bf16": "rollout.dtype=bfloat16", "fp32": "rollout.dtype=float32",
                   **{f"z{z}": f"learner.zero_stage={z}" for z in range(4)},
-                  "thp": "learner.huge_page_alloc=true", "nokeep": "learner.retain_freed_memory=false"}
+                  "thp": "learner.huge_page_alloc=true", "nokeep": "learner.retain_freed_memory=false",
+                  "mp": "learner.mixed_precision=bf16"}
+
+#: softverify's side of ``--precision``: what TRL's ``bf16=True`` computes in bf16.
+PRECISION = {"fp32": [], "bf16": ["learner.mixed_precision=bf16", "rollout.dtype=bfloat16"]}
 
 
 def layout_option(layout: str, option: str) -> str:
+    if option.startswith("res") and option[3:].replace(".", "", 1).isdigit():  # resN: reserve N GB per rank
+        return f"learner.reserve_memory_gb={option[3:]}"
     if option not in LAYOUT_OPTIONS:
-        raise SystemExit(f"layout {layout!r}: option {option!r} after ':' must be one of {sorted(LAYOUT_OPTIONS)}")
+        raise SystemExit(f"layout {layout!r}: option {option!r} after ':' must be one of {sorted(LAYOUT_OPTIONS)} "
+                         f"or resN (N GB)")
     return LAYOUT_OPTIONS[option]
 
 
@@ -163,7 +176,7 @@ def run_softverify(args) -> dict:
         f"learner.lr={LR}", f"learner.micro_batch_size={PROMPTS * GROUP // r}", "learner.zero_stage=0",
         f"trainer.steps={args.steps + 1}", f"trainer.output_dir={out}", "trainer.checkpoint_every=0",
         "trainer.progress=false", "trainer.seed=0", f"prompt.style={args.style}",
-        f"algorithm.max_staleness={args.staleness_run}", *TRL_MATCHED, *extra,
+        f"algorithm.max_staleness={args.staleness_run}", *TRL_MATCHED, *PRECISION[args.precision], *extra,
     ])
     tr = Trainer(cfg)
     try:
@@ -193,7 +206,8 @@ def run_softverify(args) -> dict:
 # ---------------------------------------------------------------------------- driver
 def _child(side: str, args, extra: list[str], env: dict[str, str] | None = None) -> dict:
     cmd = [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--threads", str(args.threads),
-           "--max-new-tokens", str(args.max_new_tokens), "--hf-decode", args.hf_decode, "--style", args.style] + extra
+           "--max-new-tokens", str(args.max_new_tokens), "--hf-decode", args.hf_decode, "--style", args.style,
+           "--precision", args.precision] + extra
     la0 = os.getloadavg()[0]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
@@ -217,8 +231,11 @@ def main(argv=None):
     ap.add_argument("--sv", default="1x1,2x2", help="softverify layouts WxR, comma separated; options after ':', "
                     "'+'-joined: bf16 (rollout engines in bfloat16 beside the fp32 learner, rollout.dtype; not TRL's "
                     "setting), z0-z3 (learner.zero_stage), thp (learner.huge_page_alloc), nokeep "
-                    "(learner.retain_freed_memory off), e.g. 2x2:bf16+z1")
+                    "(learner.retain_freed_memory off), mp (learner.mixed_precision=bf16), resN (learner.reserve_memory_gb=N), e.g. 2x2:bf16+z1")
     ap.add_argument("--hf-decode", choices=["generate", "loop"], default="loop")
+    ap.add_argument("--precision", choices=sorted(PRECISION), default="fp32",
+                    help="both sides: fp32, or bf16 mixed precision (TRL bf16=True; softverify "
+                    "learner.mixed_precision=bf16 + rollout.dtype=bfloat16)")
     ap.add_argument("--side", choices=["trl", "softverify"], help=argparse.SUPPRESS)
     ap.add_argument("--layout", default="1x1", help=argparse.SUPPRESS)
     ap.add_argument("--staleness-run", type=int, default=0, help=argparse.SUPPRESS)

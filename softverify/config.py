@@ -228,8 +228,9 @@ class RolloutConfig(_StyleFilled):
         "fp32 learner is the peers' split (verl/OpenRLHF: fp32 master weights, bf16 rollout): decoding streams half "
         "the bytes (and uses AMX on CPUs that have it), weight syncs cast on load, and the behaviour logprobs come "
         "from the bf16 policy, so the importance ratio and its clip absorb the precision gap like any other "
-        "off-policy gap (metric: learner logp_gap = mean |learner logprob - behaviour logprob|). Pair it with "
-        "learner.sync_dtype=bfloat16: the same round-to-nearest cast then happens on the learner, at half the bytes.",
+        "off-policy gap (metric: learner logp_gap = mean |learner logprob - behaviour logprob|). "
+        "learner.sync_dtype follows it by default: the same round-to-nearest cast then happens on the learner, at half "
+        "the bytes.",
     )
     hf_prepack: bool = Field(
         True, description="HF engine on CPU: linear layers run on oneDNN-prepacked copies of their weights "
@@ -424,6 +425,13 @@ class LearnerConfig(_Section):
         "pages back to its host). Measured in the 2x2 CoT run on a 2-core CPU box: the update of a 666-token step "
         "9.3-11.1 -> 6.1-6.6 s, of a 1,110-token step 19.0-21.1 -> 16.7-18.8 s; the rank's resident memory stays "
         "at its peak (benchmarks/README.md).")
+    reserve_memory_gb: float = Field(
+        0.0, ge=0, description="With retain_freed_memory: each rank grows its heap to this many GB at start and "
+        "touches every page once (softverify.procmem.reserve_heap), so the first updates find their memory already "
+        "mapped instead of faulting it in while the heap grows (the pre-allocation vLLM and PyTorch's caching "
+        "allocator make). The cost moves to the rank's start: ~11 s for 4 GB per rank on the 2-core VM, where an "
+        "isolated 2-rank bf16 CoT update ran 14.7, 11.9, 7.2, 5.1 s without it and 9.3, 5.2, 5.2, 5.2 s with 4 GB "
+        "(benchmarks/README.md). Size it to a rank's resident memory at steady state; 0 = off.")
     huge_page_alloc: bool = Field(
         False, description="Each rank's torch allocates its large tensors 2 MB-aligned on transparent huge pages "
         "(THP_MEM_ALLOC_ENABLE=1 in the rank's environment, set through its Ray runtime_env): 512x fewer page "
@@ -431,6 +439,14 @@ class LearnerConfig(_Section):
         "retain_freed_memory removes the faults altogether. In isolation on the 2-core box, 2 ranks of the CoT "
         "batch: 7.6-9.0 s per update with both, 7.7-9.8 s with retention alone; without retention THP made a 1-rank "
         "update 7.4 -> 11.5 s (benchmarks/README.md).")
+    mixed_precision: Literal["no", "bf16"] = Field(
+        "no", description="'bf16': each rank's forward and backward run under torch.autocast(bfloat16) over "
+        "fp32 master weights, gradients and optimiser state (what HF Trainer/TRL's bf16=True and accelerate's "
+        "mixed_precision='bf16' do); log-softmax and the loss stay fp32. On a CPU with AMX (Sapphire Rapids) a bf16 "
+        "matmul runs ~7x an fp32 one; on an AVX2-only CPU it is slower. The learner's logprobs then carry bf16 "
+        "rounding (logp_gap against an fp32 rollout), which the importance ratio absorbs; pair it with "
+        "rollout.dtype=bfloat16 for the peers' all-bf16 compute. 'no': fp32 throughout, logprobs equal an fp32 "
+        "rollout's.")
     micro_batch_size: int = Field(
         32, ge=1, description="Sequences per forward/backward on a rank (before merging identical ones).")
     grad_clip: float = Field(1.0, ge=0, description="Global gradient-norm clip (0 = off).")
@@ -463,8 +479,10 @@ class LearnerConfig(_Section):
         "process fewer tokens, padding included (softverify.microbatch). Metrics: learn_encoded_tokens vs "
         "learn_real_tokens.",
     )
-    sync_dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "float32", description="dtype the weights travel in at each weight sync (learner -> rollout workers). "
+    sync_dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, description="dtype the weights travel in at each weight sync (learner -> rollout workers); None = "
+        "the dtype the rollout engines hold the policy in (rollout.dtype, else model.dtype), so a bf16 rollout "
+        "takes bf16 weights, rounded on the learner at half the bytes, bit-equal to rounding them on arrival. "
         "bfloat16/float16 halve the bytes (metrics: sync/bytes); the workers cast back to their own dtype, so an "
         "fp32 rollout model then samples from half-precision-rounded weights and the importance ratio corrects the "
         "small gap. float32 keeps rollouts bit-equal to the learner.",
@@ -564,6 +582,15 @@ class TrainConfig(_Section):
         if self.learner.lora.enabled and self.learner.zero_stage == 3:
             raise ValueError("learner.lora.enabled does not support learner.zero_stage = 3 (adapters are small: "
                              "use ZeRO 0-2)")
+        if self.learner.sync_dtype is None:  # what the engines would cast the weights to on arrival anyway
+            self.learner.sync_dtype = self.rollout.dtype or self.model.dtype
+        if self.learner.reserve_memory_gb > 0 and not self.learner.retain_freed_memory:
+            raise ValueError(f"learner.reserve_memory_gb={self.learner.reserve_memory_gb} needs "
+                             f"learner.retain_freed_memory=true: without it glibc hands the reserved memory back "
+                             f"at once")
+        if self.learner.mixed_precision != "no" and self.model.dtype != "float32":
+            raise ValueError(f"learner.mixed_precision={self.learner.mixed_precision!r} keeps fp32 master weights "
+                             f"and needs model.dtype='float32'; got model.dtype={self.model.dtype!r}")
         if self.learner.lora.enabled and self.learner.train_layers is not None:
             raise ValueError("learner.lora.enabled and learner.train_layers both restrict what trains; choose one")
         if self.rollout.force_answer:

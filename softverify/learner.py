@@ -337,6 +337,14 @@ class Learner:
     def _global_grad_norm(self) -> float | None:
         return self._grad_norm if self.cfg.learner.zero_stage == 0 else self.engine.get_global_grad_norm()
 
+    def _autocast(self):
+        """``learner.mixed_precision``: the context every forward of this rank runs in.
+        Autocast (not a bf16 copy of the model) keeps master weights, gradients and Adam's
+        state in fp32 while the matmuls run in bf16; backward follows the forward's dtypes.
+        The logprob code casts logits to fp32 before its log-softmax either way."""
+        bf16 = self.cfg.learner.mixed_precision == "bf16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+
     def _logprobs(self, model, ss: Sequence[Sample]) -> CompletionBatch:
         return completion_batch(model, self.cfg, self.tokenizer.pad_token_id, ss, device=self.device)
 
@@ -393,8 +401,10 @@ class Learner:
                 ss = [samples[i] for i in idx] if idx else [self._dummy()]
                 adv = torch.tensor(advs[idx] if idx else [0.0], dtype=torch.float32, device=self.device)
                 w = torch.tensor(mult[idx] if idx else [1.0], dtype=torch.float32, device=self.device)
-                loss, st, cb, mask = sampled_loss(self.engine, self.tokenizer, self.cfg, ss, adv, w, batch.total_tokens,
-                                                  batch.total_seqs, ref=self.ref, device=self.device)
+                with self._autocast():
+                    loss, st, cb, mask = sampled_loss(self.engine, self.tokenizer, self.cfg, ss, adv, w,
+                                                      batch.total_tokens, batch.total_seqs, ref=self.ref,
+                                                      device=self.device)
                 pg = st["pg"]
                 if "kl" in st and not dummy:
                     add("kl", float(st["kl"]), float((mask * w[:, None]).sum()))
@@ -435,8 +445,9 @@ class Learner:
             idx = [p * U + j for p in pidx for j in range(U)]
             ss = [samples[i] for i in idx] if idx else self._dummy_prompt()
             r = torch.tensor(rewards[idx] if idx else [0.0] * U, dtype=torch.float32, device=self.device)
-            loss, st = enumerated_micro_loss(self.engine, self.tokenizer, self.cfg, ss, r, batch.total_tokens,
-                                             batch.total_seqs, ref=self.ref, device=self.device)
+            with self._autocast():
+                loss, st = enumerated_micro_loss(self.engine, self.tokenizer, self.cfg, ss, r, batch.total_tokens,
+                                                 batch.total_seqs, ref=self.ref, device=self.device)
             self.engine.backward(loss * scale * (1.0 if idx else 0.0))
             self._step()
             if idx:
@@ -504,7 +515,8 @@ class Learner:
     def logprobs(self, samples: Sequence[Sample]) -> list[list[float]]:
         """Teacher-forced logprobs of the samples' completions under the current weights."""
         self.engine.eval()
-        cb = self._logprobs(self.engine, samples)
+        with self._autocast():
+            cb = self._logprobs(self.engine, samples)
         return [cb.logp[b, : len(s.completion_token_ids)].tolist() for b, s in enumerate(samples)]
 
     # ------------------------------------------------------------------ checkpoints

@@ -55,3 +55,27 @@ def minor_faults() -> int:
     """This process's minor page faults so far (a difference of two readings is what a piece
     of work cost in page mapping)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def reserve_heap(nbytes: int) -> int:
+    """Grow glibc's heap by ``nbytes`` and touch every page once, then free it: after
+    :func:`retain_freed_memory` the freed block stays the heap's top, mapped, so the
+    allocations that follow (a learner's first updates, which otherwise grow the heap a few
+    hundred MB at a time over several updates) find their pages already backed. Returns the
+    minor page faults the reservation took (what the first updates no longer take). Does
+    nothing and returns 0 when ``nbytes`` is 0 or off Linux."""
+    if nbytes <= 0 or not sys.platform.startswith("linux"):
+        return 0
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc.malloc.argtypes, libc.malloc.restype = [ctypes.c_size_t], ctypes.c_void_p
+    libc.free.argtypes, libc.free.restype = [ctypes.c_void_p], None
+    before = minor_faults()
+    block = libc.malloc(nbytes)
+    if not block:
+        raise MemoryError(f"could not reserve {nbytes} bytes of heap (learner.reserve_memory_gb too large "
+                          f"for this machine's free memory?)")
+    try:
+        ctypes.memset(block, 0, nbytes)  # the touch is the point: each page is backed now, not mid-update
+    finally:
+        libc.free(block)
+    return minor_faults() - before

@@ -16,7 +16,7 @@ from softverify.cluster import free_port
 from softverify.config import LearnerConfig, TrainConfig
 from softverify.microbatch import balanced_shards
 from softverify.placement import actor_options
-from softverify.procmem import minor_faults, retain_freed_memory
+from softverify.procmem import minor_faults, reserve_heap, retain_freed_memory
 from softverify.types import Sample
 
 # torch-backed modules (softverify.learner, softverify.weightsync) are imported inside the
@@ -42,6 +42,8 @@ class LearnerActor:
         self.rank = rank
         # before the model and DeepSpeed allocate anything: the rank's process is ours
         self.retains_memory = cfg.learner.retain_freed_memory and retain_freed_memory()
+        # learner.reserve_memory_gb: map the heap the updates will use now, not during them
+        self.reserve_faults = reserve_heap(int(cfg.learner.reserve_memory_gb * 2**30)) if self.retains_memory else 0
 
     def rendezvous(self) -> tuple[str, int]:
         """This node's address and a port free on it, for the group's TCP store."""
