@@ -162,3 +162,17 @@ def test_overrides_read_values_for_their_field_types():
     from softverify.envs.donor_game.config import build_donor_config
 
     assert build_donor_config({}, ["agent.answer_prefix=Answer:", "agent.strategy_prefix=no"]).agent.strategy_prefix == "no"
+
+
+def test_sync_dtype_follows_the_rollout_engines_unless_set():
+    assert build_config({}, []).learner.sync_dtype == "float32"
+    assert build_config({}, ["rollout.dtype=bfloat16"]).learner.sync_dtype == "bfloat16"  # what the engine rounds to
+    pinned = build_config({}, ["rollout.dtype=bfloat16", "learner.sync_dtype=float32"])
+    assert pinned.learner.sync_dtype == "float32"
+
+
+def test_a_heap_reserve_needs_retention():
+    with pytest.raises(ValueError, match=r"reserve_memory_gb=2.0 needs learner.retain_freed_memory=true"):
+        build_config({}, ["learner.reserve_memory_gb=2", "learner.retain_freed_memory=false"])
+    with pytest.raises(ValueError, match="reserve_memory_gb"):
+        build_config({}, ["learner.reserve_memory_gb=-1"])

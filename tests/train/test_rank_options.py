@@ -53,3 +53,22 @@ def test_rank_actor_retains_freed_memory_unless_switched_off(ray_cluster, reallo
     assert kept_faults < retained_max and dropped_faults > fresh_min
     ray.kill(keep)
     ray.kill(drop)
+
+
+def test_rank_actor_reserves_its_heap_at_construction(ray_cluster, realloc_fault_bounds):
+    """``learner.reserve_memory_gb``: the actor maps the heap when it is made, so even its
+    first allocations after that (no warm-up round here) take no page faults."""
+    def first_rounds(self):
+        from softverify.procmem import minor_faults
+
+        f = minor_faults()
+        for _ in range(3):
+            bytearray(64 << 20)
+        return self.reserve_faults, minor_faults() - f
+
+    cfg = build_config({}, ["learner.reserve_memory_gb=0.25"])
+    actor = LearnerActor.options(num_cpus=0).remote(cfg, "unused", 0, 1)
+    took, faults = ray.get(actor.__ray_call__.remote(first_rounds))
+    retained_max, fresh_min = realloc_fault_bounds
+    assert took > fresh_min and faults < retained_max
+    ray.kill(actor)
