@@ -62,11 +62,10 @@ def rank_step(rank: int, world: int, port: int, reps: int, overrides: list[str],
     from softverify.verifiers.answer import candidate_ids, forcing_suffix
 
     cfg = bench_config(world, enumerate_, overrides)
-    from softverify.procmem import minor_faults, reserve_heap, retain_freed_memory
+    from softverify.actors.learner_group import prepare_rank_memory
+    from softverify.procmem import minor_faults
 
-    if cfg.learner.retain_freed_memory:  # as the rank's actor does, before anything is allocated
-        retain_freed_memory()
-        reserve_heap(int(cfg.learner.reserve_memory_gb * 2**30))
+    prepare_rank_memory(cfg.learner)  # as the rank's actor does, before anything is allocated
     learner = Learner(cfg, resolve_model_path(), rank=rank, world_size=world, master_port=port)
     tok, style = learner.tokenizer, STYLE_DEFAULTS["cot"]
     rows = rbio_rows(2 * world)[2 * rank: 2 * rank + 2]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import resource
 import sys
 
@@ -35,6 +36,12 @@ M_MMAP_MAX = -4
 RETAIN_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "-1"}
 
 
+@functools.lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL:
+    """The C library this process runs on (glibc on the machines this module is for)."""
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
 def retain_freed_memory() -> bool:
     """glibc: no ``mmap`` for large allocations (``M_MMAP_MAX`` = 0) and no trimming of the
     heap's free top (``M_TRIM_THRESHOLD`` = -1, "never", per mallopt(3)). Returns whether both
@@ -42,8 +49,7 @@ def retain_freed_memory() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = _libc().mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
@@ -66,7 +72,7 @@ def reserve_heap(nbytes: int) -> int:
     nothing and returns 0 when ``nbytes`` is 0 or off Linux."""
     if nbytes <= 0 or not sys.platform.startswith("linux"):
         return 0
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc = _libc()
     libc.malloc.argtypes, libc.malloc.restype = [ctypes.c_size_t], ctypes.c_void_p
     libc.free.argtypes, libc.free.restype = [ctypes.c_void_p], None
     before = minor_faults()

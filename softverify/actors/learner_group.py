@@ -31,6 +31,16 @@ def _split(samples: list[Sample], shards: list[list[int]]):
     return parts[0] if len(parts) == 1 else parts
 
 
+def prepare_rank_memory(lc: LearnerConfig) -> tuple[bool, int]:
+    """A rank process's memory policy, applied before anything is allocated (the rank's actor
+    calls it; so does ``benchmarks/learner_step.py``, whose ranks must start alike):
+    ``learner.retain_freed_memory``, then ``learner.reserve_memory_gb`` (the heap the updates
+    will use, mapped now rather than during them). Returns (whether freed memory is
+    retained, the page faults the reservation took)."""
+    retains = lc.retain_freed_memory and retain_freed_memory()
+    return retains, reserve_heap(int(lc.reserve_memory_gb * 2**30)) if retains else 0
+
+
 @ray.remote
 class LearnerActor:
     """One rank. Built in two calls because the process group's address is rank 0's node,
@@ -41,9 +51,7 @@ class LearnerActor:
         self.args = (cfg, model_path, rank, world)
         self.rank = rank
         # before the model and DeepSpeed allocate anything: the rank's process is ours
-        self.retains_memory = cfg.learner.retain_freed_memory and retain_freed_memory()
-        # learner.reserve_memory_gb: map the heap the updates will use now, not during them
-        self.reserve_faults = reserve_heap(int(cfg.learner.reserve_memory_gb * 2**30)) if self.retains_memory else 0
+        self.retains_memory, self.reserve_faults = prepare_rank_memory(cfg.learner)
 
     def rendezvous(self) -> tuple[str, int]:
         """This node's address and a port free on it, for the group's TCP store."""
