@@ -126,7 +126,24 @@ class DataConfig(_Section):
     path: str | None = Field(None, description="Prompt file for source='file'.")
     cell_lines: list[str] = Field(["k562"], description="PerturbQA cell lines to draw questions from.")
     split: str = Field("train", description="Training split: 'train' (upstream, by perturbation).")
-    eval_split: str = Field("test", description="Split used by periodic evaluation.")
+    eval_split: str = Field(
+        "val", description="Split used by periodic evaluation: 'val' (a held-out share of the train perturbations, "
+        "see val_fraction) so that recipes are chosen without the test split; 'test' scores the upstream test split. "
+        "With source='file' and this key unset, 'test' (a prompt file's split column names train/test).")
+    val_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0,
+        description="Share of each cell line's upstream train perturbations held out as split 'val' (chosen by a "
+        "seeded hash of the perturbation; 'train' leaves them out). 0 = no validation split.")
+    val_seed: int = Field(0, description="Seed of the validation perturbations (apart from data.seed, so runs "
+                          "of different seeds are compared on one validation set).")
+    eval_genes: int | None = Field(
+        64, gt=0,
+        description="Periodic eval made of whole target genes: this many target genes (seeded pick among those "
+        "whose eval-split rows hold both labels), each with all its positive rows and up to "
+        "eval_negatives_per_gene negatives, for PerturbQA's per-gene AUROC. None = eval_size balanced questions.")
+    eval_negatives_per_gene: int | None = Field(
+        None, gt=0, description="With eval_genes: cap on negative rows per gene (a seeded random subset; the "
+        "within-gene AUROC is unbiased under random subsampling of one class). None = every row.")
     mirror: str | None = Field(
         None,
         description="Local directory holding the PerturbQA CSVs ({cell}-de.csv); default "
@@ -168,6 +185,8 @@ class DataConfig(_Section):
                 raise ValueError("data.source='file' needs data.path (a .parquet or .jsonl prompt file)")
             if not Path(self.path).exists():
                 raise ValueError(f"data.path {self.path!r} does not exist")
+            if "eval_split" not in self.model_fields_set:
+                self.eval_split = "test"
         return self
 
 

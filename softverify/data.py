@@ -28,6 +28,48 @@ def load_prompts(cfg: DataConfig, split: str, limit: int | None = None):
     return ds
 
 
+def load_eval_prompts(cfg: DataConfig, split: str | None = None, limit: int | None = None):
+    """The periodic eval's rows: whole target genes when ``cfg.eval_genes`` is set (every
+    positive and up to ``cfg.eval_negatives_per_gene`` negatives of each, for the per-gene
+    AUROC), else ``limit`` (default ``cfg.eval_size``) balanced questions. Fixed for a given
+    config: the same rows at every eval of a run and across runs of different ``cfg.seed``
+    only through the validation split's own seed."""
+    split = split or cfg.eval_split
+    if cfg.source == "perturbqa" and cfg.eval_genes is not None:
+        from softverify.bio.questions import load_questions
+
+        return load_questions(cfg.model_copy(update={"seed": cfg.val_seed}), split,
+                              whole_genes=(cfg.eval_genes, cfg.eval_negatives_per_gene))
+    return load_prompts(cfg, split, limit or cfg.eval_size)
+
+
+EVAL_PROTOCOLS = ("sample", "genes", "perturbqa")
+
+
+def load_protocol_prompts(cfg: DataConfig, protocol: str, split: str, limit: int | None = None):
+    """Eval rows by protocol (``softverify eval --protocol``):
+
+    - ``sample``: ``limit`` balanced questions of ``split`` (the classification view);
+    - ``genes``: whole target genes of ``split`` as the periodic eval draws them
+      (``data.eval_genes``, ``data.eval_negatives_per_gene``);
+    - ``perturbqa``: PerturbQA's own protocol, the number to quote: every row of the upstream
+      *test* split of each of ``data.cell_lines`` whose target gene holds both labels, asked
+      asked with the plain (non-negated) paraphrases, no balancing, no sampling.
+    """
+    if protocol not in EVAL_PROTOCOLS:
+        raise ValueError(f"unknown eval protocol {protocol!r}; expected one of {list(EVAL_PROTOCOLS)}")
+    if protocol == "sample":
+        return load_prompts(cfg, split, limit)
+    if cfg.source != "perturbqa":
+        raise ValueError(f"eval protocol {protocol!r} needs data.source='perturbqa' (got {cfg.source!r})")
+    from softverify.bio.questions import load_questions
+
+    if protocol == "genes":
+        return load_eval_prompts(cfg, split)
+    full = cfg.model_copy(update={"negated_fraction": 0.0, "seed": cfg.val_seed})
+    return load_questions(full, "test", whole_genes=(None, None))
+
+
 def _mix_extra_tasks(ds, cfg: DataConfig):
     """Append each extra task's training questions (order is shuffled by PromptOrder)."""
     import datasets

@@ -7,9 +7,13 @@ A row ``(pert, gene, cell_line, label)`` becomes the user turn "Is a knockdown o
 correct yes(1)/no(0) answer to the question *as asked*, which is what the hard verifier
 compares against. ``negated`` tells a world-model verifier to use 1 - p(DE).
 
-Splits (see :func:`select_split`): ``train``/``test`` (upstream, by perturbation),
+Splits (see :func:`select_split`): ``train``/``val``/``test`` (upstream train/test by
+perturbation; ``val`` is a seeded share of each line's upstream *train* perturbations that
+``train`` then leaves out, so recipes are chosen without looking at test),
 ``loco_train``/``loco_test`` (leave one cell line out) and ``gene_train``/``gene_test``
-(held-out genes). Everything is deterministic for a given ``DataConfig.seed``.
+(held-out genes). Everything is deterministic for a given ``DataConfig.seed``; the
+validation perturbations depend on ``DataConfig.val_seed`` only, so runs with different
+seeds are compared on the same validation set.
 """
 from __future__ import annotations
 
@@ -45,7 +49,7 @@ TEMPLATES: tuple[tuple[str, bool], ...] = (
 
 CELL_DISPLAY = {"k562": "K562", "rpe1": "RPE1", "hepg2": "HepG2", "jurkat": "Jurkat"}
 
-SPLIT_NAMES = ("train", "test", "loco_train", "loco_test", "gene_train", "gene_test")
+SPLIT_NAMES = ("train", "val", "test", "loco_train", "loco_test", "gene_train", "gene_test")
 
 COLUMNS = ("prompt_id", "system", "question", "pert", "gene", "cell_line", "label", "template", "negated", "task")
 
@@ -78,6 +82,29 @@ def validation_perts_mask(perts: np.ndarray, frac: float, seed: int) -> np.ndarr
     return np.isin(perts, list(val))
 
 
+def validation_perts(table: pd.DataFrame, fraction: float, seed: int) -> set[tuple[str, str]]:
+    """The (cell_line, pert) pairs of the validation split: a seeded-hash ``fraction`` of each
+    line's upstream *train* perturbations (a test perturbation is never drawn)."""
+    if fraction <= 0:
+        return set()
+    cut = int(fraction * 2**64)
+    tr = table[table["split"] == "train"][["cell_line", "pert"]].drop_duplicates()
+    return {(c, p) for c, p in zip(tr["cell_line"], tr["pert"]) if stable_int("val-pert", seed, c, p) < cut}
+
+
+def _split_train_val(df: pd.DataFrame, cfg: DataConfig, split: str) -> pd.DataFrame:
+    train = df[df["split"] == "train"]
+    val = validation_perts(train, cfg.val_fraction, cfg.val_seed)
+    if not val:
+        if split == "val":
+            raise ConfigError("split 'val' is empty: data.val_fraction is 0 (set it in (0, 1) to hold out "
+                              "a share of the train perturbations)")
+        return train
+    key = pd.MultiIndex.from_arrays([train["cell_line"], train["pert"]])
+    in_val = key.isin(list(val))
+    return train[in_val] if split == "val" else train[~in_val]
+
+
 def resolve_holdout(cfg: DataConfig, cell_lines: list[str]) -> str:
     h = cfg.holdout_cell_line
     if h is None:
@@ -96,7 +123,9 @@ def resolve_holdout(cfg: DataConfig, cell_lines: list[str]) -> str:
 def select_split(cfg: DataConfig, split: str) -> pd.DataFrame:
     """Rows (pert, gene, label, split, cell_line) of the named split, before sampling.
 
-    - ``train``/``test``: upstream split of every cell line in ``cfg.cell_lines``.
+    - ``train``/``test``: upstream split of every cell line in ``cfg.cell_lines``, less the
+      validation perturbations for ``train``; ``val``: the rows of those perturbations
+      (a seeded ``cfg.val_fraction`` of each line's train perturbations).
     - ``loco_train``: all rows (both upstream splits) of the cell lines other than the
       held-out one; ``loco_test``: the held-out line's upstream test rows. The held-out
       line is ``cfg.holdout_cell_line`` (it need not be in ``cfg.cell_lines``) or the last
@@ -113,9 +142,9 @@ def select_split(cfg: DataConfig, split: str) -> pd.DataFrame:
     except ValueError as e:
         raise ConfigError(f"data.cell_lines: {e}") from None
     mirror = cfg.mirror
-    if split in ("train", "test"):
+    if split in ("train", "val", "test"):
         df = perturbqa.load_tables(cells, "de", mirror=mirror)
-        return df[df["split"] == split]
+        return df[df["split"] == "test"] if split == "test" else _split_train_val(df, cfg, split)
     if split.startswith("loco_"):
         hold = resolve_holdout(cfg, cells)
         if split == "loco_test":
@@ -157,6 +186,31 @@ def sample_rows(df: pd.DataFrame, n: int | None, balance: bool, rng: np.random.G
     return df.iloc[idx].reset_index(drop=True)
 
 
+def whole_gene_rows(df: pd.DataFrame, n_genes: int | None, negatives_per_gene: int | None,
+                    rng: np.random.Generator) -> pd.DataFrame:
+    """Rows of whole target genes, for PerturbQA's per-gene AUROC: ``n_genes`` target genes
+    (all when None) drawn among those whose rows hold both labels, each with every positive
+    row and ``negatives_per_gene`` of its negatives (all when None), shuffled."""
+    df = df.sort_values(["cell_line", "gene", "pert"], kind="stable").reset_index(drop=True)
+    stats = df.groupby(["cell_line", "gene"], sort=True)["label"].agg(["sum", "count"])
+    both = stats[(stats["sum"] > 0) & (stats["sum"] < stats["count"])].index.to_list()
+    if not both:
+        raise ConfigError("no target gene of this split holds both labels; per-gene AUROC is undefined")
+    if n_genes is not None and n_genes < len(both):
+        both = [both[i] for i in sorted(rng.choice(len(both), n_genes, replace=False))]
+    key = pd.MultiIndex.from_arrays([df["cell_line"], df["gene"]])
+    df = df[key.isin(both)].reset_index(drop=True)
+    keep = df["label"].to_numpy() == 1
+    if negatives_per_gene is not None:
+        for _, idx in df[~keep].groupby(["cell_line", "gene"], sort=True).groups.items():
+            idx = np.asarray(idx)
+            keep[rng.choice(idx, min(negatives_per_gene, len(idx)), replace=False)] = True
+    else:
+        keep[:] = True
+    out = df[keep]
+    return out.iloc[rng.permutation(len(out))].reset_index(drop=True)
+
+
 def build_rows(df: pd.DataFrame, negated_fraction: float, rng: np.random.Generator) -> pd.DataFrame:
     """Attach template, negation, question text, flipped label and a stable prompt id."""
     plain = [i for i, (_, neg) in enumerate(TEMPLATES) if not neg]
@@ -185,8 +239,12 @@ def build_rows(df: pd.DataFrame, negated_fraction: float, rng: np.random.Generat
     })
 
 
-def question_frame(cfg: DataConfig, split: str, limit: int | None = None) -> pd.DataFrame:
-    """:func:`load_questions` as a pandas frame (for tools that do not need Arrow)."""
+def question_frame(cfg: DataConfig, split: str, limit: int | None = None,
+                   whole_genes: tuple[int | None, int | None] | None = None) -> pd.DataFrame:
+    """:func:`load_questions` as a pandas frame (for tools that do not need Arrow).
+
+    ``whole_genes=(n_genes, negatives_per_gene)`` draws whole target genes
+    (:func:`whole_gene_rows`) instead of ``limit`` sampled questions."""
     rows = select_split(cfg, split)
     if rows.empty:
         raise ConfigError(f"split {split!r} of cell lines {cfg.cell_lines} has no rows")
@@ -194,11 +252,15 @@ def question_frame(cfg: DataConfig, split: str, limit: int | None = None) -> pd.
     if n is not None and n <= 0:
         raise ValueError(f"limit must be positive, got {n}")
     rng = np.random.default_rng([cfg.seed & 0xFFFFFFFF, stable_int("questions", split) & 0xFFFFFFFF])
-    picked = sample_rows(rows, n, cfg.balance, rng)
+    if whole_genes is not None:
+        picked = whole_gene_rows(rows, whole_genes[0], whole_genes[1], rng)
+    else:
+        picked = sample_rows(rows, n, cfg.balance, rng)
     return build_rows(picked, cfg.negated_fraction, rng)
 
 
-def load_questions(cfg: DataConfig, split: str, limit: int | None = None):
+def load_questions(cfg: DataConfig, split: str, limit: int | None = None,
+                   whole_genes: tuple[int | None, int | None] | None = None):
     """The trainer's entry point: a ``datasets.Dataset`` of rbio1 questions for ``split``.
 
     Columns: prompt_id, system, question, pert, gene, cell_line, label (answer to the
@@ -208,7 +270,7 @@ def load_questions(cfg: DataConfig, split: str, limit: int | None = None):
     """
     import datasets
 
-    return datasets.Dataset.from_pandas(question_frame(cfg, split, limit), preserve_index=False)
+    return datasets.Dataset.from_pandas(question_frame(cfg, split, limit, whole_genes), preserve_index=False)
 
 
 def save_questions(ds, path: str | os.PathLike) -> Path:

@@ -22,7 +22,7 @@ TUNE_CONFIGS = REPO / "tune_configs"
 PERTURBQA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "perturbqa"
 
 BASE = {
-    "data": {"source": "perturbqa", "max_prompts": 32, "eval_size": 8},
+    "data": {"source": "perturbqa", "max_prompts": 32, "eval_size": 8, "eval_genes": None},
     "rollout": {"num_workers": 1, "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 8, "stop": []},
     "learner": {"num_ranks": 1, "micro_batch_size": 8},
     "algorithm": {"estimator": "sample"},  # sampled groups: rollout.group_size is what the cross-field rules use

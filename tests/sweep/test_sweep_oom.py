@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 PERTURBQA = REPO / ".." / "shared" / "data" / "perturbqa"
 GIB = 2**30
 BASE = {  # validated like any sweep's base; the trials below do not train it
-    "data": {"source": "perturbqa", "max_prompts": 32, "eval_size": 8, "mirror": str(PERTURBQA.resolve())},
+    "data": {"source": "perturbqa", "max_prompts": 32, "eval_size": 8, "eval_genes": None,
+             "mirror": str(PERTURBQA.resolve())},
     "rollout": {"num_workers": 1, "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 8, "stop": []},
     "learner": {"num_ranks": 1, "micro_batch_size": 8},
     "algorithm": {"estimator": "sample"},

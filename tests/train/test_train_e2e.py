@@ -302,3 +302,20 @@ def test_enumerate_estimator_raises_the_rewarded_answer(ray_cluster, tiny_model_
 
     before, after = p_yes(tiny_model_dir), p_yes(final)
     assert (after > before).all(), (before, after)
+
+
+def test_default_data_eval_logs_per_gene_auroc_on_whole_validation_genes(ray_cluster, tiny_model_dir, shared_data,
+                                                                          tmp_path):
+    """The default job's data section (PerturbQA K562, eval on the validation split's whole
+    target genes) logs PerturbQA's per-gene AUROC with its interval at every eval."""
+    cfg = build_config({}, [
+        f"model.path={tiny_model_dir}", f"data.mirror={shared_data / 'perturbqa'}", "data.max_prompts=16",
+        "data.eval_genes=3", f"trainer.output_dir={tmp_path / 'run'}", "trainer.steps=1", "trainer.eval_every=1",
+        "trainer.checkpoint_every=0", "trainer.progress=false", "learner.num_ranks=1", "rollout.num_workers=1",
+        "rollout.prompts_per_step=2"])
+    assert cfg.data.eval_split == "val"
+    _, rows = _fit(cfg)
+    r = rows[0]
+    assert r["eval_forced/auc_per_gene_genes"] == 3
+    assert r["eval_forced/n"] == r["eval_forced/auc_per_gene_rows"]  # every eval row belongs to a scored gene
+    assert r["eval_forced/auc_per_gene_lo"] <= r["eval_forced/auc_per_gene"] <= r["eval_forced/auc_per_gene_hi"]

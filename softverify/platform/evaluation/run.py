@@ -23,6 +23,10 @@ from softverify.prompts import row_messages
 from softverify.verifiers.answer import ANSWER_RE, answer_to_int, forced_turn_tokens, parse_answer
 
 
+#: Row fields a record keeps: what the per-gene metric and the lookups need.
+RECORD_KEYS = ("pert", "gene", "cell_line", "negated")
+
+
 @dataclass
 class EvalResult:
     metrics: dict[str, Any]
@@ -113,7 +117,8 @@ def run_eval(engine, rows: Sequence[dict], *, max_new_tokens: int, stop: Sequenc
             ans = [answer_to_int(parse_answer(assistant_prefix + g.text)) for g in gs]
             per_q.append(ans)
             records.append({"prompt_id": r.get("prompt_id"), "label": int(r["label"]), "answers": ans,
-                            "completion": assistant_prefix + gs[0].text})
+                            "completion": assistant_prefix + gs[0].text,
+                            **{k: r[k] for k in RECORD_KEYS if r.get(k) is not None}})
         if force_answer and greedy:
             ctx = answer_contexts(engine, pb.token_ids, assistant_prefix, [g[0].text for g in gens],
                                   [g[0].token_ids for g in gens])
@@ -147,4 +152,53 @@ def metrics_from_records(records: Sequence[dict[str, Any]], n_boot: int = 1000) 
         ref = [r.get("wm_p", float("nan")) for r in records] if any("wm_p" in r for r in records) else None
         forced_m.update(score_metrics(labels, [r["margin"] for r in records],
                                       answers=[int(bool(a)) for a in forced], reference=ref, n_boot=n_boot))
+        if all("gene" in r for r in records):
+            forced_m.update(per_gene_metrics(records, n_boot=n_boot))
     return free_m, forced_m
+
+
+def de_orientation(records: Sequence[dict[str, Any]]) -> tuple[Any, Any]:
+    """The DE label and the DE score (margin for "yes, differentially expressed") of each
+    scored record: a negated question ("... unchanged?") flips both."""
+    import numpy as np
+
+    neg = np.array([bool(r.get("negated", False)) for r in records])
+    y = np.array([int(r["label"]) for r in records])
+    m = np.array([float(r["margin"]) for r in records])
+    return np.where(neg, 1 - y, y), np.where(neg, -m, m)
+
+
+def per_gene_metrics(records: Sequence[dict[str, Any]], n_boot: int = 1000) -> dict[str, float]:
+    """PerturbQA's ``auc_per_gene`` of the forced score (interval over genes), on DE-oriented
+    labels and scores; with ``wm_p`` on the records, the teacher's on the same rows and the
+    student's per-gene Spearman agreement with it (the Goodhart monitor's two curves)."""
+    import numpy as np
+
+    from softverify.ranking import auc_per_gene, gene_aurocs
+
+    y, s = de_orientation(records)
+    genes = [str(r["gene"]) for r in records]
+    out = auc_per_gene(genes, y, s, n_boot=n_boot).as_dict()
+    if any("wm_p" in r for r in records):
+        p = np.array([float(r.get("wm_p", float("nan"))) for r in records])
+        neg = np.array([bool(r.get("negated", False)) for r in records])
+        p_de = np.where(neg, 1 - p, p)  # wm_p is the p of the answer "yes" to the question as asked
+        out.update(auc_per_gene(genes, y, p_de, n_boot=n_boot).as_dict("teacher_auc_per_gene"))
+        out["teacher_agreement_per_gene"] = float(np.nanmean(list(_gene_spearman(genes, s, p_de).values())
+                                                              or [np.nan]))
+    return out
+
+
+def _gene_spearman(genes: Sequence[str], a, b) -> dict[str, float]:
+    """Spearman correlation of ``a`` and ``b`` within each gene with >= 3 finite rows and
+    variation in both."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    g = np.asarray(genes)
+    out: dict[str, float] = {}
+    for gene in np.unique(g):
+        m = (g == gene) & np.isfinite(a) & np.isfinite(b)
+        if m.sum() >= 3 and np.ptp(a[m]) > 0 and np.ptp(b[m]) > 0:
+            out[str(gene)] = float(spearmanr(a[m], b[m]).statistic)
+    return out

@@ -35,7 +35,8 @@ VERIFIER_SET_KEY = "verifier_set"
 DIST_KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
 #: Sweeping these would change the held-out eval questions, making trials incomparable.
 EVAL_SET_KEYS = ("data.source", "data.path", "data.mirror", "data.cell_lines", "data.eval_split",
-                 "data.eval_size", "data.seed", "data.holdout_cell_line", "data.holdout_gene_fraction")
+                 "data.eval_size", "data.seed", "data.holdout_cell_line", "data.holdout_gene_fraction",
+                 "data.val_fraction", "data.val_seed", "data.eval_genes", "data.eval_negatives_per_gene")
 #: Trial-managed keys: the sweep sets them per trial.
 MANAGED_KEYS = ("trainer.output_dir", "trainer.ray_address", "trainer.progress")
 _VERIFIER_FIELDS = set(VerifierSpec.model_fields)

@@ -65,14 +65,18 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from softverify.config import load_config
-    from softverify.data import load_prompts
+    from softverify.data import load_protocol_prompts
     from softverify.engines.hf import HFEngine
     from softverify.models import resolve_model_path
     from softverify.platform.evaluation.run import run_eval
     from softverify.platform.evaluation.classification import format_table
 
     cfg = load_config(args.config, _shortcuts(args))
-    rows = load_prompts(cfg.data, args.split, args.limit)
+    split = "test" if args.protocol == "perturbqa" else args.split
+    rows = load_protocol_prompts(cfg.data, args.protocol, split, args.limit)
+    if args.protocol != "sample":
+        print(f"eval protocol {args.protocol}: {len(rows)} questions on {len(set(rows['gene']))} target genes "
+              f"({split} split of {','.join(cfg.data.cell_lines)})", file=sys.stderr)
     if "label" not in rows.column_names:
         raise ValueError(f"eval needs labelled questions; split {args.split!r} has columns {rows.column_names}")
     model_path = resolve_model_path(args.model_dir, cfg.model.cache_dir)
@@ -92,13 +96,18 @@ def cmd_eval(args) -> int:
                    temperature=cfg.rollout.temperature, seed=args.seed, batch_size=args.batch_size,
                    force_answer=not args.no_force, system_prompt=system)
     metrics, records = res.metrics, res.records
-    metrics.update(model=str(args.model_dir), split=args.split, samples_per_question=args.samples)
+    metrics.update(model=str(args.model_dir), split=split, protocol=args.protocol, samples_per_question=args.samples)
     if res.forced_metrics is not None:
         metrics["forced"] = res.forced_metrics
+    lookups = _lookups_beside(cfg, rows, split)
+    if lookups is not None:
+        metrics["lookups"] = lookups
     print(format_table(metrics))
     if res.forced_metrics is not None:
         print("forced reading (yes/no by likelihood at the answer position; AUROC/AUPRC of that score, 95% bootstrap CI):")
         print(format_table(res.forced_metrics))
+    if res.forced_metrics is not None and "auc_per_gene" in res.forced_metrics:
+        print(per_gene_table(res.forced_metrics, lookups))
     if args.output:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -110,6 +119,37 @@ def cmd_eval(args) -> int:
     else:
         print(json.dumps(metrics))
     return 0
+
+
+def _lookups_beside(cfg, rows, split: str) -> dict | None:
+    """The lookup baselines (softverify.bio.lookups) on the rows just scored, or None when the
+    rows are not PerturbQA questions. A validation split's perturbations never feed the
+    same line's target-gene rate."""
+    if cfg.data.source != "perturbqa" or not {"pert", "gene", "cell_line", "label"} <= set(rows.column_names):
+        return None
+    import numpy as np
+
+    from softverify.bio.lookups import lookup_report
+    from softverify.bio.questions import select_split
+
+    df = rows.to_pandas()
+    de = np.where(df["negated"].to_numpy(bool), 1 - df["label"].to_numpy(), df["label"].to_numpy())
+    exclude = set(select_split(cfg.data, "val")["pert"]) if split == "val" else None
+    return lookup_report(df, de, mirror=cfg.data.mirror, exclude_perts=exclude)
+
+
+def per_gene_table(forced: dict, lookups: dict | None) -> str:
+    """PerturbQA's per-gene AUROC of the policy beside the lookups on the same rows."""
+    lines = [f"{'scorer':<28} {'auc_per_gene [95% CI over genes]':>34} {'pooled AUROC':>13}",
+             f"{'policy (forced margin)':<28} {forced['auc_per_gene']:>8.3f} [{forced['auc_per_gene_lo']:.3f}, "
+             f"{forced['auc_per_gene_hi']:.3f}] ({forced['auc_per_gene_genes']} genes) {forced['auroc']:>9.3f}"]
+    if "teacher_auc_per_gene" in forced:
+        lines.append(f"{'teacher (world model p)':<28} {forced['teacher_auc_per_gene']:>8.3f} "
+                     f"[{forced['teacher_auc_per_gene_lo']:.3f}, {forced['teacher_auc_per_gene_hi']:.3f}]")
+    for name, m in (lookups or {}).items():
+        lines.append(f"{'lookup ' + name:<28} {m['auc_per_gene']:>8.3f} [{m['auc_per_gene_lo']:.3f}, "
+                     f"{m['auc_per_gene_hi']:.3f}] ({m['auc_per_gene_genes']} genes) {m['auroc']:>9.3f}")
+    return "\n".join(lines)
 
 
 TRAIN_DESCRIPTION = """\
@@ -134,6 +174,12 @@ plus a forced reading (yes/no by likelihood at the answer position) with AUROC/A
 trained with; --config or --set prompt.*/rollout.* overrides that.
 
     softverify eval runs/default/final --limit 512 --data-mirror DIR -o runs/default/eval.json
+    softverify eval runs/default/final --protocol perturbqa --data-mirror DIR -o runs/default/pqa.json
+
+With labelled PerturbQA rows it also reports PerturbQA's auc_per_gene (mean over target genes
+of the AUROC across knockdowns, 95% interval over genes) beside the pooled AUROC, and the
+lookups scored on the same rows: the target gene's DE rate (which only the pooled metric
+rewards) and the knockdown's DE rate / the pair's label in the other cell lines.
 """
 
 
@@ -169,7 +215,11 @@ def register(sub) -> None:
     e.add_argument("model_dir", help="a trained model directory (e.g. runs/x/final), a HF dir, or 'smollm2'")
     _add_config_args(e, model_flag=False)
     e.add_argument("--split", default="test", help="question split (default: test)")
-    e.add_argument("--limit", type=int, default=200, help="number of questions (default 200)")
+    e.add_argument("--limit", type=int, default=200, help="number of questions with --protocol sample (default 200)")
+    e.add_argument("--protocol", choices=["sample", "genes", "perturbqa"], default="sample",
+                   help="sample: --limit balanced questions; genes: whole target genes as the periodic eval draws them "
+                   "(data.eval_genes); perturbqa: every row of the upstream test split whose target gene holds both "
+                   "labels, PerturbQA's auc_per_gene protocol (the number to quote; slow: K562 has 5,641 such rows)")
     e.add_argument("--samples", type=int, default=1,
                    help="1 = greedy; N > 1 = N samples at rollout.temperature, majority answer (default %(default)s)")
     e.add_argument("--max-new-tokens", type=int, help="generation budget (default: rollout.max_new_tokens)")

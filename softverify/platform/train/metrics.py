@@ -93,7 +93,8 @@ def metrics_figure(rows: list[dict[str, Any]], keys: list[str] | None, title: st
         seen = {k: None for r in rows for k in r}  # eval runs only every few steps: look at all rows
         keys = [k for k in seen if k.startswith("reward/")]
         keys += [k for k in seen if k.startswith(("diag/corr_label/", "diag/disagree_hard/"))]
-        keys += [k for k in ("eval_forced/auroc", "eval_forced/auprc", "eval_forced/spearman_ref", "eval/mcc",
+        keys += [k for k in ("eval_forced/auc_per_gene", "eval_forced/teacher_auc_per_gene",
+                             "eval_forced/teacher_agreement_per_gene", "eval_forced/auroc", "eval_forced/auprc", "eval_forced/spearman_ref", "eval/mcc",
                              "eval/f1", "eval/unanswered_rate", "eval_forced/mcc",
                              "eval_forced/balanced_accuracy") if k in seen]
         keys += [k for k in ("reward_mean", "policy_expected_reward", "dynamic/zero_var_group_frac", "kl",

@@ -26,7 +26,7 @@ import yaml
 
 from softverify import placement
 from softverify.config import ConfigError, TrainConfig
-from softverify.data import PromptOrder, load_prompts
+from softverify.data import PromptOrder, load_eval_prompts, load_prompts
 from softverify.models import resolve_model_path
 from softverify.cluster import connect, usable_cpus
 from softverify.fsutil import RunLock, atomic_dir
@@ -138,6 +138,14 @@ class Trainer:
         self.resume = resume
         self.step = 0
         self.phase = ""  # what fit() is doing after the step's update: see where()
+        from softverify.platform.train.diagnostics import GoodhartMonitor
+
+        self.goodhart = GoodhartMonitor()
+        # The teacher's pay to the policy: in the enumerated mode every answer is scored, so the
+        # verifier's mean is fixed by construction and the policy's own expected reward is what moves.
+        wm = next((v for v in cfg.verifiers if v.kind == "world_model"), None)
+        self.teacher_reward_key = (None if wm is None else "policy_expected_reward"
+                                   if cfg.algorithm.estimator == "enumerate" else f"reward/{wm.display_name}")
         self.sync_bytes, self.sync_bytes_total = 0, 0  # the last weight sync's size; all syncs' (this process)
         self.workers: list = []
         self.weights: tuple[int, list] | None = None  # (version, [state-dict ref]) of the current policy
@@ -181,7 +189,7 @@ class Trainer:
             cfg = self.cfg = cfg.model_copy(update={"verifiers": specs})
         for name, t in self.thresholds_chosen.items():
             print(f"verifier {name!r}: threshold {t:.4f} chosen over {len(self.train_rows)} training prompts")
-        self.eval_rows = load_prompts(cfg.data, cfg.data.eval_split, cfg.data.eval_size) if cfg.trainer.eval_every else None
+        self.eval_rows = load_eval_prompts(cfg.data) if cfg.trainer.eval_every else None
         init_ray(cfg)
         self.out.mkdir(parents=True, exist_ok=True)
         ckpt.write_text_atomic(self.out / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
@@ -611,9 +619,14 @@ class Trainer:
                     break
                 self.phase = ""
                 m = self.train_step()
+                self.goodhart.add_reward(m.get(self.teacher_reward_key) if self.teacher_reward_key else None)
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
                     self.phase = "evaluating"
                     m.update(self.evaluate())
+                    warning = self.goodhart.update(self.step, m.get("eval_forced/auc_per_gene"))
+                    if warning:
+                        bar.write(warning)
+                        m["goodhart/warning"] = 1.0
                 self.logger.log(self.step, m)
                 bar.update(1)
                 bar.set_postfix(reward=f"{m['reward_mean']:.3f}", len=f"{m['response_len_mean']:.0f}",
