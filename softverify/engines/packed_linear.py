@@ -12,7 +12,7 @@ The ``nn.Linear`` modules keep their ``weight`` parameters, so ``load_state_dict
 weight sync work unchanged. A packed copy remembers the weight tensor and its in-place
 version counter; any change (a weight sync's ``copy_``, an optimiser step, a new
 ``.data``) makes the next forward repack, so a stale copy is never used. Only fp32 and
-bf16 on CPU are packed, and only under ``no_grad`` (the op has no autograd): anything else
+bf16 on CPU are packed (bf16 where the CPU supports oneDNN's bf16 kernels), and only under ``no_grad`` (the op has no autograd): anything else
 falls back to ``F.linear``.
 """
 from __future__ import annotations
@@ -29,6 +29,13 @@ def available() -> bool:
     return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 
 
+def bf16_packable() -> bool:
+    """Whether this CPU can run oneDNN's bf16 packed linear: it needs AVX-512 (BW/VL/DQ) or
+    AVX-NE-CONVERT, which e.g. an AVX2-only AMD EPYC lacks (the op then raises at pack time)."""
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(probe()) if probe is not None else False
+
+
 class PackedLinear(nn.Linear):
     """``nn.Linear`` whose inference forward uses a prepacked copy of its weight."""
 
@@ -37,7 +44,7 @@ class PackedLinear(nn.Linear):
 
     def packable(self) -> bool:
         w = self.weight
-        return w.device.type == "cpu" and w.dtype in (torch.float32, torch.bfloat16)
+        return w.device.type == "cpu" and (w.dtype == torch.float32 or (w.dtype == torch.bfloat16 and bf16_packable()))
 
     def pack(self) -> None:
         w = self.weight.detach()
