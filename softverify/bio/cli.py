@@ -179,8 +179,58 @@ def _wm_eval(args) -> int:
     ev = perturbqa.load_table(args.cell_line, "de", mirror=args.mirror)
     ev = ev[ev["split"] == args.split] if args.split != "all" else ev
     metrics = wm.evaluate(ev)
+    metrics.update(per_gene_beside_lookups(wm, ev, args.mirror))
     _print_json({"cell_line": args.cell_line, "split": args.split, **metrics})
     print(coverage_line(metrics), file=sys.stderr)
+    print(per_gene_line(metrics), file=sys.stderr)
+    return 0
+
+
+def per_gene_beside_lookups(wm, ev, mirror) -> dict:
+    """PerturbQA's ``auc_per_gene`` of a world model on ``ev`` (interval over genes), with
+    the lookups scored on the same rows (softverify.bio.lookups)."""
+    from softverify.bio.lookups import lookup_report, ranking_report
+
+    p = wm.predict_proba(ev["pert"].tolist(), ev["gene"].tolist())
+    y = ev["label"].to_numpy()
+    return {"per_gene": ranking_report(ev["gene"].to_numpy(), y, p),
+            "lookups": lookup_report(ev, y, mirror=mirror)}
+
+
+def per_gene_line(m: dict) -> str:
+    g = m["per_gene"]
+    out = (f"auc_per_gene {g['auc_per_gene']:.3f} [{g['auc_per_gene_lo']:.3f}, {g['auc_per_gene_hi']:.3f}] over "
+           f"{g['auc_per_gene_genes']} genes (pooled AUROC {g['auroc']:.3f}); lookups on the same rows:")
+    for name, lk in m["lookups"].items():
+        out += f"\n  {name}: auc_per_gene {lk['auc_per_gene']:.3f}, pooled {lk['auroc']:.3f}"
+    return out
+
+
+def _wm_table(args) -> int:
+    """``softverify worldmodel table``: a teacher table over a question pool's pairs."""
+    from softverify.bio.lookups import lookup_scores
+    from softverify.bio.questions import select_split
+    from softverify.bio.teacher_table import load_teacher, make_table, save_table
+    from softverify.config import DataConfig
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if bool(args.model) == bool(args.lookup):
+        raise ValueError("worldmodel table needs exactly one teacher: --model DIR or --lookup NAME")
+    cfg = DataConfig(cell_lines=args.cell_lines.split(","), mirror=args.mirror)
+    pool = select_split(cfg, args.split)[["pert", "gene", "cell_line"]].drop_duplicates(["pert", "gene"])
+    if args.model:
+        p = load_teacher({"model_dir": args.model}).predict_proba(pool["pert"].tolist(), pool["gene"].tolist())
+    else:
+        p = lookup_scores(pool, mirror=args.mirror)[args.lookup]
+    df = make_table(pool, p, center=args.center, permute_seed=args.permute_seed)
+    out = save_table(df, args.out)
+    teacher = args.model or f"lookup {args.lookup}"
+    print(f"teacher table {out}: {len(df)} pairs of split {args.split!r} ({args.cell_lines}) scored by {teacher}"
+          f"{', centred per target gene' if args.center else ''}"
+          f"{f', permuted (seed {args.permute_seed})' if args.permute_seed is not None else ''}; "
+          f"use it with --set 'verifiers.0.params.p_table={out}'", file=sys.stderr)
     return 0
 
 
@@ -304,6 +354,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--from", dest="mirror", default=None, help=mirror_help)
     add_threads_argument(v)
     v.set_defaults(func=_wm_eval)
+    t = wsub.add_parser("table", help="score a question pool's (pert, gene) pairs once with a teacher (a world model "
+                        "or a lookup) into a parquet the world_model verifier reads with params.p_table")
+    t.add_argument("--model", help="world model directory (from `softverify worldmodel fit`)")
+    from softverify.bio.lookups import LOOKUPS
+
+    t.add_argument("--lookup", choices=list(LOOKUPS), help="a lookup as the teacher instead (a control)")
+    t.add_argument("--cell-lines", default="k562", help="cell lines of the pool; default %(default)s")
+    t.add_argument("--split", default="train", help="the pool: a question split (train, val, test, ...; default "
+                   "%(default)s). Labels of the pool are never read for a --model table")
+    t.add_argument("--center", choices=["gene"], default=None,
+                   help="gene: sigmoid(logit p - the target gene's median logit): keeps each gene's order of "
+                   "knockdowns, removes which genes are often DE")
+    t.add_argument("--permute-seed", type=int, default=None,
+                   help="shuffle p across the pool's pairs (the same rewards, unrelated to their pairs): the control")
+    t.add_argument("--from", dest="mirror", default=None, help=mirror_help)
+    add_threads_argument(t)
+    t.add_argument("--out", required=True, help="output .parquet")
+    t.set_defaults(func=_wm_table)
 
 
 __all__ = ["register"]

@@ -87,9 +87,9 @@ def resolve_threshold_policies(specs, rows) -> tuple[list, dict[str, float]]:
     for spec in specs:
         pol = spec.params.get("threshold")
         if spec.kind == "world_model" and isinstance(pol, str) and pol in POLICIES:
-            from softverify.bio.worldmodel import WorldModel
+            from softverify.bio.teacher_table import load_teacher
 
-            wm = WorldModel.load(spec.params["model_dir"])
+            wm = load_teacher(spec.params)
             de = np.array([(t or "de") == "de" for t in _column(rows, "task", "de")])
             perts = [x for x, k in zip(_column(rows, "pert"), de) if k]
             genes = [x for x, k in zip(_column(rows, "gene"), de) if k]
@@ -104,11 +104,11 @@ def resolve_threshold_policies(specs, rows) -> tuple[list, dict[str, float]]:
 def verifier_decisions(spec, rows) -> np.ndarray:
     """Per row: 1 where a world-model spec (numeric or 'model' threshold) answers yes, 0 no,
     -1 where it abstains (unknown gene) or the row is not a knockdown question."""
-    from softverify.bio.worldmodel import WorldModel
+    from softverify.bio.teacher_table import load_teacher
 
     if spec.kind != "world_model":
         raise ValueError(f"stratifying prompts needs a world_model verifier; {spec.display_name!r} is {spec.kind!r}")
-    wm = WorldModel.load(spec.params["model_dir"])
+    wm = load_teacher(spec.params)
     t = spec.params.get("threshold", "model")
     t = wm.threshold if t in ("model", None) else float(t)
     p = wm.predict_proba(_column(rows, "pert"), _column(rows, "gene"))

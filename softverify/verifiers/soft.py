@@ -32,18 +32,25 @@ class WorldModelVerifier(Verifier):
     through one forward pass; symbol -> embedding-row lookups are cached. Abstains for genes without an
     embedding and for tasks other than ``tasks`` (default: the knockdown task ``de``).
     ``shuffle_seed``: the shuffled-reward control (genes answer with a permuted gene's p).
+    ``p_table``: read p from a teacher table (``softverify worldmodel table``: a world model
+    scored offline over a question pool, optionally centred per target gene or permuted)
+    instead of ``model_dir``; pairs the table lacks abstain.
     """
 
     owns_threshold = True
 
     def __init__(self, name: str | None = None, model_dir: str | None = None, threshold: float | str | None = "model",
-                 tasks: Sequence[str] | None = ("de",), shuffle_seed: int | None = None):
+                 tasks: Sequence[str] | None = ("de",), shuffle_seed: int | None = None, p_table: str | None = None):
         super().__init__(name)
-        if not model_dir:
-            raise ValueError("world_model verifier needs params.model_dir (a `softverify worldmodel fit` output)")
-        from softverify.bio.worldmodel import WorldModel
+        if model_dir and p_table:
+            raise ValueError(f"world_model verifier: give params.model_dir ({model_dir!r}) or params.p_table "
+                             f"({p_table!r}), not both")
+        if p_table and shuffle_seed is not None:
+            raise ValueError("world_model verifier: shuffle_seed permutes a model's gene embeddings; with p_table "
+                             "make a permuted table instead (`softverify worldmodel table --permute-seed N`)")
+        from softverify.bio.teacher_table import load_teacher
 
-        self.model = WorldModel.load(model_dir)
+        self.model = load_teacher({"model_dir": model_dir, "p_table": p_table})
         if threshold == "model":
             threshold = self.model.threshold
         if threshold in ("balanced", "median"):

@@ -558,9 +558,9 @@ class Trainer:
         if spec is None or not rows or "pert" not in rows[0]:
             return None
         if getattr(self, "_eval_wm", None) is None:
-            from softverify.bio.worldmodel import WorldModel
+            from softverify.bio.teacher_table import load_teacher
 
-            self._eval_wm = WorldModel.load(spec.params["model_dir"])
+            self._eval_wm = load_teacher(spec.params)
         p = self._eval_wm.predict_proba([r["pert"] for r in rows], [r["gene"] for r in rows])
         neg = np.array([bool(r.get("negated", False)) for r in rows])
         return np.where(neg, 1 - p, p)

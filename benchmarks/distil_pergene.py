@@ -1,0 +1,186 @@
+"""What carries a teacher's knockdown knowledge into the student? Per-gene AUROC, arms x seeds.
+
+Each arm is the same `softverify train` pipeline (direct style, enumerated estimator, top
+layers trained, a world-model verifier reading a *teacher table*, steps stratified by the
+teacher's decisions); only the table differs:
+
+  teacher    the RPE1+HepG2 world model's p over the pool (never saw K562), threshold 'median'
+  centred    the same p centred per target gene on the logit scale (the hub signal removed,
+             each gene's order of knockdowns kept), threshold 0.5
+  permuted   control: the centred table's p shuffled across the pool's pairs (same rewards,
+             unrelated to their pairs), threshold 0.5
+  lookup     control: B's DE rate in RPE1+HepG2 as the teacher (knows hubs, nothing about
+             knockdowns), threshold 'median'
+  base       no training (the shipped SmolLM2-135M)
+
+Setting: transductive on the validation split. The pool is every pair of the K562 validation
+perturbations (a seeded 10 % of the upstream train perturbations); the teacher scores them,
+their labels are never read in training; the periodic eval reads the labels of whole
+validation target genes. So this chooses recipes without touching K562 test.
+
+Budget in questions: --steps x --prompts. Reported per arm: PerturbQA's auc_per_gene (mean
++- sd over seeds, and each seed's 95 % interval over genes), the pooled AUROC, the teacher's
+per-gene AUROC on the same rows and the student's within-gene agreement with it, and the
+lookups on the same rows.
+
+    SOFTVERIFY_DATA_MIRROR=../shared/data/perturbqa python benchmarks/distil_pergene.py \\
+        --wm runs/assets/wm_go64 --arms teacher,centred,permuted --seeds 0,1,2 --steps 100 --prompts 32
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, SHARED_PERTURBQA, machine, write_result  # noqa: E402
+
+ARMS = ("base", "teacher", "centred", "permuted", "lookup")
+
+
+def build_tables(wm: str, out: Path, split: str) -> dict[str, Path]:
+    """The arms' teacher tables over the pool (``softverify worldmodel table``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    specs = {"teacher": ["--model", wm], "centred": ["--model", wm, "--center", "gene"],
+             "permuted": ["--model", wm, "--center", "gene", "--permute-seed", "1234"],
+             "lookup": ["--lookup", "b_rate_other_lines"]}
+    paths = {}
+    for arm, extra in specs.items():
+        p = out / f"{arm}_{split}.parquet"
+        if not p.is_file():
+            subprocess.run(["softverify", "worldmodel", "table", "--split", split, *extra, "--out", str(p)],
+                           check=True, cwd=REPO)
+        paths[arm] = p
+    return paths
+
+
+def train_arm(arm: str, table: Path, seed: int, args, run_dir: Path) -> dict:
+    threshold = "median" if arm in ("teacher", "lookup") else "0.5"
+    ov = [
+        "data.split=" + args.split, "data.eval_split=" + args.split, "data.balance=false", "data.max_prompts=null",
+        f"data.eval_genes={args.eval_genes}", f"data.seed={seed}", "data.stratify_by=teacher",
+        f"trainer.seed={seed}", f"trainer.steps={args.steps}", f"trainer.eval_every={args.eval_every}",
+        "trainer.checkpoint_every=0", f"trainer.output_dir={run_dir}", "trainer.progress=false",
+        f"rollout.prompts_per_step={args.prompts}", f"learner.lr={args.lr}", f"learner.train_layers={args.train_layers}",
+        "learner.lr_warmup_steps=5",
+        f"verifiers=[{{kind: world_model, name: teacher, params: {{p_table: {table}, threshold: {threshold}}}}}]",
+        *args.set,
+    ]
+    t0 = time.time()
+    cmd = ["softverify", "train"] + [x for o in ov for x in ("--set", o)]
+    log = run_dir.with_suffix(".log")
+    with open(log, "w") as f:
+        subprocess.run(cmd, check=True, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval_forced/auc_per_gene" in r]
+    return {"arm": arm, "seed": seed, "wall_s": time.time() - t0, "questions": args.steps * args.prompts,
+            "curve": [{k: r.get(k) for k in ("step", "eval_forced/auc_per_gene", "eval_forced/auc_per_gene_lo",
+                                              "eval_forced/auc_per_gene_hi", "eval_forced/auroc",
+                                              "eval_forced/teacher_auc_per_gene",
+                                              "eval_forced/teacher_agreement_per_gene", "policy_expected_reward")}
+                      for r in evals],
+            "final": {k.split("/", 1)[1]: v for k, v in evals[-1].items() if k.startswith("eval_forced/")}}
+
+
+def eval_base(args) -> dict:
+    out = Path(args.out_dir) / "base_eval.json"
+    subprocess.run(["softverify", "eval", "smollm2", "--protocol", "genes", "--split", args.split,
+                    "--set", f"data.eval_genes={args.eval_genes}", "--set", "prompt.style=direct", "-o", str(out)],
+                   check=True, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    m = json.loads(out.read_text())
+    return {"arm": "base", "seed": None, "final": m["forced"], "lookups": m.get("lookups")}
+
+
+def summarise(runs: list[dict]) -> dict:
+    out = {}
+    for arm in dict.fromkeys(r["arm"] for r in runs):
+        fin = [r["final"] for r in runs if r["arm"] == arm]
+        g = np.array([f["auc_per_gene"] for f in fin])
+        out[arm] = {"seeds": len(fin), "auc_per_gene_mean": float(g.mean()),
+                    "auc_per_gene_sd": float(g.std(ddof=1)) if len(g) > 1 else None,
+                    "auc_per_gene_ci_per_seed": [[f["auc_per_gene_lo"], f["auc_per_gene_hi"]] for f in fin],
+                    "auroc_mean": float(np.mean([f["auroc"] for f in fin])),
+                    "teacher_auc_per_gene": fin[0].get("teacher_auc_per_gene"),
+                    "agreement_mean": (float(np.mean([f["teacher_agreement_per_gene"] for f in fin]))
+                                       if "teacher_agreement_per_gene" in fin[0] else None)}
+    return out
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    arms = list(dict.fromkeys(r["arm"] for r in runs))
+    for i, arm in enumerate(arms):
+        for r in (r for r in runs if r["arm"] == arm):
+            f = r["final"]
+            ax.errorbar(i + (0.1 * (r["seed"] or 0) - 0.1), f["auc_per_gene"],
+                        yerr=[[f["auc_per_gene"] - f["auc_per_gene_lo"]], [f["auc_per_gene_hi"] - f["auc_per_gene"]]],
+                        fmt="o", capsize=3, color=f"C{i}")
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    t = next((r["final"].get("teacher_auc_per_gene") for r in runs if r["final"].get("teacher_auc_per_gene")), None)
+    if t:
+        ax.axhline(t, color="k", lw=0.8, ls=":", label=f"teacher {t:.3f}")
+        ax.legend(fontsize=8)
+    ax.set_xticks(range(len(arms)), arms)
+    ax.set_ylabel("auc_per_gene (K562 validation genes)")
+    ax.set_title("Student per-gene AUROC by teacher table (each seed, 95% CI over genes)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--wm", default="runs/assets/wm_go64", help="world model never trained on K562")
+    ap.add_argument("--arms", default="base,teacher,centred,permuted")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--prompts", type=int, default=32)
+    ap.add_argument("--eval-every", type=int, default=50)
+    ap.add_argument("--eval-genes", type=int, default=96)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--train-layers", type=int, default=6)
+    ap.add_argument("--set", action="append", default=[], help="extra train overrides for every arm")
+    ap.add_argument("--out-dir", default="runs/distil")
+    ap.add_argument("--name", default="distil_pergene")
+    args = ap.parse_args()
+    os.environ.setdefault("SOFTVERIFY_DATA_MIRROR", str(SHARED_PERTURBQA))
+    arms = [a for a in args.arms.split(",") if a]
+    bad = [a for a in arms if a not in ARMS]
+    if bad:
+        raise SystemExit(f"unknown arms {bad}; expected some of {list(ARMS)}")
+    out = Path(args.out_dir)
+    tables = build_tables(args.wm, out / "tables", args.split)
+    result_path = Path(f"benchmarks/results/{args.name}.json")
+    runs = json.loads(result_path.read_text())["runs"] if result_path.is_file() else []
+    done = {(r["arm"], r["seed"]) for r in runs}
+    for arm in arms:
+        seeds = [None] if arm == "base" else [int(s) for s in args.seeds.split(",")]
+        for seed in seeds:
+            if (arm, seed) in done:
+                continue
+            r = eval_base(args) if arm == "base" else train_arm(arm, tables[arm], seed, args,
+                                                                 out / f"{arm}_s{seed}")
+            runs.append(r)
+            f = r["final"]
+            print(f"{arm} seed {seed}: auc_per_gene {f['auc_per_gene']:.3f} [{f['auc_per_gene_lo']:.3f}, "
+                  f"{f['auc_per_gene_hi']:.3f}] pooled {f['auroc']:.3f}", flush=True)
+            write_result(args.name, {"machine": machine(), "args": vars(args), "runs": runs,
+                                     "summary": summarise(runs)})
+    plot(runs, result_path.with_suffix(".png"))
+    print(json.dumps(summarise(runs), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
