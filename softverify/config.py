@@ -536,6 +536,10 @@ class TrainerConfig(_Section):
         None, gt=0, description="Wall-clock budget for this process's training loop: stop after the step that "
         "crosses it (then checkpoint and write the final model as usual). None = run all trainer.steps.",
     )
+    stop_after_idle_steps: int = Field(
+        10, ge=0, description="Stop the run with an error when this many consecutive steps trained no question "
+        "(every group had zero reward variance, e.g. a reward no answer can change, or completions that never "
+        "close); 0 = never stop.")
     ray_address: str | None = Field(None, description="Ray cluster address; None = start/attach a local one.")
     wandb: bool = Field(False, description="Also log to Weights & Biases (offline mode works without login).")
     wandb_project: str = Field("softverify", description="W&B project name.")

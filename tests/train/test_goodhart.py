@@ -41,3 +41,22 @@ def test_per_gene_metrics_read_negated_questions_on_the_de_scale():
     assert m["auc_per_gene"] == 1.0 and m["auc_per_gene_genes"] == 1
     # the teacher: p(DE) 0.8 for P1, 1 - 0.9 = 0.1 for P2
     assert m["teacher_auc_per_gene"] == 1.0
+
+
+def test_a_run_that_trains_no_question_stops_with_a_reason():
+    from types import SimpleNamespace
+
+    from softverify.platform.train.trainer import IdleRunError, Trainer
+
+    t = SimpleNamespace(cfg=SimpleNamespace(trainer=SimpleNamespace(stop_after_idle_steps=3)), step=0)
+    idle = {"questions_trained": 0, "dynamic/zero_var_group_frac": 1.0, "reward_mean": 0.0, "response_len_mean": 96}
+    for step, m in enumerate([idle, idle, {"questions_trained": 4}, idle, idle], start=1):
+        t.step = step
+        Trainer._check_idle(t, m)  # a trained step resets the count
+    t.step = 6
+    with pytest.raises(IdleRunError, match=r"no question trained in the last 3 steps \(steps 4-6; zero-variance "
+                                           r"groups 100%.*rollout.stop"):
+        Trainer._check_idle(t, idle)
+    t.cfg.trainer.stop_after_idle_steps = 0  # off
+    for _ in range(5):
+        Trainer._check_idle(t, idle)

@@ -36,7 +36,7 @@ def cmd_train(args) -> int:
         print("\n".join(describe()))
         return 0
     cfg = load_config(args.config, _shortcuts(args))
-    from softverify.platform.train.trainer import Trainer
+    from softverify.platform.train.trainer import IdleRunError, Trainer
 
     import ray.exceptions
 
@@ -45,6 +45,9 @@ def cmd_train(args) -> int:
     trainer = Trainer(cfg, resume="auto" if args.auto_resume else args.resume)
     try:
         final = trainer.fit()
+    except IdleRunError as e:
+        print(f"softverify train: stopped at step {trainer.step}: {e}", file=sys.stderr)
+        return 1
     except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError, ray.exceptions.NodeDiedError) as e:
         # A learner rank (or a worker past its restart budget) died, or a node went down with
         # the objects it held: the DeepSpeed world is broken, so stop cleanly and point at the

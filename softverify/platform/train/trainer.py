@@ -125,6 +125,10 @@ def resource_breakdown(cfg: TrainConfig, res: str) -> str:
     return placement.breakdown(placement.role_requests(cfg), res)
 
 
+class IdleRunError(RuntimeError):
+    """A run that trained no question for ``trainer.stop_after_idle_steps`` steps in a row."""
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool | str = False,
                  on_step: "Callable[[int, dict[str, Any]], None] | None" = None):
@@ -600,6 +604,21 @@ class Trainer:
         return ckpt.save(self.ckpt_root, self.step, state, write_model, self.cfg.trainer.keep_checkpoints)
 
     # ------------------------------------------------------------------ loop
+    def _check_idle(self, m: dict[str, Any]) -> None:
+        """Raise :class:`IdleRunError` after ``trainer.stop_after_idle_steps`` steps in a row
+        that trained no question: such a run only spends time."""
+        self._idle_steps = 0 if m.get("questions_trained", 1) else getattr(self, "_idle_steps", 0) + 1
+        k = self.cfg.trainer.stop_after_idle_steps
+        if k and self._idle_steps >= k:
+            zero = m.get("dynamic/zero_var_group_frac")
+            raise IdleRunError(
+                f"no question trained in the last {k} steps (steps {self.step - k + 1}-{self.step}; zero-variance "
+                f"groups {zero if zero is None else f'{zero:.0%}'}, reward_mean {m.get('reward_mean'):.3f}, "
+                f"response_len_mean {m.get('response_len_mean', float('nan')):.1f}): every group's answers earned the "
+                "same reward. Check that completions end (rollout.stop, max_new_tokens), that a verifier can tell "
+                "the answers apart (`softverify verifiers report`), or use the direct style's enumerated estimator "
+                "(prompt.style=direct); trainer.stop_after_idle_steps=0 disables this stop")
+
     def where(self) -> str:
         """The step fit() was working on, for a one-line failure message: "step 3" while step 3
         rolls out and learns, "step 2 (saving its checkpoint)" once step 2's update is done."""
@@ -619,6 +638,7 @@ class Trainer:
                     break
                 self.phase = ""
                 m = self.train_step()
+                self._check_idle(m)
                 self.goodhart.add_reward(m.get(self.teacher_reward_key) if self.teacher_reward_key else None)
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
                     self.phase = "evaluating"
