@@ -95,7 +95,8 @@ def train_arm(arm: str, table: Path, seed: int, args, run_dir: Path) -> dict:
 def eval_base(args) -> dict:
     out = Path(args.out_dir) / "base_eval.json"
     subprocess.run(["softverify", "eval", "smollm2", "--protocol", "genes", "--split", args.split,
-                    "--set", f"data.eval_genes={args.eval_genes}", "--set", "prompt.style=direct", "-o", str(out)],
+                    "--set", f"data.eval_genes={args.eval_genes}", "--set", "prompt.style=direct", "--score-only",
+                    "--threads", "2", "-o", str(out)],
                    check=True, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     m = json.loads(out.read_text())
     return {"arm": "base", "seed": None, "final": m["forced"], "lookups": m.get("lookups")}

@@ -532,6 +532,10 @@ class TrainerConfig(_Section):
     eval_every: int = Field(
         25, ge=0, description="Evaluate on held-out questions every N steps (0 = off); logs eval/* (free reading) and "
         "eval_forced/* (forced reading, AUROC/AUPRC of the forced score with 95% intervals).")
+    eval_mode: Literal["auto", "generate", "score"] = Field(
+        "auto", description="'generate': greedy answers read twice (free and forced); 'score': the forced score only, "
+        "one forward per question and no generation (needs a prompt ending at the answer, the direct style), the "
+        "free reading then equals the forced one; 'auto': score in the direct style, generate otherwise.")
     time_budget_minutes: float | None = Field(
         None, gt=0, description="Wall-clock budget for this process's training loop: stop after the step that "
         "crosses it (then checkpoint and write the final model as usual). None = run all trainer.steps.",

@@ -242,16 +242,17 @@ class RolloutCore:
         ]
 
     def evaluate(self, rows: Sequence[dict[str, Any]], sampling: SamplingParams,
-                 weights: tuple[int, list] | None = None) -> list[dict[str, Any]]:
+                 weights: tuple[int, list] | None = None, score_only: bool = False) -> list[dict[str, Any]]:
         """Greedy answers to labelled rows under the given policy; records as in
-        ``platform.evaluation.run.run_eval`` (with the forced yes/no reading)."""
+        ``platform.evaluation.run.run_eval`` (with the forced yes/no reading; ``score_only``:
+        the forced score alone, one forward per question)."""
         from softverify.platform.evaluation.run import run_eval
 
         self._ensure_weights(weights)
         res = run_eval(self.engine, rows, max_new_tokens=sampling.max_new_tokens, stop=sampling.stop,
                        assistant_prefix=self.rollout.assistant_prefix, batch_size=self.rollout.batch_size,
                        seed=sampling.seed or 0, force_answer=True, progress=False,
-                       system_prompt=self.rollout.system_prompt)
+                       system_prompt=self.rollout.system_prompt, score_only=score_only)
         return res.records
 
     def _ensure_weights(self, weights: tuple | None) -> None:

@@ -47,3 +47,24 @@ def test_direct_style_scores_every_question_at_the_answer_position(tiny_model_di
     want = answer_margins(e, pb.token_ids)
     assert [r["margin"] for r in res.records] == pytest.approx(want, abs=1e-5)
     assert {"auroc", "auprc", "auroc_lo", "auroc_hi"} <= set(res.forced_metrics)
+
+
+def test_score_only_eval_gives_the_generating_evals_margins_without_generating(tiny_model_dir):
+    from softverify.prompts import DIRECT_SYSTEM_PROMPT
+
+    e = HFEngine(str(tiny_model_dir), torch_threads=1, batch_size=4, decode="loop")
+    rows = [{"question": f"Does knockdown of G{i} change X{i % 3}?", "label": i % 2, "prompt_id": i, "gene": f"X{i % 3}"}
+            for i in range(9)]
+    kw = dict(max_new_tokens=4, stop=["</answer>"], assistant_prefix="<answer>", batch_size=4, progress=False,
+              system_prompt=DIRECT_SYSTEM_PROMPT)
+    gen = run_eval(e, rows, **kw)
+    calls = []
+    e.generate = lambda *a, **k: calls.append(a)  # noqa: E731  (must not be called)
+    sc = run_eval(e, rows, score_only=True, **kw)
+    assert not calls
+    assert [r["margin"] for r in sc.records] == pytest.approx([r["margin"] for r in gen.records], abs=1e-5)
+    assert all(r["answers"] == [int(r["margin"] > 0)] for r in sc.records)
+    assert sc.metrics["unanswered_rate"] == 0.0 and sc.forced_metrics["auroc"] == pytest.approx(gen.forced_metrics["auroc"])
+    assert sc.forced_metrics["auc_per_gene_genes"] == gen.forced_metrics["auc_per_gene_genes"]
+    with pytest.raises(ValueError, match="score-only eval needs a prompt that ends at the answer"):
+        run_eval(e, rows, score_only=True, **{**kw, "assistant_prefix": "<think>\n"})

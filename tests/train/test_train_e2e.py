@@ -71,7 +71,8 @@ def test_train_two_steps(ray_cluster, tiny_model_dir, prompt_file, tmp_path):
 def test_time_budget_stops_early_and_eval_reports_both_readings(ray_cluster, tiny_model_dir, prompt_file, tmp_path):
     cfg = tiny_cfg(tiny_model_dir, prompt_file, tmp_path / "run", **{
         "trainer.steps": 5, "trainer.time_budget_minutes": 1e-4, "trainer.eval_every": 1,
-        "trainer.checkpoint_every": 0, "learner.num_ranks": 1, "rollout.num_workers": 1})
+        "trainer.checkpoint_every": 0, "learner.num_ranks": 1, "rollout.num_workers": 1,
+        "trainer.eval_mode": "generate"})
     final, rows = _fit(cfg)
     assert [r["step"] for r in rows] == [1]  # the 0.006 s budget is spent after the first step
     assert (final / "model.safetensors").is_file()

@@ -96,13 +96,18 @@ def _next_token_margins(engine, ctx: list[list[int]], yes_id: list[int], no_id: 
 
 def run_eval(engine, rows: Sequence[dict], *, max_new_tokens: int, stop: Sequence[str], assistant_prefix: str,
              samples: int = 1, temperature: float = 1.0, seed: int = 0, batch_size: int = 16,
-             force_answer: bool = True, progress: bool = True, system_prompt: str | None = None) -> EvalResult:
+             force_answer: bool = True, progress: bool = True, system_prompt: str | None = None,
+             score_only: bool = False) -> EvalResult:
     """Generate answers for labelled ``rows`` (greedy when ``samples == 1``) and score them.
 
     With ``force_answer`` (greedy only) every record also gets ``margin``, the forced score
-    log p(yes) - log p(no) at its answer position, and unanswered ones a ``forced_answer``."""
+    log p(yes) - log p(no) at its answer position, and unanswered ones a ``forced_answer``.
+    ``score_only`` (a prompt that already ends at the answer position, the direct style):
+    no generation, one forward per question (see :func:`_score_eval`)."""
     from tqdm import tqdm
 
+    if score_only:
+        return _score_eval(engine, rows, assistant_prefix, batch_size, progress, system_prompt)
     greedy = samples == 1
     sp = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0 if greedy else temperature,
                         stop=list(stop), seed=seed)
@@ -131,6 +136,30 @@ def run_eval(engine, rows: Sequence[dict], *, max_new_tokens: int, stop: Sequenc
         return EvalResult(metrics, forced_metrics, records)
     labels = [r["label"] for r in records]
     return EvalResult(classification_metrics(labels, majority_answers(per_q)), None, records)
+
+
+def _score_eval(engine, rows: Sequence[dict], assistant_prefix: str, batch_size: int, progress: bool,
+                system_prompt: str | None) -> EvalResult:
+    """Eval as scoring: where the prompt ends at the answer position (``<answer>`` in the
+    assistant prefix) the forced score needs one forward per question and no generation.
+    Each record's answer is the likelier of yes/no (so the free and forced readings
+    coincide, and no answer is left unparsed: a policy that would write neither word is
+    read by its yes/no preference)."""
+    from tqdm import tqdm
+
+    if "<answer>" not in assistant_prefix:
+        raise ValueError(f"score-only eval needs a prompt that ends at the answer (assistant prefix with "
+                         f"'<answer>', the direct style); got assistant prefix {assistant_prefix!r}")
+    records: list[dict[str, Any]] = []
+    for start in tqdm(range(0, len(rows), batch_size), desc="eval", unit="batch", disable=not progress):
+        batch = [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
+        pb = render_turns(engine, [row_messages(r, system_prompt) for r in batch], assistant_prefix)
+        for r, m in zip(batch, answer_margins(engine, [list(p) for p in pb.token_ids])):
+            records.append({"prompt_id": r.get("prompt_id"), "label": int(r["label"]), "answers": [int(m > 0)],
+                            "margin": float(m), "completion": None,
+                            **{k: r[k] for k in RECORD_KEYS if r.get(k) is not None}})
+    free, forced = metrics_from_records(records)
+    return EvalResult(free, forced, records)
 
 
 def metrics_from_records(records: Sequence[dict[str, Any]], n_boot: int = 1000) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -97,7 +97,7 @@ def cmd_eval(args) -> int:
     res = run_eval(engine, rows, max_new_tokens=args.max_new_tokens or cfg.rollout.max_new_tokens,
                    stop=stop, assistant_prefix=prefix, samples=args.samples,
                    temperature=cfg.rollout.temperature, seed=args.seed, batch_size=args.batch_size,
-                   force_answer=not args.no_force, system_prompt=system)
+                   force_answer=not args.no_force, system_prompt=system, score_only=args.score_only)
     metrics, records = res.metrics, res.records
     metrics.update(model=str(args.model_dir), split=split, protocol=args.protocol, samples_per_question=args.samples)
     if res.forced_metrics is not None:
@@ -230,6 +230,9 @@ def register(sub) -> None:
     e.add_argument("--batch-size", type=int, default=16, help="questions generated together (default 16)")
     add_threads_argument(e, default=None, default_text="rollout.torch_threads = 1")
     e.add_argument("--seed", type=int, default=0, help="sampling seed with --samples > 1 (default 0)")
+    e.add_argument("--score-only", action="store_true",
+                   help="direct style: no generation, the forced yes/no score only (one forward per question; the "
+                   "free reading then equals the forced one)")
     e.add_argument("--no-force", action="store_true",
                    help="skip the forced reading (unanswered turns closed, yes/no chosen by likelihood)")
     e.add_argument("--output", "-o", help="write metrics JSON here and the completions next to it "

@@ -542,7 +542,10 @@ class Trainer:
         k = len(self.workers)
         sp = SamplingParams(max_new_tokens=self.cfg.rollout.max_new_tokens, temperature=0.0,
                             stop=list(self.cfg.rollout.stop), seed=0)
-        refs = [self.workers[w].evaluate.remote(rows[w::k], sp, self.weights) for w in range(k) if rows[w::k]]
+        score_only = self.cfg.trainer.eval_mode == "score" or (
+            self.cfg.trainer.eval_mode == "auto" and "<answer>" in (self.cfg.rollout.assistant_prefix or ""))
+        refs = [self.workers[w].evaluate.remote(rows[w::k], sp, self.weights, score_only)
+                for w in range(k) if rows[w::k]]
         records = [r for part in ray.get(refs) for r in part]
         ordered = [rows[w::k] for w in range(k) if rows[w::k]]
         wm_p = self._eval_world_model_p([r for part in ordered for r in part])
