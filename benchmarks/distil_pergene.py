@@ -171,19 +171,20 @@ def main() -> int:
     result_path = Path(f"benchmarks/results/{args.name}.json")
     runs = json.loads(result_path.read_text())["runs"] if result_path.is_file() else []
     done = {(r["arm"], r["seed"]) for r in runs}
-    for arm in arms:
-        seeds = [None] if arm == "base" else [int(s) for s in args.seeds.split(",")]
-        for seed in seeds:
-            if (arm, seed) in done:
-                continue
-            r = eval_base(args) if arm == "base" else train_arm(arm, tables[arm], seed, args,
-                                                                 out / f"{arm}_s{seed}")
-            runs.append(r)
-            f = r["final"]
-            print(f"{arm} seed {seed}: auc_per_gene {f['auc_per_gene']:.3f} [{f['auc_per_gene_lo']:.3f}, "
-                  f"{f['auc_per_gene_hi']:.3f}] pooled {f['auroc']:.3f}", flush=True)
-            write_result(args.name, {"machine": machine(), "args": vars(args), "runs": runs,
-                                     "summary": summarise(runs)})
+    seeds = [int(s) for s in args.seeds.split(",")]
+    order = [("base", None)] if "base" in arms else []
+    order += [(arm, seed) for seed in seeds for arm in arms if arm != "base"]  # seeds outer: partial results balanced
+    for arm, seed in order:
+        if (arm, seed) in done:
+            continue
+        r = eval_base(args) if arm == "base" else train_arm(arm, tables[arm], seed, args,
+                                                             out / f"{arm}_s{seed}")
+        runs.append(r)
+        f = r["final"]
+        print(f"{arm} seed {seed}: auc_per_gene {f['auc_per_gene']:.3f} [{f['auc_per_gene_lo']:.3f}, "
+              f"{f['auc_per_gene_hi']:.3f}] pooled {f['auroc']:.3f}", flush=True)
+        write_result(args.name, {"machine": machine(), "args": vars(args), "runs": runs,
+                                 "summary": summarise(runs)})
     plot(runs, result_path.with_suffix(".png"))
     print(json.dumps(summarise(runs), indent=1))
     return 0
