@@ -39,16 +39,12 @@ LINES = ("k562", "rpe1", "hepg2")
 
 def mean_group_auroc(p: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[float, int]:
     """Mean AUROC within groups (target genes or perturbations) that hold both classes, over
-    covered rows, and how many groups that was. A per-gene constant (the prior) scores 0.5."""
-    from sklearn.metrics import roc_auc_score
+    covered rows, and how many groups that was: PerturbQA's ``auc_per_gene`` when the groups
+    are target genes (softverify.ranking). A per-gene constant (the prior) scores 0.5."""
+    from softverify.ranking import auc_per_gene
 
-    ok = np.isfinite(p)
-    vals = []
-    for g in np.unique(groups[ok]):
-        m = ok & (groups == g)
-        if 0 < y[m].sum() < m.sum():
-            vals.append(roc_auc_score(y[m], p[m]))
-    return (float(np.mean(vals)) if vals else float("nan")), len(vals)
+    r = auc_per_gene(groups, y, p, n_boot=1)
+    return r.auc_per_gene, r.genes
 
 
 def parse_heldout(specs: list[str]) -> dict[str, list[str]]:
@@ -100,7 +96,11 @@ def score_line(held: str, model_dirs: list[str], train_lines: list[str], mirror:
         m["prior_rows_covered"] = float(both.sum() / max(prior_rows.sum(), 1))
         m["ece"] = expected_calibration_error(p[ok], y[ok])
         m["brier"] = brier_score(p[ok], y[ok])
-        m["per_gene_auroc"], m["genes_scored"] = mean_group_auroc(p, y, ev["gene"].to_numpy())
+        from softverify.ranking import auc_per_gene
+
+        pg = auc_per_gene(ev["gene"].to_numpy(), y, p)
+        m["per_gene_auroc"], m["genes_scored"] = pg.auc_per_gene, pg.genes
+        m["per_gene_auroc_ci"] = [pg.lo, pg.hi]
         m["per_pert_auroc"], m["perts_scored"] = mean_group_auroc(p, y, ev["pert"].to_numpy())
         rows[name] = m
         curves[name] = reliability_bins(p[ok], y[ok])
@@ -123,7 +123,8 @@ def table(res: dict) -> str:
         a = m["all_rows"]
         lines.append(f"| {name} | {m['coverage']:.3f} | {m['auroc']:.3f} | {m['auprc']:.3f} | {m['mcc']:.3f} | "
                      f"{a['auroc']:.3f} | {a['auprc']:.3f} | {a['mcc']:.3f} | {m['ece']:.3f} | {m['brier']:.3f} | "
-                     f"{m['per_gene_auroc']:.3f} ({m['genes_scored']}) | {m['per_pert_auroc']:.3f} "
+                     f"{m['per_gene_auroc']:.3f} [{m['per_gene_auroc_ci'][0]:.3f}, {m['per_gene_auroc_ci'][1]:.3f}] "
+                     f"({m['genes_scored']}) | {m['per_pert_auroc']:.3f} "
                      f"({m['perts_scored']}) | {_f(m['auroc_on_prior_rows'])} |")
     return "\n".join(lines)
 

@@ -158,13 +158,17 @@ def _wm_fit(args) -> int:
     if args.eval_cell_line:
         ev = perturbqa.load_table(args.eval_cell_line, "de", mirror=args.mirror)
         ev = ev[ev["split"] == args.eval_split] if args.eval_split != "all" else ev
-        report["eval"] = {"cell_line": args.eval_cell_line, "split": args.eval_split, **wm.evaluate(ev)}
+        report["eval"] = {"cell_line": args.eval_cell_line, "split": args.eval_split, **wm.evaluate(ev),
+                          **per_gene_beside_lookups(wm, ev, args.mirror)}
         wm.meta["eval"] = report["eval"]
         print(f"{args.eval_cell_line} {args.eval_split}: {coverage_line(report['eval'])}", file=sys.stderr)
+        print(per_gene_line(report["eval"]), file=sys.stderr)
     saved = wm.save(args.out)
     report["saved"] = str(saved)
     _print_json(report)
-    print(f"world model saved to {saved} (use it with --verifier 'world_model model_dir={saved}')", file=sys.stderr)
+    print(f"world model saved to {saved} (train against it with --set 'verifiers=[{{kind: world_model, params: "
+          f"{{model_dir: {saved}, threshold: median}}}}]' --set data.stratify_by=world_model; score with it: "
+          f"softverify verify --verifier 'world_model model_dir={saved}')", file=sys.stderr)
     return 0
 
 
