@@ -93,3 +93,24 @@ class VerifierSuite:
         idx = [self.names.index(n) for n in (names or self.names)]
         normed = np.column_stack([threshold_normalize(scores[:, k], self.thresholds[j]) for k, j in enumerate(idx)])
         return weighted_mean_available(normed, self.weights[idx])
+
+
+def check_specs(specs: Sequence[VerifierSpec]) -> None:
+    """Build every verifier once in the calling process, before any cluster starts, so a
+    missing ``model_dir``, a misspelled parameter or an unreadable file is one line naming the
+    verifier instead of an actor's death after Ray is up. Verifiers that reserve a GPU are
+    left to their actor (this process may have none)."""
+    from softverify.configbase import ConfigError
+
+    names = [s.display_name for s in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"verifier names must be unique; repeated: {dup} (set 'name' to tell them apart)")
+    for i, spec in enumerate(specs):
+        if spec.num_gpus > 0:
+            continue
+        try:
+            build_from_spec(spec)
+        except (ValueError, FileNotFoundError, OSError, KeyError) as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"verifiers.{i} ({spec.display_name!r}, kind {spec.kind!r}): {msg}") from None

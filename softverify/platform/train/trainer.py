@@ -194,6 +194,9 @@ class Trainer:
         for name, t in self.thresholds_chosen.items():
             print(f"verifier {name!r}: threshold {t:.4f} chosen over {len(self.train_rows)} training prompts")
         self.eval_rows = load_eval_prompts(cfg.data) if cfg.trainer.eval_every else None
+        from softverify.verifiers.suite import check_specs
+
+        check_specs(cfg.verifiers)  # every verifier builds here, before Ray starts: one line per mistake
         init_ray(cfg)
         self.out.mkdir(parents=True, exist_ok=True)
         ckpt.write_text_atomic(self.out / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
