@@ -25,3 +25,19 @@ def test_a_bad_verifier_fails_before_ray_starts(tiny_model_dir, prompt_file, tmp
         assert not ray.is_initialized()
     finally:
         tr.lock.release()
+
+
+def test_wandb_without_the_package_fails_before_ray_starts(tiny_model_dir, prompt_file, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    cfg = build_config({}, [f"model.path={tiny_model_dir}", "data.source=file", f"data.path={prompt_file}",
+                            f"trainer.output_dir={tmp_path / 'run'}", "trainer.wandb=true"])
+    tr = Trainer(cfg)
+    try:
+        with pytest.raises(ConfigError, match="trainer.wandb=true needs the wandb package"):
+            tr.setup()
+        assert not ray.is_initialized()
+    finally:
+        tr.lock.release()

@@ -197,6 +197,12 @@ class Trainer:
         from softverify.verifiers.suite import check_specs
 
         check_specs(cfg.verifiers)  # every verifier builds here, before Ray starts: one line per mistake
+        if cfg.trainer.wandb:
+            import importlib.util
+
+            if importlib.util.find_spec("wandb") is None:
+                raise ConfigError("trainer.wandb=true needs the wandb package: pip install wandb (offline mode "
+                                  "works without a login), or drop trainer.wandb")
         init_ray(cfg)
         self.out.mkdir(parents=True, exist_ok=True)
         ckpt.write_text_atomic(self.out / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
