@@ -4,9 +4,12 @@ Each arm is the same `softverify train` pipeline (direct style, enumerated estim
 layers trained, a world-model verifier reading a *teacher table*, steps stratified by the
 teacher's decisions); only the table differs:
 
-  teacher    the RPE1+HepG2 world model's p over the pool (never saw K562), threshold 'median'
-  centred    the same p centred per target gene on the logit scale (the hub signal removed,
-             each gene's order of knockdowns kept), threshold 0.5
+  teacher    the teacher's p over the pool (--teacher: the RPE1+HepG2 world model, never saw K562, or
+             a lookup over the other lines such as the retrieval teacher pair_other_else_a_rate),
+             threshold 'median'
+  centred    the same p centred per target gene (--center gene_rank: its percentile among the
+             gene's rows; gene: on the logit scale), the hub signal removed and each gene's order
+             of knockdowns kept, threshold 0.5
   permuted   control: the centred table's p shuffled across the pool's pairs (same rewards,
              unrelated to their pairs), threshold 0.5
   lookup     control: B's DE rate in RPE1+HepG2 as the teacher (knows hubs, nothing about
@@ -25,7 +28,7 @@ per-gene AUROC on the same rows and the student's within-gene agreement with it,
 lookups on the same rows.
 
     SOFTVERIFY_DATA_MIRROR=../shared/data/perturbqa python benchmarks/distil_pergene.py \\
-        --wm runs/assets/wm_go64 --arms teacher,centred,permuted --seeds 0,1,2 --steps 100 --prompts 32
+        --teacher runs/assets/wm_go64 --arms teacher,centred,permuted --seeds 0,1,2 --steps 100 --prompts 32
 """
 from __future__ import annotations
 
@@ -45,18 +48,21 @@ from _common import REPO, SHARED_PERTURBQA, machine, write_result  # noqa: E402
 ARMS = ("base", "teacher", "centred", "permuted", "lookup")
 
 
-def build_tables(wm: str, out: Path, split: str, eval_genes: int | None) -> dict[str, Path]:
+def build_tables(teacher: str, out: Path, split: str, eval_genes: int | None, center: str) -> dict[str, Path]:
     """The arms' teacher tables over the pool (``softverify worldmodel table``). With
     ``eval_genes`` the pool is the evaluated genes' pairs only (the verifier abstains on the
     rest, and stratified steps leave rows it cannot score out of training)."""
     out.mkdir(parents=True, exist_ok=True)
-    specs = {"teacher": ["--model", wm], "centred": ["--model", wm, "--center", "gene"],
-             "permuted": ["--model", wm, "--center", "gene", "--permute-seed", "1234"],
+    src = ["--lookup", teacher.split(":", 1)[1]] if teacher.startswith("lookup:") else ["--model", teacher]
+    specs = {"teacher": src, "centred": [*src, "--center", center],
+             "permuted": [*src, "--center", center, "--permute-seed", "1234"],
              "lookup": ["--lookup", "b_rate_other_lines"]}
+    tag = teacher.split(":", 1)[1] if teacher.startswith("lookup:") else Path(teacher).name
     paths = {}
     for arm, extra in specs.items():
         pool = ["--eval-genes", str(eval_genes)] if eval_genes else []
-        p = out / f"{arm}_{split}{'_g%d' % eval_genes if eval_genes else ''}.parquet"
+        c = f"_{center}" if arm in ("centred", "permuted") else ""
+        p = out / f"{arm}{c}_{tag if arm != 'lookup' else 'b_rate'}_{split}{'_g%d' % eval_genes if eval_genes else ''}.parquet"
         if not p.is_file():
             subprocess.run(["softverify", "worldmodel", "table", "--split", split, *pool, *extra, "--out", str(p)],
                            check=True, cwd=REPO)
@@ -145,7 +151,9 @@ def plot(runs: list[dict], path: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--wm", default="runs/assets/wm_go64", help="world model never trained on K562")
+    ap.add_argument("--teacher", default="runs/assets/wm_go64",
+                    help="the teacher: a world model directory never trained on K562, or lookup:NAME for a lookup over "
+                    "the other lines (e.g. lookup:pair_other_else_a_rate, the retrieval teacher)")
     ap.add_argument("--arms", default="base,teacher,centred,permuted")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--split", default="val")
@@ -153,6 +161,8 @@ def main() -> int:
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--eval-genes", type=int, default=96)
+    ap.add_argument("--center", choices=["gene", "gene_rank"], default="gene_rank",
+                    help="how the centred and permuted arms centre the teacher per target gene")
     ap.add_argument("--pool", choices=["split", "eval_genes"], default="split",
                     help="split: every pair of --split; eval_genes: only the evaluated genes' pairs")
     ap.add_argument("--lr", type=float, default=1e-4)
@@ -167,7 +177,8 @@ def main() -> int:
     if bad:
         raise SystemExit(f"unknown arms {bad}; expected some of {list(ARMS)}")
     out = Path(args.out_dir)
-    tables = build_tables(args.wm, out / "tables", args.split, args.eval_genes if args.pool == "eval_genes" else None)
+    tables = build_tables(args.teacher, out / "tables", args.split, args.eval_genes if args.pool == "eval_genes" else None,
+                          args.center)
     result_path = Path(f"benchmarks/results/{args.name}.json")
     runs = json.loads(result_path.read_text())["runs"] if result_path.is_file() else []
     done = {(r["arm"], r["seed"]) for r in runs}

@@ -238,7 +238,7 @@ def _wm_table(args) -> int:
     out = save_table(df, args.out)
     teacher = args.model or f"lookup {args.lookup}"
     print(f"teacher table {out}: {len(df)} pairs of split {args.split!r} ({args.cell_lines}) scored by {teacher}"
-          f"{', centred per target gene' if args.center else ''}"
+          f"{f', centred per target gene ({args.center})' if args.center else ''}"
           f"{f', permuted (seed {args.permute_seed})' if args.permute_seed is not None else ''}; "
           f"use it with --set 'verifiers.0.params.p_table={out}'", file=sys.stderr)
     return 0
@@ -376,9 +376,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--eval-genes", type=int, default=None,
                    help="pool = the pairs of the N whole target genes the periodic eval draws from --split "
                    "(data.eval_genes=N): the transductive setting on exactly the evaluated questions")
-    t.add_argument("--center", choices=["gene"], default=None,
-                   help="gene: sigmoid(logit p - the target gene's median logit): keeps each gene's order of "
-                   "knockdowns, removes which genes are often DE")
+    t.add_argument("--center", choices=["gene", "gene_rank"], default=None,
+                   help="gene: sigmoid(logit p - the target gene's median logit); gene_rank: p's percentile among its "
+                   "target gene's rows. Both keep each gene's order of knockdowns and remove which genes are often DE")
     t.add_argument("--permute-seed", type=int, default=None,
                    help="shuffle p across the pool's pairs (the same rewards, unrelated to their pairs): the control")
     t.add_argument("--from", dest="mirror", default=None, help=mirror_help)

@@ -13,6 +13,8 @@ Tables make the science's arms the *same pipeline*, differing only in the number
   gene's rows, ``sigmoid(logit p - median_B logit p)``. The within-gene order is kept and
   every target gene's midpoint becomes 0.5, so "gene B is often DE" -- the hub signal a
   pointwise reward teaches first -- is gone, and what is left is which *knockdowns* move B;
+- ``center: gene_rank``: each p replaced by its percentile within its target gene: the same
+  order, and every gene's rewards spread over (0, 1) however close its p lie;
 - ``permute_seed``: the p values shuffled across the pool's rows (same multiset, every
   link to the pair broken): the control with the signal destroyed;
 - ``lookup``: a lookup as the teacher (e.g. B's DE rate in the other lines), the control
@@ -29,6 +31,7 @@ import pandas as pd
 from softverify.fsutil import atomic_file
 
 COLUMNS = ("pert", "gene", "p")
+CENTERS = (None, "gene", "gene_rank")
 EPS = 1e-6
 
 
@@ -40,6 +43,18 @@ def center_by_gene(genes, p) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(z - med)))
 
 
+def rank_by_gene(genes, p) -> np.ndarray:
+    """Each p replaced by its percentile among its target gene's rows, ``(rank - 0.5) / n``
+    (ties share their mean rank; a gene with one row gets 0.5). Order within a gene is kept,
+    the gene's own level is gone, and unlike :func:`center_by_gene` the contrast does not
+    shrink when a teacher's p of one gene lie close together: every gene spans (0, 1)."""
+    s = pd.Series(np.asarray(p, dtype=np.float64))
+    g = np.asarray(genes).astype(str)
+    rank = s.groupby(g).rank(method="average").to_numpy()
+    n = s.groupby(g).transform("size").to_numpy()
+    return (rank - 0.5) / n
+
+
 def permute(p, seed: int) -> np.ndarray:
     """The same values in a seeded random order (the reward multiset is kept)."""
     p = np.asarray(p, dtype=np.float64)
@@ -48,8 +63,8 @@ def permute(p, seed: int) -> np.ndarray:
 
 def make_table(pairs: pd.DataFrame, p, center: str | None = None, permute_seed: int | None = None) -> pd.DataFrame:
     """A teacher table over the distinct ``(pert, gene)`` pairs of ``pairs`` (first p kept)."""
-    if center not in (None, "gene"):
-        raise ValueError(f"teacher table center {center!r}; expected None or 'gene'")
+    if center not in CENTERS:
+        raise ValueError(f"teacher table center {center!r}; expected one of {list(CENTERS)}")
     df = pd.DataFrame({"pert": pairs["pert"].astype(str).to_numpy(), "gene": pairs["gene"].astype(str).to_numpy(),
                        "p": np.asarray(p, dtype=np.float64)})
     df = df.drop_duplicates(["pert", "gene"]).reset_index(drop=True)
@@ -58,6 +73,8 @@ def make_table(pairs: pd.DataFrame, p, center: str | None = None, permute_seed: 
         raise ValueError("teacher table: the teacher scored none of the pairs (all p are NaN)")
     if center == "gene":
         df["p"] = center_by_gene(df["gene"], df["p"])
+    elif center == "gene_rank":
+        df["p"] = rank_by_gene(df["gene"], df["p"])
     if permute_seed is not None:
         df["p"] = permute(df["p"], permute_seed)
     return df

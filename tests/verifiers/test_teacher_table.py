@@ -61,3 +61,14 @@ def test_the_verifier_reads_p_from_a_table_and_abstains_off_it(tmp_path):
         WorldModelVerifier()
     with pytest.raises(FileNotFoundError, match="worldmodel table"):
         TeacherTable.load(tmp_path / "missing.parquet")
+
+
+def test_rank_centring_spreads_every_gene_over_the_unit_interval():
+    from softverify.bio.teacher_table import rank_by_gene
+
+    genes = ["A", "A", "A", "A", "B", "B", "C"]
+    p = [0.11, 0.12, 0.12, 0.13, 0.9, 0.8, 0.4]
+    np.testing.assert_allclose(rank_by_gene(genes, p), [0.125, 0.5, 0.5, 0.875, 0.75, 0.25, 0.5])
+    pairs = pd.DataFrame({"pert": list("abcdefg"), "gene": genes})
+    t = make_table(pairs, p, center="gene_rank")
+    assert np.abs(2 * t["p"] - 1).mean() > np.abs(2 * make_table(pairs, p, center="gene")["p"] - 1).mean()
