@@ -123,5 +123,5 @@ def metrics_figure(rows: list[dict[str, Any]], keys: list[str] | None, title: st
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     fig.suptitle(f"{title} - steps {min(steps)}-{max(steps)}" if steps else title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # keep ~0.45 in for the title above the panels
     return fig
