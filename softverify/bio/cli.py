@@ -180,17 +180,25 @@ def _wm_eval(args) -> int:
 
     torch.set_num_threads(args.threads)
     wm = WorldModel.load(args.model)
-    ev = perturbqa.load_table(args.cell_line, "de", mirror=args.mirror)
-    ev = ev[ev["split"] == args.split] if args.split != "all" else ev
+    if args.split == "val":  # the validation perturbations training's data.val_fraction holds out
+        from softverify.bio.questions import select_split
+        from softverify.config import DataConfig
+
+        ev = select_split(DataConfig(cell_lines=[args.cell_line], mirror=args.mirror), "val")
+        exclude = set(ev["pert"])
+    else:
+        ev = perturbqa.load_table(args.cell_line, "de", mirror=args.mirror)
+        ev = ev[ev["split"] == args.split] if args.split != "all" else ev
+        exclude = None
     metrics = wm.evaluate(ev)
-    metrics.update(per_gene_beside_lookups(wm, ev, args.mirror))
+    metrics.update(per_gene_beside_lookups(wm, ev, args.mirror, exclude))
     _print_json({"cell_line": args.cell_line, "split": args.split, **metrics})
     print(coverage_line(metrics), file=sys.stderr)
     print(per_gene_line(metrics), file=sys.stderr)
     return 0
 
 
-def per_gene_beside_lookups(wm, ev, mirror) -> dict:
+def per_gene_beside_lookups(wm, ev, mirror, exclude_perts: set[str] | None = None) -> dict:
     """PerturbQA's ``auc_per_gene`` of a world model on ``ev`` (interval over genes), with
     the lookups scored on the same rows (softverify.bio.lookups)."""
     from softverify.bio.lookups import lookup_report, ranking_report
@@ -198,7 +206,7 @@ def per_gene_beside_lookups(wm, ev, mirror) -> dict:
     p = wm.predict_proba(ev["pert"].tolist(), ev["gene"].tolist())
     y = ev["label"].to_numpy()
     return {"per_gene": ranking_report(ev["gene"].to_numpy(), y, p),
-            "lookups": lookup_report(ev, y, mirror=mirror)}
+            "lookups": lookup_report(ev, y, mirror=mirror, exclude_perts=exclude_perts)}
 
 
 def per_gene_line(m: dict) -> str:
@@ -360,7 +368,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "all rows with the uncovered answered no)")
     v.add_argument("--model", required=True, help="world model directory (from `softverify worldmodel fit`)")
     v.add_argument("--cell-line", required=True, help="PerturbQA cell line to score (k562, rpe1, hepg2, jurkat)")
-    v.add_argument("--split", default="test", choices=["all", "train", "test"], help="its split (default test)")
+    v.add_argument("--split", default="test", choices=["all", "train", "val", "test"],
+                   help="its split (default test; val: the validation perturbations, data.val_fraction of train)")
     v.add_argument("--from", dest="mirror", default=None, help=mirror_help)
     add_threads_argument(v)
     v.set_defaults(func=_wm_eval)
