@@ -105,6 +105,7 @@ OUTPUTS: dict[tuple[str, ...], tuple[ConfigOutput | OptionOutput, ...]] = {
     ("genes", "build"): (OptionOutput("out", "--out"),),
     ("embed", "genes"): (OptionOutput("out", "--out"),),
     ("worldmodel", "fit"): (OptionOutput("out", "--out"),),
+    ("worldmodel", "table"): (OptionOutput("out", "--out"),),
     ("coexpr", "build"): (OptionOutput("out", "--out"),),
     ("coexpr", "questions"): (OptionOutput("out", "--out"),),
 }
