@@ -13,7 +13,7 @@ are not independent draws.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -75,16 +75,25 @@ class PerGene:
                 f"{prefix}_genes": d["genes"], f"{prefix}_rows": d["rows"]}
 
 
-def bootstrap_mean_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0,
-                      level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of the mean of ``values`` over ``n_boot`` resamples (with replacement)."""
-    v = np.asarray(values, dtype=np.float64)
-    if not len(v):
+def bootstrap_ci(stat: Callable[..., float], *arrays: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                 level: float = 0.95, rows: bool = False) -> tuple[float, float]:
+    """Percentile interval of ``stat(*arrays)`` over ``n_boot`` resamples of the rows.
+    Resamples where the statistic is undefined (NaN, e.g. one class only) are dropped.
+    ``rows``: ``stat`` takes the resamples stacked, ``[n_boot, n]`` each, and returns one
+    value per resample (``auroc_rows`` above); same draws, one call."""
+    n = len(arrays[0])
+    if n == 0:
         return float("nan"), float("nan")
-    idx = np.random.default_rng(seed).integers(0, len(v), (n_boot, len(v)))
-    means = v[idx].mean(-1)
+    idx = np.random.default_rng(seed).integers(0, n, (n_boot, n))
+    if rows:
+        vals = np.asarray(stat(*(np.asarray(a)[idx] for a in arrays)), dtype=np.float64)
+    else:
+        vals = np.array([stat(*(a[i] for a in arrays)) for i in idx], dtype=np.float64)
+    vals = vals[np.isfinite(vals)]
+    if not len(vals):
+        return float("nan"), float("nan")
     a = (1 - level) / 2
-    lo, hi = np.quantile(means, [a, 1 - a])
+    lo, hi = np.quantile(vals, [a, 1 - a])
     return float(lo), float(hi)
 
 
@@ -98,5 +107,5 @@ def auc_per_gene(genes: Sequence, labels: Sequence[int], scores: Sequence[float]
     n_rows = int((np.isin(np.asarray(genes).astype(str), list(per)) & finite).sum()) if per else 0
     if not len(vals):
         return PerGene(float("nan"), float("nan"), float("nan"), 0, 0)
-    lo, hi = bootstrap_mean_ci(vals, n_boot=n_boot, seed=seed)
+    lo, hi = bootstrap_ci(lambda v: v.mean(-1), vals, n_boot=n_boot, seed=seed, rows=True)
     return PerGene(float(vals.mean()), lo, hi, int(len(vals)), n_rows)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from softverify.ranking import auc_per_gene, bootstrap_mean_ci, gene_aurocs
+from softverify.ranking import auc_per_gene, bootstrap_ci, gene_aurocs
 
 
 def test_hand_computed_case_skips_one_label_genes_and_counts_ties_half():
@@ -42,7 +42,7 @@ def test_matches_sklearn_per_gene_and_a_target_gene_lookup_scores_exactly_half()
 
 
 def test_interval_is_over_genes_and_empty_input_is_nan():
-    lo, hi = bootstrap_mean_ci(np.array([0.4, 0.6, 0.5, 0.7, 0.3]), n_boot=2000)
+    lo, hi = bootstrap_ci(lambda v: v.mean(-1), np.array([0.4, 0.6, 0.5, 0.7, 0.3]), n_boot=2000, rows=True)
     assert 0.3 < lo < 0.5 < hi < 0.7
     r = auc_per_gene(["A", "B"], [1, 0], [0.3, 0.2])  # no gene holds both labels
     assert math.isnan(r.auc_per_gene) and r.genes == 0

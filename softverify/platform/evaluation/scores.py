@@ -9,11 +9,11 @@ carry a standard error of several points, so every one comes with a percentile-b
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from softverify.ranking import auroc_rows  # noqa: F401  (re-exported: the row-wise AUROC lives with the per-gene metric)
+from softverify.ranking import auroc_rows, bootstrap_ci  # noqa: F401  (re-exported: they live with the per-gene metric)
 
 
 def average_precision_rows(y: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -45,28 +45,6 @@ def mcc_rows(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
     den = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(den > 0, (tp * tn - fp * fn) / den, 0.0)
-
-
-def bootstrap_ci(stat: Callable[..., float], *arrays: np.ndarray, n_boot: int = 1000, seed: int = 0,
-                 level: float = 0.95, rows: bool = False) -> tuple[float, float]:
-    """Percentile interval of ``stat(*arrays)`` over ``n_boot`` resamples of the rows.
-    Resamples where the statistic is undefined (NaN, e.g. one class only) are dropped.
-    ``rows``: ``stat`` takes the resamples stacked, ``[n_boot, n]`` each, and returns one
-    value per resample (the ``*_rows`` functions above); same draws, one call."""
-    n = len(arrays[0])
-    if n == 0:
-        return float("nan"), float("nan")
-    idx = np.random.default_rng(seed).integers(0, n, (n_boot, n))
-    if rows:
-        vals = np.asarray(stat(*(np.asarray(a)[idx] for a in arrays)), dtype=np.float64)
-    else:
-        vals = np.array([stat(*(a[i] for a in arrays)) for i in idx], dtype=np.float64)
-    vals = vals[np.isfinite(vals)]
-    if not len(vals):
-        return float("nan"), float("nan")
-    a = (1 - level) / 2
-    lo, hi = np.quantile(vals, [a, 1 - a])
-    return float(lo), float(hi)
 
 
 def score_metrics(labels: Sequence[int], scores: Sequence[float], answers: Sequence[int] | None = None,
