@@ -67,19 +67,22 @@ def render_question(pert: str, gene: str, cell_line: str, template: int) -> str:
     return TEMPLATES[template][0].format(pert=pert, gene=gene, cell=cell)
 
 
+def hashed_share(keys, fraction: float, salt: str, seed: int) -> set:
+    """The keys (strings, or tuples of strings) whose seeded hash ``stable_int(salt, seed,
+    *key)`` falls below ``fraction``: the same answer for a key in any table and process."""
+    cut = int(fraction * 2**64)
+    return {k for k in keys if stable_int(salt, seed, *(k if isinstance(k, tuple) else (k,))) < cut}
+
+
 def held_out_genes(genes: set[str] | list[str], fraction: float, seed: int) -> set[str]:
     """The genes whose seeded hash falls below ``fraction``: same answer for a gene in any table."""
-    cut = int(fraction * 2**64)
-    return {g for g in genes if stable_int("heldout-gene", seed, g) < cut}
+    return hashed_share(genes, fraction, "heldout-gene", seed)
 
 
 def validation_perts_mask(perts: np.ndarray, frac: float, seed: int) -> np.ndarray:
     """Boolean mask of a world model's validation rows: a seeded-hash ``frac`` of the
     perturbations, so no perturbation is in both the fitting and the validation rows."""
-    uniq = pd.unique(perts)
-    cut = int(frac * 2**64)
-    val = {p for p in uniq if stable_int("wm-val", seed, p) < cut}
-    return np.isin(perts, list(val))
+    return np.isin(perts, list(hashed_share(pd.unique(perts), frac, "wm-val", seed)))
 
 
 def validation_perts(table: pd.DataFrame, fraction: float, seed: int) -> set[tuple[str, str]]:
@@ -87,9 +90,8 @@ def validation_perts(table: pd.DataFrame, fraction: float, seed: int) -> set[tup
     line's upstream *train* perturbations (a test perturbation is never drawn)."""
     if fraction <= 0:
         return set()
-    cut = int(fraction * 2**64)
     tr = table[table["split"] == "train"][["cell_line", "pert"]].drop_duplicates()
-    return {(c, p) for c, p in zip(tr["cell_line"], tr["pert"]) if stable_int("val-pert", seed, c, p) < cut}
+    return hashed_share(zip(tr["cell_line"], tr["pert"]), fraction, "val-pert", seed)
 
 
 def _split_train_val(df: pd.DataFrame, cfg: DataConfig, split: str) -> pd.DataFrame:
@@ -200,15 +202,13 @@ def whole_gene_rows(df: pd.DataFrame, n_genes: int | None, negatives_per_gene: i
         both = [both[i] for i in sorted(rng.choice(len(both), n_genes, replace=False))]
     key = pd.MultiIndex.from_arrays([df["cell_line"], df["gene"]])
     df = df[key.isin(both)].reset_index(drop=True)
-    keep = df["label"].to_numpy() == 1
     if negatives_per_gene is not None:
+        keep = df["label"].to_numpy() == 1
         for _, idx in df[~keep].groupby(["cell_line", "gene"], sort=True).groups.items():
             idx = np.asarray(idx)
             keep[rng.choice(idx, min(negatives_per_gene, len(idx)), replace=False)] = True
-    else:
-        keep[:] = True
-    out = df[keep]
-    return out.iloc[rng.permutation(len(out))].reset_index(drop=True)
+        df = df[keep]
+    return df.iloc[rng.permutation(len(df))].reset_index(drop=True)
 
 
 def build_rows(df: pd.DataFrame, negated_fraction: float, rng: np.random.Generator) -> pd.DataFrame:
