@@ -54,7 +54,7 @@ def load_protocol_prompts(cfg: DataConfig, protocol: str, split: str, limit: int
       (``data.eval_genes``, ``data.eval_negatives_per_gene``);
     - ``perturbqa``: PerturbQA's own protocol, the number to quote: every row of the upstream
       *test* split of each of ``data.cell_lines`` whose target gene holds both labels, asked
-      asked with the plain (non-negated) paraphrases, no balancing, no sampling.
+      with the plain (non-negated) paraphrases, no balancing, no sampling.
     """
     if protocol not in EVAL_PROTOCOLS:
         raise ValueError(f"unknown eval protocol {protocol!r}; expected one of {list(EVAL_PROTOCOLS)}")

@@ -12,8 +12,8 @@ The ``nn.Linear`` modules keep their ``weight`` parameters, so ``load_state_dict
 weight sync work unchanged. A packed copy remembers the weight tensor and its in-place
 version counter; any change (a weight sync's ``copy_``, an optimiser step, a new
 ``.data``) makes the next forward repack, so a stale copy is never used. Only fp32 and
-bf16 on CPU are packed (bf16 where the CPU supports oneDNN's bf16 kernels), and only under ``no_grad`` (the op has no autograd): anything else
-falls back to ``F.linear``.
+bf16 on CPU are packed (bf16 where the CPU has oneDNN's bf16 kernels), and only under
+``no_grad`` (the op has no autograd): anything else falls back to ``F.linear``.
 """
 from __future__ import annotations
 

@@ -56,13 +56,19 @@ class EnginePolicy:
         return self.engine.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def unique_names(specs: Sequence[VerifierSpec]) -> list[str]:
+    """The specs' display names; ``ValueError`` naming any that repeat."""
+    names = [s.display_name for s in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"verifier names must be unique; repeated: {dup} (set 'name' to tell them apart)")
+    return names
+
+
 class VerifierSuite:
     def __init__(self, specs: Sequence[VerifierSpec], policy: PolicyScorer | None = None):
         self.specs = list(specs)
-        self.names = [s.display_name for s in self.specs]
-        dup = sorted({n for n in self.names if self.names.count(n) > 1})
-        if dup:
-            raise ValueError(f"verifier names must be unique; repeated: {dup} (set 'name' to tell them apart)")
+        self.names = unique_names(self.specs)
         self.verifiers: dict[str, Verifier] = {s.display_name: build_from_spec(s) for s in self.specs}
         #: verifiers scored through ``policy`` (the policy's logprobs), not on the samples alone
         self.policy_names = [n for n, v in self.verifiers.items() if v.needs_policy]
@@ -102,10 +108,10 @@ def check_specs(specs: Sequence[VerifierSpec]) -> None:
     left to their actor (this process may have none)."""
     from softverify.configbase import ConfigError
 
-    names = [s.display_name for s in specs]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise ConfigError(f"verifier names must be unique; repeated: {dup} (set 'name' to tell them apart)")
+    try:
+        unique_names(specs)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     for i, spec in enumerate(specs):
         if spec.num_gpus > 0:
             continue

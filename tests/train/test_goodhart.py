@@ -48,7 +48,7 @@ def test_a_run_that_trains_no_question_stops_with_a_reason():
 
     from softverify.platform.train.trainer import IdleRunError, Trainer
 
-    t = SimpleNamespace(cfg=SimpleNamespace(trainer=SimpleNamespace(stop_after_idle_steps=3)), step=0)
+    t = SimpleNamespace(cfg=SimpleNamespace(trainer=SimpleNamespace(stop_after_idle_steps=3)), step=0, _idle_steps=0)
     idle = {"questions_trained": 0, "dynamic/zero_var_group_frac": 1.0, "reward_mean": 0.0, "response_len_mean": 96}
     for step, m in enumerate([idle, idle, {"questions_trained": 4}, idle, idle], start=1):
         t.step = step

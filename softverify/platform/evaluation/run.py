@@ -27,6 +27,12 @@ from softverify.verifiers.answer import ANSWER_RE, answer_to_int, forced_turn_to
 RECORD_KEYS = ("pert", "gene", "cell_line", "negated")
 
 
+def _record(row: dict, answers: list, completion: str | None) -> dict[str, Any]:
+    """One eval record: the row's id, label and :data:`RECORD_KEYS`, and the answers read."""
+    return {"prompt_id": row.get("prompt_id"), "label": int(row["label"]), "answers": answers,
+            "completion": completion, **{k: row[k] for k in RECORD_KEYS if row.get(k) is not None}}
+
+
 @dataclass
 class EvalResult:
     metrics: dict[str, Any]
@@ -121,9 +127,7 @@ def run_eval(engine, rows: Sequence[dict], *, max_new_tokens: int, stop: Sequenc
         for r, gs in zip(batch, gens):
             ans = [answer_to_int(parse_answer(assistant_prefix + g.text)) for g in gs]
             per_q.append(ans)
-            records.append({"prompt_id": r.get("prompt_id"), "label": int(r["label"]), "answers": ans,
-                            "completion": assistant_prefix + gs[0].text,
-                            **{k: r[k] for k in RECORD_KEYS if r.get(k) is not None}})
+            records.append(_record(r, ans, assistant_prefix + gs[0].text))
         if force_answer and greedy:
             ctx = answer_contexts(engine, pb.token_ids, assistant_prefix, [g[0].text for g in gens],
                                   [g[0].token_ids for g in gens])
@@ -155,9 +159,7 @@ def _score_eval(engine, rows: Sequence[dict], assistant_prefix: str, batch_size:
         batch = [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
         pb = render_turns(engine, [row_messages(r, system_prompt) for r in batch], assistant_prefix)
         for r, m in zip(batch, answer_margins(engine, [list(p) for p in pb.token_ids])):
-            records.append({"prompt_id": r.get("prompt_id"), "label": int(r["label"]), "answers": [int(m > 0)],
-                            "margin": float(m), "completion": None,
-                            **{k: r[k] for k in RECORD_KEYS if r.get(k) is not None}})
+            records.append({**_record(r, [int(m > 0)], None), "margin": float(m)})
     free, forced = metrics_from_records(records)
     return EvalResult(free, forced, records)
 
@@ -186,15 +188,15 @@ def metrics_from_records(records: Sequence[dict[str, Any]], n_boot: int = 1000) 
     return free_m, forced_m
 
 
-def de_orientation(records: Sequence[dict[str, Any]]) -> tuple[Any, Any]:
-    """The DE label and the DE score (margin for "yes, differentially expressed") of each
-    scored record: a negated question ("... unchanged?") flips both."""
+def de_orientation(records: Sequence[dict[str, Any]]) -> tuple[Any, Any, Any]:
+    """Which records are negated, and their DE label and DE score (margin for "yes,
+    differentially expressed"): a negated question ("... unchanged?") flips both."""
     import numpy as np
 
     neg = np.array([bool(r.get("negated", False)) for r in records])
     y = np.array([int(r["label"]) for r in records])
     m = np.array([float(r["margin"]) for r in records])
-    return np.where(neg, 1 - y, y), np.where(neg, -m, m)
+    return neg, np.where(neg, 1 - y, y), np.where(neg, -m, m)
 
 
 def per_gene_metrics(records: Sequence[dict[str, Any]], n_boot: int = 1000) -> dict[str, float]:
@@ -203,14 +205,13 @@ def per_gene_metrics(records: Sequence[dict[str, Any]], n_boot: int = 1000) -> d
     student's per-gene Spearman agreement with it (the Goodhart monitor's two curves)."""
     import numpy as np
 
-    from softverify.ranking import auc_per_gene, gene_aurocs
+    from softverify.ranking import auc_per_gene
 
-    y, s = de_orientation(records)
+    neg, y, s = de_orientation(records)
     genes = [str(r["gene"]) for r in records]
     out = auc_per_gene(genes, y, s, n_boot=n_boot).as_dict()
     if any("wm_p" in r for r in records):
         p = np.array([float(r.get("wm_p", float("nan"))) for r in records])
-        neg = np.array([bool(r.get("negated", False)) for r in records])
         p_de = np.where(neg, 1 - p, p)  # wm_p is the p of the answer "yes" to the question as asked
         out.update(auc_per_gene(genes, y, p_de, n_boot=n_boot).as_dict("teacher_auc_per_gene"))
         out["teacher_agreement_per_gene"] = float(np.nanmean(list(_gene_spearman(genes, s, p_de).values())

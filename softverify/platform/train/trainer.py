@@ -145,6 +145,7 @@ class Trainer:
         from softverify.platform.train.diagnostics import GoodhartMonitor
 
         self.goodhart = GoodhartMonitor()
+        self._idle_steps = 0  # consecutive steps that trained no question (trainer.stop_after_idle_steps)
         # The teacher's pay to the policy: in the enumerated mode every answer is scored, so the
         # verifier's mean is fixed by construction and the policy's own expected reward is what moves.
         wm = next((v for v in cfg.verifiers if v.kind == "world_model"), None)
@@ -619,7 +620,7 @@ class Trainer:
     def _check_idle(self, m: dict[str, Any]) -> None:
         """Raise :class:`IdleRunError` after ``trainer.stop_after_idle_steps`` steps in a row
         that trained no question: such a run only spends time."""
-        self._idle_steps = 0 if m.get("questions_trained", 1) else getattr(self, "_idle_steps", 0) + 1
+        self._idle_steps = 0 if m.get("questions_trained", 1) else self._idle_steps + 1
         k = self.cfg.trainer.stop_after_idle_steps
         if k and self._idle_steps >= k:
             zero = m.get("dynamic/zero_var_group_frac")
