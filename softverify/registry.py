@@ -32,6 +32,7 @@ BUILTIN: dict[str, str] = {
     "go_rouge": "softverify.verifiers.knowledge",
     "go_keywords": "softverify.verifiers.knowledge",
     "go_likelihood": "softverify.verifiers.likelihood",
+    "python": "softverify.verifiers.pyfunc",  # a user's reward function by path (module:function, file.py:function)
     "donor_game": "softverify.envs.donor_game.verifier",
 }
 
