@@ -490,6 +490,11 @@ class LearnerConfig(_Section):
         "the KV cache, gradients flowing through it, the completions packed back to back without padding "
         "(block-causal mask; exact). Ignored with gradient_checkpointing.",
     )
+    shared_prefix: bool = Field(
+        True, description="With shared_prompt: the micro-batch's prompts' common prefix (system prompt and chat "
+        "header, about half of a direct-style prompt) is encoded once and its KV cache shared by every prompt "
+        "(exact: same logprobs and gradients).",
+    )
     micro_batch_order: Literal["contiguous", "length", "fewest_tokens"] = Field(
         "contiguous", description="Which sequences share a micro-batch (sampled estimator; the loss and gradient "
         "are the same for any split). 'contiguous': rollout order, a group's completions together (the shared "

@@ -24,7 +24,7 @@ from softverify.config import TrainConfig
 from softverify.grpo import enumerated_loss, masked_aggregate, policy_loss
 from softverify.microbatch import contiguous_split, plan_micro_batches, token_counts
 from softverify.modeling import load_causal_lm
-from softverify.seqbatch import (CompletionBatch, completion_logprobs_enumerated,
+from softverify.seqbatch import (MIN_SHARED_PREFIX, CompletionBatch, completion_logprobs_enumerated,
                                  completion_logprobs_packed, completion_logprobs_shared, merge_identical, old_logprobs,
                                  sampled_mask)
 from softverify.types import Sample
@@ -108,9 +108,17 @@ def completion_batch(model, cfg: TrainConfig, pad_id: int, ss: Sequence[Sample],
     """Logprobs (and entropies) of the samples' completions, on the shared-prompt path
     unless ``learner.shared_prompt`` is off or gradient checkpointing is on."""
     lc = cfg.learner
-    fn = completion_logprobs_shared if lc.shared_prompt and not lc.gradient_checkpointing else completion_logprobs_packed
-    return fn(model, [s.prompt_token_ids for s in ss], [s.completion_token_ids for s in ss], pad_id,
-              cfg.rollout.temperature, with_entropy=with_entropy, entropy_grad=entropy_grad, device=device)
+    args = (model, [s.prompt_token_ids for s in ss], [s.completion_token_ids for s in ss], pad_id,
+            cfg.rollout.temperature)
+    if lc.shared_prompt and not lc.gradient_checkpointing:
+        return completion_logprobs_shared(*args, with_entropy=with_entropy, entropy_grad=entropy_grad, device=device,
+                                          min_shared=shared_prefix_min(cfg))
+    return completion_logprobs_packed(*args, with_entropy=with_entropy, entropy_grad=entropy_grad, device=device)
+
+
+def shared_prefix_min(cfg: TrainConfig) -> int:
+    """The ``min_shared`` the shared-prompt paths get: 0 (off) unless ``learner.shared_prefix``."""
+    return MIN_SHARED_PREFIX if cfg.learner.shared_prefix else 0
 
 
 def answer_span_mask(tokenizer, ss: Sequence[Sample], mask: torch.Tensor) -> torch.Tensor:
@@ -189,7 +197,8 @@ def enumerated_micro_loss(model, tokenizer, cfg: TrainConfig, ss: Sequence[Sampl
 
     def encode(m) -> CompletionBatch:  # the policy and, for the KL, the reference: the same path
         if once:
-            return completion_logprobs_enumerated(m, ss, K, cand_len, pad, cfg.rollout.temperature, device=device)
+            return completion_logprobs_enumerated(m, ss, K, cand_len, pad, cfg.rollout.temperature, device=device,
+                                                  min_shared=shared_prefix_min(cfg))
         return completion_batch(m, cfg, pad, ss, device=device)
 
     cb = encode(model)

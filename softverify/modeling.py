@@ -71,6 +71,48 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[t
     return ids, attn, (attn.cumsum(-1) - 1).clamp(min=0)
 
 
+#: A common prefix shorter than this is not split off: the extra forward call costs more
+#: than the few tokens it saves.
+MIN_SHARED_PREFIX = 8
+
+
+def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+    """Tokens every sequence starts with, at most one short of the shortest sequence, so
+    each keeps a token of its own whose logits predict what follows the prompt."""
+    n = min(len(s) for s in seqs) - 1
+    first = seqs[0]
+    k = 0
+    while k < n and all(s[k] == first[k] for s in seqs):
+        k += 1
+    return k
+
+
+def encode_prompts(model, prompts: Sequence[Sequence[int]], pad_id: int, device=None,
+                   min_shared: int = MIN_SHARED_PREFIX):
+    """``(output, attn)``: the prompts' forward with ``use_cache`` (``logits_to_keep=1``: every
+    row's last column is its prompt's last token) and the ``[U, cache length]`` mask of the
+    cache's real columns, the layout :func:`completion_logprobs_shared` continues from.
+
+    When the prompts share a prefix of at least ``min_shared`` tokens, it is encoded once (one
+    row) and its cache repeated for every prompt (an index: differentiable, so each prompt's
+    gradient reaches the shared activations); each prompt's own tokens then continue it,
+    left-padded *after* the prefix, positions continuing from it. Columns: ``[prefix | pads |
+    suffix]``. Same logprobs as encoding each prompt in full, at ``P + U * (L - P)`` tokens
+    instead of ``U * L``."""
+    P = common_prefix_len(prompts) if len(prompts) > 1 and min_shared else 0
+    if not min_shared or P < min_shared:
+        ids, attn, pos = left_pad(prompts, pad_id, device)
+        return model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1), attn
+    head = torch.tensor([list(prompts[0][:P])], dtype=torch.long, device=device)
+    cache = model(input_ids=head, use_cache=True, logits_to_keep=1).past_key_values
+    cache.batch_select_indices(torch.zeros(len(prompts), dtype=torch.long, device=device))
+    ids, sattn, spos = left_pad([p[P:] for p in prompts], pad_id, device)
+    attn = torch.cat([torch.ones((len(prompts), P), dtype=sattn.dtype, device=device), sattn], dim=1)
+    out = model(input_ids=ids, attention_mask=attn, position_ids=spos + P, past_key_values=cache, use_cache=True,
+                logits_to_keep=1)
+    return out, attn
+
+
 def pack_sequences(
     prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad_id: int
 ) -> PackedBatch:

@@ -17,7 +17,8 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from softverify.engines.base import Generation, PromptBatch, SamplingParams, apply_penalties
 from softverify.engines.kvcache import reserved_cache
 from softverify.engines.packed_linear import prepack_linears, repack
-from softverify.modeling import left_pad, load_causal_lm, pack_sequences, token_logprobs
+from softverify.modeling import (MIN_SHARED_PREFIX, encode_prompts, left_pad, load_causal_lm, pack_sequences,
+                                 token_logprobs)
 
 
 class HFEngine:
@@ -33,12 +34,15 @@ class HFEngine:
         device: str | None = None,
         decode: str = "generate",
         prepack: bool = True,
+        shared_prefix: bool = True,
     ):
         """``decode``: 'generate' (HF ``generate`` with ``output_logits``) or 'loop' (own
         decode loop: one prefill per distinct prompt shared by its ``n`` samples, finished
         rows leave the batch, logprobs computed per step instead of keeping all logits, KV
         cache reserved up front). ``prepack``: on CPU, linear layers run on oneDNN-prepacked
-        weights (:mod:`softverify.engines.packed_linear`), refreshed at every weight load."""
+        weights (:mod:`softverify.engines.packed_linear`), refreshed at every weight load.
+        ``shared_prefix``: :meth:`next_token_logprobs` encodes a batch's common prefix once
+        (exact; off only to measure what it saves)."""
         if decode not in ("generate", "loop"):
             raise ValueError(f"decode must be 'generate' or 'loop', got {decode!r}")
         self.decode = decode
@@ -49,6 +53,7 @@ class HFEngine:
         self.model.to(self.device).eval()
         self.packed = prepack_linears(self.model) if prepack and self.device.type == "cpu" else 0
         self.batch_size = batch_size
+        self.shared_prefix = shared_prefix
         self.eos_ids = self._eos_ids()
 
     def _eos_ids(self) -> set[int]:
@@ -301,14 +306,17 @@ class HFEngine:
 
     @torch.no_grad()
     def next_token_logprobs(self, contexts: Sequence[Sequence[int]], token_ids: Sequence[int]) -> list[list[float]]:
-        """log p(t | context) for each candidate ``t`` after each context: one left-padded
-        forward per batch, logits at the last position only."""
+        """log p(t | context) for each candidate ``t`` after each context: one forward per
+        batch, logits at the last position only. The batch's common prefix (a direct-style
+        eval's system prompt and chat header) is encoded once and its KV cache shared
+        (:func:`softverify.modeling.encode_prompts`; exact) unless the engine's
+        ``shared_prefix`` is off."""
         cand = torch.tensor(list(token_ids), dtype=torch.long)
         out: list[list[float]] = []
         for s in range(0, len(contexts), self.batch_size):
-            ids, attn, pos = left_pad(contexts[s : s + self.batch_size], self.tokenizer.pad_token_id, self.device)
-            logits = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False,
-                                logits_to_keep=1).logits[:, -1].float()
+            res, _ = encode_prompts(self.model, contexts[s : s + self.batch_size], self.tokenizer.pad_token_id,
+                                    self.device, MIN_SHARED_PREFIX if self.shared_prefix else 0)
+            logits = res.logits[:, -1].float()
             out.extend(torch.log_softmax(logits, -1)[:, cand.to(logits.device)].tolist())
         return out
 

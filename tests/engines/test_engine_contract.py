@@ -24,6 +24,15 @@ def test_hf_engine_meets_the_protocol_and_next_token_logprobs_match_score(tiny_m
     want = np.array([[eng.score([c], [[t]], 1.0)[0][0] for t in cands] for c in ctx])
     assert got.shape == (3, 3)
     np.testing.assert_allclose(got, want, atol=1e-5)
+    # direct-style evals: contexts behind one long shared header (system prompt + chat template);
+    # its cache is shared by the batch, the answer the same as scoring each context in full
+    head = list(range(20, 40))
+    ctx = [head + [1, 2, 3], head + [4, 5], head + [6, 7, 8, 9], head + [3]]
+    got = np.array(eng.next_token_logprobs(ctx, cands))
+    eng.shared_prefix = False
+    plain = np.array(eng.next_token_logprobs(ctx, cands))
+    np.testing.assert_allclose(got, plain, atol=1e-5)
+    np.testing.assert_allclose(plain, [[eng.score([c], [[t]], 1.0)[0][0] for t in cands] for c in ctx], atol=1e-5)
 
 
 def test_vllm_engine_defines_every_protocol_member_with_the_same_parameters():

@@ -78,10 +78,13 @@ def test_rollout_puts_every_candidate_after_every_sampled_reasoning(bigram_dir):
         assert s.behaviour_logprobs[s.n_sampled:] == [0.0] * s.n_forced
 
 
-def _batch(tok, rng, reasonings=(("TP53 is a tumour suppressor", "MYC"), ("globin genes", "HBG1 is a globin</think>"))):
-    """One step's worth of CoT-enumerate samples: 2 prompts x the reasonings given for each x {yes, no}."""
+def _batch(tok, rng, reasonings=(("TP53 is a tumour suppressor", "MYC"), ("globin genes", "HBG1 is a globin</think>")),
+           header: str = ""):
+    """One step's worth of CoT-enumerate samples: 2 prompts (after a shared ``header``) x the
+    reasonings given for each x {yes, no}."""
     cands = candidate_ids(tok, ["yes", "no"], "</answer>")
-    prompts = [_ids(tok, "Does TP53 knockdown change MYC?\n<think>\n"), _ids(tok, "Does GATA1 change HBG1?\n<think>\n")]
+    prompts = [_ids(tok, header + "Does TP53 knockdown change MYC?\n<think>\n"),
+               _ids(tok, header + "Does GATA1 change HBG1?\n<think>\n")]
     out = []
     for p, rs in zip(prompts, reasonings):
         for r in rs:
@@ -151,15 +154,20 @@ def test_cot_enumerated_loss_matches_the_hand_computed_loss_and_gradients(tiny_m
     assert abs(float(reasoning.detach())) > 1e-6  # the reasoning term is there: without it the check could not fail
 
 
-def test_enumerated_encoding_equals_the_plain_path_in_logprobs_and_gradients(tiny_model_dir):
-    """Prompt once, heads (reasoning + suffix) once each, packed two to a row where they fit,
-    candidates from their head's columns of the cache: the same logprobs as encoding every
-    prompt + completion in full, and the same gradients (1e-5)."""
+@pytest.mark.parametrize("header", ["", "You are a careful biologist: think, then answer yes or no.\n"])
+def test_enumerated_encoding_equals_the_plain_path_in_logprobs_and_gradients(tiny_model_dir, header):
+    """Prompt once (a shared header once for both), heads (reasoning + suffix) once each,
+    packed two to a row where they fit, candidates from their head's columns of the cache:
+    the same logprobs as encoding every prompt + completion in full, and the same gradients (1e-5)."""
+    from softverify.modeling import MIN_SHARED_PREFIX, common_prefix_len
     from softverify.seqbatch import completion_logprobs_enumerated, completion_logprobs_packed, enumerated_heads
 
     model, tok = load_causal_lm(str(tiny_model_dir))
     long = "TP53 is a tumour suppressor; its loss lifts p21 and changes the cell cycle programme, MYC among it"
-    ss, cands = _batch(tok, np.random.default_rng(0), [(long, "MYC", "no"), ("globin genes", "HBG1 is a globin</think>")])
+    ss, cands = _batch(tok, np.random.default_rng(0), [(long, "MYC", "no"), ("globin genes", "HBG1 is a globin</think>")],
+                       header)
+    shared = common_prefix_len([ss[0].prompt_token_ids, ss[-1].prompt_token_ids])
+    assert (shared >= MIN_SHARED_PREFIX) == bool(header), shared
     cand_len = [len(c) for c in cands]
     heads = enumerated_heads(ss, 2, cand_len)
     owner = [0] * 3 + [1] * 2

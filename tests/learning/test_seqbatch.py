@@ -109,3 +109,50 @@ def test_packed_completion_rows_match_plain_path_with_entropy(tiny_model_dir):
     assert g0.keys() == g1.keys()
     for k in g0:  # float summation order differs: compare relative to each gradient's scale
         assert torch.allclose(g0[k], g1[k], rtol=0, atol=1e-5 * float(g0[k].abs().max())), k
+
+
+def test_common_prefix_len_keeps_a_token_for_each_prompt():
+    from softverify.modeling import common_prefix_len
+
+    assert common_prefix_len([[1, 2, 3, 4], [1, 2, 3, 5, 6], [1, 2, 9]]) == 2
+    assert common_prefix_len([[1, 2, 3], [1, 2, 3, 4]]) == 2  # the shorter one keeps its last token
+    assert common_prefix_len([[7, 1], [8, 1]]) == 0
+
+
+@pytest.mark.parametrize("min_shared", [0, 8])
+def test_shared_prefix_matches_plain_path_in_logprobs_and_gradients(tiny_model_dir, min_shared):
+    """Direct-style prompts: a long shared head (system prompt + template) and questions of
+    different lengths (one as long as the longest, one short), two candidate answers each.
+    With the head encoded once and its cache repeated (``min_shared=8``) or not at all (0), the
+    logprobs, entropies and gradients equal the plain path's; the shared forward sees the
+    head once."""
+    from softverify.modeling import common_prefix_len, encode_prompts
+
+    model, _ = load_causal_lm(str(tiny_model_dir))
+    model.config.use_cache = False
+    g = torch.Generator().manual_seed(5)
+    head = torch.randint(5, 200, (20,), generator=g).tolist()
+    qs = [torch.randint(5, 200, (n,), generator=g).tolist() for n in (11, 3, 11, 6)]
+    prompts = [head + q for q in qs for _ in range(2)]
+    comps = [[c, 2] for _ in qs for c in (41, 42)]
+    assert common_prefix_len(list(dict.fromkeys(map(tuple, prompts)))) == 20
+    seen = []
+    hook = model.model.embed_tokens.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape)))
+    out = []
+    for fn in (completion_logprobs_packed, lambda *a, **k: completion_logprobs_shared(*a, **k, min_shared=min_shared)):
+        model.zero_grad()
+        seen.clear()
+        cb = fn(model, prompts, comps, 0, 0.7, with_entropy=True, entropy_grad=True)
+        ((cb.logp * cb.mask).sum() - 0.1 * (cb.entropy * cb.mask).sum()).backward()
+        out.append((cb, {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}, list(seen)))
+    hook.remove()
+    (c0, g0, _), (c1, g1, shapes) = out
+    want = [(1, 20), (4, 11)] if min_shared else [(4, 31)]  # then the completions' packed pass
+    assert shapes[:len(want)] == want, shapes
+    assert torch.allclose(c0.logp, c1.logp, atol=1e-5), (c0.logp - c1.logp).abs().max()
+    assert torch.allclose(c0.entropy, c1.entropy, atol=1e-5)
+    assert g0.keys() == g1.keys() and g0
+    for k in g0:
+        assert torch.allclose(g0[k], g1[k], rtol=0, atol=1e-5 * float(g0[k].abs().max())), k
+    out, attn = encode_prompts(model, [head + q for q in qs], 0)
+    assert attn.shape == (4, 31) and attn.sum(1).tolist() == [31, 23, 31, 26]
