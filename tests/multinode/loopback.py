@@ -134,6 +134,18 @@ class LoopbackCluster:
                 raise AssertionError(f"only {sum(x['Alive'] for x in ray.nodes())} of {n} Ray nodes came up")
             time.sleep(0.5)
 
+    def ensure_nodes(self, n: int, num_cpus: float, resources: dict[str, float], labels: dict[str, str],
+                     timeout: float = 120) -> None:
+        """At least ``n`` alive nodes, adding workers of the given shape when fewer are: a
+        module-scoped cluster outlives a test that killed a node and failed before re-forming
+        it, and the next test must not inherit that (it would fail for the first one's reason)."""
+        import ray
+
+        alive = sum(x["Alive"] for x in ray.nodes())
+        for _ in range(n - alive):
+            self.add_node(num_cpus, resources, labels)
+        self.wait_for_nodes(n, timeout)
+
     def node_ids(self) -> dict[str, str]:
         """Node id per node, found by the temp dir it was started with (``ray.nodes()``)."""
         import ray

@@ -165,7 +165,11 @@ def test_learner_node_lost_then_auto_resumed_on_a_reformed_cluster(two_nodes, tr
               600, "checkpoint 1")
         assert p1.poll() is None, (tmp_path / "run1.log").read_text()[-3000:]
         two_nodes.nodes[1].kill()  # the learner node: raylet, object store, ranks (SIGKILL by PID)
-        rc = p1.wait(300)
+        try:
+            rc = p1.wait(600)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the run did not end within 600 s of its learner node's loss; its log ends:\n"
+                                 + (tmp_path / "run1.log").read_text()[-4000:]) from None
     finally:
         if p1.poll() is None:
             p1.kill()
@@ -252,7 +256,7 @@ def test_sweep_trials_run_on_both_nodes_and_a_lost_node_is_resumed(two_nodes, ti
     from softverify.platform.sweep.run import check_trial_placement, run_sweep
     from softverify.platform.sweep.spec import parse_sweep
 
-    two_nodes.wait_for_nodes(2, timeout=5)
+    two_nodes.ensure_nodes(2, 2, {"learner_node": 2}, {"role": "learner"})  # the shape conftest gives it
     head, worker = node_ids(two_nodes)
     # a trial's actors share one placement bundle: roles pinned to different nodes cannot
     with pytest.raises(ConfigError, match=r"a sweep trial's actors \(one placement bundle, on one node\): one actor "
