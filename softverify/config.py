@@ -552,6 +552,10 @@ class TrainerConfig(_Section):
     ray_address: str | None = Field(None, description="Ray cluster address; None = start/attach a local one.")
     wandb: bool = Field(False, description="Also log to Weights & Biases (offline mode works without login).")
     wandb_project: str = Field("softverify", description="W&B project name.")
+    tensorboard: bool = Field(
+        False, description="Also write every logged metric as a TensorBoard scalar per step under "
+        "<output_dir>/tensorboard (`tensorboard --logdir <output_dir>/tensorboard`); needs the tensorboard package: "
+        "pip install 'softverify[tensorboard]'.")
     progress: bool = Field(True, description="Show a progress bar.")
     diagnostics: bool = Field(
         True, description="Log per-step verifier diagnostics (diag/*): each verifier's correlation with the label, "

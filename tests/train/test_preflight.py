@@ -41,3 +41,19 @@ def test_wandb_without_the_package_fails_before_ray_starts(tiny_model_dir, promp
         assert not ray.is_initialized()
     finally:
         tr.lock.release()
+
+
+def test_tensorboard_without_the_package_fails_before_ray_starts(tiny_model_dir, prompt_file, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # Python's own "this package cannot be imported"
+    cfg = build_config({}, [f"model.path={tiny_model_dir}", "data.source=file", f"data.path={prompt_file}",
+                            f"trainer.output_dir={tmp_path / 'run'}", "trainer.tensorboard=true"])
+    tr = Trainer(cfg)
+    try:
+        with pytest.raises(ConfigError, match=r"^trainer.tensorboard=true needs the tensorboard package: pip install "
+                                              r"'softverify\[tensorboard\]'"):
+            tr.setup()
+        assert not ray.is_initialized()
+    finally:
+        tr.lock.release()

@@ -1,4 +1,4 @@
-"""Per-step metrics: JSONL on disk (always), Weights & Biases (optional), plots.
+"""Per-step metrics: JSONL on disk (always), Weights & Biases and TensorBoard (optional), plots.
 
 JSONL is appended and flushed every step so a crashed run keeps every finished step and a
 person can plot a run while it is going.
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +32,35 @@ def _clean(v: Any) -> Any:
     return v
 
 
+#: TensorBoard's folder inside a run's output directory (``trainer.tensorboard``)
+TENSORBOARD_DIR = "tensorboard"
+
+
+def _scalar(v: Any) -> float | None:
+    """``v`` as a TensorBoard scalar (Python and numpy numbers, a bool as 0/1), or None for
+    what is not one (text, None, NaN, inf: metrics.jsonl holds those as they are)."""
+    if not isinstance(v, numbers.Real):
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
 class MetricsLogger:
+    """Writes each step's metrics to ``metrics.jsonl`` and, when asked, to W&B and TensorBoard.
+
+    ``truncate_after_step`` (a resumed run's checkpoint step) drops the lines of later steps a
+    killed run had already logged; TensorBoard gets the same step as its ``purge_step``, so
+    its curves do not show the dropped steps twice either."""
+
     def __init__(self, out_dir: Path, use_wandb: bool = False, project: str = "softverify", config: dict | None = None,
-                 truncate_after_step: int | None = None):
+                 truncate_after_step: int | None = None, use_tensorboard: bool = False):
         self.path = out_dir / "metrics.jsonl"
         out_dir.mkdir(parents=True, exist_ok=True)
         if truncate_after_step is not None:
             drop_steps_after(self.path, truncate_after_step)
         self._f = open(self.path, "a")
         self._wandb = None
+        self._tb = None
         if use_wandb:
             import os
 
@@ -47,6 +68,11 @@ class MetricsLogger:
 
             os.environ.setdefault("WANDB_MODE", "offline")
             self._wandb = wandb.init(project=project, config=config or {}, dir=str(out_dir))
+        if use_tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            purge = truncate_after_step + 1 if truncate_after_step else None
+            self._tb = SummaryWriter(log_dir=str(out_dir / TENSORBOARD_DIR), purge_step=purge)
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         rec = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
@@ -54,11 +80,19 @@ class MetricsLogger:
         self._f.flush()
         if self._wandb is not None:
             self._wandb.log(metrics, step=step)
+        if self._tb is not None:
+            for k, v in metrics.items():
+                f = _scalar(v)
+                if f is not None:
+                    self._tb.add_scalar(k, f, global_step=step)
+            self._tb.flush()  # a run watched live (or killed) shows every finished step
 
     def close(self) -> None:
         self._f.close()
         if self._wandb is not None:
             self._wandb.finish()
+        if self._tb is not None:
+            self._tb.close()
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -198,12 +198,16 @@ class Trainer:
         from softverify.verifiers.suite import check_specs
 
         check_specs(cfg.verifiers)  # every verifier builds here, before Ray starts: one line per mistake
-        if cfg.trainer.wandb:
-            import importlib.util
+        import importlib.util  # optional extras: refused here, before Ray starts, not by an import error later
 
+        if cfg.trainer.wandb:
             if importlib.util.find_spec("wandb") is None:
-                raise ConfigError("trainer.wandb=true needs the wandb package: pip install wandb (offline mode "
-                                  "works without a login), or drop trainer.wandb")
+                raise ConfigError("trainer.wandb=true needs the wandb package: pip install 'softverify[wandb]' "
+                                  "(offline mode works without a login), or drop trainer.wandb")
+        if cfg.trainer.tensorboard:
+            if importlib.util.find_spec("tensorboard") is None:  # torch.utils.tensorboard writes through it
+                raise ConfigError("trainer.tensorboard=true needs the tensorboard package: pip install "
+                                  "'softverify[tensorboard]' (or tensorboard==2.21.0), or drop trainer.tensorboard")
         init_ray(cfg)
         self.out.mkdir(parents=True, exist_ok=True)
         ckpt.write_text_atomic(self.out / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
@@ -230,7 +234,8 @@ class Trainer:
             self._sync_weights()  # workers start from the restored policy
         ray.get([w.ping.remote() for w in self.workers])
         self.logger = MetricsLogger(self.out, cfg.trainer.wandb, cfg.trainer.wandb_project, cfg.model_dump(),
-                                    truncate_after_step=self.step if self.resume else 0)
+                                    truncate_after_step=self.step if self.resume else 0,
+                                    use_tensorboard=cfg.trainer.tensorboard)
         drop_steps_after(self.out / "samples.jsonl", self.step if self.resume else 0)
 
     def _record_placement(self) -> None:
