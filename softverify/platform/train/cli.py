@@ -61,8 +61,9 @@ def cmd_train(args) -> int:
         return 1
     finally:
         trainer.shutdown()
-    print(f"final model: {final}")
-    print(f"metrics: {Path(cfg.trainer.output_dir) / 'metrics.jsonl'}  plot: {Path(cfg.trainer.output_dir) / 'metrics.png'}")
+    from softverify.platform.train.summary import format_summary
+
+    print(format_summary(trainer.summary, Path(cfg.trainer.output_dir), final, cfg.trainer.eval_every))
     return 0
 
 

@@ -146,6 +146,7 @@ class Trainer:
 
         self.goodhart = GoodhartMonitor()
         self._idle_steps = 0  # consecutive steps that trained no question (trainer.stop_after_idle_steps)
+        self.summary: dict[str, Any] | None = None  # the finished run in a few numbers (platform/train/summary.py)
         # The teacher's pay to the policy: in the enumerated mode every answer is scored, so the
         # verifier's mean is fixed by construction and the policy's own expected reward is what moves.
         wm = next((v for v in cfg.verifiers if v.kind == "world_model"), None)
@@ -232,6 +233,8 @@ class Trainer:
             self.order.position = int(state["data_position"])
             self._restore_pending(last, state)
             self._sync_weights()  # workers start from the restored policy
+            print(f"softverify train: resuming from step {self.step} of {cfg.trainer.steps} ({last}, "
+                  f"data position {self.order.position})")
         ray.get([w.ping.remote() for w in self.workers])
         self.logger = MetricsLogger(self.out, cfg.trainer.wandb, cfg.trainer.wandb_project, cfg.model_dump(),
                                     truncate_after_step=self.step if self.resume else 0,
@@ -680,9 +683,14 @@ class Trainer:
                 self.save_checkpoint()
             self.phase = "saving the final model"
             final = self.out / "final"
-            with atomic_dir(final) as tmp:  # a reader sees the old final/ or the whole new one
+            from softverify.platform.train.metrics import read_metrics
+            from softverify.platform.train.summary import model_card, run_summary
+
+            self.summary = run_summary(read_metrics(self.out / "metrics.jsonl"))
+            with atomic_dir(final) as tmp:  # a reader sees the old final/ or the whole new one, card included
                 self.learners.save_hf(str(tmp))
                 self._write_prompt(tmp)
+                (tmp / "README.md").write_text(model_card(self.cfg, self.summary, self.out.resolve().name))
             try:
                 plot_metrics(self.out / "metrics.jsonl", self.out / "metrics.png", title=self._plot_title())
             except ValueError:
