@@ -438,3 +438,112 @@ def test_a_submitted_train_job_keeps_its_outputs(ray_address, tiny_model_dir, pr
     assert f"writes its outputs to {root / 'runs' / 'default'}" in err
     final = root / "runs" / "default" / "final"
     assert (final / "model.safetensors").is_file() and (final / "softverify_prompt.json").is_file()
+
+
+# ---------------------------------------------------------------- input paths
+
+
+def _ctx(cwd, wd, **kw):
+    from softverify.platform.jobs.inputs import InputContext
+
+    return InputContext(cwd=Path(cwd), working_dir=None if wd is None else Path(wd), **kw)
+
+
+def _workdir(tmp_path) -> Path:
+    """A working dir with an input, a sub-folder, an ignored folder and a model whose
+    weights submit's default excludes (*.safetensors) leave out; a file outside it."""
+    wd = tmp_path / "proj"
+    for d in ("data", "exp", "cache", "model"):
+        (wd / d).mkdir(parents=True)
+    (wd / "data" / "rows.jsonl").write_text('{"completion": "yes</answer>", "label": 1}\n')
+    (wd / "cache" / "x.txt").write_text("x")
+    (wd / ".gitignore").write_text("cache/\n")
+    (wd / "model" / "config.json").write_text("{}")
+    (wd / "model" / "model.safetensors").write_bytes(b"0")
+    (tmp_path / "outside.jsonl").write_text("{}\n")
+    return wd
+
+
+def test_relative_inputs_pass_inside_the_upload_and_are_refused_outside_it(tmp_path):
+    """The README's own `--data-mirror ../shared/...` shape, a config's ignored asset, a path
+    that is not there, and what passes: relative paths Ray uploads, from a sub-folder too."""
+    from softverify.platform.jobs.inputs import check_job_inputs, job_subdir
+
+    wd = _workdir(tmp_path)
+    ok = _ctx(wd, wd)
+    assert check_job_inputs(["verify", "data/rows.jsonl", "--verifier", "hard"], ok) == []
+    assert check_job_inputs(["verify", "../data/rows.jsonl", "--verifier", "hard"], _ctx(wd / "exp", wd)) == []
+    assert job_subdir(wd / "exp", wd) == "exp" and job_subdir(wd, wd) is None
+    cases = [
+        (["train", "--data-mirror", "../outside.jsonl"], wd,
+         "data.mirror (--data-mirror) '../outside.jsonl' is outside the working dir"),
+        (["train", "--set", "data.mirror=../shared/data/perturbqa"], wd,
+         "data.mirror '../shared/data/perturbqa' does not exist here"),
+        (["train", "--set", "verifiers=[{kind: world_model, params: {model_dir: cache}}]"], wd,
+         "verifiers.0.params.model_dir 'cache' would not reach the cluster: Ray leaves 'cache/x.txt' (excluded by "
+         f"{wd / '.gitignore'})"),
+        (["eval", "model"], wd, "MODEL_DIR 'model' would not reach the cluster: Ray leaves 'model/model.safetensors' "
+                                "(excluded by submit's excludes"),
+        (["train", "--config", "../nope.yaml"], wd, "--config '../nope.yaml' does not exist here"),
+        (["verify", "data/rows.jsonl", "--verifier", "world_model model_dir=../outside.jsonl"], wd,
+         "--verifier world_model model_dir '../outside.jsonl' is outside the working dir"),
+        (["verify", "../outside.jsonl"], wd, "INPUT '../outside.jsonl' is outside the working dir"),
+    ]
+    for argv, cwd, msg in cases:
+        with pytest.raises(JobsError, match=re.escape(msg)):
+            check_job_inputs(argv, _ctx(cwd, wd))
+    with pytest.raises(JobsError, match=r"'data/rows.jsonl' is relative, but the job would upload nothing"):
+        check_job_inputs(["verify", "data/rows.jsonl"], _ctx(wd, None))
+    with pytest.raises(JobsError, match=r"relative to .*, which is outside the working dir"):
+        check_job_inputs(["verify", "outside.jsonl"], _ctx(tmp_path, wd))
+    # names that are not paths, URIs, outputs and help pass untouched
+    for argv in (["eval", "smollm2"], ["train", "--model", "HuggingFaceTB/SmolLM2-135M", "--output-dir", "cache/r"],
+                 ["train", "--set", "data.mirror=s3://bucket/pqa"], ["train", "--help-config"]):
+        assert check_job_inputs(argv, _ctx(wd, wd)) == [], argv
+
+
+def test_absolute_inputs_need_the_cluster_to_have_them(tmp_path):
+    from softverify.platform.jobs.inputs import check_job_inputs
+
+    wd = _workdir(tmp_path)
+    here = str(tmp_path / "outside.jsonl")
+    remote = _ctx(wd, wd, cluster_is_local=lambda: False)
+    with pytest.raises(JobsError, match=re.escape(f"INPUT {here!r} is a path on this machine, and the cluster's nodes "
+                                                  f"are other machines: if every node has it at the same path (a "
+                                                  f"shared mount), say so with --cluster-has {here}")):
+        check_job_inputs(["verify", here], remote)
+    inside = str(wd / "data" / "rows.jsonl")
+    with pytest.raises(JobsError, match="or pass it relative"):
+        check_job_inputs(["verify", inside], remote)
+    assert check_job_inputs(["verify", here], _ctx(wd, wd, shared=[str(tmp_path)])) == []
+    assert check_job_inputs(["verify", here], _ctx(wd, wd, cluster_is_local=lambda: True)) == []
+    notes = check_job_inputs(["train", "--data-mirror", "/cluster/only/pqa"], remote)
+    assert notes == ["data.mirror (--data-mirror) /cluster/only/pqa is not on this machine; the job expects it on "
+                     "the cluster"]
+
+
+def test_submit_refuses_an_input_before_uploading(ray_address, tmp_path, monkeypatch, capsys):
+    """Through the CLI against the real cluster: refused in one line, nothing submitted."""
+    wd = _workdir(tmp_path)
+    monkeypatch.chdir(wd)
+    before = len(JobsClient(ray_address).list())
+    rc = cli.main(["submit", "--address", ray_address, "--working-dir", str(wd), "--output-root", str(tmp_path),
+                   "--", "train", "--data-mirror", "../outside.jsonl"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is outside the working dir" in err and len(err.strip().splitlines()) == 1, err
+    assert len(JobsClient(ray_address).list()) == before
+    assert cli.main(["submit", "--address", ray_address, "--cluster-has", "rel", "--", "eval", "smollm2"]) == 2
+    assert "--cluster-has 'rel' must be an absolute path" in capsys.readouterr().err
+
+
+def test_a_job_reads_relative_inputs_from_the_folder_submit_ran_in(ray_address, tmp_path, monkeypatch, capsys):
+    """`verify ../data/rows.jsonl` from a sub-folder of the working dir: the job starts in
+    that sub-folder of its uploaded copy, so the path resolves there as it did here."""
+    wd = _workdir(tmp_path)
+    monkeypatch.chdir(wd / "exp")
+    rc = cli.main(["submit", "--address", ray_address, "--working-dir", str(wd), "--env", f"PYTHONPATH={REPO}",
+                   "--", "verify", "../data/rows.jsonl", "--verifier", "hard"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err[-3000:] + out[-3000:]
+    assert "cd exp && python -m softverify.cli verify ../data/rows.jsonl" in err
+    assert re.search(r"^hard\s+hard\s+1\s+1\s", out, re.M), out[-2000:]

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import datetime
+from pathlib import Path
 
 MANAGE_VERBS = ("status", "logs", "stop", "list")
 HELP_TEXT = """\
@@ -28,6 +30,11 @@ The job runs in a temporary copy of the working dir that Ray deletes, so every r
 output path of the command (trainer.output_dir, a sweep's output_dir, eval --output,
 --out ...) is refused unless --output-root (or $SOFTVERIFY_OUTPUT_ROOT) names storage
 every node mounts: it is then placed under that root. submit prints where outputs go.
+Inputs are checked the same way: a relative path (--data-mirror, --config, a config's
+data.path or verifiers[i].params.model_dir ...) must lie inside the uploaded working dir
+and not be excluded from the upload (.gitignore, .rayignore, runs/ ...); the job starts in
+the same sub-folder you run submit from. An absolute path that exists here passes when
+--cluster-has (or --output-root) covers it or the cluster is this machine.
 submit follows the logs and exits with the job's result (0 succeeded, the driver's exit
 code if it failed, 143 if stopped); Ctrl-C stops following, not the job.
 """
@@ -59,6 +66,10 @@ def _add_submit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-cpus", type=float, help="CPUs reserved for the job's driver (default: none)")
     p.add_argument("--num-gpus", type=float, help="GPUs reserved for the job's driver (default: none)")
     p.add_argument("--no-wait", action="store_true", help="print the job id and return instead of following logs")
+    p.add_argument("--cluster-has", action="append", default=[], metavar="PATH",
+                   help="an absolute path (file or folder) every node of the cluster has at the same path, e.g. a "
+                   "shared mount: the command's inputs under it pass as they are (repeatable). Without it an absolute "
+                   "input that exists here is refused unless the cluster is this machine")
     p.add_argument("--output-root", help="absolute path every node mounts (default: $SOFTVERIFY_OUTPUT_ROOT): the "
                    "command's relative output paths are placed under it (without it, they are refused)")
     # dest must not be "command": softverify.cli keeps the top-level command name there.
@@ -68,13 +79,12 @@ def _add_submit_args(p: argparse.ArgumentParser) -> None:
 
 def _do_submit(args, command: list[str], known_commands) -> int:
     from softverify.platform.jobs.client import build_runtime_env, parse_env_vars, project_dir, softverify_entrypoint
-    from softverify.platform.jobs.outputs import resolve_job_outputs
+    from softverify.platform.jobs.inputs import InputContext, check_job_inputs, cluster_is_this_machine, job_subdir
+    from softverify.platform.jobs.outputs import check_output_root, resolve_job_outputs
 
     # a typo'd command has no output spec, so it reaches the entrypoint check unchanged
     command, outputs = resolve_job_outputs(command, args.output_root)
-    entrypoint = softverify_entrypoint(command, known_commands)
-    for out in outputs:
-        print(f"softverify submit: the job writes its outputs to {out} (on the cluster's filesystem)", file=sys.stderr)
+    softverify_entrypoint(command, known_commands)  # a typo'd command fails before its inputs are read
     if args.no_working_dir:
         working_dir = None
     else:
@@ -83,7 +93,28 @@ def _do_submit(args, command: list[str], known_commands) -> int:
             print("softverify submit: not run from a project checkout; using the cluster image's softverify",
                   file=sys.stderr)
     runtime_env = build_runtime_env(working_dir, args.pip, parse_env_vars(args.env), args.exclude)
-    client = _client(args)
+    wd = Path(runtime_env["working_dir"]) if "working_dir" in runtime_env else None
+    root = check_output_root(args.output_root)
+    for shared in args.cluster_has:
+        if not os.path.isabs(shared) or "://" in shared:
+            raise ValueError(f"--cluster-has {shared!r} must be an absolute path on the cluster's nodes, e.g. "
+                             f"/mnt/shared/data")
+    clients = []  # made once, when a path needs the cluster's answer, or for the submission
+
+    def get_client():
+        if not clients:
+            clients.append(_client(args))
+        return clients[0]
+
+    ctx = InputContext(cwd=Path(os.getcwd()), working_dir=wd, excludes=args.exclude,
+                       shared=[*args.cluster_has, *([root] if root else [])],
+                       cluster_is_local=lambda: cluster_is_this_machine(get_client()))
+    for note in check_job_inputs(command, ctx):
+        print(f"softverify submit: {note}", file=sys.stderr)
+    entrypoint = softverify_entrypoint(command, known_commands, job_subdir(ctx.cwd, wd))
+    for out in outputs:
+        print(f"softverify submit: the job writes its outputs to {out} (on the cluster's filesystem)", file=sys.stderr)
+    client = get_client()
     job_id = client.submit(entrypoint, runtime_env, submission_id=args.submission_id,
                            num_cpus=args.num_cpus, num_gpus=args.num_gpus)
     print(f"submitted {job_id} to {client.address}: {entrypoint}", file=sys.stderr)

@@ -103,12 +103,15 @@ def build_runtime_env(
     return env
 
 
-def softverify_entrypoint(command: Sequence[str], known_commands: Iterable[str] | None = None) -> str:
+def softverify_entrypoint(command: Sequence[str], known_commands: Iterable[str] | None = None,
+                          subdir: str | None = None) -> str:
     """The shell entrypoint that runs ``softverify COMMAND ...`` on the cluster.
 
     ``command`` is the argv after ``softverify`` (a leading ``softverify`` is tolerated).
     With ``known_commands`` the sub-command is checked here, so a typo fails in a second
-    instead of after the upload and the cluster's start-up.
+    instead of after the upload and the cluster's start-up. ``subdir`` (a folder of the
+    working dir) is where the command starts, so relative paths resolve as they did where
+    ``submit`` ran.
     """
     argv = list(command)
     if argv and argv[0] == "softverify":
@@ -120,7 +123,8 @@ def softverify_entrypoint(command: Sequence[str], known_commands: Iterable[str] 
         known = sorted(known_commands)
         if argv[0] not in known:
             raise JobsError(f"unknown softverify command {argv[0]!r}: expected one of {', '.join(known)}")
-    return shlex.join(["python", "-m", "softverify.cli", *argv])
+    run = shlex.join(["python", "-m", "softverify.cli", *argv])
+    return f"cd {shlex.quote(subdir)} && {run}" if subdir else run
 
 
 def exit_code_for(status: str, driver_exit_code: int | None = None) -> int:
@@ -221,6 +225,13 @@ class JobsClient:
     def stop(self, job_id: str) -> bool:
         """Ask the cluster to stop the job; False if it had already finished."""
         return bool(self._call(job_id, self._client.stop_job))
+
+    def node_hostnames(self) -> list[str]:
+        """Hostnames of the cluster's alive nodes (the dashboard's node list)."""
+        resp = self._client._do_request("GET", "/nodes?view=hostNameList")
+        resp.raise_for_status()
+        data = resp.json()["data"]  # the dashboard writes its keys google-style (hostNameList)
+        return list(data.get("hostNameList", data.get("host_name_list")))
 
     def list(self) -> list:
         """All jobs the cluster knows, oldest first."""
