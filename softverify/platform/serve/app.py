@@ -20,6 +20,7 @@ import asyncio
 import importlib.util
 import logging
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -40,6 +41,32 @@ from softverify.platform.serve.verify import VerifierSet
 
 api = FastAPI(title="softverify", docs_url=None, redoc_url=None, openapi_url=None)
 log = logging.getLogger("ray.serve")
+
+#: Routes whose requests get no access-log line: load balancers, kubelets and ``serve``'s
+#: own start-up wait poll ``/health`` every second or so, which buried every other line.
+QUIET_ROUTES = ("/health",)
+
+
+class QuietRoutesFilter(logging.Filter):
+    """Drops Ray Serve's access-log record of a request to one of :data:`QUIET_ROUTES`.
+
+    Ray Serve's ``LoggingConfig(enable_access_log=False)`` turns the access log off for
+    every route; a probe's lines are the noise, a client's requests are not. The replica
+    logs each request on the ``ray.serve`` logger with the route in the record's ``route``
+    attribute (``extra=``), so a filter on that logger drops just those records, from the
+    terminal and the replica's log file alike."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        route = getattr(record, "route", None)
+        if route is None:
+            return True
+        return str(route).split("?")[0] not in QUIET_ROUTES
+
+
+def quiet_probe_access_logs() -> None:
+    """Install :class:`QuietRoutesFilter` on the ``ray.serve`` logger (once)."""
+    if not any(isinstance(f, QuietRoutesFilter) for f in log.filters):
+        log.addFilter(QuietRoutesFilter())
 
 
 def _error(e: ApiError) -> JSONResponse:
@@ -77,6 +104,7 @@ class ChatServer:
     """One replica: an HF engine, a rate limiter and the verifiers, behind FastAPI routes."""
 
     def __init__(self, cfg: dict, model_path: str, api_key: str | None):
+        quiet_probe_access_logs()  # in the replica's process, where its access log is written
         self.cfg = ServeConfig.model_validate(cfg)  # prompt fields already resolved by build_app
         r, self.limits = self.cfg.replicas, self.cfg.limits
         self.model_id = self.cfg.model_id()
@@ -366,8 +394,31 @@ def wait_ready(base_url: str, timeout_s: float = 900.0, poll_s: float = 0.5) -> 
     raise TimeoutError(f"{base_url}/health not ready after {timeout_s:.0f} s (last: {last})")
 
 
+class _Stop(Exception):
+    """A stop signal (SIGTERM, SIGINT) turned into an exception in the main thread, so the
+    ``finally`` that shuts Serve and Ray down runs wherever the driver was waiting."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_stop_signal(signum: int, frame) -> None:
+    # A second signal while shutting down is ignored: shutdown is already under way, and
+    # an exception raised inside it would cut it short and orphan Ray's processes.
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, signal.SIG_IGN)
+    raise _Stop(signum)
+
+
 def serve_forever(cfg: ServeConfig, address: str | None = None) -> int:
-    """Start Ray (or join ``address``), bind the HTTP proxy, deploy, block until Ctrl-C."""
+    """Start Ray (or join ``address``), bind the HTTP proxy, deploy, block until stopped.
+
+    SIGTERM (what Docker, systemd and Kubernetes send) and SIGINT (Ctrl-C) stop it the
+    same way: one line, ``serve.shutdown()``, ``ray.shutdown()`` (which ends the local Ray
+    it started, agents included), exit code 0 -- a requested stop is a clean exit, as
+    uvicorn and gunicorn report it. The handlers are installed after ``ray.init``, which
+    installs its own (a C++ stack dump, then an abort that left Ray's agents orphaned)."""
     import ray
 
     from softverify.models import resolve_model_path
@@ -376,8 +427,10 @@ def serve_forever(cfg: ServeConfig, address: str | None = None) -> int:
     from softverify.cluster import connect
 
     connect(address)
+    previous = {s: signal.signal(s, _on_stop_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         app = build_app(cfg)  # after ray.init: engine=auto looks at the cluster's GPUs
+        quiet_probe_access_logs()
         serve.start(http_options={"host": cfg.host, "port": cfg.port})
         serve.run(app, name="softverify", route_prefix="/", blocking=False)
         base, engine = f"http://{cfg.host}:{cfg.port}", select_engine(cfg)
@@ -386,11 +439,19 @@ def serve_forever(cfg: ServeConfig, address: str | None = None) -> int:
                   file=sys.stderr, flush=True)
             wait_ready(f"http://127.0.0.1:{cfg.port}" if cfg.host in ("0.0.0.0", "::") else base)
         print(f"softverify serve: {cfg.model_id()!r} ready at {base}/v1 "
-              f"(engine {engine}); Ctrl-C stops", file=sys.stderr, flush=True)
+              f"(engine {engine}); Ctrl-C or SIGTERM stops", file=sys.stderr, flush=True)
         while True:
             time.sleep(3600)
-    except KeyboardInterrupt:
+    except (_Stop, KeyboardInterrupt) as e:
+        name = signal.Signals(e.signum).name if isinstance(e, _Stop) else "SIGINT"
+        print(f"softverify serve: {name} received; shutting down", file=sys.stderr, flush=True)
         return 0
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        for s in previous:
+            signal.signal(s, signal.SIG_IGN)
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
