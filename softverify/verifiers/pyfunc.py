@@ -136,7 +136,10 @@ def _check_signature(ref: str, fn: Callable, offered: Sequence[str], extra: dict
 
 @register("python")
 class PythonFunctionVerifier(Verifier):
-    """A reward function of your own, by path: ``function: 'module:fn'`` or ``'path/file.py:fn'``.
+    """A reward function of your own, by path (``function: 'module:fn'`` or ``'path/file.py:fn'``),
+    called by keyword with those of ``completion``, ``answer``, ``prompt``, ``row`` it declares and
+    the other params (``batched: true``: once per batch, with lists); it returns a float in [0, 1],
+    or None/NaN to abstain.
 
     Per sample it is called with any of the keywords ``completion`` (the text), ``answer``
     (``'yes'``/``'no'``/None, the parsed ``<answer>``), ``prompt`` (the rendered prompt) and
