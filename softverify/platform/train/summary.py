@@ -9,6 +9,7 @@ best eval is ranked by the headline (pooled AUROC when the eval has no per-gene 
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -121,8 +122,11 @@ def model_card(cfg, s: dict[str, Any], run_name: str) -> str:
         "pipeline_tag": "text-generation",
         "tags": ["softverify", "grpo", "reinforcement-learning", f"{cfg.prompt.style}-style"]
         + sorted({v.kind for v in cfg.verifiers}),
-        "softverify": {"data": data, "verifiers": verifiers, "training": training,
-                       "final_eval": s["final_eval"], "best_eval": s["best_eval"]},
+        # through JSON (unknown objects as text): a numpy number or a Path in a verifier's params
+        # must not stop the card from being written at the very end of a run
+        "softverify": json.loads(json.dumps({"data": data, "verifiers": verifiers, "training": training,
+                                             "final_eval": s["final_eval"], "best_eval": s["best_eval"]},
+                                            default=lambda o: o.item() if hasattr(o, "item") else str(o))),
     }
     body = [f"# {run_name}", "",
             f"A policy trained with softverify (GRPO against verifiers, on Ray) from `{meta['base_model']}` on "
