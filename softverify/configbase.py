@@ -7,8 +7,11 @@ it without pulling in the training config, and no import cycle can run through i
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import re
+import shutil
+import textwrap
 import types
 import typing
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic_core import PydanticUndefined
 
 
 class ConfigError(ValueError):
@@ -28,6 +32,33 @@ class StrictModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        _MODELS.setdefault(cls.__name__, []).append(cls)
+
+
+#: Every StrictModel class by name, so an error report (which names only its root model,
+#: ``ValidationError.title``) can find the fields an unknown key was meant to be.
+_MODELS: dict[str, list[type[BaseModel]]] = {}
+
+
+def _fields_at(title: str, loc: tuple) -> list[str]:
+    """The field names of the model holding the key at ``loc`` under root model ``title``."""
+    for root in _MODELS.get(title, []):
+        owner = field_annotation(root, [str(p) for p in loc[:-1]]) if len(loc) > 1 else root
+        for m in union_members(owner) if owner is not None else []:
+            if isinstance(m, type) and issubclass(m, BaseModel):
+                return list(m.model_fields)
+    return []
+
+
+def suggest_key(key: str, valid: list[str]) -> str:
+    """``did you mean 'group_size'?`` for the valid keys closest to a misspelled one; ''
+    when none is close (difflib's ratio >= 0.6)."""
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
+    return "did you mean " + " or ".join(repr(c) for c in close) + "?" if close else ""
+
 
 def format_validation_error(e: ValidationError, what: str = "config",
                             keys_hint: str = "`softverify train --help-config` lists the keys") -> str:
@@ -37,7 +68,8 @@ def format_validation_error(e: ValidationError, what: str = "config",
         loc = ".".join(str(p) for p in err["loc"]) or "<root>"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = f"unknown key (check the spelling; {keys_hint})"
+            hint = suggest_key(str(err["loc"][-1]), _fields_at(e.title, err["loc"])) if err["loc"] else ""
+            msg = f"unknown key; {hint} ({keys_hint})" if hint else f"unknown key (check the spelling; {keys_hint})"
         inp = err.get("input")
         shown = "" if isinstance(inp, (dict, list)) or err["type"] == "extra_forbidden" else f" (got {inp!r})"
         lines.append(f"  {loc}: {msg}{shown}")
@@ -229,6 +261,89 @@ def describe(model: type[BaseModel], prefix: str = "") -> list[str]:
             default = [d.model_dump(exclude_defaults=True) for d in default]
         lines.append(f"{prefix}{name} = {default!r}: {f.description or ''}")
     return lines
+
+
+def _default_text(f: Any) -> str:
+    default = f.get_default(call_default_factory=True)
+    if isinstance(default, list) and default and isinstance(default[0], BaseModel):
+        default = [d.model_dump(exclude_defaults=True) for d in default]
+    return "(required)" if default is PydanticUndefined else repr(default)
+
+
+def config_sections(model: type[BaseModel]) -> dict[str, list[tuple[str, str, str]]]:
+    """``{section: [(dotted key, default, description), ...]}`` for ``--help-config``.
+
+    A section is a top-level field holding a model (``rollout``, ``learner`` with its
+    nested ``learner.lora.*``); a list of models (``verifiers``) is a section of its item's
+    fields, written ``verifiers[i].kind``; the other top-level fields form ``general``."""
+    out: dict[str, list[tuple[str, str, str]]] = {}
+
+    def walk(m: type[BaseModel], prefix: str, section: str) -> None:
+        for name, f in m.model_fields.items():
+            ann = f.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, f"{prefix}{name}.", section or name)
+                continue
+            item = typing.get_args(ann)[0] if typing.get_origin(ann) is list and typing.get_args(ann) else None
+            if not prefix and isinstance(item, type) and issubclass(item, BaseModel):
+                out.setdefault(name, []).append((name, _default_text(f), f.description or ""))
+                walk(item, f"{name}[i].", name)
+                continue
+            out.setdefault(section or "general", []).append((f"{prefix}{name}", _default_text(f), f.description or ""))
+
+    walk(model, "", "")
+    return out
+
+
+def help_width() -> int:
+    """Columns ``--help-config`` wraps at: the terminal's, at most 100 (longer lines read
+    badly); 100 when the output is not a terminal (``$COLUMNS`` still wins)."""
+    return max(40, min(100, shutil.get_terminal_size((100, 24)).columns))
+
+
+def format_config_help(model: type[BaseModel], section: str | None = None, command: str = "softverify train",
+                       extra: dict[str, list[str]] | None = None, width: int | None = None) -> str:
+    """``--help-config [SECTION]``: each section's keys with their defaults, descriptions
+    wrapped to ``width`` (default :func:`help_width`) under the key. ``section`` keeps one
+    section (``rollout``) or the keys under a dotted prefix (``learner.lora``); ``extra``
+    adds lines at the end of a section (``verifiers``: the kinds and their parameters).
+    A section that does not exist is a :class:`ConfigError` naming the valid ones."""
+    width = width or help_width()
+    sections = config_sections(model)
+    extra = extra or {}
+    keep = list(sections)
+    if section and section != "all":
+        if section in sections:
+            keep = [section]
+        elif "." in section and any(k.startswith(section + ".") for rows in sections.values() for k, _, _ in rows):
+            top = section.split(".")[0]
+            sections = {top: [r for r in sections[top] if r[0].startswith(section + ".")]}
+            keep, extra = [top], {}
+        else:
+            hint = suggest_key(section, list(sections))
+            nested = next((k.rsplit(".", 1)[0] for rows in sections.values() for k, _, _ in rows
+                           if k.count(".") >= 2 and "[" not in k), None)
+            raise ConfigError(f"no config section {section!r}{f' ({hint})' if hint else ''}: expected one of "
+                              f"{', '.join(sections)}{f' (or a dotted prefix such as {nested})' if nested else ''}, "
+                              f"or no section for all")
+    wrap = textwrap.TextWrapper(width=width, initial_indent="      ", subsequent_indent="      ",
+                                break_on_hyphens=False)
+    head = textwrap.TextWrapper(width=width, initial_indent="  ", subsequent_indent="      ",
+                                break_long_words=True, break_on_hyphens=False)
+    lines: list[str] = []
+    if len(keep) > 1:
+        lines += [f"Config keys by section (one section: {command} --help-config SECTION; sections: "
+                  f"{', '.join(keep)}). Set them in a YAML file (--config) or with --set KEY=VALUE.", ""]
+        lines = textwrap.wrap(lines[0], width) + [""]
+    for name in keep:
+        lines.append(f"[{name}]")
+        for key, default, desc in sections[name]:
+            lines += head.wrap(f"{key} = {default}")
+            if desc:
+                lines += wrap.wrap(desc)
+        lines += extra.get(name, [])
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
 
 
 #: torch intra-op threads for every command that computes on this machine (eval, verify,

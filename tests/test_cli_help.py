@@ -3,7 +3,10 @@ files an example names exist in the project."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,3 +127,62 @@ def test_readme_command_table_lists_every_command():
         elif len(path) == 3 and not re.search(rf"softverify {cmd}[^`]*\b{re.escape(path[2])}\b", named):
             missing.append(" ".join(path))
     assert not missing, "commands missing from README's table:\n" + "\n".join(missing)
+
+
+def _run(argv: list[str], columns: int = 100) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COLUMNS=str(columns))
+    return subprocess.run([sys.executable, "-m", "softverify.cli", *argv], capture_output=True, text=True,
+                          timeout=120, cwd=REPO, env=env)
+
+
+def test_help_config_is_sectioned_wrapped_and_complete():
+    """Every TrainConfig key is listed once under its section, no line is wider than the
+    terminal (COLUMNS) or 100, and the verifiers section carries every verifier kind and
+    its parameters, as `verify --list` prints them."""
+    from softverify.config import describe
+    from softverify.configbase import config_sections
+    from softverify.config import TrainConfig
+    from softverify.registry import kinds
+
+    r = _run(["train", "--help-config"])
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert max(map(len, lines)) <= 100
+    assert [l[1:-1] for l in lines if l.startswith("[")] == list(config_sections(TrainConfig)) == [
+        "model", "data", "rollout", "verifiers", "reward", "algorithm", "learner", "prompt", "trainer"]
+    listed = {l.split(" = ")[0].strip() for l in lines if l.startswith("  ") and not l.startswith("   ") and " = " in l}
+    for key in (line.split(" = ")[0] for line in describe()):
+        assert key in listed or key.startswith("verifiers"), key
+    assert {"verifiers", "verifiers[i].kind", "verifiers[i].params"} <= listed
+    for kind in kinds():
+        assert f"\n  {kind}" in r.stdout, kind
+    assert "params: model_dir=None" in r.stdout  # world_model's parameters
+    narrow = _run(["train", "--help-config", "rollout"], columns=60)
+    assert max(map(len, narrow.stdout.splitlines())) <= 60
+
+
+def test_help_config_filters_to_one_section_and_names_the_valid_ones():
+    r = _run(["train", "--help-config", "rollout"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("[rollout]\n") and "rollout.group_size = 8" in r.stdout
+    lines = r.stdout.splitlines()
+    assert [l for l in lines if l.startswith("[")] == ["[rollout]"]
+    assert all(l.startswith("  rollout.") for l in lines if l.startswith("  ") and not l.startswith("   "))
+    lora = _run(["train", "--help-config", "learner.lora"]).stdout
+    assert "learner.lora.r = 16" in lora and "learner.lr" not in lora
+    ver = _run(["train", "--help-config", "verifiers"]).stdout
+    assert "verifiers[i].weight = 1.0" in ver and "world_model" in ver and "\n  rollout." not in ver
+    bad = _run(["train", "--help-config", "rolout"])
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip() == ("softverify train: error: no config section 'rolout' (did you mean 'rollout'?): "
+                                  "expected one of model, data, rollout, verifiers, reward, algorithm, learner, "
+                                  "prompt, trainer (or a dotted prefix such as learner.lora), or no section for all")
+    serve = _run(["serve", "--help-config", "limits"])
+    assert serve.returncode == 0 and serve.stdout.startswith("[limits]\n") and "limits.max_tokens" in serve.stdout
+
+
+def test_verify_list_and_help_config_describe_kinds_alike():
+    from softverify.verifiers.base import kinds_help
+
+    listed = _run(["verify", "--list"]).stdout
+    assert listed.splitlines() == kinds_help(100, policy_note="needs policy: pass --model")

@@ -35,6 +35,23 @@ def test_unknown_key_names_the_path():
         build_config({"rollout": {"grup_size": 4}})
 
 
+def test_unknown_keys_get_the_closest_valid_keys_suggested(tmp_path):
+    """A misspelled key, in a YAML file or in --set, at any depth (a section, a nested
+    section, a list item), gets 'did you mean'; a key like nothing valid gets no guess."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("rollout:\n  group_sise: 4\nlearner:\n  lora:\n    alpah: 8\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg, ["rollot.group_size=2", "verifiers=[{kind: hard, wieght: 2}]", "trainer.zzzz=1"])
+    lines = str(e.value).splitlines()
+    for expected in ("rollout.group_sise: unknown key; did you mean 'group_size'?",
+                     "learner.lora.alpah: unknown key; did you mean 'alpha'?",
+                     "rollot: unknown key; did you mean 'rollout'?",
+                     "verifiers.0.wieght: unknown key; did you mean 'weight'?",
+                     "trainer.zzzz: unknown key (check the spelling;"):
+        assert any(line.strip().startswith(expected) for line in lines), (expected, lines)
+    assert "did you mean" not in next(line for line in lines if "zzzz" in line)
+
+
 def test_bad_type_names_field_and_value():
     with pytest.raises(ConfigError, match=r"learner\.lr: .*got 'fast'"):
         build_config({}, ["learner.lr=fast"])
@@ -101,7 +118,7 @@ def test_cli_reports_config_errors_without_traceback():
     r = subprocess.run([sys.executable, "-m", "softverify.cli", "train", "--set", "rollout.grup_size=3"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
-    assert "rollout.grup_size: unknown key" in r.stderr
+    assert "rollout.grup_size: unknown key; did you mean 'group_size'?" in r.stderr
     assert "Traceback" not in r.stderr
 
 

@@ -131,6 +131,23 @@ def describe_kind(kind: str) -> tuple[str, str]:
     return doc, _format_params(*verifier_params(kind))
 
 
+def kinds_help(width: int = 100, indent: str = "", policy_note: str = "needs the policy") -> list[str]:
+    """Every verifier kind as ``verify --list`` and ``train --help-config verifiers`` show
+    it: the kind (``[policy_note]`` when it scores with the policy), the first paragraph of
+    its docstring and its parameters with their defaults, wrapped to ``width``."""
+    import textwrap
+
+    lines = []
+    for k in available_kinds():
+        doc, params = describe_kind(k)
+        flag = f" [{policy_note}]" if verifier_class(k).needs_policy else ""
+        lines.append(indent + k + flag)
+        lines += textwrap.wrap(doc, width, initial_indent=indent + "    ", subsequent_indent=indent + "    ")
+        lines += textwrap.wrap(f"params: {params or 'none'}", width, initial_indent=indent + "    ",
+                               subsequent_indent=indent + "      ", break_on_hyphens=False)
+    return lines
+
+
 def _format_params(valid: dict[str, Any], open_kw: str | None) -> str:
     """``name=default, ...`` (bare name when required), ``**kw`` last when any key is taken."""
     return ", ".join([k if v is _REQUIRED else f"{k}={v!r}" for k, v in valid.items()]

@@ -139,21 +139,14 @@ def summary_table(specs, scores: np.ndarray, secs: list[float]) -> str:
 def _verify(args) -> int:
     from softverify.config import load_config
     from softverify.rewards import compose
-    from softverify.verifiers import available_kinds, verifier_class
     from softverify.verifiers.answer import parse_answer
     from softverify.verifiers.base import composition_thresholds
 
     if args.list:
-        import textwrap
+        from softverify.configbase import help_width
+        from softverify.verifiers.base import kinds_help
 
-        from softverify.verifiers.base import describe_kind
-
-        for k in available_kinds():
-            doc, params = describe_kind(k)
-            flag = " [needs policy: pass --model]" if verifier_class(k).needs_policy else ""
-            print(k + flag)
-            print(textwrap.fill(doc, 100, initial_indent="    ", subsequent_indent="    "))
-            print(textwrap.fill(f"params: {params or 'none'}", 100, initial_indent="    ", subsequent_indent="      "))
+        print("\n".join(kinds_help(help_width(), policy_note="needs policy: pass --model")))
         return 0
     if not args.input:
         raise ValueError("give an input JSONL (or --list)")

@@ -9,10 +9,12 @@ from softverify.envs.donor_game.config import DonorGameConfig, load_donor_config
 
 
 def cmd_run(args) -> int:
-    from softverify.configbase import describe
+    import sys
+
+    from softverify.configbase import format_config_help
 
     if args.help_config:
-        print("\n".join(describe(DonorGameConfig)))
+        sys.stdout.write(format_config_help(DonorGameConfig, args.help_config, "softverify donor-game run"))
         return 0
     overrides = list(args.set or [])
     if args.output_dir:
@@ -90,7 +92,9 @@ def register(sub) -> None:
     r.add_argument("--generations", type=int, help="shortcut for --set game.num_generations=N")
     r.add_argument("--no-plot", action="store_true", help="skip drawing the figures at the end")
     r.add_argument("--verbose", "-v", action="store_true", help="log rejected answers and generation summaries")
-    r.add_argument("--help-config", action="store_true", help="print every config key with its default and meaning")
+    r.add_argument("--help-config", nargs="?", const="all", metavar="SECTION",
+                   help="print the config keys with their defaults and meanings, by section (SECTION keeps one, "
+                   "e.g. game)")
     r.set_defaults(func=cmd_run)
 
     q = dsub.add_parser("plot", help="draw average resources per generation and donation fractions from runs")

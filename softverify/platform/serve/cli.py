@@ -54,11 +54,13 @@ def config_from_args(args):
 
 
 def cmd_serve(args) -> int:
-    from softverify.configbase import describe
+    import sys
+
+    from softverify.configbase import format_config_help
     from softverify.platform.serve.api import ServeConfig
 
     if args.help_config:
-        print("\n".join(line.replace("PydanticUndefined", "(required)") for line in describe(ServeConfig)))
+        sys.stdout.write(format_config_help(ServeConfig, args.help_config, "softverify serve"))
         return 0
     cfg = config_from_args(args)
     from softverify.platform.serve.app import serve_forever
@@ -77,7 +79,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="serve YAML (see --help-config); flags override it")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set limits.max_tokens=1024 (repeatable)")
-    p.add_argument("--help-config", action="store_true", help="print every config key with its meaning")
+    p.add_argument("--help-config", nargs="?", const="all", metavar="SECTION",
+                   help="print the config keys with their defaults and meanings, by section (SECTION keeps one, "
+                   "e.g. replicas or limits)")
     p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS or a new local one)")
     g = p.add_argument_group("network and access")
     g.add_argument("--host", help="bind address (default 127.0.0.1; 0.0.0.0 exposes the server)")

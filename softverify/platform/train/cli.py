@@ -30,10 +30,12 @@ def _shortcuts(args) -> list[str]:
 
 
 def cmd_train(args) -> int:
-    from softverify.config import describe, load_config
+    from softverify.config import load_config
 
     if args.help_config:
-        print("\n".join(describe()))
+        from softverify.platform.train.helpconfig import train_config_help
+
+        sys.stdout.write(train_config_help(args.help_config))
         return 0
     cfg = load_config(args.config, _shortcuts(args))
     from softverify.platform.train.trainer import IdleRunError, Trainer
@@ -168,7 +170,7 @@ style, the hard (experimental label) and format verifiers, and a periodic held-o
     softverify train --output-dir runs/x --resume           # continue from the last checkpoint
 
 Outputs go to trainer.output_dir: metrics.jsonl, metrics.png, checkpoints/, final/.
---help-config lists every key with its default and meaning.
+--help-config [SECTION] lists the keys with their defaults and meanings (e.g. --help-config rollout).
 """
 
 EVAL_DESCRIPTION = """\
@@ -211,7 +213,10 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
     p.add_argument("--auto-resume", action="store_true",
                    help="resume if output_dir has a checkpoint, else start fresh (for restartable cluster jobs)")
-    p.add_argument("--help-config", action="store_true", help="print every config key with its default and meaning")
+    p.add_argument("--help-config", nargs="?", const="all", metavar="SECTION",
+                   help="print the config keys with their defaults and meanings, by section; SECTION keeps one "
+                   "(model, data, rollout, verifiers, reward, algorithm, learner, prompt, trainer, or a dotted prefix "
+                   "such as learner.lora); verifiers also lists the verifier kinds and their params")
     p.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="answer held-out questions and report TPR/TNR/F1/MCC",
