@@ -148,7 +148,8 @@ def _wm_fit(args) -> int:
     if args.model == "gbdt":
         from softverify.bio.gbdt_worldmodel import GBDTConfig, GBDTWorldModel
 
-        wm = GBDTWorldModel.fit(train, emb, GBDTConfig(seed=args.seed, threads=args.threads, max_rows=args.max_rows),
+        wm = GBDTWorldModel.fit(train, emb, GBDTConfig(seed=args.seed, threads=args.threads, max_rows=args.max_rows,
+                                                       features=args.features),
                                 cell_lines=cells, log=log)
     else:
         cfg = FitConfig(max_epochs=args.max_epochs, patience=args.patience, seed=args.seed,
@@ -347,7 +348,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     w.add_argument("--model", default="mlp", choices=["mlp", "gbdt"],
                    help="'mlp': pair MLP on embeddings; 'gbdt': target/perturbation DE rates and counts (+ the "
                         "embedding when given), isotonic-calibrated, saved as LightGBM text (default %(default)s)")
-    w.add_argument("--embedding", help="directory from `softverify embed genes` (required for mlp)")
+    w.add_argument("--features", default="pooled", choices=["pooled", "cross_line"],
+                   help="gbdt: 'pooled' (gene statistics over all training rows, out of fold by perturbation) or "
+                        "'cross_line' (each training line's rows described by the other lines: rates, the pair's "
+                        "own label, and neighbourhood scores through --embedding; what a held-out line meets; "
+                        "the ranking teacher). Default %(default)s")
+    w.add_argument("--embedding", help="directory from `softverify embed genes` (required for mlp and for gbdt "
+                   "--features cross_line)")
     w.add_argument("--cell-lines", default="rpe1,hepg2", help="training " + cells_help + "; default %(default)s")
     w.add_argument("--train-split", default="all", choices=["all", "train", "test"],
                    help="PerturbQA split of the training lines used (default all: the lines are held out anyway)")

@@ -6,6 +6,12 @@ LightGBM classifier that rate itself, the perturbation's strength, their counts
 (:mod:`softverify.bio.gene_stats`) and, optionally, both genes' embeddings; missing
 features (a gene never seen, no embedding) are handled by the trees, so it never abstains.
 
+With ``features='cross_line'`` it is the ranking teacher: the rows of each training line are
+described by the *other* training lines (:mod:`softverify.bio.line_profile`: the rates, the
+pair's own label there, and whether A's knockdown there moves genes like B), exactly what a
+held-out cell line gives it; it stops early on PerturbQA's per-gene AUROC and predicts the
+mean over its training lines' views.
+
 Its probabilities are calibrated with isotonic regression on a validation split held out
 *by perturbation* (the way test sets are built): a soft verifier's p is its reward.
 
@@ -26,6 +32,7 @@ import pandas as pd
 
 from softverify.bio.embeddings import GeneEmbedding
 from softverify.bio.gene_stats import FEATURES, GeneStats, out_of_fold_features
+from softverify.bio.line_profile import PROFILE_FEATURES, LineProfile
 from softverify.bio.metrics import best_mcc_threshold, binary_metrics
 from softverify.bio.questions import validation_perts_mask
 from softverify.fsutil import atomic_dir
@@ -48,12 +55,21 @@ class GBDTConfig:
     seed: int = 0
     threads: int = 2
     max_rows: int | None = None
+    # 'pooled': gene statistics over every training row, out of fold by perturbation (+ the genes'
+    # embeddings); 'cross_line': each training line's rows get features from the *other* lines'
+    # profiles (softverify.bio.line_profile: rates, the pair's own label there, neighbourhood scores
+    # through the embedding), as a held-out line will; needs two or more lines and an embedding
+    features: str = "pooled"
+
+
+FEATURE_SETS = ("pooled", "cross_line")
 
 
 class GBDTWorldModel:
     def __init__(self, booster, stats: GeneStats, embedding: GeneEmbedding | None, calib: tuple[list, list],
-                 meta: dict):
+                 meta: dict, profiles: list[LineProfile] | None = None):
         self.booster, self.stats, self.embedding, self.calib, self.meta = booster, stats, embedding, calib, meta
+        self.profiles = profiles or []  # cross_line: one per training line
 
     @property
     def threshold(self) -> float:
@@ -73,10 +89,14 @@ class GBDTWorldModel:
     @classmethod
     def fit(cls, train: pd.DataFrame, embedding: GeneEmbedding | None = None, cfg: GBDTConfig | None = None,
             cell_lines: list[str] | None = None, log=print) -> "GBDTWorldModel":
+        cfg = cfg or GBDTConfig()
+        if cfg.features not in FEATURE_SETS:
+            raise ValueError(f"gbdt features={cfg.features!r}; expected one of {list(FEATURE_SETS)}")
+        if cfg.features == "cross_line":
+            return cls._fit_cross_line(train, embedding, cfg, log)
         import lightgbm as lgb
         from sklearn.isotonic import IsotonicRegression
 
-        cfg = cfg or GBDTConfig()
         df = train[["pert", "gene", "label"]].reset_index(drop=True)
         if cfg.max_rows is not None and len(df) > cfg.max_rows:
             df = df.sample(cfg.max_rows, random_state=cfg.seed).reset_index(drop=True)
@@ -111,6 +131,68 @@ class GBDTWorldModel:
                      "fit_config": asdict(cfg)}
         return self
 
+    @classmethod
+    def _fit_cross_line(cls, train: pd.DataFrame, embedding: GeneEmbedding | None, cfg: GBDTConfig,
+                        log) -> "GBDTWorldModel":
+        """Rows of line L with features from line L' != L, for every ordered pair of training
+        lines; early stopping on PerturbQA's per-gene AUROC of held-out perturbations (the
+        metric this model is for), then isotonic calibration of the same rows' scores."""
+        import lightgbm as lgb
+        from sklearn.isotonic import IsotonicRegression
+
+        from softverify.ranking import auc_per_gene
+
+        if embedding is None or embedding.vectors is None:
+            raise ValueError("gbdt features='cross_line' needs a gene embedding with vectors (--embedding: a "
+                             "`softverify embed genes` directory, e.g. --kind go)")
+        if "cell_line" not in train.columns or train["cell_line"].nunique() < 2:
+            lines = sorted(train["cell_line"].unique()) if "cell_line" in train.columns else []
+            raise ValueError(f"gbdt features='cross_line' needs rows of two or more cell lines; got {lines}")
+        df = train[["pert", "gene", "label", "cell_line"]].reset_index(drop=True)
+        if cfg.max_rows is not None and len(df) > cfg.max_rows:
+            df = df.sample(cfg.max_rows, random_state=cfg.seed).reset_index(drop=True)
+        lines = sorted(df["cell_line"].unique())
+        profiles = {c: LineProfile.fit(df[df["cell_line"] == c], embedding, c, cfg.pseudo) for c in lines}
+        parts = []
+        for c in lines:
+            rows = df[df["cell_line"] == c]
+            for other in lines:
+                if other != c:
+                    x = profiles[other].features(rows["pert"], rows["gene"], embedding)
+                    parts.append((x, rows["label"].to_numpy().astype(int), (c + ":" + rows["gene"]).to_numpy(),
+                                  rows["pert"].to_numpy()))
+        x, y, grp, pert = (np.concatenate([p[i] for p in parts]) for i in range(4))
+        val = validation_perts_mask(pert, cfg.val_fraction, cfg.seed)
+        if val.all() or not val.any() or len(np.unique(y[val])) < 2:
+            raise ValueError("validation split by perturbation is degenerate; use more rows or another val_fraction")
+
+        def per_gene(pred, _ds):
+            return "auc_per_gene", auc_per_gene(grp[val], y[val], pred).auc_per_gene, True
+
+        params = {"objective": "binary", "metric": "None", "num_leaves": cfg.num_leaves,
+                  "learning_rate": cfg.learning_rate, "min_data_in_leaf": cfg.min_data_in_leaf,
+                  "feature_fraction": cfg.feature_fraction, "seed": cfg.seed, "num_threads": cfg.threads,
+                  "verbose": -1, "deterministic": True}
+        booster = lgb.train(params, lgb.Dataset(x[~val], y[~val]), cfg.max_rounds,
+                            valid_sets=[lgb.Dataset(x[val], y[val])], feval=per_gene,
+                            callbacks=[lgb.early_stopping(cfg.early_stopping, verbose=False)])
+        raw = booster.predict(x[val], num_iteration=booster.best_iteration)
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, y[val])
+        self = cls(booster, profiles[lines[0]].stats, embedding,
+                   ([float(v) for v in iso.X_thresholds_], [float(v) for v in iso.y_thresholds_]), {},
+                   [profiles[c] for c in lines])
+        pv = self._calibrate(raw)
+        thr = best_mcc_threshold(pv, y[val])
+        pg = auc_per_gene(grp[val], y[val], pv)
+        log(f"gbdt cross_line ({', '.join(lines)}): {booster.best_iteration} rounds, held-out perturbations' "
+            f"auc_per_gene {pg.auc_per_gene:.4f} over {pg.genes} (line, gene) groups")
+        self.meta = {"format": FORMAT_VERSION, "model_kind": KIND, "features_kind": "cross_line",
+                     "embedding_kind": embedding.kind, "cell_lines": lines, "threshold": thr,
+                     "best_iteration": booster.best_iteration, "val": binary_metrics(pv, y[val], thr),
+                     "val_auc_per_gene": pg.auc_per_gene, "train_rows": int((~val).sum()),
+                     "val_rows": int(val.sum()), "features": list(PROFILE_FEATURES), "fit_config": asdict(cfg)}
+        return self
+
     def _calibrate(self, raw: np.ndarray) -> np.ndarray:
         return np.interp(raw, self.calib[0], self.calib[1])
 
@@ -120,8 +202,12 @@ class GBDTWorldModel:
             raise ValueError(f"{len(perts)} perts but {len(genes)} genes")
         if len(perts) == 0:
             return np.zeros(0)
+        it = self.meta.get("best_iteration") or None
+        if self.profiles:  # cross_line: each training line's view of the rows, calibrated, averaged
+            return np.mean([self._calibrate(self.booster.predict(pr.features(perts, genes, self.embedding),
+                                                                 num_iteration=it)) for pr in self.profiles], axis=0)
         x = self._design(self.stats.features(list(perts), list(genes)), list(perts), list(genes))
-        return self._calibrate(self.booster.predict(x, num_iteration=self.meta.get("best_iteration") or None))
+        return self._calibrate(self.booster.predict(x, num_iteration=it))
 
     def evaluate(self, df: pd.DataFrame) -> dict[str, float]:
         return binary_metrics(self.predict_proba(list(df["pert"]), list(df["gene"])), df["label"].to_numpy(),
@@ -141,6 +227,8 @@ class GBDTWorldModel:
                           str(tmp / "embedding.safetensors"))
                 meta["symbols"] = list(self.embedding.symbols)
                 meta["embedding_meta"] = self.embedding.meta
+            for pr in self.profiles:
+                pr.save(tmp / "profiles" / pr.cell_line)
             (tmp / "worldmodel.json").write_text(json.dumps(meta, default=float))
         return out
 
@@ -161,4 +249,6 @@ class GBDTWorldModel:
 
             emb = GeneEmbedding(meta["embedding_kind"], meta.pop("symbols"), load_file(str(d / "embedding.safetensors"))
                                 ["table"], meta.pop("embedding_meta", {}))
-        return cls(booster, stats, emb, (cal["x"], cal["y"]), meta)
+        profiles = [LineProfile.load(d / "profiles" / c) for c in meta["cell_lines"]] \
+            if meta.get("features_kind") == "cross_line" else None
+        return cls(booster, stats, emb, (cal["x"], cal["y"]), meta, profiles)
