@@ -474,6 +474,15 @@ def test_relative_inputs_pass_inside_the_upload_and_are_refused_outside_it(tmp_p
     assert check_job_inputs(["verify", "data/rows.jsonl", "--verifier", "hard"], ok) == []
     assert check_job_inputs(["verify", "../data/rows.jsonl", "--verifier", "hard"], _ctx(wd / "exp", wd)) == []
     assert job_subdir(wd / "exp", wd) == "exp" and job_subdir(wd, wd) is None
+    # a sweep's base_config is read beside the sweep file, and a system prompt is not a path
+    (wd / "exp" / "base.yaml").write_text("rollout: {system_prompt: 'Answer yes or no.\\n" + "x" * 300 + "'}\n")
+    (wd / "exp" / "sweep.yaml").write_text("base_config: base.yaml\n")
+    assert check_job_inputs(["sweep", "exp/sweep.yaml"], ok) == []
+    assert check_job_inputs(["train", "-c", "exp/base.yaml"], ok) == []
+    (wd / "exp" / "sweep.yaml").write_text("base_config: ../../outside.jsonl\n")
+    with pytest.raises(JobsError, match=re.escape("base_config (beside exp/sweep.yaml) 'exp/../../outside.jsonl' is "
+                                                  "outside the working dir")):
+        check_job_inputs(["sweep", "exp/sweep.yaml"], ok)
     cases = [
         (["train", "--data-mirror", "../outside.jsonl"], wd,
          "data.mirror (--data-mirror) '../outside.jsonl' is outside the working dir"),

@@ -176,7 +176,10 @@ def check_input(what: str, value: str, ctx: InputContext, must_be_path: bool = F
     local = Path(os.path.expanduser(value))
     if not local.is_absolute():
         local = ctx.cwd / local
-    exists = local.exists()
+    try:
+        exists = local.exists()
+    except (OSError, ValueError):  # a system prompt, a name too long or with a NUL byte: not a path
+        exists = False
     if os.path.isabs(os.path.expanduser(value)):
         if not exists:
             ctx.notes.append(f"{what} {value} is not on this machine; the job expects it on the cluster")
@@ -230,7 +233,7 @@ def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
         yield prefix[:-1], node
 
 
-def _config_inputs(path: tuple[str, ...], args: argparse.Namespace) -> Iterator[tuple[str, str, bool]]:
+def _config_inputs(path: tuple[str, ...], args: argparse.Namespace, cwd: Path) -> Iterator[tuple[str, str, bool]]:
     """``(what, value, must_be_path)`` for the strings of the command's config: its YAML
     (when readable here) with ``--set`` and the shortcut flags applied as the command applies them."""
     from softverify.configbase import apply_overrides, read_yaml
@@ -246,11 +249,14 @@ def _config_inputs(path: tuple[str, ...], args: argparse.Namespace) -> Iterator[
             flag_of[key] = "--" + dest.replace("_", "-")
     if not cfg_path and not overrides:
         return
-    raw = read_yaml(cfg_path) if cfg_path and os.path.isfile(cfg_path) else {}
+    local_cfg = cwd / os.path.expanduser(cfg_path) if cfg_path else None  # cwd: where submit runs
+    raw = read_yaml(local_cfg) if local_cfg and local_cfg.is_file() else {}
     for key, value in _leaves(apply_overrides(raw, overrides)):
         if _SKIP_KEYS.fullmatch(key):
             continue
         what = f"{key} ({flag_of[key]})" if key in flag_of else key
+        if key == "base_config" and cfg_path and not os.path.isabs(value):  # the sweep reads it beside its file
+            value, what = os.path.join(os.path.dirname(cfg_path), value), f"{key} (beside {cfg_path})"
         yield what, value, bool(PATH_KEYS.fullmatch(key))
 
 
@@ -313,7 +319,7 @@ def check_job_inputs(command: Sequence[str], ctx: InputContext) -> list[str]:
     skip |= {s.fallback_dest for s in OUTPUTS.get(path, ()) if isinstance(s, OptionOutput) and s.fallback_dest}
     skip |= set(CONFIG_SHORTCUTS.get(path, {}))
     seen: set[tuple[str, str]] = set()
-    for what, value, must in [*_option_inputs(_leaf_parser(parser, path), args, skip), *_config_inputs(path, args), *_verifier_inputs(args)]:
+    for what, value, must in [*_option_inputs(_leaf_parser(parser, path), args, skip), *_config_inputs(path, args, ctx.cwd), *_verifier_inputs(args)]:
         if (what, value) not in seen:
             seen.add((what, value))
             check_input(what, value, ctx, must)
