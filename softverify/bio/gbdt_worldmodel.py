@@ -60,6 +60,10 @@ class GBDTConfig:
     # profiles (softverify.bio.line_profile: rates, the pair's own label there, neighbourhood scores
     # through the embedding), as a held-out line will; needs two or more lines and an embedding
     features: str = "pooled"
+    # cross_line only, for ablations: the PROFILE_FEATURES columns used (None: all), and the
+    # objective: 'binary' (pointwise, calibrated p) or 'lambdarank' (one query per (line, target gene))
+    feature_subset: tuple[str, ...] | None = None
+    objective: str = "binary"
 
 
 FEATURE_SETS = ("pooled", "cross_line")
@@ -148,6 +152,12 @@ class GBDTWorldModel:
         if "cell_line" not in train.columns or train["cell_line"].nunique() < 2:
             lines = sorted(train["cell_line"].unique()) if "cell_line" in train.columns else []
             raise ValueError(f"gbdt features='cross_line' needs rows of two or more cell lines; got {lines}")
+        cols = list(cfg.feature_subset or PROFILE_FEATURES)
+        bad = [c for c in cols if c not in PROFILE_FEATURES]
+        if bad or not cols:
+            raise ValueError(f"gbdt feature_subset {cols}: expected a non-empty subset of {list(PROFILE_FEATURES)}")
+        if cfg.objective not in ("binary", "lambdarank"):
+            raise ValueError(f"gbdt objective={cfg.objective!r}; expected 'binary' or 'lambdarank'")
         df = train[["pert", "gene", "label", "cell_line"]].reset_index(drop=True)
         if cfg.max_rows is not None and len(df) > cfg.max_rows:
             df = df.sample(cfg.max_rows, random_state=cfg.seed).reset_index(drop=True)
@@ -162,19 +172,25 @@ class GBDTWorldModel:
                     parts.append((x, rows["label"].to_numpy().astype(int), (c + ":" + rows["gene"]).to_numpy(),
                                   rows["pert"].to_numpy()))
         x, y, grp, pert = (np.concatenate([p[i] for p in parts]) for i in range(4))
+        x = x[:, [PROFILE_FEATURES.index(c) for c in cols]]
         val = validation_perts_mask(pert, cfg.val_fraction, cfg.seed)
         if val.all() or not val.any() or len(np.unique(y[val])) < 2:
             raise ValueError("validation split by perturbation is degenerate; use more rows or another val_fraction")
+        order = np.argsort(grp, kind="stable")  # lambdarank's queries must be contiguous; binary does not care
+        x, y, grp, val = x[order], y[order], grp[order], val[order]
+
+        def dataset(m):
+            return lgb.Dataset(x[m], y[m], group=(np.unique(grp[m], return_counts=True)[1]
+                                                  if cfg.objective == "lambdarank" else None))
 
         def per_gene(pred, _ds):
             return "auc_per_gene", auc_per_gene(grp[val], y[val], pred).auc_per_gene, True
 
-        params = {"objective": "binary", "metric": "None", "num_leaves": cfg.num_leaves,
+        params = {"objective": cfg.objective, "metric": "None", "num_leaves": cfg.num_leaves,
                   "learning_rate": cfg.learning_rate, "min_data_in_leaf": cfg.min_data_in_leaf,
                   "feature_fraction": cfg.feature_fraction, "seed": cfg.seed, "num_threads": cfg.threads,
                   "verbose": -1, "deterministic": True}
-        booster = lgb.train(params, lgb.Dataset(x[~val], y[~val]), cfg.max_rounds,
-                            valid_sets=[lgb.Dataset(x[val], y[val])], feval=per_gene,
+        booster = lgb.train(params, dataset(~val), cfg.max_rounds, valid_sets=[dataset(val)], feval=per_gene,
                             callbacks=[lgb.early_stopping(cfg.early_stopping, verbose=False)])
         raw = booster.predict(x[val], num_iteration=booster.best_iteration)
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, y[val])
@@ -190,7 +206,7 @@ class GBDTWorldModel:
                      "embedding_kind": embedding.kind, "cell_lines": lines, "threshold": thr,
                      "best_iteration": booster.best_iteration, "val": binary_metrics(pv, y[val], thr),
                      "val_auc_per_gene": pg.auc_per_gene, "train_rows": int((~val).sum()),
-                     "val_rows": int(val.sum()), "features": list(PROFILE_FEATURES), "fit_config": asdict(cfg)}
+                     "val_rows": int(val.sum()), "features": cols, "fit_config": asdict(cfg)}
         return self
 
     def _calibrate(self, raw: np.ndarray) -> np.ndarray:
@@ -204,7 +220,8 @@ class GBDTWorldModel:
             return np.zeros(0)
         it = self.meta.get("best_iteration") or None
         if self.profiles:  # cross_line: each training line's view of the rows, calibrated, averaged
-            return np.mean([self._calibrate(self.booster.predict(pr.features(perts, genes, self.embedding),
+            cols = [PROFILE_FEATURES.index(c) for c in self.meta["features"]]
+            return np.mean([self._calibrate(self.booster.predict(pr.features(perts, genes, self.embedding)[:, cols],
                                                                  num_iteration=it)) for pr in self.profiles], axis=0)
         x = self._design(self.stats.features(list(perts), list(genes)), list(perts), list(genes))
         return self._calibrate(self.booster.predict(x, num_iteration=it))

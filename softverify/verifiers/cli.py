@@ -206,6 +206,27 @@ def _coexpr_questions(args) -> int:
     return 0
 
 
+def _lookups_beside(rows: list[dict], mirror) -> dict | None:
+    """The PerturbQA lookups' per-gene and pooled AUROC on the report's own knockdown questions
+    (None for other questions). The questions' own perturbations are left out of the
+    same-line table, so a validation question never looks itself up."""
+    import numpy as np
+    import pandas as pd
+
+    from softverify.bio.lookups import lookup_report
+    from softverify.verifiers.answer import label_to_int
+    from softverify.verifiers.report import de_oriented
+
+    if not all("cell_line" in r for r in rows):
+        return None
+    labels = np.array([label_to_int(r["label"]) for r in rows])
+    oriented = de_oriented(rows, labels)
+    if oriented is None:
+        return None
+    df = pd.DataFrame({k: [r[k] for r in rows] for k in ("pert", "gene", "cell_line")})
+    return lookup_report(df, oriented[1], mirror=mirror, exclude_perts=set(df["pert"]))
+
+
 def _report(args) -> int:
     """``softverify verifiers report``: the config's verifiers on a labelled question set."""
     from pathlib import Path
@@ -237,6 +258,7 @@ def _report(args) -> int:
         raise ValueError("the verifier report needs labelled questions (a 'label' column)")
     rep = verifier_report(cfg.verifiers, rows, cfg.prompt.style, cfg.reward.aggregation,
                           cfg.algorithm.advantage or "grpo")
+    rep["lookups"] = _lookups_beside(rows, cfg.data.mirror)
     md = report_markdown(rep)
     print(md)
     if args.out:

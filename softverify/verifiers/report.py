@@ -6,6 +6,9 @@ every question. From those two score matrices:
 - agreement with the labels: AUROC of the verifier's preference for "yes" (score(yes) -
   score(no)), MCC of its decision (prefers yes or not), calibration (ECE, Brier) of its
   normalised yes-score read as P(yes), abstention rate;
+- on knockdown questions, PerturbQA's per-gene AUROC of each verifier's preference (the mean
+  over target genes of the AUROC across knockdowns: what it knows beyond "B is often DE"),
+  with the CLI adding the lookups scored on the same questions;
 - pairwise agreement between verifiers: Spearman correlation of their preferences;
 - the expected reward, after threshold normalisation and the configured composition, of
   fixed strategies: always yes, always no, follow the label, follow each verifier. If
@@ -88,6 +91,17 @@ def _row_label(i: int, row: dict, convert) -> int:
         raise ValueError(f"question {i}, field 'label': {e}") from None
 
 
+def de_oriented(rows: Sequence[dict], labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(negated, DE label, target gene)`` per row when every row is a knockdown question
+    (``pert`` and ``gene`` fields), else None: a negated question ("... unchanged?") asks the
+    opposite, so its label and any preference for "yes" flip onto the DE scale the per-gene
+    metric ranks on."""
+    if not rows or not all("pert" in r and "gene" in r for r in rows):
+        return None
+    neg = np.array([bool(r.get("negated", False)) for r in rows])
+    return neg, np.where(neg, 1 - labels, labels), np.array([str(r["gene"]) for r in rows])
+
+
 def verifier_report(specs, rows: Sequence[dict], style: str = "direct", aggregation: str = "sum_then_normalize",
                     advantage: str = "grpo") -> dict[str, Any]:
     """Scores of every verifier for "yes" and "no" on each labelled row, summarised (see the
@@ -128,6 +142,16 @@ def verifier_report(specs, rows: Sequence[dict], style: str = "direct", aggregat
             m["brier"] = brier_score(y_n[ok], labels[ok])
             m["reliability"] = reliability_bins(y_n[ok], labels[ok])
         per[name] = m
+    oriented = de_oriented(rows, labels)
+    if oriented is not None:  # knockdown questions: PerturbQA's per-gene AUROC of each verifier's preference
+        from softverify.ranking import auc_per_gene
+
+        neg, de_y, genes = oriented
+        for name, pref in prefs.items():
+            de_pref = np.where(neg, -pref, pref)
+            ok = np.isfinite(de_pref)
+            if ok.any():
+                per[name]["per_gene"] = auc_per_gene(genes[ok], de_y[ok], de_pref[ok]).as_dict()
     names = list(prefs)
     rho = np.full((len(names), len(names)), np.nan)
     for a in range(len(names)):
@@ -153,11 +177,22 @@ def verifier_report(specs, rows: Sequence[dict], style: str = "direct", aggregat
 
 def report_markdown(rep: dict[str, Any]) -> str:
     lines = [f"Verifier report: {rep['n_questions']} questions, {rep['positive_rate']:.1%} yes, {rep['style']} style", "",
-             "| verifier | AUROC | MCC | ECE | Brier | abstains | informative |", "|---|---|---|---|---|---|---|"]
+             "| verifier | AUROC | per-gene AUROC [95% CI] (genes) | MCC | ECE | Brier | abstains | informative |",
+             "|---|---|---|---|---|---|---|---|"]
     f = lambda x: "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"  # noqa: E731
+
+    def pg(d: dict | None) -> str:
+        if not d or not np.isfinite(d.get("auc_per_gene", np.nan)):
+            return "-"
+        return f"{d['auc_per_gene']:.3f} [{d['auc_per_gene_lo']:.3f}, {d['auc_per_gene_hi']:.3f}] ({d['auc_per_gene_genes']})"
+
     for name, m in rep["verifiers"].items():
-        lines.append(f"| {name} | {f(m.get('auroc'))} | {f(m.get('mcc'))} | {f(m.get('ece'))} | {f(m.get('brier'))} | "
-                     f"{m['abstain_rate']:.1%} | {m['informative_rate']:.1%} |")
+        lines.append(f"| {name} | {f(m.get('auroc'))} | {pg(m.get('per_gene'))} | {f(m.get('mcc'))} | {f(m.get('ece'))} "
+                     f"| {f(m.get('brier'))} | {m['abstain_rate']:.1%} | {m['informative_rate']:.1%} |")
+    if rep.get("lookups"):
+        lines += ["", "Lookups on the same questions (what a table knows; per-gene 0.5 = knows nothing about "
+                  "knockdowns): " + "; ".join(f"{k} per-gene {pg(v)}, pooled {f(v.get('auroc'))}"
+                                              for k, v in rep["lookups"].items())]
     ln = rep.get("learner", {})
     agg = ln.get("aggregation", "-")
     lines += ["", f"| fixed strategy | expected composed reward | learner value ({agg}, {ln.get('advantage', '-')}) |",

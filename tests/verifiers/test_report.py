@@ -109,3 +109,29 @@ def test_wilson_interval_and_reliability_plot_by_hand(tmp_path):
     assert bins[1]["n"] == 0 and np.isnan(bins[1]["rate_hi"])
     plot_reliability({"a": bins}, tmp_path / "rel.png", "hand")
     assert (tmp_path / "rel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_world_model_report_gives_per_gene_auroc_on_the_de_scale(wm_dir):
+    """On knockdown questions the report's per-gene AUROC is PerturbQA's on the DE scale: a
+    negated question ("... unchanged?") flips both its label and the verifier's preference,
+    so negating half the questions (labels flipped with them) leaves the number unchanged."""
+    from softverify.ranking import auc_per_gene
+
+    d, tr = wm_dir
+    hubs = tr.groupby("gene")["label"].sum().nlargest(20).index  # whole target genes with both labels
+    rows = tr[tr["gene"].isin(hubs)].to_dict("records")
+    wm = WorldModel.load(d)
+    p = wm.predict_proba([r["pert"] for r in rows], [r["gene"] for r in rows])
+    y = np.array([r["label"] for r in rows])
+    want = auc_per_gene([r["gene"] for r in rows], y, p)
+    spec = [VerifierSpec(kind="world_model", params={"model_dir": str(d), "threshold": "median"})]
+    rep = verifier_report(spec, rows)
+    (m,) = rep["verifiers"].values()
+    assert m["per_gene"]["auc_per_gene"] == pytest.approx(want.auc_per_gene)
+    assert m["per_gene"]["auc_per_gene_genes"] == want.genes > 5
+    neg = [dict(r, negated=True, label=1 - r["label"]) if i % 2 else r for i, r in enumerate(rows)]
+    (mn,) = verifier_report(spec, neg)["verifiers"].values()
+    assert mn["per_gene"]["auc_per_gene"] == pytest.approx(want.auc_per_gene)
+    assert "per-gene AUROC" in report_markdown(rep) and f"{want.auc_per_gene:.3f}" in report_markdown(rep)
+    assert "per_gene" not in verifier_report([VerifierSpec(kind="hard")],
+                                             [{"question": "q", "label": 1}, {"question": "q", "label": 0}])["verifiers"]["hard"]
