@@ -233,7 +233,7 @@ def _report(args) -> int:
 
     from softverify.config import load_config
     from softverify.data import load_prompts
-    from softverify.platform.train.checkpoint import write_text_atomic
+    from softverify.fsutil import write_text_atomic
     from softverify.verifiers.report import report_markdown, report_plot, verifier_report
 
     ov = list(args.overrides) + ([f"data.mirror={args.data_mirror}"] if args.data_mirror else [])
