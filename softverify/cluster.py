@@ -80,16 +80,21 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> str:
     a 2-core step went from 11.5 to 23-26 s)."""
     import ray
 
+    from softverify import quiet
+
     if ray.is_initialized():
         return "existing"
+    # a quiet run (softverify.quiet; the CLI's default) hands its library switches to every
+    # worker through the job's runtime_env and keeps Ray's own INFO/WARNING lines in the driver off
+    extra = {"runtime_env": quiet.runtime_env()} if quiet.enabled() else {}
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         if needs_token(address):
             raise ClusterAuthError(auth_hint(address))
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, logging_level=quiet.ray_logging_level(), **extra)
         return address
     ray.init(num_cpus=num_cpus or usable_cpus(), include_dashboard=False, log_to_driver=True,
-             _system_config={"num_workers_soft_limit": 64})
+             logging_level=quiet.ray_logging_level(), _system_config={"num_workers_soft_limit": 64}, **extra)
     return "local"
 
 

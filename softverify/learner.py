@@ -300,7 +300,10 @@ class Learner:
             MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
             WORLD_SIZE=str(world_size), LOCAL_RANK="0" if not use_cuda else os.environ.get("LOCAL_RANK", "0"),
         )
-        deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo", verbose=False)
+        from softverify.quiet import library_stdout
+
+        with library_stdout():  # DeepSpeed prints its shm op build with a bare print(): off unless --verbose
+            deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo", verbose=False)
         self.device = torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
         model, self.tokenizer = load_causal_lm(model_path, cfg.model.dtype, cfg.model.trust_remote_code)
         if cfg.learner.gradient_checkpointing:

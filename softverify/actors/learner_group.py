@@ -48,6 +48,9 @@ class LearnerActor:
     driver's): ``rendezvous()`` on rank 0, then ``start(addr, port)`` on every rank."""
 
     def __init__(self, cfg: TrainConfig, model_path: str, rank: int, world: int):
+        from softverify import quiet
+
+        quiet.in_actor()  # a quiet run: before DeepSpeed's import-time accelerator warning
         self.args = (cfg, model_path, rank, world)
         self.rank = rank
         # before the model and DeepSpeed allocate anything: the rank's process is ours
@@ -58,8 +61,10 @@ class LearnerActor:
         return ray.util.get_node_ip_address(), free_port()
 
     def start(self, addr: str, port: int) -> bool:
+        from softverify import quiet
         from softverify.learner import Learner
 
+        quiet.in_actor("transformers")  # its loading and saving bars off before the model loads
         self.learner = Learner(*self.args, addr, port)
         return True
 

@@ -153,6 +153,9 @@ class RolloutCore:
     """Everything the actor does, without Ray (so it is unit-testable)."""
 
     def __init__(self, model_path: str, model: ModelConfig, rollout: RolloutConfig):
+        from softverify import quiet
+
+        quiet.in_actor("transformers")  # a quiet run: no "Loading weights" bar breaking the driver's progress bar
         self.rollout = rollout
         self.engine = make_engine(model_path, model, rollout)
         self.weights_version = 0

@@ -31,6 +31,9 @@ class VerifierHost:
     thresholds, scores checked against the contract) and returns their columns."""
 
     def __init__(self, specs: Sequence[VerifierSpec]):
+        from softverify import quiet
+
+        quiet.in_actor()  # a quiet run: world models' library chatter off, as in every actor
         self.suite = VerifierSuite(list(specs))
 
     def score(self, samples: Sequence[Sample]) -> np.ndarray:

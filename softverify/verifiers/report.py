@@ -84,6 +84,68 @@ def fixed_strategy_rewards(r_yes: np.ndarray, r_no: np.ndarray, labels: np.ndarr
     return out
 
 
+#: how close (in mean composed reward) a fixed answer may come to the best informed strategy
+#: before the report calls it the base-rate trap: below this gap the gradient toward using the
+#: question is too weak against sampling noise, and runs were seen to collapse onto one answer
+TRAP_MARGIN = 0.02
+
+
+def base_rate_verdict(fixed: dict[str, float], margin: float = TRAP_MARGIN) -> dict[str, Any]:
+    """Whether a fixed answer (always yes / always no) earns within ``margin`` of the best
+    informed strategy (follow the label, or follow a verifier) in ``fixed`` (as
+    :func:`fixed_strategy_rewards` gives them): then the reward barely pays for reading the
+    question, and GRPO finds the easy hill. ``{"trap", "fixed", "fixed_reward", "informed",
+    "informed_reward", "gap", "margin", "line"}``; ``line`` is the verdict in words."""
+    fin = {k: v for k, v in fixed.items() if v is not None and np.isfinite(v)}
+    fixed_name = max((k for k in ("always_yes", "always_no") if k in fin), key=lambda k: fin[k], default=None)
+    informed = max((k for k in fin if k.startswith("follow_")), key=lambda k: fin[k], default=None)
+    if fixed_name is None or informed is None:
+        return {"trap": False, "fixed": fixed_name, "informed": informed, "gap": float("nan"), "margin": margin,
+                "line": "verdict: no fixed-strategy rewards to compare (every verifier abstained)"}
+    gap = fin[informed] - fin[fixed_name]
+    trap = bool(gap <= margin)
+    f_txt, i_txt = fixed_name.replace("_", " "), informed.replace("_", " ", 1)
+    if trap:
+        line = (f"verdict: BASE-RATE TRAP: {f_txt} earns {fin[fixed_name]:.3f}, within {margin:g} of the best "
+                f"informed strategy ({i_txt}: {fin[informed]:.3f}); a policy that ignores the question is paid about "
+                "as well as one that reads it, and training drifts to that answer. Move a soft verifier's threshold to "
+                "the prompts' balance point (world_model params.threshold: median under GRPO, balanced under Dr. GRPO), "
+                "stratify the steps (data.stratify_by: label or the verifier's name), or add the hard verifier")
+    else:
+        line = (f"verdict: no base-rate trap: {i_txt} earns {fin[informed]:.3f}, {gap:.3f} more than {f_txt} "
+                f"({fin[fixed_name]:.3f}; margin {margin:g})")
+    return {"trap": trap, "fixed": fixed_name, "fixed_reward": fin[fixed_name], "informed": informed,
+            "informed_reward": fin[informed], "gap": float(gap), "margin": margin, "line": line}
+
+
+def base_rate_check(specs, rows: Sequence[dict], style: str = "direct", built: dict | None = None,
+                    margin: float = TRAP_MARGIN) -> dict[str, Any]:
+    """The fixed-strategy rewards and :func:`base_rate_verdict` alone, for ``softverify train``
+    to run on a few hundred training questions before it starts: no calibration, per-gene
+    AUROC or correlations. ``built`` (display name -> verifier) reuses verifiers the caller
+    has already built (the trainer's pre-flight :func:`softverify.verifiers.suite.check_specs`);
+    ``specs`` must already carry resolved thresholds. Verifiers that need the policy are left
+    out, as in :func:`verifier_report`."""
+    from softverify.verifiers.answer import label_to_int
+
+    specs = [s for s in specs if not verifier_class(s.kind).needs_policy]
+    labels = np.array([_row_label(i, r, label_to_int) for i, r in enumerate(rows)])
+    n = len(rows)
+    yes, no = answer_samples(rows, [1] * n, style), answer_samples(rows, [0] * n, style)
+    verifiers = [(built or {}).get(s.display_name) or build_from_spec(s) for s in specs]
+    s_yes = np.column_stack([v.score(yes) for v in verifiers])
+    s_no = np.column_stack([v.score(no) for v in verifiers])
+    thresholds = composition_thresholds(specs)
+    follow = {}
+    for j, spec in enumerate(specs):
+        pref = threshold_normalize(s_yes[:, j], thresholds[j]) - threshold_normalize(s_no[:, j], thresholds[j])
+        follow[spec.display_name] = np.where(np.isfinite(pref), (pref > 0).astype(int), -1)
+    weights = [s.weight for s in specs]
+    fixed = fixed_strategy_rewards(composed_reward(s_yes, weights, thresholds),
+                                   composed_reward(s_no, weights, thresholds), labels, follow)
+    return {"n_questions": n, "fixed_strategies": fixed, "verdict": base_rate_verdict(fixed, margin)}
+
+
 def _row_label(i: int, row: dict, convert) -> int:
     try:
         return convert(row["label"])
@@ -164,10 +226,11 @@ def verifier_report(specs, rows: Sequence[dict], style: str = "direct", aggregat
     both = np.isfinite(r_yes) & np.isfinite(r_no)
     l_yes, l_no = pair_learner_values(s_yes, s_no, weights, thresholds, aggregation, advantage)
     l_both = np.isfinite(l_yes) & np.isfinite(l_no)
+    fixed = fixed_strategy_rewards(r_yes, r_no, labels, follow)
     return {
         "n_questions": n, "positive_rate": float(labels.mean()) if n else float("nan"), "style": style,
         "verifiers": per, "names": names, "spearman": rho.tolist(), "thresholds_chosen": chosen,
-        "fixed_strategies": fixed_strategy_rewards(r_yes, r_no, labels, follow),
+        "fixed_strategies": fixed, "verdict": base_rate_verdict(fixed),
         "yes_push": float(np.mean(r_yes[both] > r_no[both])) if both.any() else float("nan"),
         "learner": {"aggregation": aggregation, "advantage": advantage,
                     "fixed_strategies": fixed_strategy_rewards(l_yes, l_no, labels, follow),
@@ -205,6 +268,8 @@ def report_markdown(rep: dict[str, Any]) -> str:
         lines += ["", "Spearman correlation of preferences: | " + " | ".join(rep["names"]) + " |"]
         for a, row in zip(rep["names"], rep["spearman"]):
             lines.append(f"| {a} | " + " | ".join(f(x) for x in row) + " |")
+    if rep.get("verdict"):  # last, where a reader's eye lands: is a fixed answer paid about as well?
+        lines += ["", rep["verdict"]["line"]]
     return "\n".join(lines)
 
 

@@ -101,22 +101,25 @@ class VerifierSuite:
         return weighted_mean_available(normed, self.weights[idx])
 
 
-def check_specs(specs: Sequence[VerifierSpec]) -> None:
+def check_specs(specs: Sequence[VerifierSpec]) -> dict[str, Verifier]:
     """Build every verifier once in the calling process, before any cluster starts, so a
     missing ``model_dir``, a misspelled parameter or an unreadable file is one line naming the
     verifier instead of an actor's death after Ray is up. Verifiers that reserve a GPU are
-    left to their actor (this process may have none)."""
+    left to their actor (this process may have none). Returns the verifiers built (display
+    name -> verifier), for driver-side checks that score with them (the base-rate check)."""
     from softverify.configbase import ConfigError
 
     try:
         unique_names(specs)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    built: dict[str, Verifier] = {}
     for i, spec in enumerate(specs):
         if spec.num_gpus > 0:
             continue
         try:
-            build_from_spec(spec)
+            built[spec.display_name] = build_from_spec(spec)
         except (ValueError, FileNotFoundError, OSError, KeyError) as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ConfigError(f"verifiers.{i} ({spec.display_name!r}, kind {spec.kind!r}): {msg}") from None
+    return built

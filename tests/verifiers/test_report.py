@@ -135,3 +135,55 @@ def test_world_model_report_gives_per_gene_auroc_on_the_de_scale(wm_dir):
     assert "per-gene AUROC" in report_markdown(rep) and f"{want.auc_per_gene:.3f}" in report_markdown(rep)
     assert "per_gene" not in verifier_report([VerifierSpec(kind="hard")],
                                              [{"question": "q", "label": 1}, {"question": "q", "label": 0}])["verifiers"]["hard"]
+
+
+def _questions(labels) -> list[dict]:
+    return [{"question": f"q{i}", "label": int(y), "pert": "A", "gene": f"G{i % 3}"} for i, y in enumerate(labels)]
+
+
+def test_verdict_names_the_base_rate_trap_on_a_hand_made_verifier_set():
+    """90% "no" questions; the format verifier (weight 1) pays every well-formed answer 1, the
+    hard verifier (weight 0.1) pays the label. Composed: follow the label earns 1, always no
+    (0.1 * 0.9 + 1) / 1.1 = 0.99091, a gap of 0.00909 < 0.02: the trap. With the hard verifier
+    alone the gap is 1 - 0.9 = 0.1: no trap."""
+    from softverify.verifiers.report import TRAP_MARGIN, base_rate_check, base_rate_verdict
+
+    rows = _questions([1] + [0] * 9)
+    trap_set = [VerifierSpec(kind="hard", weight=0.1), VerifierSpec(kind="format", weight=1.0)]
+    rep = verifier_report(trap_set, rows)
+    v = rep["verdict"]
+    assert v["trap"] and v["fixed"] == "always_no" and v["informed"] in ("follow_label", "follow_hard")
+    assert v["fixed_reward"] == pytest.approx((0.1 * 0.9 + 1) / 1.1) and v["gap"] == pytest.approx(1 - 1.09 / 1.1)
+    md = report_markdown(rep)
+    last = md.splitlines()[-1]
+    assert last.startswith("verdict: BASE-RATE TRAP: always no earns 0.991, within 0.02 of the best informed strategy")
+    assert "threshold: median" in last and "data.stratify_by" in last
+
+    fine = verifier_report([VerifierSpec(kind="hard")], rows)
+    assert not fine["verdict"]["trap"] and fine["verdict"]["gap"] == pytest.approx(0.1)
+    assert report_markdown(fine).splitlines()[-1] == (
+        "verdict: no base-rate trap: follow label earns 1.000, 0.100 more than always no (0.900; margin 0.02)")
+
+    # the margin is the line between the two: a gap inside it is the trap, one beyond it is not
+    assert base_rate_verdict({"always_yes": 0.5, "always_no": 0.7, "follow_label": 0.7 + 0.5 * TRAP_MARGIN})["trap"]
+    assert not base_rate_verdict({"always_yes": 0.5, "always_no": 0.7, "follow_label": 0.7 + 1.5 * TRAP_MARGIN})["trap"]
+    # the trainer's cheap check agrees with the full report, with verifiers built once by the caller
+    from softverify.verifiers.suite import check_specs
+
+    built = check_specs(trap_set)
+    cheap = base_rate_check(trap_set, rows, built=built)
+    assert cheap["fixed_strategies"] == pytest.approx(rep["fixed_strategies"]) and cheap["verdict"]["trap"]
+
+
+def test_verifiers_report_cli_prints_the_verdict(tmp_path, capsys):
+    import json
+
+    from softverify.cli import main
+
+    q = tmp_path / "q.jsonl"
+    q.write_text("".join(json.dumps(r) + "\n" for r in _questions([1] + [0] * 9)))
+    rc = main(["verifiers", "report", "--questions", str(q), "--set",
+               "verifiers=[{kind: hard, weight: 0.1}, {kind: format, weight: 1.0}]"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1].startswith("verdict: BASE-RATE TRAP: always no earns 0.991")

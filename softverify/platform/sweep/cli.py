@@ -6,7 +6,10 @@ from pathlib import Path
 
 
 def cmd_sweep(args) -> int:
+    from softverify import quiet
     from softverify.configbase import ConfigError
+
+    quiet.configure(args.verbose)  # before Ray and the libraries load: their chatter off unless --verbose
     from softverify.platform.sweep.spec import load_sweep
 
     for flag in ("restart_errored", "resume_errored"):
@@ -57,6 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Each trial is a short training by the platform's trainer; results go to "
         "<output_dir>/results.{csv,parquet}, best_config.yaml and sweep.png.")
     p.add_argument("sweep_file", help="sweep YAML (base/base_config, search, tune, output_dir)")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="show the libraries' own log lines (Ray, DeepSpeed, transformers progress bars), off by default")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a sweep field, e.g. --set base.model.path=/models/tiny "
                    "--set tune.num_samples=8 (repeatable)")

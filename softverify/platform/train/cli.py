@@ -30,8 +30,10 @@ def _shortcuts(args) -> list[str]:
 
 
 def cmd_train(args) -> int:
+    from softverify import quiet
     from softverify.config import load_config
 
+    quiet.configure(args.verbose)  # before Ray and the libraries load: their chatter off unless --verbose
     if args.help_config:
         from softverify.platform.train.helpconfig import train_config_help
 
@@ -213,6 +215,9 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
     p.add_argument("--auto-resume", action="store_true",
                    help="resume if output_dir has a checkpoint, else start fresh (for restartable cluster jobs)")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="show the libraries' own log lines (Ray, DeepSpeed, transformers progress bars from the "
+                   "actors), off by default; the product's lines, the progress bar and errors show either way")
     p.add_argument("--help-config", nargs="?", const="all", metavar="SECTION",
                    help="print the config keys with their defaults and meanings, by section; SECTION keeps one "
                    "(model, data, rollout, verifiers, reward, algorithm, learner, prompt, trainer, or a dotted prefix "

@@ -113,10 +113,49 @@ def plot_metrics(jsonl: Path, out_png: Path, keys: list[str] | None = None, titl
     return out_png
 
 
+def progress_postfix(m: dict[str, Any], last_eval: dict[str, Any], enumerated: bool) -> dict[str, str]:
+    """The progress bar's fields, in order, led by what moves. With the enumerated estimator
+    every candidate answer is scored, so the step's mean reward is fixed by construction; the
+    policy's own expected reward (``E[r]``, ``policy_expected_reward``) is what training
+    raises. Then the last eval's per-gene AUROC with its interval (pooled AUROC where the eval
+    has no per-gene metric), then length and seconds per step."""
+    def num(v: Any) -> str:
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+    out = {"E[r]": num(m.get("policy_expected_reward"))} if enumerated else {"reward": num(m.get("reward_mean"))}
+    for key, short in (("eval_forced/auc_per_gene", "auc/gene"), ("eval_forced/auroc", "auroc")):
+        v = last_eval.get(key)
+        if v is not None:
+            lo, hi = last_eval.get(key + "_lo"), last_eval.get(key + "_hi")
+            out[short] = f"{v:.3f}" + (f" [{lo:.2f},{hi:.2f}]" if lo is not None and hi is not None else "")
+            break
+    if m.get("response_len_mean") is not None:
+        out["len"] = f"{m['response_len_mean']:.0f}"
+    if m.get("time/step_s") is not None:
+        out["step_s"] = f"{m['time/step_s']:.1f}"
+    return out
+
+
+def flat_keys(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
+    """The keys whose series is flat: two or more logged values, all equal (e.g. the
+    enumerated estimator's ``reward_mean``, a fixed ``lr``, a verifier that never abstains).
+    A single value is not flat: a short run's one eval is still worth its panel."""
+    out = []
+    for k in keys:
+        vals = [r[k] for r in rows if isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool)]
+        if len(vals) >= 2 and max(vals) - min(vals) <= 1e-12 * max(1.0, abs(vals[0])):
+            out.append(k)
+    return out
+
+
 def metrics_figure(rows: list[dict[str, Any]], keys: list[str] | None, title: str):
     """A grid of metric-vs-step panels (reward per verifier, eval AUROC/MCC, KL, entropy,
     length, timings) under a title naming the run and its steps, so a PNG shared on its own
-    still says what it shows. Steps are whole numbers on the axis, even for a 1-step run."""
+    still says what it shows. Steps are whole numbers on the axis, even for a 1-step run.
+
+    With the default keys, panels whose series is flat (:func:`flat_keys`) are dropped and a
+    line under the panels names them with their value: a flat curve says nothing a number
+    cannot, and half a grid of them hid the curves that move. Explicit ``keys`` are all drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,14 +164,23 @@ def metrics_figure(rows: list[dict[str, Any]], keys: list[str] | None, title: st
 
     if keys is None:
         seen = {k: None for r in rows for k in r}  # eval runs only every few steps: look at all rows
-        keys = [k for k in seen if k.startswith("reward/")]
+        # led by what moves: the policy's own expected reward and the headline eval metric
+        keys = [k for k in ("policy_expected_reward", "eval_forced/auc_per_gene") if k in seen]
+        keys += [k for k in seen if k.startswith("reward/")]
         keys += [k for k in seen if k.startswith(("diag/corr_label/", "diag/disagree_hard/"))]
-        keys += [k for k in ("eval_forced/auc_per_gene", "eval_forced/teacher_auc_per_gene",
+        keys += [k for k in ("eval_forced/teacher_auc_per_gene",
                              "eval_forced/teacher_agreement_per_gene", "eval_forced/auroc", "eval_forced/auprc", "eval_forced/spearman_ref", "eval/mcc",
                              "eval/f1", "eval/unanswered_rate", "eval_forced/mcc",
                              "eval_forced/balanced_accuracy") if k in seen]
-        keys += [k for k in ("reward_mean", "policy_expected_reward", "dynamic/zero_var_group_frac", "kl",
+        keys += [k for k in ("reward_mean", "dynamic/zero_var_group_frac", "kl",
                              "entropy", "response_len_mean", "clip_frac", "lr", "time/step_s", "throughput/questions_per_hour") if k in seen]
+        flat = flat_keys(rows, keys)
+        if len(flat) < len(keys):  # everything flat: draw it all rather than an empty figure
+            keys = [k for k in keys if k not in flat]
+        else:
+            flat = []
+    else:
+        flat = []
     keys = keys or [k for k in rows[-1] if k != "step"][:6]
     ncol = 3
     nrow = math.ceil(len(keys) / ncol)
@@ -147,6 +195,8 @@ def metrics_figure(rows: list[dict[str, Any]], keys: list[str] | None, title: st
         if band:  # bootstrap 95% interval of an eval metric
             st, lo, hi = zip(*band)
             ax.fill_between(st, lo, hi, alpha=0.25)
+            if len(st) == 1:  # one eval (a short run's end-of-run eval): a band of one point is invisible
+                ax.vlines(st, lo, hi, alpha=0.5, lw=3)
         ax.set_title(k, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         if steps and max(steps) - min(steps) < 6:  # too few for a locator: one tick per step
@@ -157,5 +207,18 @@ def metrics_figure(rows: list[dict[str, Any]], keys: list[str] | None, title: st
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     fig.suptitle(f"{title} - steps {min(steps)}-{max(steps)}" if steps else title, fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # keep ~0.45 in for the title above the panels
+    bottom = 0.0
+    if flat:
+        import textwrap
+
+        def value(k: str) -> str:
+            v = next(r[k] for r in rows if r.get(k) is not None)
+            return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+        note = textwrap.fill("flat, not drawn: " + ", ".join(f"{k} = {value(k)}" for k in flat), width=40 * ncol)
+        lines = note.count("\n") + 1
+        bottom = (0.18 * lines + 0.1) / fig.get_figheight()
+        fig.text(0.01, 0.01, note, fontsize=8, ha="left", va="bottom")
+    fig.dropped_flat = flat  # the keys left out, for callers and tests
+    fig.tight_layout(rect=(0, bottom, 1, 1 - 0.45 / fig.get_figheight()))  # ~0.45 in for the title above the panels
     return fig

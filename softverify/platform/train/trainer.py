@@ -31,7 +31,7 @@ from softverify.models import resolve_model_path
 from softverify.cluster import connect, usable_cpus
 from softverify.fsutil import RunLock, atomic_dir
 from softverify.platform.train import checkpoint as ckpt
-from softverify.platform.train.metrics import MetricsLogger, drop_steps_after, plot_metrics
+from softverify.platform.train.metrics import MetricsLogger, drop_steps_after, plot_metrics, progress_postfix
 from softverify.platform.train.pipeline import PendingBatch, check_pipeline, check_resume, load_pending, pending_index, write_pending
 from softverify.advantages import informative_groups
 from softverify.rewards import compose, learner_values
@@ -78,8 +78,14 @@ def _summary(samples: list[Sample], n_texts: int = 2) -> dict[str, Any]:
         "answers": [-1 if (a := answer_to_int(parse_answer(s.completion))) is None else a for s in samples],
         "labels": [label(s) for s in samples],
         "stopped": [s.finish_reason == "stop" for s in samples],
-        "texts": [(s.prompt_id, s.metadata.get("question", ""), s.completion) for s in samples[:n_texts]],
+        "texts": [(s.prompt_id, s.metadata.get("question", ""), s.completion, label(s)) for s in samples[:n_texts]],
     }
+
+
+@ray.remote(num_cpus=0)
+def _head(samples: list[Sample], n: int) -> list[Sample]:
+    """The first ``n`` samples (the logged question's candidates, for their policy probabilities)."""
+    return samples[:n]
 
 
 def required_resources(cfg: TrainConfig) -> dict[str, float]:
@@ -125,6 +131,10 @@ def resource_breakdown(cfg: TrainConfig, res: str) -> str:
     return placement.breakdown(placement.role_requests(cfg), res)
 
 
+#: training questions the pre-start base-rate check scores (a few hundred: a second or two)
+BASE_RATE_QUESTIONS = 256
+
+
 class IdleRunError(RuntimeError):
     """A run that trained no question for ``trainer.stop_after_idle_steps`` steps in a row."""
 
@@ -146,6 +156,7 @@ class Trainer:
 
         self.goodhart = GoodhartMonitor()
         self._idle_steps = 0  # consecutive steps that trained no question (trainer.stop_after_idle_steps)
+        self.base_rate: dict[str, Any] | None = None  # the pre-start base-rate check (_warn_base_rate)
         self.summary: dict[str, Any] | None = None  # the finished run in a few numbers (platform/train/summary.py)
         # The teacher's pay to the policy: in the enumerated mode every answer is scored, so the
         # verifier's mean is fixed by construction and the policy's own expected reward is what moves.
@@ -198,7 +209,8 @@ class Trainer:
         self.eval_rows = load_eval_prompts(cfg.data) if cfg.trainer.eval_every else None
         from softverify.verifiers.suite import check_specs
 
-        check_specs(cfg.verifiers)  # every verifier builds here, before Ray starts: one line per mistake
+        built = check_specs(cfg.verifiers)  # every verifier builds here, before Ray starts: one line per mistake
+        self._warn_base_rate(built)
         import importlib.util  # optional extras: refused here, before Ray starts, not by an import error later
 
         if cfg.trainer.wandb:
@@ -240,6 +252,33 @@ class Trainer:
                                     truncate_after_step=self.step if self.resume else 0,
                                     use_tensorboard=cfg.trainer.tensorboard)
         drop_steps_after(self.out / "samples.jsonl", self.step if self.resume else 0)
+
+    def _warn_base_rate(self, built: dict) -> None:
+        """Before Ray starts: the config's verifiers on a sample of the training questions
+        (:func:`softverify.verifiers.report.base_rate_check`, with the verifiers the
+        pre-flight check just built); a fixed answer paid within the margin of following the
+        label or a verifier is the base-rate trap, said in one warning line. Skipped where the
+        questions carry no labels or a verifier could not be built here (it reserves a GPU)."""
+        import sys
+
+        from softverify.verifiers.base import verifier_class
+        from softverify.verifiers.report import base_rate_check
+
+        cfg, rows = self.cfg, self.train_rows
+        scored = [s for s in cfg.verifiers if not verifier_class(s.kind).needs_policy]
+        if not scored or "label" not in rows.column_names or any(s.display_name not in built for s in scored):
+            return
+        idx = np.random.default_rng(cfg.data.seed).permutation(len(rows))[:BASE_RATE_QUESTIONS]
+        sample = [rows[int(i)] for i in sorted(idx)]
+        try:
+            check = base_rate_check(cfg.verifiers, sample, cfg.prompt.style, built)
+        except ValueError:  # an unusable label: the run's own checks say so where it matters
+            return
+        self.base_rate = check
+        if check["verdict"]["trap"]:
+            line = check["verdict"]["line"].removeprefix("verdict: ")
+            print(f"softverify train: warning: on {len(sample)} training questions, {line} (details: "
+                  f"softverify verifiers report with this config)", file=sys.stderr)
 
     def _record_placement(self) -> None:
         """Write ``placement.json``: the Ray node id of each actor, per role, and of the
@@ -362,7 +401,7 @@ class Trainer:
 
     def _finish_round(self, r: dict[str, Any]) -> dict[str, Any]:
         """Wait for a launched round, score it, compose rewards and advantages (in place)."""
-        summ = ray.get(_summary.remote(r["ref"]))
+        summ = ray.get(_summary.remote(r["ref"], self._logged_per_step()))
         t1 = time.perf_counter()
         scores = self.pool.score(r["ref"], policy_worker=self.workers[0])  # worker 0 scores needs_policy verifiers
         t2 = time.perf_counter()
@@ -410,7 +449,7 @@ class Trainer:
             for info, samples, scores in rounds:
                 ref = ray.put(samples)
                 r = {"ref": ref, **info}
-                batch.rounds.append(self._compose(r, ray.get(_summary.remote(ref)), scores))
+                batch.rounds.append(self._compose(r, ray.get(_summary.remote(ref, self._logged_per_step())), scores))
             batch.done = True
             self.pending.append(batch)
 
@@ -521,8 +560,29 @@ class Trainer:
         m.update(self._diagnostics(rounds[0]))
         m.update(learn)
         texts = rounds[0]["summ"]["texts"]
-        self._log_samples(texts, rounds[0]["rewards"][: len(texts)])
+        self._log_samples(texts, rounds[0]["rewards"][: len(texts)], self._candidate_probs(rounds[0]["ref"], len(texts)))
         return m
+
+    def _logged_per_step(self) -> int:
+        """Completions samples.jsonl keeps per step: every candidate of the first question
+        with the enumerated estimator (so each line can carry the policy's probability of
+        its candidate), else the first two completions."""
+        if self.cfg.algorithm.estimator == "enumerate":
+            return len(self.cfg.algorithm.answer_candidates)
+        return 2
+
+    def _candidate_probs(self, ref, n: int) -> list[float | None]:
+        """The policy's probability of each logged candidate among its question's candidates
+        (after this step's update): a softmax over the candidates' summed logprobs, which is
+        the answer distribution the enumerated estimator trains (a shared reasoning's tokens
+        cancel out). None for each sampled completion: its alternatives are unknown."""
+        K = len(self.cfg.algorithm.answer_candidates)
+        if self.cfg.algorithm.estimator != "enumerate" or n != K:
+            return [None] * n
+        lp = self.learners.logprobs(ray.get(_head.remote(ref, K)))
+        seq = np.array([sum(x) for x in lp], dtype=np.float64)
+        p = np.exp(seq - seq.max())
+        return (p / p.sum()).tolist()
 
     def _diagnostics(self, rnd: dict[str, Any]) -> dict[str, float]:
         """Verifier diagnostics on the step's first round (see ``platform/train/diagnostics.py``);
@@ -540,11 +600,18 @@ class Trainer:
         return verifier_diagnostics(self.pool.names, rnd["scores"], np.array(rnd["summ"]["answers"]),
                                     np.array(rnd["summ"]["labels"]), opposite, soft)
 
-    def _log_samples(self, texts, rewards) -> None:
+    def _log_samples(self, texts, rewards, probs) -> None:
+        """samples.jsonl: per logged completion its question, the question's label where the row
+        has one (null where not), the parsed answer, the reward, and ``policy_p``, the policy's
+        probability of this candidate (enumerated estimator; null for sampled completions)."""
+        from softverify.verifiers.answer import parse_answer
+
         with open(self.out / "samples.jsonl", "a") as f:
-            for (pid, q, c), r in zip(texts, rewards):
+            for (pid, q, c, label), r, p in zip(texts, rewards, probs):
                 f.write(json.dumps({"step": self.step, "prompt_id": pid, "question": q, "completion": c,
-                                    "reward": None if np.isnan(r) else float(r)}) + "\n")
+                                    "answer": parse_answer(c), "label": None if label < 0 else label,
+                                    "reward": None if np.isnan(r) else float(r),
+                                    "policy_p": None if p is None else round(float(p), 6)}) + "\n")
 
     # ------------------------------------------------------------------ eval / checkpoint
     def evaluate(self) -> dict[str, float]:
@@ -651,32 +718,38 @@ class Trainer:
         cfg = self.cfg.trainer
         self.setup()
         bar = tqdm(total=cfg.steps, initial=self.step, desc="GRPO", disable=not cfg.progress, dynamic_ncols=True)
+        enumerated = self.cfg.algorithm.estimator == "enumerate"
+        last_eval: dict[str, Any] = {}
         t0 = time.monotonic()
         try:
             while self.step < cfg.steps:
-                if cfg.time_budget_minutes is not None and time.monotonic() - t0 >= 60 * cfg.time_budget_minutes:
-                    bar.write(f"time budget of {cfg.time_budget_minutes:g} min reached at step {self.step}")
-                    break
                 self.phase = ""
                 m = self.train_step()
                 self._check_idle(m)
                 self.goodhart.add_reward(m.get(self.teacher_reward_key) if self.teacher_reward_key else None)
-                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                out_of_time = (cfg.time_budget_minutes is not None
+                               and time.monotonic() - t0 >= 60 * cfg.time_budget_minutes)
+                # the run's last step is evaluated too (trainer.steps not a multiple of eval_every,
+                # shorter than it, or the time budget spent): every run ends with an eval to quote
+                if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step >= cfg.steps or out_of_time):
                     self.phase = "evaluating"
-                    m.update(self.evaluate())
+                    last_eval = self.evaluate()
+                    m.update(last_eval)
                     warning = self.goodhart.update(self.step, m.get("eval_forced/auc_per_gene"))
                     if warning:
                         bar.write(warning)
                         m["goodhart/warning"] = 1.0
                 self.logger.log(self.step, m)
                 bar.update(1)
-                bar.set_postfix(reward=f"{m['reward_mean']:.3f}", len=f"{m['response_len_mean']:.0f}",
-                                step_s=f"{m['time/step_s']:.1f}")
+                bar.set_postfix(progress_postfix(m, last_eval, enumerated))
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.phase = "saving its checkpoint"
                     self.save_checkpoint()
                 if self.on_step is not None:
                     self.on_step(self.step, m)
+                if out_of_time and self.step < cfg.steps:
+                    bar.write(f"time budget of {cfg.time_budget_minutes:g} min reached at step {self.step}")
+                    break
             last = ckpt.latest(self.ckpt_root)
             self.phase = "saving its checkpoint"
             if last is None or ckpt.read_state(last)["step"] != self.step:
