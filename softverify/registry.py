@@ -33,6 +33,7 @@ BUILTIN: dict[str, str] = {
     "go_keywords": "softverify.verifiers.knowledge",
     "go_likelihood": "softverify.verifiers.likelihood",
     "python": "softverify.verifiers.pyfunc",  # a user's reward function by path (module:function, file.py:function)
+    "remote": "softverify.verifiers.remote",  # another process's verifier over HTTP (softverify serve's /v1/verify)
     "donor_game": "softverify.envs.donor_game.verifier",
 }
 

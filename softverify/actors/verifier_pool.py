@@ -22,7 +22,7 @@ import ray
 from softverify.config import VerifierSpec
 from softverify.placement import actor_options
 from softverify.types import Sample
-from softverify.verifiers.base import composition_thresholds, verifier_class
+from softverify.verifiers.base import composition_thresholds, keeps_metrics, verifier_class
 from softverify.verifiers.suite import VerifierSuite, check_scores
 
 
@@ -38,6 +38,9 @@ class VerifierHost:
 
     def score(self, samples: Sequence[Sample]) -> np.ndarray:
         return self.suite.score(samples)
+
+    def metrics(self) -> dict[str, float]:
+        return self.suite.metrics()
 
 
 @ray.remote(max_restarts=3, max_task_retries=3)
@@ -100,6 +103,15 @@ class VerifierPool:
             col = ray.get(ref)
             cols[j] = check_scores(self.names[j], col, len(col))
         return np.column_stack(cols) if cols else np.zeros((0, 0))
+
+    def metrics(self) -> dict[str, float]:
+        """The hosted verifiers' counters (``Verifier.metrics``, e.g. a remote verifier's failed
+        requests) as ``verifier/<name>/<key>``; hosts whose kinds keep none are not asked."""
+        asked = [a for a, group in self.hosts if any(keeps_metrics(self.specs[j].kind) for j in group)]
+        out: dict[str, float] = {}
+        for m in ray.get([a.metrics.remote() for a in asked]):
+            out.update({f"verifier/{k}": v for k, v in m.items()})
+        return out
 
     def node_ids(self) -> dict[str, str]:
         """Verifier name -> the node its actor runs on (policy verifiers run on worker 0)."""

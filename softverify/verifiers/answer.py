@@ -5,8 +5,11 @@ same notion of "what did the model answer"; one regex, one place.
 """
 from __future__ import annotations
 
+import numbers
 import re
 from typing import Sequence
+
+import numpy as np
 
 ANSWER_RE = re.compile(r"<answer>\s*(yes|no)\s*</answer>", re.IGNORECASE)
 
@@ -67,9 +70,9 @@ def label_to_int(value) -> int:
     """A yes/no label as 0/1. Rows come from users' JSONL as well as from PerturbQA, so
     0/1, booleans and the words yes/no/true/false are all accepted; anything else is an
     error naming the value (``int("yes")``'s message names neither the field nor the fix)."""
-    if isinstance(value, bool):
+    if isinstance(value, (bool, np.bool_)):
         return int(value)
-    if isinstance(value, (int, float)) and value in (0, 1):
+    if isinstance(value, numbers.Real) and value in (0, 1):  # numpy's integers and floats too (pandas rows)
         return int(value)
     if isinstance(value, str) and value.strip().lower() in _LABEL_WORDS:
         return _LABEL_WORDS[value.strip().lower()]

@@ -6,6 +6,7 @@ every verifier is testable with a list of :class:`~softverify.types.Sample` buil
 """
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -36,8 +37,18 @@ class Verifier:
     def score(self, samples: Sequence[Sample]) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def metrics(self) -> dict[str, float]:
+        """Counters the verifier keeps across calls that a run should see (a remote verifier's
+        requests and failures), logged each step as ``verifier/<name>/<key>``; most keep none."""
+        return {}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def keeps_metrics(kind: str) -> bool:
+    """Whether the kind overrides :meth:`Verifier.metrics` (so a pool need not ask the others)."""
+    return verifier_class(kind).metrics is not Verifier.metrics
 
 
 def available_kinds() -> list[str]:
@@ -62,7 +73,8 @@ def build_verifier(kind: str, name: str | None = None, **params: Any) -> Verifie
     try:
         return cls(name=name, **params)
     except TypeError as e:  # e.g. a required parameter missing
-        raise ValueError(f"bad parameters for verifier {kind!r}: {str(e).split(': ', 1)[-1]}; its parameters are "
+        why = re.sub(r"^[\w.]+\(\) ", "", str(e))  # "X.__init__() missing 1 required ... argument: 'url'"
+        raise ValueError(f"bad parameters for verifier {kind!r}: {why}; its parameters are "
                          + ", ".join(valid)) from e
 
 

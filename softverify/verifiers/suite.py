@@ -93,6 +93,10 @@ class VerifierSuite:
             return v.score_with(samples, self.policy.logprobs, self.policy.encode)
         return v.score(samples)
 
+    def metrics(self) -> dict[str, float]:
+        """Every verifier's counters (:meth:`Verifier.metrics`) as ``<name>/<key>``."""
+        return {f"{n}/{k}": v for n, ver in self.verifiers.items() for k, v in ver.metrics().items()}
+
     def rewards(self, scores: np.ndarray, names: Sequence[str] | None = None) -> np.ndarray:
         """Per-sample reward of ``scores`` (columns = ``names``): each column threshold-
         normalised as in training, then the weighted mean over those that scored."""

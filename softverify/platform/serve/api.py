@@ -120,6 +120,9 @@ class LimitsConfig(_Strict):
     requests_per_second: float | None = Field(
         10.0, gt=0, description="Sustained request rate each replica admits (token bucket); None disables it.")
     burst: int = Field(20, ge=1, description="Requests a replica admits back to back before the rate applies.")
+    max_verify_items: int = Field(
+        512, ge=1, description="Most answers one /v1/verify batch may carry (413 above it; a remote verifier "
+        "then splits its batch).")
 
     @model_validator(mode="after")
     def _default_within_max(self) -> "LimitsConfig":
@@ -140,7 +143,12 @@ class VerifierSpec(_Strict):
 class ServeConfig(_Strict):
     """Everything ``softverify serve`` and the RayService application take (YAML, CLI flags)."""
 
-    model: str = Field(description="'smollm2', a local HF model directory (e.g. a run's final/), or a hub id.")
+    model: str | None = Field(
+        None, description="'smollm2', a local HF model directory (e.g. a run's final/), or a hub id; required "
+        "unless verify_only.")
+    verify_only: bool = Field(
+        False, description="Serve only /health and /v1/verify with the verifiers below, no model: one world model "
+        "(or any verifier) loaded once and shared by training runs and sweep trials through `kind: remote`.")
     served_model_name: str | None = Field(
         None, description="Model id clients send in 'model' (default: the directory name, or the reference).")
     engine: Literal["auto", "hf", "vllm"] = Field(
@@ -169,11 +177,24 @@ class ServeConfig(_Strict):
         default_factory=lambda: [VerifierSpec(kind="format"), VerifierSpec(kind="hard")],
         description="Verifiers /v1/verify scores answers with; empty disables the endpoint.")
 
+    @model_validator(mode="after")
+    def _model_or_verify_only(self) -> "ServeConfig":
+        if self.verify_only and self.model is not None:
+            raise ValueError(f"verify_only serves no model, but model is {self.model!r}: drop one of them")
+        if self.verify_only and not self.verifiers:
+            raise ValueError("verify_only with no verifiers would serve nothing: list the verifiers to serve")
+        if not self.verify_only and self.model is None:
+            raise ValueError("model is required (a run's final/, 'smollm2', a hub id), unless verify_only is set "
+                             "to serve only /v1/verify")
+        return self
+
     def model_id(self) -> str:
         """``served_model_name``, else a name that tells runs apart: every run saves its policy
         as ``final/`` (checkpoints as ``step_N/hf``), so those take the run's name."""
         if self.served_model_name:
             return self.served_model_name
+        if self.model is None:
+            return "verifiers"
         parts = [p for p in self.model.rstrip("/").split("/") if p]
         if not parts:
             return self.model
@@ -325,17 +346,47 @@ def check_supported(req: ChatCompletionRequest) -> None:
         refuse("logprobs", "logprobs with stream=true")
 
 
-class VerifyRequest(BaseModel):
-    """Score an answer to a question with the configured verifiers.
-
-    ``metadata`` is the dataset row's fields the verifiers read (e.g. ``label`` for the
-    hard verifier: 1 = yes, 0 = no). ``verifiers`` picks a subset by name."""
+class VerifyItem(BaseModel):
+    """One answer to score: ``metadata`` is the dataset row's fields the verifiers read (e.g.
+    ``label`` for the hard verifier: 1 = yes, 0 = no). ``finish_reason`` and
+    ``unforced_answer`` carry what a training sample knows (whether the turn ended, the text
+    before the rollout forced an answer), so a remote verifier scores as a local one would."""
 
     model_config = ConfigDict(extra="forbid")
     question: str = Field(min_length=1)
     answer: str
     metadata: dict[str, Any] = Field(default_factory=dict)
+    finish_reason: Literal["stop", "length"] = "stop"
+    unforced_answer: str | None = None
+
+
+class VerifyRequest(VerifyItem):
+    """Score an answer to a question with the configured verifiers; ``verifiers`` picks a
+    subset by name."""
+
     verifiers: list[str] | None = None
+
+
+class VerifyBatchRequest(BaseModel):
+    """Score many answers in one request: what a training run's ``kind: remote`` verifier
+    (:mod:`softverify.verifiers.remote`, whose docstring holds the contract) sends. The answer
+    is ``{"object": "list", "verifiers": [names scored], "data": [one verification per item]}``;
+    an empty ``items`` is valid (a client's check that the endpoint and its verifiers exist)."""
+
+    model_config = ConfigDict(extra="forbid")
+    items: list[VerifyItem]
+    verifiers: list[str] | None = None
+
+
+def parse_verify_body(raw: bytes, limits: "LimitsConfig") -> VerifyRequest | VerifyBatchRequest:
+    """``/v1/verify``'s body: a batch when it has ``items``, else one answer; a batch over
+    ``limits.max_verify_items`` is a 413 naming ``items`` (the client splits it)."""
+    data = load_json_object(raw, limits)
+    if "items" not in data:
+        return validate_body(data, VerifyRequest)
+    if isinstance(data["items"], list) and len(data["items"]) > limits.max_verify_items:
+        raise ApiError(413, f"{len(data['items'])} items; the limit is {limits.max_verify_items}", param="items")
+    return validate_body(data, VerifyBatchRequest)
 
 
 def _loc(err: dict) -> str:
@@ -344,6 +395,11 @@ def _loc(err: dict) -> str:
 
 def parse_body(raw: bytes, model: type[BaseModel], limits: LimitsConfig) -> BaseModel:
     """Bytes -> validated request, or :class:`ApiError` (413 size, 400 JSON, 422 schema)."""
+    return validate_body(load_json_object(raw, limits), model)
+
+
+def load_json_object(raw: bytes, limits: LimitsConfig) -> dict[str, Any]:
+    """Bytes -> a JSON object within the size limits, or :class:`ApiError` (413, 400)."""
     if len(raw) > limits.max_body_bytes:
         raise ApiError(413, f"request body is {len(raw)} bytes; the limit is {limits.max_body_bytes}")
     try:
@@ -354,6 +410,11 @@ def parse_body(raw: bytes, model: type[BaseModel], limits: LimitsConfig) -> Base
         raise ApiError(400, f"request body must be a JSON object, got {type(data).__name__}")
     if isinstance(data.get("messages"), list) and len(data["messages"]) > limits.max_messages:
         raise ApiError(413, f"{len(data['messages'])} messages; the limit is {limits.max_messages}", param="messages")
+    return data
+
+
+def validate_body(data: dict[str, Any], model: type[BaseModel]) -> BaseModel:
+    """A JSON object -> ``model``, or :class:`ApiError` (400 unknown field, 422 schema)."""
     try:
         return model.model_validate(data)
     except ValidationError as e:

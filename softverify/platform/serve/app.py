@@ -32,53 +32,18 @@ from ray import serve
 
 from softverify.engines.base import SamplingParams, render_turns
 from softverify.platform.serve.api import (
-    SSE_DONE, ApiError, BackgroundLoad, ChatCompletionRequest, RateLimiter, ServeConfig, VerifyRequest, chat_chunk,
-    chat_response, check_api_key, check_chat, check_prompt_tokens, choice, completion_id, models_response,
+    SSE_DONE, ApiError, BackgroundLoad, ChatCompletionRequest, RateLimiter, ServeConfig, chat_chunk,
+    chat_response, check_chat, check_prompt_tokens, choice, completion_id, models_response,
     token_logprobs_content,
-    parse_body, stop_list, usage,
+    parse_body, parse_verify_body, stop_list, usage,
 )
 from softverify.platform.serve.verify import VerifierSet
+from softverify.platform.serve.web import admit, error_response as _error, http_error, quiet_probe_access_logs
 
 api = FastAPI(title="softverify", docs_url=None, redoc_url=None, openapi_url=None)
 log = logging.getLogger("ray.serve")
 
-#: Routes whose requests get no access-log line: load balancers, kubelets and ``serve``'s
-#: own start-up wait poll ``/health`` every second or so, which buried every other line.
-QUIET_ROUTES = ("/health",)
-
-
-class QuietRoutesFilter(logging.Filter):
-    """Drops Ray Serve's access-log record of a request to one of :data:`QUIET_ROUTES`.
-
-    Ray Serve's ``LoggingConfig(enable_access_log=False)`` turns the access log off for
-    every route; a probe's lines are the noise, a client's requests are not. The replica
-    logs each request on the ``ray.serve`` logger with the route in the record's ``route``
-    attribute (``extra=``), so a filter on that logger drops just those records, from the
-    terminal and the replica's log file alike."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        route = getattr(record, "route", None)
-        if route is None:
-            return True
-        return str(route).split("?")[0] not in QUIET_ROUTES
-
-
-def quiet_probe_access_logs() -> None:
-    """Install :class:`QuietRoutesFilter` on the ``ray.serve`` logger (once)."""
-    if not any(isinstance(f, QuietRoutesFilter) for f in log.filters):
-        log.addFilter(QuietRoutesFilter())
-
-
-def _error(e: ApiError) -> JSONResponse:
-    return JSONResponse(status_code=e.status, content=e.body(), headers=e.headers)
-
-
-@api.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException):
-    """Unknown routes and wrong methods answer in OpenAI's error shape, not FastAPI's."""
-    what = {404: f"unknown route {request.method} {request.url.path}", 405: f"method {request.method} is not "
-            f"allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
-    return _error(ApiError(exc.status_code, what, code="not_found" if exc.status_code == 404 else None))
+api.add_exception_handler(StarletteHTTPException, http_error)  # OpenAI's error shape for unknown routes
 
 
 def trim_at_stop(text: str, stops: list[str], keep: list[str] | tuple[str, ...] = ()) -> str:
@@ -144,13 +109,7 @@ class ChatServer:
 
     # ------------------------------------------------------------------ helpers
     def _admit(self, request: Request, rate_limited: bool = True) -> None:
-        """Auth first (a stranger must not drain the bucket), then the rate limit."""
-        check_api_key(request.headers.get("authorization"), self.api_key)
-        if rate_limited:
-            self.limiter.acquire()
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.limits.max_body_bytes:
-            raise ApiError(413, f"request body is {declared} bytes; the limit is {self.limits.max_body_bytes}")
+        admit(request, self.api_key, self.limiter if rate_limited else None, self.limits)
 
     def _prompt(self, req: ChatCompletionRequest) -> list[int]:
         msgs = req.chat()
@@ -272,8 +231,8 @@ class ChatServer:
     async def verify(self, request: Request):
         try:
             self._admit(request)
-            req = parse_body(await request.body(), VerifyRequest, self.limits)
-            return self.verifiers.score(req)
+            req = parse_verify_body(await request.body(), self.limits)
+            return self.verifiers.answer(req)
         except ApiError as e:
             return _error(e)
 
@@ -326,12 +285,16 @@ def build_app(cfg: ServeConfig):
     from softverify.models import resolve_model_path
     from softverify.prompts import load_trained_prompt
 
+    api_key = cfg.api_key or os.environ.get("SOFTVERIFY_API_KEY") or None
+    if cfg.verify_only:
+        from softverify.platform.serve.verify_app import build_verify_app
+
+        return build_verify_app(cfg, api_key)
     model_path = resolve_model_path(cfg.model)
     tp = load_trained_prompt(model_path)
     print(f"softverify serve: prompts as trained ({tp.style} style, from {tp.source})" if tp else
           "softverify serve: no training prompt found beside the model; chats are rendered as sent",
           file=sys.stderr, flush=True)
-    api_key = cfg.api_key or os.environ.get("SOFTVERIFY_API_KEY") or None
     engine = select_engine(cfg)
     if engine == "vllm":
         if api_key:
@@ -423,7 +386,12 @@ def serve_forever(cfg: ServeConfig, address: str | None = None) -> int:
 
     from softverify.models import resolve_model_path
 
-    resolve_model_path(cfg.model)  # a missing model fails here, in a second, not after Ray has started
+    if cfg.verify_only:  # a missing model_dir or a misspelled param is one line here, not a replica's death
+        from softverify.platform.serve.verify import check_verifiers
+
+        check_verifiers(cfg.verifiers)
+    else:
+        resolve_model_path(cfg.model)  # a missing model fails here, in a second, not after Ray has started
     from softverify.cluster import connect
 
     connect(address)
@@ -433,13 +401,21 @@ def serve_forever(cfg: ServeConfig, address: str | None = None) -> int:
         quiet_probe_access_logs()
         serve.start(http_options={"host": cfg.host, "port": cfg.port})
         serve.run(app, name="softverify", route_prefix="/", blocking=False)
-        base, engine = f"http://{cfg.host}:{cfg.port}", select_engine(cfg)
-        if engine == "hf":
-            print(f"softverify serve: loading {cfg.model_id()!r} (requests get 503 + Retry-After until it is up)",
-                  file=sys.stderr, flush=True)
-            wait_ready(f"http://127.0.0.1:{cfg.port}" if cfg.host in ("0.0.0.0", "::") else base)
-        print(f"softverify serve: {cfg.model_id()!r} ready at {base}/v1 "
-              f"(engine {engine}); Ctrl-C or SIGTERM stops", file=sys.stderr, flush=True)
+        base = f"http://{cfg.host}:{cfg.port}"
+        local = f"http://127.0.0.1:{cfg.port}" if cfg.host in ("0.0.0.0", "::") else base
+        if cfg.verify_only:
+            wait_ready(local)
+            names = [s.name or s.kind for s in cfg.verifiers]
+            print(f"softverify serve: verifiers {names} ready at {base}/v1/verify (train with kind: remote, "
+                  f"url: {base}); Ctrl-C or SIGTERM stops", file=sys.stderr, flush=True)
+        else:
+            engine = select_engine(cfg)
+            if engine == "hf":
+                print(f"softverify serve: loading {cfg.model_id()!r} (requests get 503 + Retry-After until it is up)",
+                      file=sys.stderr, flush=True)
+                wait_ready(local)
+            print(f"softverify serve: {cfg.model_id()!r} ready at {base}/v1 "
+                  f"(engine {engine}); Ctrl-C or SIGTERM stops", file=sys.stderr, flush=True)
         while True:
             time.sleep(3600)
     except (_Stop, KeyboardInterrupt) as e:

@@ -50,6 +50,8 @@ def config_from_args(args):
         _set(raw, "limits.requests_per_second", None)
     if args.no_verify:
         raw["verifiers"] = []
+    if args.verify_only:
+        raw["verify_only"] = True
     return load_serve_config(apply_overrides(raw, args.overrides, ServeConfig))  # values typed per field
 
 
@@ -73,9 +75,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "serve", help="serve a model behind an OpenAI-compatible API with Ray Serve",
         description="OpenAI-compatible /v1/chat/completions (streaming too), /v1/models and /v1/verify on "
         "Ray Serve: the HF engine on CPU, or Ray Serve LLM (vLLM) on GPUs. Binds 127.0.0.1 unless --host says "
-        "otherwise. Example: softverify serve runs/k562/final --port 8000",
+        "otherwise. Example: softverify serve runs/k562/final --port 8000. With --verify-only, /v1/verify alone "
+        "(e.g. a world model that training runs share through kind: remote).",
     )
-    p.add_argument("model", nargs="?", help="'smollm2', a HF model directory (a run's final/), or a hub id")
+    p.add_argument("model", nargs="?", help="'smollm2', a HF model directory (a run's final/), or a hub id "
+                   "(none with --verify-only)")
     p.add_argument("--config", help="serve YAML (see --help-config); flags override it")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set limits.max_tokens=1024 (repeatable)")
@@ -113,6 +117,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--no-rate-limit", action="store_true",
                    help="admit every request (--set limits.requests_per_second=null)")
     g.add_argument("--no-verify", action="store_true", help="disable /v1/verify")
+    g.add_argument("--verify-only", action="store_true",
+                   help="serve only /v1/verify with the configured verifiers, no model (give no MODEL): one world "
+                   "model shared by training runs and sweep trials through verifiers of kind: remote")
     _help_from_config(p)
     p.set_defaults(func=cmd_serve)
 

@@ -557,6 +557,7 @@ class Trainer:
             m[f"reward/{name}"] = float(col[ok].mean()) if ok.any() else None
             m[f"reward_std/{name}"] = float(col[ok].std()) if ok.any() else None
             m[f"abstain/{name}"] = float(1 - ok.mean())
+        m.update(self.pool.metrics())  # verifiers' own counters, e.g. verifier/<name>/remote_failed
         m.update(self._diagnostics(rounds[0]))
         m.update(learn)
         texts = rounds[0]["summ"]["texts"]
