@@ -354,11 +354,14 @@ def test_smoke_sweep_end_to_end_then_restore(ray_cluster, tiny_model_dir, tmp_pa
     assert (table["status"] == "COMPLETED").any()
     assert sorted(table["config/verifier_set"]) == ["hard_format", "hard_format_length"]
     for col in ("final/reward_mean", "final/eval/mcc", "final/eval/f1", "final/eval/balanced_accuracy",
-                "final/eval_forced/auroc"):
+                "final/eval_forced/auroc", "final/eval_forced/auc_per_gene", "final/eval_forced/auc_per_gene_lo",
+                "final/eval_forced/auc_per_gene_hi"):
         assert table[col].notna().all(), col
-    # sorted by the sweep metric (the verifier sets differ: a held-out metric, not the reward), best first
-    assert sweep.spec.tune.metric == "eval_forced/auroc"
-    assert list(table["final/eval_forced/auroc"]) == sorted(table["final/eval_forced/auroc"], reverse=True)
+    # sorted by the sweep metric (the verifier sets differ: a held-out metric, not the reward), best first:
+    # by default the per-gene AUROC on whole validation genes
+    assert sweep.spec.tune.metric == "eval_forced/auc_per_gene"
+    got = list(table["final/eval_forced/auc_per_gene"])
+    assert got == sorted(got, reverse=True)
     # the length weight is sampled for every trial but only reported where the set has a length verifier
     no_length = table["config/verifier_set"] == "hard_format"
     assert table.loc[no_length, "config/verifiers.length.weight"].isna().all()
@@ -373,6 +376,7 @@ def test_smoke_sweep_end_to_end_then_restore(ray_cluster, tiny_model_dir, tmp_pa
         n = len(hist)
         assert list(hist["step"]) == list(range(1, n + 1))
         assert hist["reward_mean"].notna().all() and hist["eval/mcc"].notna().all()
+        assert (hist["questions_trained"] > 0).all()  # the enumerated direct style trains every question
     done = table[table["status"] == "COMPLETED"]
     assert (done["steps"] == 3).all()
     for tid in done["trial_id"]:  # finished trials end on their own: final model saved
@@ -471,3 +475,35 @@ def test_interrupted_sweep_resumes_and_failing_trial_is_reported(ray_cluster, ti
     f.write_text(yaml.safe_dump(raw))
     assert main(["sweep", str(f), "--resume"]) == 2
     _wait_all_released()
+
+
+def test_per_gene_default_metric_intervals_and_the_separability_note(tmp_path):
+    """A base that evaluates whole target genes ranks by PerturbQA's per-gene AUROC by
+    default; the table carries its final 95 % interval, and overlapping intervals of the top
+    two trials give a 'not separable' line (disjoint ones give none)."""
+    from ray.tune import Result
+
+    from softverify.platform.sweep.report import results_table, separability_note
+
+    raw = spec({"learner.lr": {"choice": [1e-4, 1e-3, 1e-2]}}, output_dir=str(tmp_path))
+    raw["base"]["data"]["eval_genes"] = 8
+    s = parse_sweep(raw)
+    assert s.spec.tune.metric == "eval_forced/auc_per_gene" and s.uses_eval
+    assert parse_sweep(spec({"learner.lr": {"choice": [1e-3]}})).spec.tune.metric == "eval_forced/auroc"  # no genes
+
+    def result(tid, lr, v, lo, hi):
+        m = "eval_forced/auc_per_gene"
+        df = pd.DataFrame({"step": [1, 2], m: [0.5, v], f"{m}_lo": [0.4, lo], f"{m}_hi": [0.6, hi],
+                           "reward_mean": [0.3, 0.3]})
+        return Result(metrics={"trial_id": tid, "config": {"learner.lr": lr}, **df.iloc[-1].to_dict()},
+                      checkpoint=None, error=None, path=str(tmp_path / tid), metrics_dataframe=df)
+
+    table = results_table(s, [result("a", 1e-4, 0.55, 0.50, 0.60), result("b", 1e-3, 0.60, 0.56, 0.64),
+                              result("c", 1e-2, 0.52, 0.47, 0.57)])
+    assert list(table["trial_id"]) == ["b", "a", "c"]
+    assert list(table["final/eval_forced/auc_per_gene_lo"]) == [0.56, 0.50, 0.47]
+    note = separability_note(s, table)
+    assert note.startswith("not separable: the best trial b (eval_forced/auc_per_gene 0.600 [0.560, 0.640]) "
+                           "and the next, a (0.550 [0.500, 0.600])"), note
+    apart = results_table(s, [result("a", 1e-4, 0.52, 0.50, 0.54), result("b", 1e-3, 0.60, 0.56, 0.64)])
+    assert separability_note(s, apart) is None

@@ -26,7 +26,7 @@ def cmd_sweep(args) -> int:
               f"{', ' + str(len(sweep.verifier_sets)) + ' verifier sets' if sweep.verifier_sets else ''}; "
               f"{n} representative trial configs validated")
         return 0
-    from softverify.platform.sweep.report import no_best_reason, results_table
+    from softverify.platform.sweep.report import no_best_reason, results_table, separability_note
     from softverify.platform.sweep.run import run_sweep
 
     results = run_sweep(sweep, resume=args.resume, restart_errored=args.restart_errored,
@@ -35,6 +35,9 @@ def cmd_sweep(args) -> int:
     out = sweep.spec.output_dir
     with_cols = [c for c in table.columns if c.startswith(("trial_id", "status", "steps", "config/", "final/"))]
     print(table[with_cols].to_string(index=False))
+    note = separability_note(sweep, table)
+    if note:
+        print(note)
     print(f"\nresults: {out}/results.csv  {out}/results.parquet  plot: {out}/sweep.png")
     t = sweep.spec.tune
     if (Path(out) / "best_config.yaml").is_file():

@@ -103,6 +103,11 @@ def results_table(sweep: Sweep, results):
             row[f"final/{m}"] = float(col.iloc[-1]) if col is not None and len(col) else math.nan
             best = (col.max() if t.mode == "max" else col.min()) if col is not None and len(col) else math.nan
             row[f"best/{m}"] = float(best)
+        for side in ("lo", "hi"):  # the ranking metric's 95 % interval at its final eval, where eval logs one
+            b = f"{t.metric}_{side}"
+            col = hist[b].dropna() if hist is not None and b in hist else None
+            if col is not None and len(col):
+                row[f"final/{b}"] = float(col.iloc[-1])
         rows.append(row)
     df = pd.DataFrame(rows)
     if len(df):
@@ -216,6 +221,26 @@ def sweep_figure(sweep: Sweep, results, table):
     axes[2].set_title(f"final {metric} by {'verifier set' if by_set else 'trial'}")
     fig.tight_layout()
     return fig
+
+
+def separability_note(sweep: Sweep, table) -> str | None:
+    """A line saying the best trial is not separable from the next when their final 95 %
+    intervals of the ranking metric overlap (None when they do not, or no intervals were
+    logged): a sweep over a few hundred questions ranks by noise as readily as by signal."""
+    t = sweep.spec.tune
+    lo, hi, v = f"final/{t.metric}_lo", f"final/{t.metric}_hi", f"final/{t.metric}"
+    if lo not in table or hi not in table:
+        return None
+    ok = table[(table["status"] != "ERROR") & table[v].notna() & table[lo].notna() & table[hi].notna()]
+    if len(ok) < 2:
+        return None
+    a, b = ok.iloc[0], ok.iloc[1]  # the table is sorted best first
+    overlap = a[lo] <= b[hi] if t.mode == "max" else a[hi] >= b[lo]
+    if not overlap:
+        return None
+    return (f"not separable: the best trial {a['trial_id']} ({t.metric} {a[v]:.3f} [{a[lo]:.3f}, {a[hi]:.3f}]) "
+            f"and the next, {b['trial_id']} ({b[v]:.3f} [{b[lo]:.3f}, {b[hi]:.3f}]), have overlapping 95 % "
+            "intervals; more eval questions (data.eval_genes) or seeds are needed to choose between them")
 
 
 def no_best_reason(sweep: Sweep, table) -> str:

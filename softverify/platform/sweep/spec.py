@@ -60,11 +60,14 @@ class TrialResources(_Strict):
 
 
 class TuneSection(_Strict):
-    metric: str = Field(
-        "eval_forced/auroc", description="Metric Tune optimises and best_config.yaml ranks trials by (final value): "
-        "a held-out eval metric (eval_forced/auroc: the forced yes/no score's AUROC, also eval/mcc, eval/f1, "
-        "eval/balanced_accuracy, ...) or, when every trial has the same reward function, a training one "
-        "(reward_mean). A trial that does not log it fails, naming the metrics it does log.")
+    metric: str | None = Field(
+        None, description="Metric Tune optimises and best_config.yaml ranks trials by (final value): a held-out "
+        "eval metric or, when every trial has the same reward function, a training one (reward_mean). Default: "
+        "eval_forced/auc_per_gene (PerturbQA's per-gene AUROC of the forced score, what a knockdown ranking "
+        "knows beyond 'this gene is often DE') when the base config evaluates whole target genes "
+        "(data.source perturbqa with data.eval_genes), else eval_forced/auroc (the forced score's pooled AUROC; "
+        "also eval/mcc, eval/f1, eval/balanced_accuracy, ...). A trial that does not log it fails, naming the "
+        "metrics it does log.")
     mode: Literal["max", "min"] = Field("max", description="Maximise or minimise the metric.")
     num_samples: int = Field(4, ge=1, description="Samples of the search space (grid axes multiply this).")
     scheduler: Literal["asha", "fifo"] = Field("asha", description="'asha' stops poor trials early; 'fifo' runs all.")
@@ -243,11 +246,16 @@ def eval_metric_names() -> dict[str, set[str]]:
     score's AUROC/AUPRC, intervals and Spearman correlation), read off the evaluation
     functions themselves so this list cannot drift from what the trainer logs."""
     from softverify.platform.evaluation.classification import classification_metrics
+    from softverify.platform.evaluation.run import per_gene_metrics
     from softverify.platform.evaluation.scores import score_metrics
 
     y = [0, 1, 0, 1]
     free = set(classification_metrics(y, y))
     forced = free | set(score_metrics(y, [0.1, 0.9, 0.2, 0.8], answers=y, reference=[0.1, 0.9, 0.2, 0.8], n_boot=2))
+    # knockdown questions add PerturbQA's per-gene AUROC (and the teacher's, when the run has one)
+    recs = [{"gene": g, "label": v, "margin": m, "wm_p": m}
+            for g, v, m in zip("AAABBB", [0, 1, 1, 0, 1, 0], [0.1, 0.9, 0.5, 0.2, 0.8, 0.4])]
+    forced |= set(per_gene_metrics(recs, n_boot=2))
     return {"eval/": free, "eval_forced/": forced}
 
 
@@ -434,6 +442,11 @@ def parse_sweep(raw: dict[str, Any], base_dir: Path | None = None) -> Sweep:
     spec = spec.model_copy(update={"output_dir": str(Path(spec.output_dir).expanduser().resolve())})
     if vmode == "grid" and t.search_alg == "optuna":
         raise ConfigError("tune.search_alg=optuna cannot expand a verifier_sets grid; use a plain mapping (choice)")
+    if t.metric is None:
+        d = build_config(base_raw).data
+        metric = "eval_forced/auc_per_gene" if d.source == "perturbqa" and d.eval_genes else "eval_forced/auroc"
+        t = t.model_copy(update={"metric": metric})
+        spec = spec.model_copy(update={"tune": t})
     check_eval_metric(t.metric)
     sweep = Sweep(spec, base_raw, dists, vsets, vmode)
     if sweep.varies_reward and not t.metric.startswith("eval"):
@@ -441,7 +454,8 @@ def parse_sweep(raw: dict[str, Any], base_dir: Path | None = None) -> Sweep:
             [f"search.{k}" for k in dists if k.startswith(("verifiers.", "reward."))]
         raise ConfigError(f"tune.metric={t.metric!r}: {', '.join(varied)} give trials different reward functions, "
                           "so their rewards are not comparable; rank by a held-out eval metric instead "
-                          "(tune.metric: eval_forced/auroc, eval/mcc, eval/f1 or eval/balanced_accuracy)")
+                          "(tune.metric: eval_forced/auc_per_gene, eval_forced/auroc, eval/mcc, eval/f1 or "
+                          "eval/balanced_accuracy)")
     steps = build_config(base_raw).trainer.steps
     if sweep.uses_eval:
         every = build_config(base_raw).trainer.eval_every or 1
