@@ -124,6 +124,13 @@ def request_item(s: Sample) -> dict[str, Any]:
             "unforced_answer": s.unforced_completion}
 
 
+def _connect_reason(e: Exception) -> str:
+    """The OS's words for a failed connection ("[Errno 111] Connection refused") out of the
+    exceptions requests and urllib3 wrap around it, else the start of the message."""
+    m = re.search(r"\[Errno -?\d+\] [^'\")\]]+", str(e))
+    return m.group(0).strip() if m else f"{type(e).__name__}: {str(e)[:160]}"
+
+
 def _error_text(r) -> str:
     """The endpoint's own message (OpenAI's ``{"error": {"message"}}`` shape, or ``detail``),
     else the start of its body."""
@@ -231,8 +238,7 @@ class RemoteVerifier(Verifier):
             except requests.Timeout:
                 last = RemoteFailure(f"no answer within timeout_s={self.timeout_s:g}")
             except requests.RequestException as e:  # refused, reset, DNS, TLS
-                reason = str(e.__context__ or e).split("] ")[-1][:160]
-                last = RemoteFailure(f"cannot connect ({type(e).__name__}: {reason})")
+                last = RemoteFailure(f"cannot connect ({_connect_reason(e)})")
             else:
                 if r.status_code < 300:
                     try:

@@ -213,7 +213,8 @@ def test_an_unreachable_url_is_one_line_before_ray_starts():
     msg = str(info.value)
     assert "\n" not in msg
     assert msg.startswith(f"verifiers.0 ('wm', kind 'remote'): remote verifier url='{url}/v1/verify': cannot connect")
-    assert msg.endswith("(after 3 attempts); is `softverify serve --verify-only` running there?")
+    assert msg.endswith("cannot connect ([Errno 111] Connection refused) (after 3 attempts); is `softverify serve "
+                        "--verify-only` running there?"), msg
     assert not ray.is_initialized()
 
 
