@@ -238,12 +238,14 @@ def test_verify_only_serve_config_and_its_mistakes_before_ray_starts(tmp_path):
     import ray
 
     from softverify.cli import build_parser
-    from softverify.platform.serve.app import load_serve_config, serve_forever
+    from softverify.platform.serve.app import app_builder, load_serve_config, serve_forever
     from softverify.platform.serve.cli import config_from_args
 
     args = build_parser().parse_args(["serve", "--verify-only", "--set", "verifiers=[{kind: hard, name: h}]"])
     cfg = config_from_args(args)
     assert cfg.verify_only and cfg.model is None and [v.name for v in cfg.verifiers] == ["h"]
+    app = app_builder({"verify_only": True, "verifiers": [{"kind": "hard"}]})  # the RayService entry point
+    assert app._bound_deployment.name == "VerifierServer"  # Serve has no public getter for it
     for raw, message in [({}, "model is required"), ({"verify_only": True, "model": "m"}, "verify_only serves no model"),
                          ({"verify_only": True, "verifiers": []}, "verify_only with no verifiers would serve nothing")]:
         with pytest.raises(ConfigError, match=message):
