@@ -47,6 +47,9 @@ LIBRARY_ENV = {
 
 #: the loggers whose records below ERROR a quiet run drops (DeepSpeed's logger does not propagate)
 _LIBRARY_LOGGERS = ("DeepSpeed", "torch.distributed", "datasets", "huggingface_hub", "accelerate")
+#: Ray's library loggers whose INFO lines a sweep's trial processes print ("Checkpoint successfully
+#: created at ..." per trial step); their warnings still show
+_RAY_LIBRARY_LOGGERS = ("ray.train", "ray.tune")
 
 
 def enabled() -> bool:
@@ -86,6 +89,8 @@ def apply() -> None:
         lg = logging.getLogger(name)
         if _FILTER not in lg.filters:
             lg.addFilter(_FILTER)
+    for name in _RAY_LIBRARY_LOGGERS:  # their module loggers inherit this level (a filter would not reach them)
+        logging.getLogger(name).setLevel(logging.WARNING)
     # library code's Python warnings (FutureWarning, UserWarning...); softverify's own still show
     warnings.filterwarnings("ignore", module=r"(?!softverify)")
     if "transformers" in sys.modules:

@@ -225,8 +225,41 @@ def concurrent_trials(per_trial: float, cpus: int, wanted: int) -> int:
     return max(1, min(wanted, int(cpus // per_trial + 1e-9)))
 
 
+def trial_line(trial_id: str, status: str, result: dict[str, Any] | None, metric: str) -> str:
+    """The one line a quiet sweep prints as a trial ends: its status, steps run and the
+    ranking metric (with its interval where the trial logged one)."""
+    r = result or {}
+    steps = r.get("step", r.get("training_iteration"))
+    v = r.get(metric)
+    what = f"{metric} n/a"
+    if isinstance(v, (int, float)):
+        lo, hi = r.get(metric + "_lo"), r.get(metric + "_hi")
+        what = f"{metric} {v:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if isinstance(lo, (int, float))
+                                      and isinstance(hi, (int, float)) else "")
+    return f"softverify sweep: trial {trial_id} {status}" + (f" after {steps} steps" if steps is not None else "") \
+        + f": {what}"
+
+
+def _trial_lines(metric: str):
+    """A Tune callback printing :func:`trial_line` for each trial that ends: what a quiet
+    sweep shows instead of Tune's status and per-result tables (``--verbose`` keeps those)."""
+    from ray import tune
+
+    class TrialLines(tune.Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            print(trial_line(trial.trial_id, "finished", trial.last_result, metric), file=sys.stderr, flush=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            print(trial_line(trial.trial_id, "failed", trial.last_result, metric) + " (its error is in results.csv)",
+                  file=sys.stderr, flush=True)
+
+    return TrialLines()
+
+
 def build_tuner(sweep: Sweep, raw_spec: dict[str, Any]):
     from ray import tune
+
+    from softverify import quiet
 
     from softverify.platform.sweep.spec import param_space
 
@@ -246,7 +279,8 @@ def build_tuner(sweep: Sweep, raw_spec: dict[str, Any]):
             name=TUNE_DIRNAME, storage_path=str(out),
             failure_config=tune.FailureConfig(max_failures=t.max_failures, fail_fast=False),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # pointers: a few bytes each
-            verbose=1,
+            # quiet (the CLI's default): a line per finished trial instead of Tune's tables
+            verbose=0 if quiet.enabled() else 1, callbacks=[_trial_lines(t.metric)] if quiet.enabled() else None,
         ),
     )
 
