@@ -52,6 +52,13 @@ _LIBRARY_LOGGERS = ("DeepSpeed", "torch.distributed", "datasets", "huggingface_h
 _RAY_LIBRARY_LOGGERS = ("ray.train", "ray.tune")
 
 
+#: modules whose Python warnings a quiet run hides: the field's libraries this product runs on
+_LIBRARY_WARNING_MODULES = (r"(torch|transformers|deepspeed|ray|datasets|huggingface_hub|accelerate|peft|trl|"
+                            r"tokenizers|safetensors|pydantic|sklearn|scipy|numpy|pandas|pyarrow|lightgbm|"
+                            r"matplotlib|tqdm|urllib3|requests|fastapi|starlette|uvicorn|google|grpc|jinja2|"
+                            r"anndata|sentence_transformers|tensorboard|wandb|optuna)(\.|$)")
+
+
 def enabled() -> bool:
     """Whether this process belongs to a quiet run."""
     return os.environ.get(QUIET_ENV_VAR) == "1"
@@ -91,8 +98,9 @@ def apply() -> None:
             lg.addFilter(_FILTER)
     for name in _RAY_LIBRARY_LOGGERS:  # their module loggers inherit this level (a filter would not reach them)
         logging.getLogger(name).setLevel(logging.WARNING)
-    # library code's Python warnings (FutureWarning, UserWarning...); softverify's own still show
-    warnings.filterwarnings("ignore", module=r"(?!softverify)")
+    # the libraries' own Python warnings (FutureWarning, UserWarning...); softverify's and a user's
+    # (a reward function's module) still show
+    warnings.filterwarnings("ignore", module=_LIBRARY_WARNING_MODULES)
     if "transformers" in sys.modules:
         from transformers.utils import logging as tf_logging
 

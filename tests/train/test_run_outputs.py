@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import whole_gene_test_rows, write_knockdown_questions
 from softverify.cli import main
 from softverify.platform.train.summary import format_summary, run_summary
 
@@ -31,14 +32,7 @@ def gene_prompts(tmp_path_factory) -> Path:
     for i in range(16):
         a, b = rng.choice(["TP53", "MYC", "GATA1", "KLF1"], 2, replace=False)
         rows.append({"pert": str(a), "gene": str(b), "label": int(i % 2), "split": "train"})
-    for g in GENES:
-        for j, a in enumerate(["TP53", "MYC", "GATA1", "KLF1"]):
-            rows.append({"pert": a, "gene": g, "label": int(j < 2), "split": "test"})
-    with open(p, "w") as f:
-        for r in rows:
-            q = f"Is a knockdown of {r['pert']} in K562 cells likely to result in differential expression of {r['gene']}?"
-            f.write(json.dumps({"question": q, "cell_line": "k562", **r}) + "\n")
-    return p
+    return write_knockdown_questions(p, rows + whole_gene_test_rows(GENES))
 
 
 @pytest.fixture(scope="module")

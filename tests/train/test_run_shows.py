@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import whole_gene_test_rows, write_knockdown_questions
 from softverify.cli import main
 
 pytestmark = pytest.mark.timeout(900)
@@ -29,14 +30,7 @@ def gene_prompts(tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("prompts") / "q.jsonl"
     pairs = [(a, b) for a in ["TP53", "MYC", "GATA1", "KLF1"] for b in ["CDKN1A", "TAL1", "LMO2", "HBB"]]
     rows = [{"pert": a, "gene": b, "label": int(i % 3 == 0), "split": "train"} for i, (a, b) in enumerate(pairs)]
-    for g in GENES:
-        for j, a in enumerate(["TP53", "MYC", "GATA1", "KLF1"]):
-            rows.append({"pert": a, "gene": g, "label": int(j < 2), "split": "test"})
-    with open(p, "w") as f:
-        for r in rows:
-            q = f"Is a knockdown of {r['pert']} in K562 cells likely to result in differential expression of {r['gene']}?"
-            f.write(json.dumps({"question": q, "cell_line": "k562", **r}) + "\n")
-    return p
+    return write_knockdown_questions(p, rows + whole_gene_test_rows(GENES))
 
 
 def _base(model: Path, prompts: Path, out: Path) -> list[str]:

@@ -27,7 +27,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from ray import serve
 
 from softverify.engines.base import SamplingParams, render_turns
@@ -38,7 +38,8 @@ from softverify.platform.serve.api import (
     parse_body, parse_verify_body, stop_list, usage,
 )
 from softverify.platform.serve.verify import VerifierSet
-from softverify.platform.serve.web import admit, error_response as _error, http_error, quiet_probe_access_logs
+from softverify.platform.serve.web import (admit, error_response as _error, health_response, http_error,
+                                          quiet_probe_access_logs)
 
 api = FastAPI(title="softverify", docs_url=None, redoc_url=None, openapi_url=None)
 log = logging.getLogger("ray.serve")
@@ -141,14 +142,8 @@ class ChatServer:
     # ------------------------------------------------------------------ routes
     @api.get("/health")
     async def health(self):
-        """200 once the model is loaded, 503 (with Retry-After) while it loads: a readiness
-        probe for Kubernetes and for ``serve_forever``'s "ready" line."""
-        try:
-            self._parts.get()
-        except ApiError as e:
-            return JSONResponse(status_code=e.status, headers=e.headers,
-                                content={"status": "loading" if e.status == 503 else "failed", "detail": e.message})
-        return {"status": "ok"}
+        """200 once the model is loaded, 503 (with Retry-After) while it loads."""
+        return health_response(self._parts.get)
 
     @api.get("/v1/models")
     async def models(self, request: Request):

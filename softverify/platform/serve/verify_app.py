@@ -9,13 +9,12 @@ rate limit and the request limits are the chat server's (``ServeConfig``, admiss
 # No ``from __future__ import annotations``: FastAPI reads the routes' annotations at runtime
 # (see app.py).
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from softverify.platform.serve.api import ApiError, BackgroundLoad, RateLimiter, ServeConfig, parse_verify_body
 from softverify.platform.serve.verify import VerifierSet
-from softverify.platform.serve.web import admit, error_response, http_error, quiet_probe_access_logs
+from softverify.platform.serve.web import admit, error_response, health_response, http_error, quiet_probe_access_logs
 
 verify_api = FastAPI(title="softverify verifiers", docs_url=None, redoc_url=None, openapi_url=None)
 verify_api.add_exception_handler(StarletteHTTPException, http_error)
@@ -50,12 +49,7 @@ class VerifierServer:
 
     @verify_api.get("/health")
     async def health(self):
-        try:
-            self._set.get()
-        except ApiError as e:
-            return JSONResponse(status_code=e.status, headers=e.headers,
-                                content={"status": "loading" if e.status == 503 else "failed", "detail": e.message})
-        return {"status": "ok"}
+        return health_response(self._set.get)
 
     @verify_api.post("/v1/verify")
     async def verify(self, request: Request):

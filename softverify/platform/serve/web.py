@@ -1,7 +1,8 @@
 """The HTTP pieces both Serve deployments share (the chat server in
 :mod:`~softverify.platform.serve.app`, the verifier server in
 :mod:`~softverify.platform.serve.verify_app`): admission (API key, rate limit, body size),
-OpenAI's error shape, and the access-log filter that keeps health probes out of the log.
+OpenAI's error shape, the readiness answer of ``/health``, and the access-log filter that keeps
+health probes out of the log.
 """
 # No ``from __future__ import annotations``: FastAPI reads ``http_error``'s annotations at runtime.
 import logging
@@ -39,6 +40,18 @@ def quiet_probe_access_logs() -> None:
     """Install :class:`QuietRoutesFilter` on the ``ray.serve`` logger (once)."""
     if not any(isinstance(f, QuietRoutesFilter) for f in log.filters):
         log.addFilter(QuietRoutesFilter())
+
+
+def health_response(get):
+    """``/health``: 200 once ``get()`` (the deployment's lazily loaded parts) returns, 503 with
+    Retry-After while it loads, the load's own status when it failed -- a readiness probe for
+    Kubernetes and for ``serve_forever``'s "ready" line."""
+    try:
+        get()
+    except ApiError as e:
+        return JSONResponse(status_code=e.status, headers=e.headers,
+                            content={"status": "loading" if e.status == 503 else "failed", "detail": e.message})
+    return {"status": "ok"}
 
 
 def error_response(e: ApiError) -> JSONResponse:
