@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import whole_gene_test_rows, write_knockdown_questions
+from knockdown_prompts import whole_gene_test_rows, write_knockdown_questions
 from softverify.cli import main
 from softverify.platform.train.summary import format_summary, run_summary
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import whole_gene_test_rows, write_knockdown_questions
+from knockdown_prompts import whole_gene_test_rows, write_knockdown_questions
 from softverify.cli import main
 
 pytestmark = pytest.mark.timeout(900)
