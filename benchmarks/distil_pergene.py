@@ -123,7 +123,7 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
-def plot(runs: list[dict], path: Path) -> None:
+def plot(runs: list[dict], path: Path, split: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,7 +143,7 @@ def plot(runs: list[dict], path: Path) -> None:
         ax.axhline(t, color="k", lw=0.8, ls=":", label=f"teacher {t:.3f}")
         ax.legend(fontsize=8)
     ax.set_xticks(range(len(arms)), arms)
-    ax.set_ylabel("auc_per_gene (K562 validation genes)")
+    ax.set_ylabel(f"auc_per_gene (K562 {'validation' if split == 'val' else split} genes)")
     ax.set_title("Student per-gene AUROC by teacher table (each seed, 95% CI over genes)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -196,7 +196,7 @@ def main() -> int:
               f"{f['auc_per_gene_hi']:.3f}] pooled {f['auroc']:.3f}", flush=True)
         write_result(args.name, {"machine": machine(), "args": vars(args), "runs": runs,
                                  "summary": summarise(runs)})
-    plot(runs, result_path.with_suffix(".png"))
+    plot(runs, result_path.with_suffix(".png"), args.split)
     print(json.dumps(summarise(runs), indent=1))
     return 0
 
