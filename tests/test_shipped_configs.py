@@ -26,8 +26,9 @@ def test_shipped_config_loads(path):
 
 
 def test_ladder_cot_config_uses_the_cot_answer_prompt():
+    """The cot_enumerate rung: every reasoning closed for both answers (no sampled forced answer)."""
     cfg = load_config(str(CONFIGS / "ladder_cot.yaml"), [])
-    assert cfg.prompt.style == "cot" and cfg.rollout.force_answer
+    assert cfg.prompt.style == "cot" and cfg.algorithm.estimator == "enumerate" and not cfg.rollout.force_answer
     assert cfg.rollout.system_prompt == COT_ANSWER_PROMPT
 
 
