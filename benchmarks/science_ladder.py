@@ -87,7 +87,7 @@ def rungs(assets: Path, threshold: str) -> dict[str, dict]:
         "base": {"verifiers": None},
         "hard": {"verifiers": [{"kind": "hard"}, FORMAT]},
         "world_model": {"verifiers": [soft, FORMAT], "over": strat},
-        "world_model_unstratified": {"verifiers": [soft, FORMAT]},
+        "world_model_unstratified": {"verifiers": [soft, FORMAT], "over": {"data": {"stratify_by": None}}},
         "hard_world_model": {"verifiers": [{"kind": "hard"}, soft, FORMAT], "over": strat},
         "composed": {"verifiers": [{"kind": "hard"}, soft, FORMAT],
                      "over": {"reward": {"aggregation": "normalize_then_sum"}, **strat}},

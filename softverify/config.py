@@ -167,10 +167,12 @@ class DataConfig(_Section):
         "[{task: coexpression, matrix: coexpr.npz, num_prompts: 256}]; rows carry task=<name>.",
     )
     stratify_by: str | None = Field(
-        None, description="'label', or the name of a world_model verifier: each step's prompts are drawn half from "
+        "auto", description="'label', or the name of a world_model verifier: each step's prompts are drawn half from "
         "the rows whose label (or the verifier's answer, at its resolved threshold) is 'yes' and half from the 'no' "
         "rows; rows it cannot score are left out. Cancels the per-step push towards one answer that collapses "
-        "binary-answer GRPO (see softverify.data.StratifiedOrder).",
+        "binary-answer GRPO (see softverify.data.StratifiedOrder). 'auto' (default): the first world_model verifier "
+        "with weight > 0 when the training prompts are PerturbQA knockdown questions only (no extra_tasks, whose "
+        "rows it would leave out), else none (null).",
     )
     holdout_gene_fraction: float = Field(
         0.2, gt=0.0, lt=1.0,
@@ -612,6 +614,13 @@ class TrainConfig(_Section):
         self.rollout.apply_style(self.prompt.style)
         self.algorithm.apply_style(self.prompt.style)
         names = [v.display_name for v in self.verifiers]
+        for v in self.verifiers:  # the soft-verifier recipe that trains (softverify.verifiers.balance)
+            if v.kind == "world_model" and v.threshold is None and "threshold" not in v.params:
+                v.params = {**v.params, "threshold": "median"}
+        if self.data.stratify_by == "auto":
+            soft = [v.display_name for v in self.verifiers if v.kind == "world_model" and v.weight > 0]
+            plain = self.data.source == "perturbqa" and not self.data.extra_tasks
+            self.data.stratify_by = soft[0] if soft and plain else None
         if self.data.stratify_by not in (None, "label") and self.data.stratify_by not in names:
             raise ValueError(f"data.stratify_by {self.data.stratify_by!r} is neither 'label' nor a verifier name; "
                              f"verifiers are {names}")

@@ -193,3 +193,27 @@ def test_a_heap_reserve_needs_retention():
         build_config({}, ["learner.reserve_memory_gb=2", "learner.retain_freed_memory=false"])
     with pytest.raises(ValueError, match="reserve_memory_gb"):
         build_config({}, ["learner.reserve_memory_gb=-1"])
+
+
+def test_a_world_model_verifier_gets_the_recipe_that_trains_unless_told_otherwise():
+    """threshold 'median' over the training prompts and steps stratified by its decisions; a
+    threshold or stratify_by the user set is kept, and extra tasks (whose rows the world model
+    cannot score, so stratifying would leave them out) or a prompt file turn 'auto' off."""
+    from softverify.config import build_config
+
+    wm = {"kind": "world_model", "params": {"model_dir": "wm"}}
+    cfg = build_config({"verifiers": [{"kind": "hard"}, dict(wm, name="teacher"), {"kind": "format", "weight": 0.25}]})
+    assert cfg.verifiers[1].params == {"model_dir": "wm", "threshold": "median"}
+    assert cfg.data.stratify_by == "teacher"
+    assert build_config({}).data.stratify_by is None  # hard + format: nothing to stratify by
+    kept = build_config({"verifiers": [{"kind": "world_model", "threshold": 0.3, "params": {"model_dir": "wm"}},
+                                       {"kind": "world_model", "name": "b", "params": {"model_dir": "wm",
+                                                                                    "threshold": 0.2}}],
+                         "data": {"stratify_by": None}})
+    assert "threshold" not in kept.verifiers[0].params and kept.verifiers[1].params["threshold"] == 0.2
+    assert kept.data.stratify_by is None
+    assert build_config({"verifiers": [dict(wm, weight=0.0), {"kind": "hard"}]}).data.stratify_by is None
+    assert build_config({"verifiers": [wm], "data": {"stratify_by": "label"}}).data.stratify_by == "label"
+    extra = {"task": "coexpression", "matrix": __file__, "num_prompts": 4}
+    assert build_config({"verifiers": [wm], "data": {"extra_tasks": [extra]}}).data.stratify_by is None
+    assert build_config({"verifiers": [wm], "data": {"source": "file", "path": __file__}}).data.stratify_by is None

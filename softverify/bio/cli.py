@@ -168,7 +168,8 @@ def _wm_fit(args) -> int:
     report["saved"] = str(saved)
     _print_json(report)
     print(f"world model saved to {saved} (train against it with --set 'verifiers=[{{kind: world_model, params: "
-          f"{{model_dir: {saved}, threshold: median}}}}]' --set data.stratify_by=world_model; score with it: "
+          f"{{model_dir: {saved}}}}}]' (threshold median and steps stratified by its decisions, the defaults); "
+          f"score with it: "
           f"softverify verify --verifier 'world_model model_dir={saved}')", file=sys.stderr)
     return 0
 
