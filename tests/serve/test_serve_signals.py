@@ -130,6 +130,11 @@ def test_a_stop_signal_stops_serve_cleanly_and_leaves_no_ray_process(tiny_model_
         mine = [line for line in server.lines if line.startswith("softverify serve:")]
         assert mine[-1] == f"softverify serve: {signal.Signals(sig).name} received; shutting down", out[-4000:]
         assert not [line for line in server.lines if "GET /health" in line], out[-4000:]  # probes not logged
+        # quiet by default: no Ray start-up notices, no INFO lines of Serve's controller, proxy or driver logger
+        noise = [line for line in server.lines if "Started a local Ray instance" in line
+                 or "Started Serve in namespace" in line
+                 or (("ServeController pid=" in line or "ProxyActor pid=" in line) and " INFO " in line)]
+        assert not noise, "\n".join(noise)
         deadline = time.monotonic() + 15  # the raylet's children can outlive it by a moment
         while (left := _alive(tree) + _alive(_naming(temp_dir))) and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -369,6 +369,21 @@ def _on_stop_signal(signum: int, frame) -> None:
     raise _Stop(signum)
 
 
+def serve_logging() -> dict:
+    """``serve.start`` arguments of a quiet server (:mod:`softverify.quiet`): Serve's controller
+    and proxies, and this driver's ``ray.serve`` logger, keep WARNING and above ("Deploying new
+    version", "Got updated endpoints" ... only with ``--verbose``). Replicas keep INFO: their
+    request log and the engine's lines are what a server's operator reads."""
+    import logging
+
+    from softverify import quiet
+
+    if not quiet.enabled():
+        return {}
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    return {"logging_config": {"log_level": "WARNING"}}
+
+
 def serve_forever(cfg: ServeConfig, address: str | None = None) -> int:
     """Start Ray (or join ``address``), bind the HTTP proxy, deploy, block until stopped.
 
@@ -394,7 +409,7 @@ def serve_forever(cfg: ServeConfig, address: str | None = None) -> int:
     try:
         app = build_app(cfg)  # after ray.init: engine=auto looks at the cluster's GPUs
         quiet_probe_access_logs()
-        serve.start(http_options={"host": cfg.host, "port": cfg.port})
+        serve.start(http_options={"host": cfg.host, "port": cfg.port}, **serve_logging())
         serve.run(app, name="softverify", route_prefix="/", blocking=False)
         base = f"http://{cfg.host}:{cfg.port}"
         local = f"http://127.0.0.1:{cfg.port}" if cfg.host in ("0.0.0.0", "::") else base

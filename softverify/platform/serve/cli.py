@@ -64,6 +64,9 @@ def cmd_serve(args) -> int:
     if args.help_config:
         sys.stdout.write(format_config_help(ServeConfig, args.help_config, "softverify serve"))
         return 0
+    from softverify import quiet
+
+    quiet.configure(args.verbose)  # before Ray and the libraries load: their chatter off unless --verbose
     cfg = config_from_args(args)
     from softverify.platform.serve.app import serve_forever
 
@@ -87,6 +90,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="print the config keys with their defaults and meanings, by section (SECTION keeps one, "
                    "e.g. replicas or limits)")
     p.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS or a new local one)")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="keep the libraries' log lines (Ray's start-up notices, Serve's controller and proxy INFO "
+                   "lines, load bars); by default the terminal shows the product's lines, request logs and errors")
     g = p.add_argument_group("network and access")
     g.add_argument("--host", help="bind address (default 127.0.0.1; 0.0.0.0 exposes the server)")
     g.add_argument("--port", type=int, help="HTTP port (default 8000)")
