@@ -72,6 +72,7 @@ class _BelowError(logging.Filter):
         return record.levelno >= logging.ERROR
 
 
+#: shared by every quiet switch (softverify.platform.jobs.cli puts it on Ray's handler)
 _FILTER = _BelowError()
 
 

@@ -369,6 +369,19 @@ def test_submit_follows_logs_and_reports_success(ray_address, capsys):
     assert "trainer.output_dir" in capsys.readouterr().out
 
 
+def test_submit_is_quiet_unless_verbose(ray_address, capfd):
+    """The job client's packaging, upload and websocket lines (Ray's loggers, written to the
+    process's stderr by Ray's own handler: capfd, not capsys) show only with --verbose."""
+    noise = ("Uploading package", "Creating a file package", "WebSocket closed")
+    assert cli.main(["submit", "--address", ray_address, "--", "train", "--help-config", "trainer"]) == 0
+    out, err = capfd.readouterr()
+    assert "trainer.output_dir" in out and "SUCCEEDED" in err
+    assert not [n for n in noise if n in out + err], err
+    assert cli.main(["submit", "--verbose", "--address", ray_address, "--", "train", "--help-config", "trainer"]) == 0
+    out, err = capfd.readouterr()
+    assert [n for n in noise if n in out + err], err
+
+
 def test_failed_job_exit_code_and_list_via_ray_address(ray_address, capsys, monkeypatch):
     rc = cli.main(["submit", "--address", ray_address, "--no-wait", "--", "train", "--config", "/no/such.yaml"])
     out, err = capsys.readouterr()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from datetime import datetime
@@ -66,6 +67,9 @@ def _add_submit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-cpus", type=float, help="CPUs reserved for the job's driver (default: none)")
     p.add_argument("--num-gpus", type=float, help="GPUs reserved for the job's driver (default: none)")
     p.add_argument("--no-wait", action="store_true", help="print the job id and return instead of following logs")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="keep the Ray job client's own log lines (packaging, upload, websocket); by default the "
+                   "terminal shows submit's lines and the job's output")
     p.add_argument("--cluster-has", action="append", default=[], metavar="PATH",
                    help="an absolute path (file or folder) every node of the cluster has at the same path, e.g. a "
                    "shared mount: the command's inputs under it pass as they are (repeatable). Without it an absolute "
@@ -138,7 +142,21 @@ def _follow(client, job_id: str) -> int:
     return client.exit_code(job_id)
 
 
+def quiet_ray_client(on: bool = True) -> None:
+    """The job client's packaging/upload/websocket INFO lines and its '.git is now ignored' notice
+    go through Ray's loggers, some of which pin their own level to INFO, to the handler Ray
+    installs on the ``ray`` logger: a filter there keeps ERROR and above. What submit says and
+    the job's own output are printed, not logged."""
+    import ray  # noqa: F401  (installs the handler)
+
+    from softverify.quiet import _FILTER
+
+    for h in logging.getLogger("ray").handlers:
+        (h.addFilter if on else h.removeFilter)(_FILTER)  # both idempotent
+
+
 def cmd_submit(args, known_commands) -> int:
+    quiet_ray_client(not getattr(args, "verbose", False))
     command = list(args.cmd_argv)
     if command and command[0] == "--":
         return _do_submit(args, command[1:], known_commands)
