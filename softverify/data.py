@@ -104,6 +104,8 @@ def _load_file(cfg: DataConfig, split: str, limit: int | None):
         raise ValueError(f"prompt file {str(path)!r} must end in .parquet or .jsonl, got {path.suffix!r}")
     if "question" not in ds.column_names and "messages" not in ds.column_names:
         raise ValueError(f"prompt file {str(path)!r} needs a 'question' or 'messages' column; has {ds.column_names}")
+    if "label" in ds.column_names:  # a bad label is one line here, not an actor's death at its first step
+        _check_labels(ds["label"], path)
     if "split" in ds.column_names:
         ds = ds.filter(lambda r: r["split"] == split)
         if len(ds) == 0:
@@ -114,6 +116,21 @@ def _load_file(cfg: DataConfig, split: str, limit: int | None):
     if n is not None and len(ds) > n:
         ds = ds.shuffle(seed=cfg.seed).select(range(n))
     return ds
+
+
+def _check_labels(labels: list, path: Path) -> None:
+    """Every label a prompt file gives must read as yes/no (null: unlabelled, allowed)."""
+    from softverify.verifiers.answer import LABEL_VALUES, label_to_int
+
+    for i, v in enumerate(labels):
+        if v is None:
+            continue
+        try:
+            label_to_int(v)
+        except ValueError:
+            where = f"line {i + 1}" if path.suffix in (".jsonl", ".json") else f"row {i}"
+            raise ValueError(f"prompt file {str(path)!r}, {where}: label {v!r} is not a yes/no label; expected "
+                             f"{LABEL_VALUES} (or null for an unlabelled question)") from None
 
 
 class PromptOrder:
