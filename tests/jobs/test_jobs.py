@@ -369,17 +369,23 @@ def test_submit_follows_logs_and_reports_success(ray_address, capsys):
     assert "trainer.output_dir" in capsys.readouterr().out
 
 
-def test_submit_is_quiet_unless_verbose(ray_address, capfd):
-    """The job client's packaging, upload and websocket lines (Ray's loggers, written to the
-    process's stderr by Ray's own handler: capfd, not capsys) show only with --verbose."""
+def test_submit_is_quiet_unless_verbose(ray_address):
+    """The job client's packaging, upload and websocket lines (Ray's loggers, through Ray's
+    own handler) show only with --verbose. A fresh process each: Ray's logger levels are
+    process state that other tests' ray.init calls change."""
     noise = ("Uploading package", "Creating a file package", "WebSocket closed")
-    assert cli.main(["submit", "--address", ray_address, "--", "train", "--help-config", "trainer"]) == 0
-    out, err = capfd.readouterr()
-    assert "trainer.output_dir" in out and "SUCCEEDED" in err
-    assert not [n for n in noise if n in out + err], err
-    assert cli.main(["submit", "--verbose", "--address", ray_address, "--", "train", "--help-config", "trainer"]) == 0
-    out, err = capfd.readouterr()
-    assert [n for n in noise if n in out + err], err
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+    def submit(*flags: str) -> str:
+        r = subprocess.run([sys.executable, "-m", "softverify.cli", "submit", *flags, "--address", ray_address, "--",
+                            "train", "--help-config", "trainer"], env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "trainer.output_dir" in r.stdout and "SUCCEEDED" in r.stderr
+        return r.stdout + r.stderr
+
+    quiet = submit()
+    assert not [n for n in noise if n in quiet], quiet[-3000:]
+    assert [n for n in noise if n in submit("--verbose")]
 
 
 def test_failed_job_exit_code_and_list_via_ray_address(ray_address, capsys, monkeypatch):
