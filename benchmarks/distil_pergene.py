@@ -85,11 +85,14 @@ def train_arm(arm: str, table: Path, seed: int, args, run_dir: Path) -> dict:
     t0 = time.time()
     cmd = ["softverify", "train"] + [x for o in ov for x in ("--set", o)]
     log = run_dir.with_suffix(".log")
-    with open(log, "w") as f:
-        subprocess.run(cmd, check=True, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+    finished = (run_dir / "final").is_dir()  # a run that ended but whose record was not written: read it back
+    if not finished:
+        with open(log, "w") as f:
+            subprocess.run(cmd, check=True, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if "eval_forced/auc_per_gene" in r]
-    return {"arm": arm, "seed": seed, "wall_s": time.time() - t0, "questions": args.steps * args.prompts,
+    return {"arm": arm, "seed": seed, "wall_s": None if finished else time.time() - t0,
+            "questions": args.steps * args.prompts,
             "curve": [{k: r.get(k) for k in ("step", "eval_forced/auc_per_gene", "eval_forced/auc_per_gene_lo",
                                               "eval_forced/auc_per_gene_hi", "eval_forced/auroc",
                                               "eval_forced/teacher_auc_per_gene",
@@ -118,8 +121,9 @@ def summarise(runs: list[dict]) -> dict:
                     "auc_per_gene_ci_per_seed": [[f["auc_per_gene_lo"], f["auc_per_gene_hi"]] for f in fin],
                     "auroc_mean": float(np.mean([f["auroc"] for f in fin])),
                     "teacher_auc_per_gene": fin[0].get("teacher_auc_per_gene"),
-                    "agreement_mean": (float(np.mean([f["teacher_agreement_per_gene"] for f in fin]))
-                                       if "teacher_agreement_per_gene" in fin[0] else None)}
+                    # None where the table has no within-gene order (a lookup of B: constant per gene)
+                    "agreement_mean": (float(np.mean(agree)) if (agree := [f["teacher_agreement_per_gene"] for f in fin
+                                       if f.get("teacher_agreement_per_gene") is not None]) else None)}
     return out
 
 
