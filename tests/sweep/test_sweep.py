@@ -424,7 +424,9 @@ def test_interrupted_sweep_resumes_and_failing_trial_is_reported(ray_cluster, ti
                output_dir=str(out), tune={"scheduler": "fifo", "metric": "reward_mean", "num_samples": 1,
                                                  "max_concurrent_trials": 1})
     raw["base"]["data"]["mirror"] = str(PERTURBQA.resolve())
-    raw["base"]["trainer"].update(steps=3, eval_every=0, checkpoint_every=1)
+    # 8 steps: the SIGINT goes out after the first checkpoint, and a quiet machine ran 3 tiny-model steps before
+    # it arrived (the interrupt must land mid-trial)
+    raw["base"]["trainer"].update(steps=8, eval_every=0, checkpoint_every=1)
     raw["base"]["verifiers"] = [{"kind": "length", "params": {"max_chars": 200}}]
     f = tmp_path / "sweep.yaml"
     f.write_text(yaml.safe_dump(raw))
@@ -454,7 +456,7 @@ def test_interrupted_sweep_resumes_and_failing_trial_is_reported(ray_cluster, ti
     partial = pd.read_csv(out / "results.csv")
     assert list(partial["status"]) == ["INTERRUPTED"]
     interrupted_at = ckpt.read_state(ckpt.latest(first / "checkpoints"))["step"]
-    assert interrupted_at < 3 and not (first / "final").exists(), "the sweep finished before the interrupt"
+    assert interrupted_at < 8 and not (first / "final").exists(), "the sweep finished before the interrupt"
     _wait_all_released()
 
     from softverify.cli import main
@@ -462,11 +464,11 @@ def test_interrupted_sweep_resumes_and_failing_trial_is_reported(ray_cluster, ti
     assert main(["sweep", str(f), "--resume"]) == 0
     table = pd.read_csv(out / "results.csv").set_index("config/model.path")
     good, bad = table.loc[str(tiny_model_dir)], table.loc["/nonexistent/model"]
-    assert (good["status"], good["steps"]) == ("COMPLETED", 3)
+    assert (good["status"], good["steps"]) == ("COMPLETED", 8)
     assert bad["status"] == "ERROR" and "does not exist" in bad["error"]
     # the interrupted trial continued from its checkpoint: one metrics row per step, a final model
     steps = [json.loads(line)["step"] for line in (first / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3]
+    assert steps == list(range(1, 9))
     assert (first / "final" / "model.safetensors").is_file()
     best = load_config(out / "best_config.yaml")
     assert best.model.path == str(tiny_model_dir)
