@@ -72,7 +72,6 @@ class _BelowError(logging.Filter):
         return record.levelno >= logging.ERROR
 
 
-#: shared by every quiet switch (softverify.platform.jobs.cli puts it on Ray's handler)
 _FILTER = _BelowError()
 
 
@@ -154,6 +153,17 @@ def runtime_env(job_config_json: str | None = None) -> dict[str, Any]:
     if "worker_process_setup_hook" not in job:
         out["worker_process_setup_hook"] = "softverify.quiet.setup_worker"
     return out
+
+
+def ray_handler_filter(on: bool = True) -> None:
+    """Keep only ERROR and above on the handler Ray installs on its ``ray`` logger (``on``), or
+    restore it. For Ray's client-side lines (``submit``'s packaging, upload and websocket INFO,
+    the '.git is now ignored' notice): several of those loggers pin their own level to INFO, so
+    a level on ``ray`` would not reach them; the shared handler does."""
+    import ray  # noqa: F401  (installs the handler)
+
+    for h in logging.getLogger("ray").handlers:
+        (h.addFilter if on else h.removeFilter)(_FILTER)  # both idempotent
 
 
 def ray_logging_level() -> int:

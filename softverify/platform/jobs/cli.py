@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from datetime import datetime
@@ -142,21 +141,11 @@ def _follow(client, job_id: str) -> int:
     return client.exit_code(job_id)
 
 
-def quiet_ray_client(on: bool = True) -> None:
-    """The job client's packaging/upload/websocket INFO lines and its '.git is now ignored' notice
-    go through Ray's loggers, some of which pin their own level to INFO, to the handler Ray
-    installs on the ``ray`` logger: a filter there keeps ERROR and above. What submit says and
-    the job's own output are printed, not logged."""
-    import ray  # noqa: F401  (installs the handler)
-
-    from softverify.quiet import _FILTER
-
-    for h in logging.getLogger("ray").handlers:
-        (h.addFilter if on else h.removeFilter)(_FILTER)  # both idempotent
-
-
 def cmd_submit(args, known_commands) -> int:
-    quiet_ray_client(not getattr(args, "verbose", False))
+    from softverify import quiet
+
+    # the job client's own log lines; what submit says and the job's output are printed, not logged
+    quiet.ray_handler_filter(not getattr(args, "verbose", False))
     command = list(args.cmd_argv)
     if command and command[0] == "--":
         return _do_submit(args, command[1:], known_commands)
