@@ -198,11 +198,10 @@ class WorldModel:
     def load(cls, path: str | os.PathLike) -> "WorldModel":
         from safetensors.torch import load_file
 
+        from softverify.bio.teacher_table import require_world_model_dir
+
         d = Path(path)
-        mp = d / "worldmodel.json"
-        if not mp.is_file():
-            raise FileNotFoundError(f"no world model in {str(d)!r} (expected worldmodel.json + model.safetensors; "
-                                    "train one with `softverify worldmodel fit`)")
+        mp = require_world_model_dir(d)
         meta = json.loads(mp.read_text())
         if meta.get("model_kind") == "gbdt":  # the feature model (its own loader, same interface)
             from softverify.bio.gbdt_worldmodel import GBDTWorldModel
