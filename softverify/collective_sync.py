@@ -138,22 +138,25 @@ class WeightBroadcaster:
         return [TensorSpec(name, tuple(shape), dtype) for name, shape, dtype in header]
 
     # ---------------------------------------------------------------- API
-    def send(self, state: dict[str, torch.Tensor]) -> int:
-        """Rank 0: broadcast ``state`` (already in its wire dtype); returns the bytes sent."""
+    def send(self, state: dict[str, torch.Tensor], header: bool = True) -> int:
+        """Rank 0: broadcast ``state`` (already in its wire dtype); returns the bytes sent.
+        ``header=False``: the receivers got the specs another way (a vLLM worker gets them in
+        the ``collective_rpc`` call that starts its receive: :mod:`softverify.engines.vllm_engine`)."""
         if self.rank != 0:
             raise RuntimeError(f"rank {self.rank} cannot send: only rank 0 (the learner) sends weights")
-        specs = self._header(specs_of(state))
+        specs = self._header(specs_of(state)) if header else specs_of(state)
         values = list(state.values())
         for bucket in plan_buckets(specs, self.bucket_bytes):
             flat = torch.cat([values[i].detach().reshape(-1).to(self.device) for i in bucket])
             self._bcast(flat)
         return state_bytes(state)
 
-    def receive(self) -> dict[str, torch.Tensor]:
-        """Other ranks: the state rank 0 sent, tensors on this member's device."""
+    def receive(self, specs: Sequence[TensorSpec] | None = None) -> dict[str, torch.Tensor]:
+        """Other ranks: the state rank 0 sent, tensors on this member's device. ``specs``: the
+        header, when it came another way than the broadcast (rank 0 then sends ``header=False``)."""
         if self.rank == 0:
             raise RuntimeError("rank 0 sends; receive() is for the rollout engines")
-        specs = self._header(None)
+        specs = self._header(None) if specs is None else list(specs)
         out: dict[str, torch.Tensor] = {}
         for bucket in plan_buckets(specs, self.bucket_bytes):
             dtype = _DTYPES[specs[bucket[0]].dtype]

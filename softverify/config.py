@@ -192,6 +192,26 @@ class DataConfig(_Section):
         return self
 
 
+class VLLMEngineConfig(_Section):
+    """The vLLM rollout engine's settings (``rollout.engine`` 'vllm', or 'auto' on a GPU
+    worker). Each is an argument of vLLM's ``LLM(...)`` (``vllm/entrypoints/llm.py``,
+    ``EngineArgs`` in ``vllm/engine/arg_utils.py``); the HF engine ignores them."""
+
+    gpu_memory_utilization: float = Field(
+        0.5, gt=0, le=1, description="Share of the GPU's memory vLLM takes for weights, activations and its KV "
+        "cache. 0.5 leaves room for a learner rank on the same GPU; a GPU of its own takes ~0.9.")
+    max_model_len: int = Field(
+        4096, ge=16, description="Longest prompt + completion, in tokens; the KV cache is sized for it.")
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="GPUs one engine shards the model over (rollout.num_gpus_per_worker must hold them). "
+        "Each shard receives the whole weights of a sync and keeps its part (vLLM's load_weights shards).")
+    enforce_eager: bool = Field(
+        False, description="Run without CUDA graphs: slower decoding, faster start and less memory; for debugging.")
+    enable_sleep_mode: bool = Field(
+        False, description="vLLM's sleep mode: the engine can hand its GPU memory back between rollouts "
+        "(LLM.sleep / LLM.wake_up), for a learner that shares the GPU. CUDA only.")
+
+
 class RolloutConfig(_StyleFilled):
     engine: Literal["auto", "hf", "vllm"] = Field(
         "auto", description="'auto' = vLLM when a GPU and vllm are present, else HF transformers."
@@ -253,6 +273,7 @@ class RolloutConfig(_StyleFilled):
         "learner.sync_dtype follows it by default: the same round-to-nearest cast then happens on the learner, at half "
         "the bytes.",
     )
+    vllm: VLLMEngineConfig = Field(default_factory=VLLMEngineConfig, description="The vLLM engine's settings.")
     hf_prepack: bool = Field(
         True, description="HF engine on CPU: linear layers run on oneDNN-prepacked copies of their weights "
         "(repacked after each weight sync); a small-batch decode step is memory-bound and MKL repacks a plain "
@@ -646,6 +667,20 @@ class TrainConfig(_Section):
             if "<answer>" in (self.rollout.assistant_prefix or ""):
                 raise ValueError(f"rollout.force_answer=true needs an assistant turn that does not open at "
                                  f"'<answer>'; rollout.assistant_prefix is {self.rollout.assistant_prefix!r}")
+        if self.rollout.engine == "vllm":
+            from softverify.engines.sampling_rules import vllm_sampling_problem
+
+            problem = vllm_sampling_problem(self.rollout.temperature, self.rollout.top_p, self.rollout.top_k)
+            if problem:
+                raise ValueError(problem)
+        tp = self.rollout.vllm.tensor_parallel_size
+        if tp > 1 and self.rollout.engine != "hf" and self.rollout.num_gpus_per_worker < tp:
+            raise ValueError(f"rollout.vllm.tensor_parallel_size={tp} shards each engine over {tp} GPUs, but "
+                             f"rollout.num_gpus_per_worker={self.rollout.num_gpus_per_worker} reserves fewer")
+        if tp > 1 and self.learner.sync_method == "collective" and self.rollout.engine != "hf":
+            raise ValueError(f"learner.sync_method='collective' with rollout.vllm.tensor_parallel_size={tp}: the "
+                             "weight-broadcast group has one member per rollout worker, not per GPU shard; use "
+                             "learner.sync_method='object_store' (each shard then receives from its own worker)")
         if self.algorithm.estimator == "enumerate" and self.prompt.style == "cot":
             if self.rollout.force_answer:
                 raise ValueError("rollout.force_answer=true with algorithm.estimator='enumerate' in the CoT style: "

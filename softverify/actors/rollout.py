@@ -38,7 +38,8 @@ def make_engine(model_path: str, model: ModelConfig, rollout: RolloutConfig):
     if kind == "vllm":
         from softverify.engines.vllm_engine import VLLMEngine
 
-        return VLLMEngine(model_path, dtype=rollout.dtype or model.dtype, trust_remote_code=model.trust_remote_code)
+        return VLLMEngine(model_path, dtype=rollout.dtype or model.dtype, trust_remote_code=model.trust_remote_code,
+                          settings=rollout.vllm)
     from softverify.engines.hf import HFEngine
 
     return HFEngine(
@@ -293,9 +294,14 @@ class RolloutCore:
 
     # ---------------------------------------------------------------- collective weight sync
     def join_broadcast(self, rank: int, world: int, addr: str, port: int, backend: str) -> bool:
-        """Join learner rank 0's weight-broadcast group (``learner.sync_method=collective``)."""
+        """Join learner rank 0's weight-broadcast group (``learner.sync_method=collective``). The
+        vLLM engine's model lives in vLLM's own worker process, which joins in its place."""
         from softverify.collective_sync import WeightBroadcaster
 
+        if hasattr(self.engine, "join_weight_group"):
+            self.engine.join_weight_group(addr, port, rank, world, backend)
+            self.broadcaster = self.engine
+            return True
         device = self.engine.device if backend == "nccl" else "cpu"
         self.broadcaster = WeightBroadcaster(rank, world, addr, port, backend=backend, device=device)
         return True
@@ -306,6 +312,10 @@ class RolloutCore:
 
     def receive_weights(self, version: int, partial: bool = False) -> int:
         """This worker's side of a collective weight sync: the state rank 0 broadcasts."""
+        if self.broadcaster is self.engine:  # vLLM: received and loaded inside its worker
+            self.engine.receive_weights()
+            self.weights_version = version
+            return version
         return self.load_weights(self.broadcaster.receive(), version, partial)
 
     def score(self, samples: Sequence[Sample]) -> list[list[float]]:
