@@ -80,6 +80,15 @@ def plan_buckets(specs: Sequence[TensorSpec], bucket_bytes: int = BUCKET_BYTES) 
     return buckets
 
 
+def broadcast_backend(learner_gpus_per_rank: float, worker_gpus: float) -> str:
+    """NCCL only when learner rank 0 and every rollout worker hold whole GPUs, else gloo.
+
+    NCCL refuses two ranks of one communicator on the same device ("Duplicate GPU detected"),
+    and Ray packs fractional GPU requests (``num_gpus: 0.5``) onto one device; a whole-GPU
+    request is the only placement that guarantees each member a device of its own."""
+    return "nccl" if learner_gpus_per_rank >= 1 and worker_gpus >= 1 else "gloo"
+
+
 def _make_group(backend: str, store, rank: int, world_size: int, timeout: timedelta):
     import torch.distributed as dist
 

@@ -219,9 +219,12 @@ class LearnerGroup:
         ref, nbytes = pairs[0]
         return ref, int(ray.get(nbytes))
 
-    def broadcast_backend(self, workers_have_gpus: bool) -> str:
-        """NCCL when rank 0 and the workers hold GPUs (GPU to GPU), else gloo."""
-        return "nccl" if self.cfg.learner.num_gpus_per_rank > 0 and workers_have_gpus else "gloo"
+    def broadcast_backend(self, worker_gpus: float) -> str:
+        """NCCL when rank 0 and the workers hold whole GPUs (GPU to GPU), else gloo
+        (:func:`softverify.collective_sync.broadcast_backend`)."""
+        from softverify.collective_sync import broadcast_backend
+
+        return broadcast_backend(self.cfg.learner.num_gpus_per_rank, worker_gpus)
 
     def form_broadcast_group(self, workers: Sequence, backend: str) -> None:
         """Rank 0 plus every rollout worker, joined at once (the store waits for all)."""

@@ -235,7 +235,7 @@ class Trainer:
         self.learners = LearnerGroup(cfg, self.model_path)
         if cfg.learner.sync_method == "collective":
             self.learners.form_broadcast_group(
-                self.workers, self.learners.broadcast_backend(rc.num_gpus_per_worker > 0))
+                self.workers, self.learners.broadcast_backend(rc.num_gpus_per_worker))
         self._record_placement()
         self.order = self._prompt_order()
         if last is not None:
