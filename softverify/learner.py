@@ -278,6 +278,28 @@ def import_deepspeed_muon_lazily() -> None:
         compiler.compile = eager
 
 
+def cuda_local_rank(environ, ray_gpu_ids: Sequence) -> str:
+    """LOCAL_RANK of a CUDA learner rank: the index of its own GPU among those the process sees.
+
+    Ray narrows ``CUDA_VISIBLE_DEVICES`` to an actor's own GPUs, so that index is 0 -- except
+    under ``RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES``, where every actor sees every GPU of
+    its node and its own is the first of ``ray.get_gpu_ids()``; 0 there would put every rank
+    on GPU 0 (NCCL then refuses the duplicate device)."""
+    if environ.get("RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES") and ray_gpu_ids:
+        return str(int(ray_gpu_ids[0]))
+    return environ.get("LOCAL_RANK", "0")
+
+
+def _ray_gpu_ids() -> list:
+    """This Ray actor's GPU ids; none outside Ray (the Learner also runs without it)."""
+    try:
+        import ray
+
+        return list(ray.get_gpu_ids()) if ray.is_initialized() else []
+    except ImportError:
+        return []
+
+
 class Learner:
     def __init__(
         self,
@@ -298,7 +320,7 @@ class Learner:
         use_cuda = cfg.learner.num_gpus_per_rank > 0 and torch.cuda.is_available()
         os.environ.update(
             MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
-            WORLD_SIZE=str(world_size), LOCAL_RANK="0" if not use_cuda else os.environ.get("LOCAL_RANK", "0"),
+            WORLD_SIZE=str(world_size), LOCAL_RANK=cuda_local_rank(os.environ, _ray_gpu_ids()) if use_cuda else "0",
         )
         from softverify.quiet import library_stdout
 

@@ -1,0 +1,21 @@
+"""Placement rules of the GPU path that hold without a GPU: which backend the weight
+broadcast takes, and which device a CUDA learner rank uses."""
+from softverify.collective_sync import broadcast_backend
+
+
+def test_nccl_only_between_whole_gpus():
+    """NCCL refuses two ranks on one device, and Ray packs fractional GPUs onto one device."""
+    assert broadcast_backend(1, 1) == "nccl" and broadcast_backend(2, 1) == "nccl"
+    assert broadcast_backend(0.5, 1) == "gloo"  # a learner rank sharing its GPU (e.g. with vLLM)
+    assert broadcast_backend(1, 0.5) == "gloo"
+    assert broadcast_backend(0, 1) == broadcast_backend(1, 0) == broadcast_backend(0, 0) == "gloo"
+
+
+def test_cuda_local_rank_follows_ray_gpu_ids_when_ray_leaves_cuda_visible_devices_alone():
+    from softverify.learner import cuda_local_rank
+
+    assert cuda_local_rank({}, [3]) == "0"  # Ray narrowed CUDA_VISIBLE_DEVICES: the actor's GPU is device 0
+    assert cuda_local_rank({"LOCAL_RANK": "1"}, []) == "1"
+    assert cuda_local_rank({"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}, [3]) == "3"
+    assert cuda_local_rank({"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}, ["2", "3"]) == "2"
+    assert cuda_local_rank({"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}, []) == "0"
