@@ -271,7 +271,7 @@ class RolloutConfig(_StyleFilled):
         "from the bf16 policy, so the importance ratio and its clip absorb the precision gap like any other "
         "off-policy gap (metric: learner logp_gap = mean |learner logprob - behaviour logprob|). "
         "learner.sync_dtype follows it by default: the same round-to-nearest cast then happens on the learner, at half "
-        "the bytes.",
+        "the bytes. Unset on GPU workers (rollout.num_gpus_per_worker > 0): 'bfloat16'.",
     )
     vllm: VLLMEngineConfig = Field(default_factory=VLLMEngineConfig, description="The vLLM engine's settings.")
     hf_prepack: bool = Field(
@@ -466,7 +466,7 @@ class LearnerConfig(_Section):
         "of mapping them afresh (0.6-0.9 M page faults per update of a 2x2 CoT rank, costly in a VM that hands freed "
         "pages back to its host). Measured in the 2x2 CoT run on a 2-core CPU box: the update of a 666-token step "
         "9.3-11.1 -> 6.1-6.6 s, of a 1,110-token step 19.0-21.1 -> 16.7-18.8 s; the rank's resident memory stays "
-        "at its peak (benchmarks/README.md).")
+        "at its peak (benchmarks/README.md). Unset on GPU ranks (learner.num_gpus_per_rank > 0): false.")
     reserve_memory_gb: float = Field(
         0.0, ge=0, description="With retain_freed_memory: each rank grows its heap to this many GB at start and "
         "touches every page once (softverify.procmem.reserve_heap), so the first updates find their memory already "
@@ -488,7 +488,7 @@ class LearnerConfig(_Section):
         "matmul runs ~7x an fp32 one; on an AVX2-only CPU it is slower. The learner's logprobs then carry bf16 "
         "rounding (logp_gap against an fp32 rollout), which the importance ratio absorbs; pair it with "
         "rollout.dtype=bfloat16 for the peers' all-bf16 compute. 'no': fp32 throughout, logprobs equal an fp32 "
-        "rollout's.")
+        "rollout's. Unset on GPU ranks (learner.num_gpus_per_rank > 0) with model.dtype='float32': 'bf16'.")
     micro_batch_size: int = Field(
         32, ge=1, description="Sequences per forward/backward on a rank (before merging identical ones).")
     grad_clip: float = Field(1.0, ge=0, description="Global gradient-norm clip (0 = off).")
@@ -630,6 +630,21 @@ class TrainConfig(_Section):
             return k * self.rollout.group_size if self.prompt.style == "cot" else k
         return self.rollout.group_size
 
+    def _gpu_defaults(self) -> None:
+        """The peers' GPU recipe (verl, OpenRLHF, TRL on GPUs) for every key the user left unset:
+        GPU rollout workers hold the policy in bf16 (``rollout.dtype``); GPU learner ranks keep
+        fp32 master weights under bf16 autocast (``learner.mixed_precision``, when
+        ``model.dtype`` is fp32) and do not retain freed memory (``learner.retain_freed_memory``
+        is a glibc heap setting for CPU ranks; on a GPU rank it only pins host memory)."""
+        if self.rollout.num_gpus_per_worker > 0 and "dtype" not in self.rollout.model_fields_set:
+            self.rollout.dtype = "bfloat16"
+        lset = self.learner.model_fields_set
+        if self.learner.num_gpus_per_rank > 0:
+            if "mixed_precision" not in lset and self.model.dtype == "float32":
+                self.learner.mixed_precision = "bf16"
+            if "retain_freed_memory" not in lset and "reserve_memory_gb" not in lset:
+                self.learner.retain_freed_memory = False
+
     @model_validator(mode="after")
     def _cross_checks(self) -> "TrainConfig":
         self.rollout.apply_style(self.prompt.style)
@@ -648,6 +663,7 @@ class TrainConfig(_Section):
         if self.learner.lora.enabled and self.learner.zero_stage == 3:
             raise ValueError("learner.lora.enabled does not support learner.zero_stage = 3 (adapters are small: "
                              "use ZeRO 0-2)")
+        self._gpu_defaults()
         if self.learner.sync_dtype is None:  # what the engines would cast the weights to on arrival anyway
             self.learner.sync_dtype = self.rollout.dtype or self.model.dtype
         if self.learner.reserve_memory_gb > 0 and not self.learner.retain_freed_memory:

@@ -19,3 +19,21 @@ def test_cuda_local_rank_follows_ray_gpu_ids_when_ray_leaves_cuda_visible_device
     assert cuda_local_rank({"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}, [3]) == "3"
     assert cuda_local_rank({"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}, ["2", "3"]) == "2"
     assert cuda_local_rank({"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}, []) == "0"
+
+
+def test_gpu_defaults_fill_only_unset_keys():
+    """The peers' GPU recipe: bf16 rollout on GPU workers; fp32 masters under bf16 autocast and
+    no glibc memory retention on GPU ranks -- only where the user left the key unset."""
+    from softverify.config import build_config
+
+    gpu = ["learner.num_gpus_per_rank=1", "rollout.num_gpus_per_worker=1"]
+    c = build_config({}, gpu)
+    assert (c.rollout.dtype, c.learner.mixed_precision, c.learner.retain_freed_memory) == ("bfloat16", "bf16", False)
+    assert c.learner.sync_dtype == "bfloat16"  # follows the rollout dtype
+    c = build_config({}, gpu + ["rollout.dtype=float32", "learner.mixed_precision=no",
+                                "learner.retain_freed_memory=true"])
+    assert (c.rollout.dtype, c.learner.mixed_precision, c.learner.retain_freed_memory) == ("float32", "no", True)
+    c = build_config({}, ["learner.num_gpus_per_rank=1", "model.dtype=bfloat16"])  # bf16 weights: no fp32 masters
+    assert c.learner.mixed_precision == "no" and c.rollout.dtype is None
+    c = build_config()  # CPU: unchanged
+    assert (c.rollout.dtype, c.learner.mixed_precision, c.learner.retain_freed_memory) == (None, "no", True)
