@@ -37,3 +37,19 @@ def test_gpu_defaults_fill_only_unset_keys():
     assert c.learner.mixed_precision == "no" and c.rollout.dtype is None
     c = build_config()  # CPU: unchanged
     assert (c.rollout.dtype, c.learner.mixed_precision, c.learner.retain_freed_memory) == (None, "no", True)
+
+
+def test_the_k8s_training_config_generates_on_its_vllm_group_with_the_gpu_recipe():
+    from pathlib import Path
+
+    import yaml
+
+    from softverify.config import build_config
+
+    cm = yaml.safe_load((Path(__file__).resolve().parents[2] / "k8s" / "train-config.yaml").read_text())
+    cfg = build_config(yaml.safe_load(cm["data"]["train.yaml"]))
+    assert cfg.rollout.engine == "vllm" and cfg.rollout.num_gpus_per_worker >= 1
+    assert cfg.prompt.style == "cot" and cfg.algorithm.estimator != "enumerate"  # completions are sampled
+    assert cfg.rollout.top_p == 1.0 and cfg.rollout.top_k == 0
+    assert cfg.model.dtype == "float32" and cfg.learner.mixed_precision == "bf16" and cfg.rollout.dtype == "bfloat16"
+    assert not cfg.learner.retain_freed_memory
