@@ -8,6 +8,7 @@ Every field is documented where it is defined (``Field(description=...)``), so
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -683,7 +684,9 @@ class TrainConfig(_Section):
             if "<answer>" in (self.rollout.assistant_prefix or ""):
                 raise ValueError(f"rollout.force_answer=true needs an assistant turn that does not open at "
                                  f"'<answer>'; rollout.assistant_prefix is {self.rollout.assistant_prefix!r}")
-        if self.rollout.engine == "vllm":
+        if self.rollout.engine == "vllm" or (self.rollout.engine == "auto" and self.rollout.num_gpus_per_worker > 0
+                                             and importlib.util.find_spec("vllm") is not None):
+            # 'auto' as softverify.actors.rollout.select_engine resolves it (find_spec: without importing vLLM)
             from softverify.engines.sampling_rules import vllm_sampling_problem
 
             problem = vllm_sampling_problem(self.rollout.temperature, self.rollout.top_p, self.rollout.top_k)

@@ -147,3 +147,15 @@ def test_tensor_spec_json_and_rpc_forms_agree():
     s = specs_of(_state())
     assert [TensorSpec(n, tuple(sh), d) for n, sh, d in encode_specs(s)] == s
 
+
+
+def test_auto_engine_on_a_gpu_worker_is_held_to_the_vllm_rule_where_vllm_is_installed():
+    import importlib.util
+
+    args = ["rollout.num_gpus_per_worker=1", "rollout.top_p=0.9"]
+    if importlib.util.find_spec("vllm") is None:  # 'auto' will pick the HF engine, which reports full logprobs
+        assert build_config({}, args).rollout.top_p == 0.9
+    else:
+        with pytest.raises(ConfigError, match=r"rollout\.top_p=0\.9 with the vLLM engine"):
+            build_config({}, args)
+    assert build_config({}, ["rollout.top_p=0.9"]).rollout.top_p == 0.9  # no GPU: 'auto' is HF
