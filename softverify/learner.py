@@ -56,7 +56,16 @@ def grad_accum_steps(cfg: TrainConfig) -> int:
 def deepspeed_config(cfg: TrainConfig) -> dict:
     lc = cfg.learner
     gas = grad_accum_steps(cfg)
+    half = {}
+    if cfg.model.dtype == "bfloat16" and lc.zero_stage >= 1:
+        # bf16 weights: DeepSpeed's ZeRO optimisers keep fp32 master copies of their partitions
+        # and accumulate gradients in fp32, as peers train bf16 models; without this section
+        # AdamW updates the bf16 weights themselves and small updates round away. DeepSpeed
+        # (runtime/engine.py: _do_optimizer_sanity_check) has no bf16 + fp32-accumulation mode
+        # at ZeRO-0, which keeps the plain update there.
+        half = {"bf16": {"enabled": True}, "data_types": {"grad_accum_dtype": "fp32"}}
     return {
+        **half,
         "train_micro_batch_size_per_gpu": lc.micro_batch_size,
         "gradient_accumulation_steps": gas,
         "train_batch_size": lc.micro_batch_size * gas * lc.num_ranks,
