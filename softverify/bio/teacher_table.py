@@ -130,17 +130,10 @@ def load_teacher(params: dict):
     if not params.get("model_dir"):
         raise ValueError("world_model verifier needs params.model_dir (a `softverify worldmodel fit` output) "
                          "or params.p_table (a `softverify worldmodel table` output)")
+    from softverify.bio.worldmodel_files import require_world_model_dir
+
     require_world_model_dir(params["model_dir"])  # before torch is imported: a typo fails in well under a second
     from softverify.bio.worldmodel import WorldModel
 
     return WorldModel.load(params["model_dir"])
 
-
-def require_world_model_dir(path: str | os.PathLike) -> Path:
-    """The world model's ``worldmodel.json``, or the one-line error naming the directory. Torch-free,
-    so the driver's preflight refuses a wrong ``model_dir`` without paying torch's import."""
-    mp = Path(path) / "worldmodel.json"
-    if not mp.is_file():
-        raise FileNotFoundError(f"no world model in {str(Path(path))!r} (expected worldmodel.json + "
-                                "model.safetensors; train one with `softverify worldmodel fit`)")
-    return mp

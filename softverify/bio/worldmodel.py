@@ -26,6 +26,7 @@ from torch import nn
 
 from softverify.fsutil import atomic_dir
 from softverify.bio.embeddings import GeneEmbedding
+from softverify.bio.worldmodel_files import require_world_model_dir
 from softverify.bio.metrics import best_mcc_threshold, binary_metrics
 from softverify.bio.questions import validation_perts_mask
 
@@ -197,8 +198,6 @@ class WorldModel:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "WorldModel":
         from safetensors.torch import load_file
-
-        from softverify.bio.teacher_table import require_world_model_dir
 
         d = Path(path)
         mp = require_world_model_dir(d)
