@@ -22,6 +22,11 @@ only the pairs of the evaluated target genes; the teacher scores them, their lab
 never read in training; the periodic eval reads the labels of whole validation target
 genes. So this chooses recipes without touching K562 test.
 
+With --train-split (and --pool eval_genes) the setting is inductive: the pool is that split's
+pairs of the evaluated target genes (e.g. --train-split train --split test: other knockdowns
+of the K562 test genes, never one of the evaluated knockdowns), so what reaches the eval must
+generalise across knockdowns rather than recall the teacher's answer on the very question.
+
 Budget in questions: --steps x --prompts. Reported per arm: PerturbQA's auc_per_gene (mean
 +- sd over seeds, and each seed's 95 % interval over genes), the pooled AUROC, the teacher's
 per-gene AUROC on the same rows and the student's within-gene agreement with it, and the
@@ -48,10 +53,15 @@ from _common import REPO, SHARED_PERTURBQA, machine, write_result  # noqa: E402
 ARMS = ("base", "teacher", "centred", "permuted", "lookup")
 
 
-def build_tables(teacher: str, out: Path, split: str, eval_genes: int | None, center: str) -> dict[str, Path]:
+def build_tables(teacher: str, out: Path, split: str, eval_genes: int | None, center: str,
+                 train_split: str | None = None) -> dict[str, Path]:
     """The arms' teacher tables over the pool (``softverify worldmodel table``). With
     ``eval_genes`` the pool is the evaluated genes' pairs only (the verifier abstains on the
-    rest, and stratified steps leave rows it cannot score out of training)."""
+    rest, and stratified steps leave rows it cannot score out of training). With a
+    ``train_split`` other than ``split`` (the inductive setting) the pool is that split's
+    pairs of the evaluated genes: other knockdowns of the same target genes, none of the
+    evaluated knockdowns."""
+    inductive = bool(train_split) and train_split != split
     out.mkdir(parents=True, exist_ok=True)
     src = ["--lookup", teacher.split(":", 1)[1]] if teacher.startswith("lookup:") else ["--model", teacher]
     specs = {"teacher": src, "centred": [*src, "--center", center],
@@ -61,10 +71,15 @@ def build_tables(teacher: str, out: Path, split: str, eval_genes: int | None, ce
     paths = {}
     for arm, extra in specs.items():
         pool = ["--eval-genes", str(eval_genes)] if eval_genes else []
+        if inductive:
+            pool = ["--genes-of", split, "--eval-genes", str(eval_genes)]
         c = f"_{center}" if arm in ("centred", "permuted") else ""
-        p = out / f"{arm}{c}_{tag if arm != 'lookup' else 'b_rate'}_{split}{'_g%d' % eval_genes if eval_genes else ''}.parquet"
+        pool_split = train_split if inductive else split
+        ind = f"_of_{split}" if inductive else ""
+        p = out / (f"{arm}{c}_{tag if arm != 'lookup' else 'b_rate'}_{pool_split}{ind}"
+                   f"{'_g%d' % eval_genes if eval_genes else ''}.parquet")
         if not p.is_file():
-            subprocess.run(["softverify", "worldmodel", "table", "--split", split, *pool, *extra, "--out", str(p)],
+            subprocess.run(["softverify", "worldmodel", "table", "--split", pool_split, *pool, *extra, "--out", str(p)],
                            check=True, cwd=REPO)
         paths[arm] = p
     return paths
@@ -73,7 +88,7 @@ def build_tables(teacher: str, out: Path, split: str, eval_genes: int | None, ce
 def train_arm(arm: str, table: Path, seed: int, args, run_dir: Path) -> dict:
     threshold = "median" if arm in ("teacher", "lookup") else "0.5"
     ov = [
-        "data.split=" + args.split, "data.eval_split=" + args.split, "data.balance=false", "data.max_prompts=null",
+        "data.split=" + (args.train_split or args.split), "data.eval_split=" + args.split, "data.balance=false", "data.max_prompts=null",
         f"data.eval_genes={args.eval_genes}", f"data.seed={seed}", "data.stratify_by=teacher",
         f"trainer.seed={seed}", f"trainer.steps={args.steps}", f"trainer.eval_every={args.eval_every}",
         "trainer.checkpoint_every=0", f"trainer.output_dir={run_dir}", "trainer.progress=false",
@@ -169,6 +184,10 @@ def main() -> int:
                     help="how the centred and permuted arms centre the teacher per target gene")
     ap.add_argument("--pool", choices=["split", "eval_genes"], default="split",
                     help="split: every pair of --split; eval_genes: only the evaluated genes' pairs")
+    ap.add_argument("--train-split", default=None,
+                    help="the inductive setting: train on the teacher's p over this split's pairs of the evaluated "
+                    "genes (e.g. train, with --split test: the evaluated knockdowns never appear in training); "
+                    "default: --split itself (transductive)")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--train-layers", type=int, default=6)
     ap.add_argument("--set", action="append", default=[], help="extra train overrides for every arm")
@@ -180,9 +199,12 @@ def main() -> int:
     bad = [a for a in arms if a not in ARMS]
     if bad:
         raise SystemExit(f"unknown arms {bad}; expected some of {list(ARMS)}")
+    if args.train_split and args.train_split != args.split and args.pool != "eval_genes":
+        raise SystemExit(f"--train-split {args.train_split} needs --pool eval_genes (its pool is the evaluated genes' "
+                         "pairs in that split)")
     out = Path(args.out_dir)
     tables = build_tables(args.teacher, out / "tables", args.split, args.eval_genes if args.pool == "eval_genes" else None,
-                          args.center)
+                          args.center, args.train_split)
     result_path = Path(f"benchmarks/results/{args.name}.json")
     runs = json.loads(result_path.read_text())["runs"] if result_path.is_file() else []
     done = {(r["arm"], r["seed"]) for r in runs}

@@ -233,7 +233,19 @@ def _wm_table(args) -> int:
     if bool(args.model) == bool(args.lookup):
         raise ValueError("worldmodel table needs exactly one teacher: --model DIR or --lookup NAME")
     cfg = DataConfig(cell_lines=args.cell_lines.split(","), mirror=args.mirror, eval_genes=args.eval_genes)
-    if args.eval_genes:  # the periodic eval's whole target genes of the split (labels not read for the table)
+    if args.genes_of and not args.eval_genes:
+        raise ValueError(f"worldmodel table --genes-of {args.genes_of} needs --eval-genes N (which of its genes)")
+    if args.genes_of:  # inductive: other knockdowns of the genes the eval draws from --genes-of
+        from softverify.data import load_eval_prompts
+
+        eval_rows = load_eval_prompts(cfg, args.genes_of).to_pandas()
+        pool = select_split(cfg, args.split)
+        pool = pool[pool["gene"].isin(set(eval_rows["gene"]))]
+        shared = set(pool["pert"]) & set(select_split(cfg, args.genes_of)["pert"])
+        if shared:
+            raise ValueError(f"--split {args.split} and --genes-of {args.genes_of} share {len(shared)} knockdowns "
+                             f"(e.g. {sorted(shared)[:3]}): the inductive pool must hold none of the evaluated ones")
+    elif args.eval_genes:  # the periodic eval's whole target genes of the split (labels not read for the table)
         from softverify.data import load_eval_prompts
 
         pool = load_eval_prompts(cfg, args.split).to_pandas()
@@ -247,7 +259,8 @@ def _wm_table(args) -> int:
     df = make_table(pool, p, center=args.center, permute_seed=args.permute_seed)
     out = save_table(df, args.out)
     teacher = args.model or f"lookup {args.lookup}"
-    print(f"teacher table {out}: {len(df)} pairs of split {args.split!r} ({args.cell_lines}) scored by {teacher}"
+    genes = f" (target genes of the {args.genes_of} eval)" if args.genes_of else ""
+    print(f"teacher table {out}: {len(df)} pairs of split {args.split!r}{genes} ({args.cell_lines}) scored by {teacher}"
           f"{f', centred per target gene ({args.center})' if args.center else ''}"
           f"{f', permuted (seed {args.permute_seed})' if args.permute_seed is not None else ''}; "
           f"use it with --set 'verifiers.0.params.p_table={out}'", file=sys.stderr)
@@ -393,6 +406,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--eval-genes", type=int, default=None,
                    help="pool = the pairs of the N whole target genes the periodic eval draws from --split "
                    "(data.eval_genes=N): the transductive setting on exactly the evaluated questions")
+    t.add_argument("--genes-of", default=None, metavar="SPLIT",
+                   help="with --eval-genes N: pool = --split's pairs whose target gene is one of the N genes the "
+                   "periodic eval draws from SPLIT (the inductive setting: the student is taught other knockdowns of "
+                   "the evaluated genes; refused if the two splits share a knockdown)")
     t.add_argument("--center", choices=["gene", "gene_rank"], default=None,
                    help="gene: sigmoid(logit p - the target gene's median logit); gene_rank: p's percentile among its "
                    "target gene's rows. Both keep each gene's order of knockdowns and remove which genes are often DE")

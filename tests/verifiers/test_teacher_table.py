@@ -1,6 +1,8 @@
 """Teacher tables: centring per target gene, the permuted control, and the verifier reading one."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -72,3 +74,26 @@ def test_rank_centring_spreads_every_gene_over_the_unit_interval():
     pairs = pd.DataFrame({"pert": list("abcdefg"), "gene": genes})
     t = make_table(pairs, p, center="gene_rank")
     assert np.abs(2 * t["p"] - 1).mean() > np.abs(2 * make_table(pairs, p, center="gene")["p"] - 1).mean()
+
+
+def test_inductive_pool_holds_other_knockdowns_of_the_evaluated_genes(shared_data, tmp_path, capsys):
+    """``worldmodel table --split train --genes-of test --eval-genes N``: only target genes the
+    test eval draws, none of the test split's knockdowns; a pool that would share knockdowns
+    with the evaluated split is refused, naming both splits."""
+    from softverify.cli import main
+    from softverify.config import DataConfig
+    from softverify.data import load_eval_prompts
+
+    mirror = str(shared_data / "perturbqa")
+    out = tmp_path / "ind.parquet"
+    assert main(["worldmodel", "table", "--split", "train", "--genes-of", "test", "--eval-genes", "8",
+                 "--lookup", "a_rate_other_lines", "--from", mirror, "--out", str(out)]) == 0
+    t = pd.read_parquet(out)
+    ev = load_eval_prompts(DataConfig(mirror=mirror, eval_genes=8), "test").to_pandas()
+    assert set(t["gene"]) <= set(ev["gene"]) and len(set(t["gene"])) >= 6
+    assert not set(t["pert"]) & set(ev["pert"]) and len(t) > 3 * len(ev)
+    capsys.readouterr()
+    assert main(["worldmodel", "table", "--split", "val", "--genes-of", "val", "--eval-genes", "8",
+                 "--lookup", "a_rate_other_lines", "--from", mirror, "--out", str(tmp_path / "x.parquet")]) == 2
+    assert re.search(r"--split val and --genes-of val share \d+ knockdowns", capsys.readouterr().err)
+    assert not (tmp_path / "x.parquet").exists()
