@@ -176,7 +176,7 @@ def test_help_config_filters_to_one_section_and_names_the_valid_ones():
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip() == ("softverify train: error: no config section 'rolout' (did you mean 'rollout'?): "
                                   "expected one of model, data, rollout, verifiers, reward, algorithm, learner, "
-                                  "prompt, trainer (or a dotted prefix such as learner.lora), or no section for all")
+                                  "prompt, trainer (or a dotted prefix such as rollout.vllm), or no section for all")
     serve = _run(["serve", "--help-config", "limits"])
     assert serve.returncode == 0 and serve.stdout.startswith("[limits]\n") and "limits.max_tokens" in serve.stdout
 
