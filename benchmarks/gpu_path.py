@@ -110,7 +110,7 @@ def broadcast(learner, engine, device, dtype: str) -> dict:
     two_gpus = device.type == "cuda" and torch.cuda.device_count() >= 2
     backend = "nccl" if two_gpus else "gloo"
     devs = (torch.device("cuda", 0), torch.device("cuda", 1)) if two_gpus else (torch.device("cpu"),) * 2
-    state = cast_for_sync(learner.state_dict(), dtype)
+    state = cast_for_sync(learner.state_dict(copy=False, device=devs[0]), dtype)  # from where the weights live
     port, got, errors = free_port(), {}, []
 
     def member(rank):

@@ -509,8 +509,10 @@ class Learner:
         return out
 
     # ------------------------------------------------------------------ weights
-    def state_dict(self, trainable_only: bool = False, copy: bool = True) -> dict[str, torch.Tensor] | None:
-        """Full weights on CPU (collective under ZeRO-3: every rank must call it);
+    def state_dict(self, trainable_only: bool = False, copy: bool = True,
+                   device: str | torch.device = "cpu") -> dict[str, torch.Tensor] | None:
+        """Full weights on CPU, or on ``device`` (the collective broadcast sends from the GPU the
+        weights live on: no round trip through host memory) (collective under ZeRO-3: every rank must call it);
         returned by rank 0 only. Tied ``lm_head`` is dropped (the receiver re-ties it).
         ``trainable_only`` (weight sync with ``learner.train_layers`` or LoRA): only the tensors
         that training changes; the frozen rest is identical on every holder of the policy. With
@@ -544,7 +546,7 @@ class Learner:
             if self.rank != 0:
                 return None
             own = copy or self.cfg.learner.zero_stage == 3
-            return {k: v.detach().to("cpu", copy=own) for k, v in module.state_dict().items()
+            return {k: v.detach().to(device, copy=own) for k, v in module.state_dict().items()
                     if (keep is None or k in keep) and not (self.tied and k == "lm_head.weight")}
 
         if self.cfg.learner.zero_stage == 3:

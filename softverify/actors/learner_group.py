@@ -116,7 +116,10 @@ class LearnerActor:
         ``sync_dtype`` to the rollout workers and returns the bytes sent (other ranks: 0)."""
         from softverify.weightsync import cast_for_sync
 
-        sd = self.learner.state_dict(trainable_only)
+        # on the broadcast's device, sharing the parameters' memory (read at once, before any
+        # step): NCCL sends straight from the GPU, gloo from host memory
+        b = getattr(self, "broadcaster", None)  # rank 0 only; the others just join ZeRO-3's gather
+        sd = self.learner.state_dict(trainable_only, copy=False, device=b.device if b is not None else "cpu")
         if sd is None:
             return 0
         return self.broadcaster.send(cast_for_sync(sd, sync_dtype))
