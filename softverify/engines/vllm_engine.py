@@ -1,8 +1,9 @@
 """vLLM rollout engine (GPU extra: ``pip install -e '.[gpu]'``; CPU build: ``scripts/vllm_cpu_env.sh``).
 
 Same contract as :class:`softverify.engines.hf.HFEngine`. Written against the vLLM source
-(paths relative to the installed ``vllm`` package; read in the GPU pin and run in the CPU
-build, see the README).
+(paths relative to the installed ``vllm`` package): every call below was run in the CPU build
+(``vllm-cpu`` 0.32.0) and read, with the same name and signature, in the GPU pin (``vllm``
+0.33.0's wheel), see the README.
 
 Weight updates, the way vLLM takes them. vLLM runs its engine core, and with it the worker
 that holds the model, in a process of its own (``VLLM_ENABLE_V1_MULTIPROCESSING=1``, the
@@ -158,11 +159,17 @@ class WeightReceiverExtension:
         """fp64 sums of the engine's own parameters (vLLM names, e.g. ``...qkv_proj.weight``):
         for checks that an update landed; plain floats, so they travel back over msgpack. None
         for a parameter vLLM emptied after packing it into a kernel's own layout (CPU linears)."""
-        params = dict(self.model_runner.model.named_parameters())
+        params = dict(self.model_runner.get_model().named_parameters())  # V1 and V2 runners alike
         return [float(params[n].detach().double().sum()) if params[n].numel() else None for n in names]
 
     def softverify_weight_names(self) -> list[str]:
-        return [n for n, _ in self.model_runner.model.named_parameters()]
+        return [n for n, _ in self.model_runner.get_model().named_parameters()]
+
+    def destroy_worker_extension(self) -> None:
+        """vLLM 0.33's teardown hook for extensions (``v1/worker/worker_base.py``:
+        ``WorkerWrapperBase.shutdown``; 0.32 has none): leave the weight group before the worker
+        exits, so no process-group thread outlives its peers."""
+        self._softverify_group = None
 
 
 # ---------------------------------------------------------------- the engine
