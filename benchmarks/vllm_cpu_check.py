@@ -5,7 +5,8 @@ process of its own as in production (``VLLM_ENABLE_V1_MULTIPROCESSING=1``):
 
 1. generate with behaviour logprobs (sampled, temperature ``--temperature``) and compare them
    with the learner's on the same tokens: an HF transformers forward in fp32, logits divided
-   by the temperature, full log-softmax;
+   by the temperature, full log-softmax; ``next_token_logprobs`` (the forced answer reading)
+   against HF and against ``score``;
 2. the same prompt again: prefix-cache hit (``num_cached_tokens > 0``);
 3. a changed weight pushed through the worker extension (gloo broadcast into vLLM's worker
    process; only names/shapes/dtypes over ``collective_rpc``): the engine's parameter sums
@@ -112,6 +113,16 @@ def run(out_dir: str, model_ref: str = "smollm2", temperature: float = 0.7, new_
     res["generate_s"] = round(time.perf_counter() - t, 2)
     res["sampled_tokens"] = sum(len(g.token_ids) for g in gens)
     res["max_abs_logprob_gap_before"] = max_gap(gens, prompt, hf, temperature)
+    # the forced reading of an answer position: candidate next tokens against HF, and against
+    # the one-candidate-per-request path (score)
+    cands = [g.token_ids[0] for g in gens] + [eng.tokenizer.convert_tokens_to_ids(t) for t in ("yes", "no", "Yes")]
+    ctxs = [prompt, prompt[:-3]]
+    nt = eng.next_token_logprobs(ctxs, cands)
+    with torch.no_grad():
+        want = [torch.log_softmax(hf(torch.tensor([c])).logits[0, -1].float(), -1)[cands].tolist() for c in ctxs]
+    teacher = [[eng.score([c], [[t]])[0][0] for t in cands] for c in ctxs]
+    res["max_abs_next_token_gap"] = max(abs(a - b) for r, w in zip(nt, want) for a, b in zip(r, w))
+    res["max_abs_next_token_vs_score"] = max(abs(a - b) for r, w in zip(nt, teacher) for a, b in zip(r, w))
     before = eng.generate([prompt], greedy)[0][0]
     # 2. the same prompt again: served from the prefix cache
     eng.generate([prompt], greedy)
@@ -187,6 +198,9 @@ def check(res: dict) -> list[str]:
         bad.append(f"logprobs after the update differ from HF by {res['max_abs_logprob_gap_after']}")
     if not res["max_abs_score_gap_after"] < LOGPROB_TOL:
         bad.append(f"score() differs from HF by {res['max_abs_score_gap_after']}")
+    if not res["max_abs_next_token_gap"] < LOGPROB_TOL or not res["max_abs_next_token_vs_score"] < LOGPROB_TOL:
+        bad.append(f"next_token_logprobs differ from HF by {res['max_abs_next_token_gap']}, from score() by "
+                   f"{res['max_abs_next_token_vs_score']}")
     if not res["generation_changed"]:
         bad.append("the greedy generation did not change after the weight update")
     if not res["cached_tokens_repeat"] > 0:

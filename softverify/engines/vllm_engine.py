@@ -260,10 +260,22 @@ class VLLMEngine:
         return res
 
     def next_token_logprobs(self, contexts: Sequence[Sequence[int]], token_ids: Sequence[int]) -> list[list[float]]:
-        """log p(t | context) per candidate: each candidate teacher-forced as a one-token
-        continuation (prefix caching makes the repeated contexts cheap)."""
-        cols = [[lp[0] for lp in self.score(contexts, [[t]] * len(contexts), 1.0)] for t in token_ids]
-        return [list(row) for row in zip(*cols)]
+        """log p(t | context) of each candidate at temperature 1, one prefill per context: a
+        one-token greedy request asking for exactly these tokens' logprobs
+        (``SamplingParams.logprob_token_ids``, at most ``MAX_LOGPROB_TOKEN_IDS``; greedy
+        ``processed_logprobs`` are the full log-softmax of the logits, ``Sampler.sample``).
+        More candidates than that: each teacher-forced as a one-token continuation."""
+        from vllm import SamplingParams as VSP
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import MAX_LOGPROB_TOKEN_IDS
+
+        ids = [int(t) for t in token_ids]
+        if len(set(ids)) > MAX_LOGPROB_TOKEN_IDS:
+            cols = [[lp[0] for lp in self.score(contexts, [[t]] * len(contexts), 1.0)] for t in ids]
+            return [list(row) for row in zip(*cols)]
+        sp = VSP(max_tokens=1, temperature=0.0, logprob_token_ids=sorted(set(ids)))
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(c)) for c in contexts], sp, use_tqdm=False)
+        return [[float(o.outputs[0].logprobs[0][t].logprob) for t in ids] for o in outs]
 
     # ------------------------------------------------------------ weights
     def _after_load(self) -> None:

@@ -31,6 +31,7 @@ def test_vllm_engine_takes_weight_updates_and_matches_the_learners_logprobs(tmp_
     assert res["max_abs_logprob_gap_before"] < res["logprob_tol"]
     assert res["max_abs_logprob_gap_after"] < res["logprob_tol"]
     assert res["max_abs_logprob_gap_learner_group"] < res["logprob_tol"]
+    assert res["max_abs_next_token_gap"] < res["logprob_tol"] and res["max_abs_next_token_vs_score"] < res["logprob_tol"]
     assert res["generation_changed"] and res["greedy_before"] != res["greedy_after"]
     assert res["cached_tokens_repeat"] > 0 and res["cached_tokens_after_update"] == 0
     assert res["prefix_cache_resets"] == 2
