@@ -197,6 +197,7 @@ class VLLMEngine:
         # where the model lives; the rollout actor reads it to pick the broadcast device
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.prefix_cache_resets = 0
+        self.last_cached_tokens: list[int | None] = []  # per prompt of the last generate: prefix-cache hits
         self._local: WeightBroadcaster | None = None  # rank 0 of the actor's own group with the workers
 
     # ------------------------------------------------------------ generation
