@@ -168,6 +168,40 @@ def plot(runs: list[dict], path: Path, split: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def plot_curves(runs: list[dict], path: Path, split: str) -> None:
+    """Per-gene AUROC and within-gene agreement with the teacher against questions trained,
+    one line per (arm, seed): where more exposure stops paying."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    arms = list(dict.fromkeys(r["arm"] for r in runs if r.get("curve")))
+    for r in (r for r in runs if r.get("curve")):
+        per_step = r["questions"] / r["curve"][-1]["step"] if r["curve"][-1]["step"] else 0
+        q = [c["step"] * per_step for c in r["curve"]]
+        col = f"C{arms.index(r['arm'])}"
+        g = [c["eval_forced/auc_per_gene"] for c in r["curve"]]
+        a1.plot(q, g, "o-", color=col, label=f"{r['arm']} s{r['seed']}")
+        a1.fill_between(q, [c["eval_forced/auc_per_gene_lo"] for c in r["curve"]],
+                        [c["eval_forced/auc_per_gene_hi"] for c in r["curve"]], color=col, alpha=0.1)
+        a2.plot(q, [c.get("eval_forced/teacher_agreement_per_gene") for c in r["curve"]], "o-", color=col)
+    t = next((c.get("eval_forced/teacher_auc_per_gene") for r in runs for c in r.get("curve") or []
+              if c.get("eval_forced/teacher_auc_per_gene")), None)
+    if t:
+        a1.axhline(t, color="k", lw=0.8, ls=":", label=f"teacher {t:.3f}")
+    a1.axhline(0.5, color="grey", lw=0.8, ls="--")
+    a1.set_xlabel("questions trained")
+    a1.set_ylabel(f"auc_per_gene (K562 {'validation' if split == 'val' else split} genes, 95% CI)")
+    a1.legend(fontsize=7)
+    a2.set_xlabel("questions trained")
+    a2.set_ylabel("within-gene Spearman with the teacher's table")
+    fig.suptitle("Student per-gene AUROC and agreement with its teacher against exposure", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", default="runs/assets/wm_go64",
@@ -223,6 +257,8 @@ def main() -> int:
         write_result(args.name, {"machine": machine(), "args": vars(args), "runs": runs,
                                  "summary": summarise(runs)})
     plot(runs, result_path.with_suffix(".png"), args.split)
+    if any(len(r.get("curve") or []) > 2 for r in runs):
+        plot_curves(runs, result_path.with_name(result_path.stem + "_curve.png"), args.split)
     print(json.dumps(summarise(runs), indent=1))
     return 0
 
