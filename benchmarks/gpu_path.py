@@ -256,13 +256,17 @@ def main(argv: list[str] | None = None) -> dict:
         rows = questions(args.prompts)
         pb = render_turns(engine, [row_messages(r) for r in rows], "<think>\n")
         sp = SamplingParams(max_new_tokens=args.new_tokens, temperature=1.0, seed=0)
-        engine.generate(pb.token_ids[:2], SamplingParams(max_new_tokens=8, seed=1), n=2)  # warm-up
-        sync()
-        t = time.perf_counter()
-        gens = engine.generate(pb.token_ids, sp, n=args.group)
-        sync()
-        gen_s = time.perf_counter() - t
-        n_tok = sum(len(g.token_ids) for gs in gens for g in gs)
+
+        def timed_generate(eng):
+            """(generations, seconds, tokens) of the batch after a small warm-up, synchronised."""
+            eng.generate(pb.token_ids[:2], SamplingParams(max_new_tokens=8, seed=1), n=2)
+            sync()
+            t0 = time.perf_counter()
+            out = eng.generate(pb.token_ids, sp, n=args.group)
+            sync()
+            return out, time.perf_counter() - t0, sum(len(g.token_ids) for gs in out for g in gs)
+
+        gens, gen_s, n_tok = timed_generate(engine)
         steps = max(len(g.token_ids) for gs in gens for g in gs)
         weight_bytes = n_params * torch.tensor([], dtype=getattr(torch, engine_dtype)).element_size()
         decode_bw = weight_bytes * steps / gen_s  # every decode step streams the weights once
@@ -272,13 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
         # the baseline: HF generate on the same batch
         base = HFEngine(str(model_dir), engine_dtype, batch_size=args.prompts * args.group, device=str(device),
                         decode="generate")
-        base.generate(pb.token_ids[:2], SamplingParams(max_new_tokens=8, seed=1), n=2)
-        sync()
-        t = time.perf_counter()
-        bgens = base.generate(pb.token_ids, sp, n=args.group)
-        sync()
-        b_s = time.perf_counter() - t
-        b_tok = sum(len(g.token_ids) for gs in bgens for g in gs)
+        _, b_s, b_tok = timed_generate(base)
         res["hf_generate_baseline"] = {"tokens": b_tok, "seconds": b_s, "tokens_per_s": b_tok / b_s}
         del base
         samples = samples_from(pb, rows, gens)
