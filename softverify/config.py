@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from softverify.algo import ESTIMATORS, mode_for
 from softverify.configbase import (  # noqa: F401  (re-exported: the public config API)
     ConfigError, StrictModel, apply_overrides, cache_dir, format_validation_error, parse_scalar, read_yaml,
 )
@@ -372,7 +373,7 @@ class AlgorithmConfig(_StyleFilled):
         "(also those rolled out for steps past trainer.steps, so a run extended with --resume continues exactly; "
         "data_position counts their prompts); see softverify.platform.train.pipeline.",
     )
-    estimator: Literal["sample", "enumerate"] | None = Field(
+    estimator: Literal[ESTIMATORS] | None = Field(
         None, description="'sample': GRPO on rollout.group_size sampled completions per prompt. 'enumerate': "
         "every answer in algorithm.answer_candidates is scored by the verifiers and the answer's loss is the exact "
         "expected policy gradient over that closed set (grpo.enumerated_loss), the large-group limit of GRPO. "
@@ -624,12 +625,10 @@ class TrainConfig(_Section):
 
     @property
     def samples_per_prompt(self) -> int:
-        """Sequences the learner gets per prompt: the sampled group, every candidate answer
-        (direct enumerate), or every candidate after each sampled reasoning (CoT enumerate)."""
-        if self.algorithm.estimator == "enumerate":
-            k = len(self.algorithm.answer_candidates)
-            return k * self.rollout.group_size if self.prompt.style == "cot" else k
-        return self.rollout.group_size
+        """Sequences the learner gets per prompt: the training mode's (:mod:`softverify.algo`):
+        the sampled group, every candidate answer (direct enumerate), or every candidate after
+        each sampled reasoning (CoT enumerate)."""
+        return mode_for(self).samples_per_prompt
 
     def _gpu_defaults(self) -> None:
         """The peers' GPU recipe (verl, OpenRLHF, TRL on GPUs) for every key the user left unset:
@@ -700,14 +699,7 @@ class TrainConfig(_Section):
             raise ValueError(f"learner.sync_method='collective' with rollout.vllm.tensor_parallel_size={tp}: the "
                              "weight-broadcast group has one member per rollout worker, not per GPU shard; use "
                              "learner.sync_method='object_store' (each shard then receives from its own worker)")
-        if self.algorithm.estimator == "enumerate" and self.prompt.style == "cot":
-            if self.rollout.force_answer:
-                raise ValueError("rollout.force_answer=true with algorithm.estimator='enumerate' in the CoT style: "
-                                 "the enumerated estimator already closes every reasoning for its answer and scores "
-                                 "every candidate after it; set rollout.force_answer=false")
-            if not self.rollout.stop:
-                raise ValueError("algorithm.estimator='enumerate' in the CoT style needs rollout.stop (its first entry, "
-                                 "e.g. '</answer>', closes every candidate answer); rollout.stop is empty")
+        mode_for(self).check()  # what the training mode itself refuses
         n = self.rollout.prompts_per_step * self.samples_per_prompt
         if n < self.learner.num_ranks:
             raise ValueError(

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from softverify.calibration import brier_score, expected_calibration_error, reliability_bins
-from softverify.rewards import compose, learner_values, threshold_normalize, weighted_mean_available
+from softverify.rewards import compose, enumerated_learner_values, threshold_normalize, weighted_mean_available
 from softverify.types import Sample
 from softverify.verifiers.base import build_from_spec, composition_thresholds, verifier_class
 
@@ -60,12 +60,13 @@ def pair_learner_values(s_yes: np.ndarray, s_no: np.ndarray, weights: Sequence[f
                         advantage: str = "grpo") -> tuple[np.ndarray, np.ndarray]:
     """Per question, what the enumerated learner receives for "yes" and for "no" when the
     question's group is exactly those two candidates: :func:`softverify.rewards.compose`
-    (the trainer's code) on the interleaved pairs, then :func:`learner_values`."""
+    (the trainer's code) on the interleaved pairs, then
+    :func:`~softverify.rewards.enumerated_learner_values`."""
     n, k = s_yes.shape
     scores = np.empty((2 * n, k))
     scores[0::2], scores[1::2] = s_yes, s_no
     rewards, adv = compose(scores, weights, thresholds, np.repeat(np.arange(n), 2), aggregation, advantage)
-    v = learner_values(rewards, adv, "enumerate", aggregation)
+    v = enumerated_learner_values(rewards, adv, aggregation)
     return v[0::2], v[1::2]
 
 

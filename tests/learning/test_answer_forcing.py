@@ -16,7 +16,7 @@ from softverify.actors.rollout import RolloutCore, Turn, force_answers, sampling
 from softverify.config import ConfigError, build_config
 from softverify.engines.base import Generation
 from softverify.grpo import policy_loss
-from softverify.learner import sampled_loss
+from softverify.algo.sampled import sampled_loss
 from softverify.modeling import load_causal_lm
 from softverify.seqbatch import completion_logprobs_shared, merge_identical, old_logprobs
 from softverify.types import Sample

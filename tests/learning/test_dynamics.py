@@ -10,7 +10,7 @@ import torch
 
 from softverify.advantages import informative_groups
 from softverify.learner import lr_factor
-from softverify.platform.evaluation.scores import bootstrap_ci, score_metrics
+from softverify.evaluation.scores import bootstrap_ci, score_metrics
 from softverify.verifiers.balance import balanced_threshold, expected_fixed_rewards, policy_threshold
 
 

@@ -470,7 +470,7 @@ def test_training_eval_and_serving_render_the_same_tokens(trained_run):
     from softverify.actors.rollout import RolloutCore
     from softverify.engines.base import SamplingParams
     from softverify.engines.hf import HFEngine
-    from softverify.platform.evaluation.run import run_eval
+    from softverify.evaluation.run import run_eval
     from softverify.platform.serve.app import prompt_ids
     from softverify.prompts import load_trained_prompt
 

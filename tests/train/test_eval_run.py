@@ -2,7 +2,7 @@
 import pytest
 
 from softverify.engines.hf import HFEngine
-from softverify.platform.evaluation.run import _next_token_margins, run_eval
+from softverify.evaluation.run import _next_token_margins, run_eval
 from softverify.verifiers.answer import forcing_suffix
 
 
@@ -36,7 +36,7 @@ def test_direct_style_scores_every_question_at_the_answer_position(tiny_model_di
     """Direct style: the prompt ends with '<answer>', so every record's margin is the
     next-token yes/no margin right after the prompt, answered or not."""
     from softverify.engines.base import with_assistant_prefix
-    from softverify.platform.evaluation.run import answer_margins
+    from softverify.evaluation.run import answer_margins
     from softverify.prompts import DIRECT_SYSTEM_PROMPT, row_messages
 
     e = HFEngine(str(tiny_model_dir), torch_threads=1, batch_size=4, decode="loop")

@@ -76,8 +76,8 @@ def cmd_eval(args) -> int:
     from softverify.data import load_protocol_prompts
     from softverify.engines.hf import HFEngine
     from softverify.models import resolve_model_path
-    from softverify.platform.evaluation.run import run_eval
-    from softverify.platform.evaluation.classification import format_table
+    from softverify.evaluation.run import run_eval
+    from softverify.evaluation.classification import format_table
 
     cfg = load_config(args.config, _shortcuts(args))
     split = "test" if args.protocol == "perturbqa" else args.split

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from softverify.engines.base import SamplingParams, render_turns
-from softverify.platform.evaluation.classification import classification_metrics, majority_answers
+from softverify.evaluation.classification import classification_metrics, majority_answers
 from softverify.prompts import row_messages
 from softverify.verifiers.answer import ANSWER_RE, answer_to_int, forced_turn_tokens, parse_answer
 
@@ -169,7 +169,7 @@ def metrics_from_records(records: Sequence[dict[str, Any]], n_boot: int = 1000) 
     where records carry ``margin``, the score's AUROC/AUPRC with bootstrap intervals (and
     its Spearman correlation with ``wm_p`` where records carry the world model's p).
     None when no record was forced or scored."""
-    from softverify.platform.evaluation.scores import score_metrics
+    from softverify.evaluation.scores import score_metrics
 
     labels = [r["label"] for r in records]
     free = [r["answers"][0] for r in records]
