@@ -300,7 +300,11 @@ class PromptConfig(_Section):
     )
 
 
-class VerifierSpec(_Section):
+class VerifierCore(_Section):
+    """What a verifier is and how it counts in the reward: the spec training, ``softverify
+    verify`` and serving's ``/v1/verify`` share (serving takes exactly this; training's
+    :class:`VerifierSpec` adds where its actor runs)."""
+
     kind: str = Field(..., description="Registered verifier kind: hard, format, ... (see `softverify verify --list`).")
     name: str | None = Field(None, description="Name in metrics; default = kind.")
     weight: float = Field(1.0, ge=0, description="Weight in the reward sum; 0 = computed and logged only.")
@@ -308,6 +312,16 @@ class VerifierSpec(_Section):
         None, ge=0, le=1, description="Normalisation threshold t: scores < t map to [0, .5], >= t to [.5, 1]."
     )
     params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the verifier.")
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.kind
+
+
+class VerifierSpec(VerifierCore):
+    """A training run's verifier: :class:`VerifierCore` plus the Ray placement of the actor
+    hosting it."""
+
     num_cpus: float = Field(0.0, ge=0, description="Ray CPUs reserved for the actor hosting this verifier. 0 (the "
                             "default) reserves none: verifiers are light lookups between rollout and learning, so the "
                             "default run fits a 2-CPU cluster (rollout 2 x 0.5 + learner 2 x 0.5).")
@@ -316,10 +330,6 @@ class VerifierSpec(_Section):
         default_factory=dict, description=_RESOURCES_DOC.format(what="verifier actor"))
     node_labels: dict[str, str] = Field(default_factory=dict, description=_LABELS_DOC.format(what="verifier actor"))
     _check_resources, _check_labels = _placement_validators("resources", "node_labels")
-
-    @property
-    def display_name(self) -> str:
-        return self.name or self.kind
 
 
 class RewardConfig(_Section):
