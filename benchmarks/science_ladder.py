@@ -69,7 +69,7 @@ from _common import REPO, RESULTS, SHARED_PERTURBQA, machine  # noqa: E402
 
 from supervised_ceiling import run_supervised  # noqa: E402
 
-from softverify.prompts import COT_ANSWER_PROMPT  # noqa: E402
+from softverify.task.prompts import COT_ANSWER_PROMPT  # noqa: E402
 
 FORMAT = {"kind": "format", "weight": 0.25}
 SPECIAL = ("base", "supervised")
@@ -193,7 +193,7 @@ def final_eval(model: str, rows, args, style: str = "direct", wm_p: list[float] 
     from softverify.models import resolve_model_path
     from softverify.evaluation.run import metrics_from_records, run_eval
 
-    from softverify.prompts import load_trained_prompt
+    from softverify.task.prompts import load_trained_prompt
 
     rc = build_config({"prompt": {"style": style}}, []).rollout
     if style == "cot":

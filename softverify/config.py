@@ -21,7 +21,7 @@ from softverify.configbase import (  # noqa: F401  (re-exported: the public conf
 )
 from softverify.configbase import describe as _describe
 from softverify.placement import validate_label_selector, validate_resource_names
-from softverify.prompts import STYLE_DEFAULTS
+from softverify.task.prompts import STYLE_DEFAULTS
 
 
 _Section = StrictModel  # every section: unknown keys are errors
@@ -289,7 +289,7 @@ class RolloutConfig(_StyleFilled):
 
 class PromptConfig(_Section):
     """How a question is put to the policy and what its answer looks like (see
-    :data:`softverify.prompts.STYLE_DEFAULTS` for each style's prompt, prefix and budget)."""
+    :data:`softverify.task.prompts.STYLE_DEFAULTS` for each style's prompt, prefix and budget)."""
 
     style: Literal["cot", "direct"] = Field(
         "direct",

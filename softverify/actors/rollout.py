@@ -13,10 +13,9 @@ from typing import Any, Sequence
 import ray
 
 from softverify.config import ModelConfig, RolloutConfig
-from softverify.engines.base import Generation, SamplingParams, render_turns
-from softverify.prompts import row_messages
+from softverify.engines.base import Generation, SamplingParams, render_rows
 from softverify.types import PolicyWeights, Sample
-from softverify.verifiers.answer import answer_token_start, candidate_ids, forced_turn_tokens, parse_answer
+from softverify.task.answer import answer_token_start, candidate_ids, forced_turn_tokens, parse_answer
 
 
 def select_engine(rollout: RolloutConfig) -> str:
@@ -92,7 +91,7 @@ def force_answers(engine, prompt_ids: Sequence[Sequence[int]], prefix: str, gens
 
     A completion with a parseable answer is kept as it is. Every other one is re-opened
     (trailing EOS dropped) and closed for it with the eval's forcing suffix (``</think>`` if
-    needed, then ``<answer>``: :func:`softverify.verifiers.answer.forced_turn_tokens`), and
+    needed, then ``<answer>``: :func:`softverify.task.answer.forced_turn_tokens`), and
     the answer is *sampled* from there, all forced contexts in one batched
     ``engine.generate``. Its turn is reasoning + suffix + answer; the suffix tokens get
     behaviour logprob 0 and forced_mask 1 (not sampled: the learner masks them out), the
@@ -125,7 +124,7 @@ def enumerated_turns(tokenizer, eos_ids, prefix: str, g: Generation, cands: Sequ
 
     The reasoning is the generation up to (not including) its own last ``<answer>`` tag, or
     all of it (trailing EOS dropped) when it wrote none; the eval's forcing suffix
-    (:func:`softverify.verifiers.answer.forced_turn_tokens`) then opens the answer and the
+    (:func:`softverify.task.answer.forced_turn_tokens`) then opens the answer and the
     candidate's tokens follow. Suffix and candidate are marked forced (behaviour logprob 0,
     forced_mask 1): the policy did not sample them, the reasoning keeps its behaviour
     logprobs, and ``unforced_text`` is the generation as written (the format verifier's
@@ -203,8 +202,7 @@ class RolloutCore:
 
     def _sample(self, rows: Sequence[dict[str, Any]], n: int, sampling: SamplingParams):
         """The rows' prompts rendered with the assistant prefix, and ``n`` generations each."""
-        pb = render_turns(self.engine, [row_messages(r, self.rollout.system_prompt) for r in rows],
-                          self.rollout.assistant_prefix)
+        pb = render_rows(self.engine, rows, self.rollout.system_prompt, self.rollout.assistant_prefix)
         return pb, self.engine.generate(pb.token_ids, sampling, n=n)
 
     def _samples(self, rows: Sequence[dict[str, Any]], pb, turns: list[list[Turn]],
@@ -234,7 +232,7 @@ class RolloutCore:
         row contiguous. Nothing is generated; ``behaviour_logprobs`` are zeros because the
         enumerated loss takes its answer distribution from the learner's own forward."""
         prefix, close = self.rollout.assistant_prefix, (self.rollout.stop[0] if self.rollout.stop else "")
-        pb = render_turns(self.engine, [row_messages(r, self.rollout.system_prompt) for r in rows], prefix)
+        pb = render_rows(self.engine, rows, self.rollout.system_prompt, prefix)
         comp = candidate_ids(self.engine.tokenizer, answers, close)
         gids = _group_ids(rows, group_ids)
         return [

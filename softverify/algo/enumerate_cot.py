@@ -54,7 +54,7 @@ class EnumerateCoT(EnumerateDirect):
 
     # ------------------------------------------------------------------ learner side
     def _candidate_lengths(self, tokenizer) -> list[int]:
-        from softverify.verifiers.answer import candidate_ids
+        from softverify.task.answer import candidate_ids
 
         return [len(c) for c in candidate_ids(tokenizer, self.cfg.algorithm.answer_candidates, self.cfg.rollout.stop[0])]
 
@@ -107,7 +107,7 @@ class EnumerateCoT(EnumerateDirect):
     def dummy_prompt(self, rank) -> list[Sample]:
         """A one-token prompt and a one-token head before each candidate: the layout the
         enumerated encoding expects."""
-        from softverify.verifiers.answer import candidate_ids
+        from softverify.task.answer import candidate_ids
 
         pad = rank.tokenizer.pad_token_id
         cands = candidate_ids(rank.tokenizer, self.cfg.algorithm.answer_candidates, self.cfg.rollout.stop[0])

@@ -21,7 +21,7 @@ def answer_span_mask(tokenizer, ss: Sequence[Sample], mask):
     the inserted tag."""
     import torch
 
-    from softverify.verifiers.answer import answer_token_start
+    from softverify.task.answer import answer_token_start
 
     am = torch.zeros_like(mask)
     for b, s in enumerate(ss):

@@ -127,7 +127,7 @@ def base_rate_check(specs, rows: Sequence[dict], style: str = "direct", built: d
     has already built (the trainer's pre-flight :func:`softverify.verifiers.suite.check_specs`);
     ``specs`` must already carry resolved thresholds. Verifiers that need the policy are left
     out, as in :func:`verifier_report`."""
-    from softverify.verifiers.answer import label_to_int
+    from softverify.task.answer import label_to_int
 
     specs = [s for s in specs if not verifier_class(s.kind).needs_policy]
     labels = np.array([_row_label(i, r, label_to_int) for i, r in enumerate(rows)])
@@ -176,7 +176,7 @@ def verifier_report(specs, rows: Sequence[dict], style: str = "direct", aggregat
     from softverify.verifiers.balance import resolve_threshold_policies
 
     specs, chosen = resolve_threshold_policies([s for s in specs if not verifier_class(s.kind).needs_policy], rows)
-    from softverify.verifiers.answer import label_to_int
+    from softverify.task.answer import label_to_int
 
     labels = np.array([_row_label(i, r, label_to_int) for i, r in enumerate(rows)])
     n = len(rows)

@@ -20,7 +20,7 @@ from softverify.microbatch import completion_rows
 from softverify.modeling import load_causal_lm
 from softverify.seqbatch import completion_logprobs_shared
 from softverify.types import Sample
-from softverify.verifiers.answer import candidate_ids, forcing_suffix, parse_answer
+from softverify.task.answer import candidate_ids, forcing_suffix, parse_answer
 
 from test_answer_forcing import ROWS, _ids, make_bigram_model
 

@@ -98,7 +98,7 @@ def test_policy_loss_terms_hand_computed():
 
 def test_verifier_diagnostics_hand_made():
     from softverify.platform.train.diagnostics import verifier_diagnostics
-    from softverify.verifiers.answer import flip_answer
+    from softverify.task.answer import flip_answer
 
     assert flip_answer("<think>x</think><answer> Yes </answer>") == "<think>x</think><answer> No </answer>"
     assert flip_answer("no tag") is None

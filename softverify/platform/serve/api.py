@@ -197,7 +197,7 @@ class ServeConfig(_Strict):
         return parts[-1]
 
     def with_trained_prompt(self, tp) -> "ServeConfig":
-        """Unset prompt fields filled from ``tp``, the :class:`~softverify.prompts.TrainedPrompt`
+        """Unset prompt fields filled from ``tp``, the :class:`~softverify.task.prompts.TrainedPrompt`
         of the run that trained the model (so the served policy is asked exactly as it was
         trained), or left empty when ``tp`` is None."""
         return self.model_copy(update={

@@ -14,7 +14,7 @@ from softverify.config import VerifierCore
 from softverify.platform.serve.api import ApiError, VerifyBatchRequest, VerifyItem, VerifyRequest
 from softverify.types import Sample
 from softverify.verifiers.suite import VerifierSuite
-from softverify.verifiers.answer import parse_answer
+from softverify.task.answer import parse_answer
 
 
 def train_specs(specs: Sequence[VerifierCore]):

@@ -92,7 +92,7 @@ def cmd_eval(args) -> int:
                       torch_threads=args.threads or cfg.rollout.torch_threads, batch_size=args.batch_size,
                       decode=cfg.rollout.hf_decode)
     system, prefix, stop = cfg.rollout.system_prompt, cfg.rollout.assistant_prefix, cfg.rollout.stop
-    from softverify.prompts import load_trained_prompt
+    from softverify.task.prompts import load_trained_prompt
 
     tp = load_trained_prompt(model_path)
     prompt_set = args.config or any(o.startswith(("rollout.", "prompt.")) for o in args.overrides)

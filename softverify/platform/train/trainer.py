@@ -55,14 +55,14 @@ def _flipped(samples: list[Sample]) -> list[Sample]:
     """The same samples with the answer swapped (unanswered ones unchanged): diagnostics."""
     import dataclasses
 
-    from softverify.verifiers.answer import flip_answer
+    from softverify.task.answer import flip_answer
 
     return [dataclasses.replace(s, completion=flip_answer(s.completion) or s.completion) for s in samples]
 
 
 @ray.remote(num_cpus=0)
 def _summary(samples: list[Sample], n_texts: int = 2) -> dict[str, Any]:
-    from softverify.verifiers.answer import answer_to_int, parse_answer
+    from softverify.task.answer import answer_to_int, parse_answer
 
     def label(s: Sample) -> int:
         """1/0, or -1 where the row has no usable label (diagnostics skip it)."""
@@ -578,7 +578,7 @@ class Trainer:
         """samples.jsonl: per logged completion its question, the question's label where the row
         has one (null where not), the parsed answer, the reward, and ``policy_p``, the policy's
         probability of this candidate (enumerated estimator; null for sampled completions)."""
-        from softverify.verifiers.answer import parse_answer
+        from softverify.task.answer import parse_answer
 
         with open(self.out / "samples.jsonl", "a") as f:
             for (pid, q, c, label), r, p in zip(texts, rewards, probs):
@@ -634,7 +634,7 @@ class Trainer:
     def _write_prompt(self, model_dir: Path) -> None:
         """How this policy was prompted, beside its weights: ``softverify serve`` and
         ``softverify eval`` ask it the same way (see ``prompts.load_trained_prompt``)."""
-        from softverify.prompts import PROMPT_FILE, trained_prompt
+        from softverify.task.prompts import PROMPT_FILE, trained_prompt
 
         if model_dir.is_dir():
             ckpt.write_text_atomic(model_dir / PROMPT_FILE, trained_prompt(self.cfg.prompt.style, self.cfg.rollout).to_json())
