@@ -33,6 +33,7 @@ from softverify.cluster import connect, usable_cpus
 from softverify.fsutil import RunLock, atomic_dir
 from softverify.platform.train import checkpoint as ckpt
 from softverify.platform.train.metrics import MetricsLogger, drop_steps_after, plot_metrics, progress_postfix
+from softverify.platform.train.step_metrics import StepTimes, step_metrics, verifier_metrics
 from softverify.platform.train.pipeline import PendingBatch, Round, check_pipeline, check_resume, load_pending, pending_index, write_pending
 from softverify.advantages import informative_groups
 from softverify.rewards import compose
@@ -496,44 +497,15 @@ class Trainer:
         if self._stale and not self._lazy_sync():
             sync_s, sync_bytes = self._sync_weights(), self.sync_bytes
         t4 = time.perf_counter()
-        rewards = np.concatenate([r.rewards for r in rounds])
-        scores = np.concatenate([r.scores for r in rounds])
-        lengths = np.concatenate([r.lengths for r in rounds])
-        all_adv = np.concatenate([r.adv for r in rounds])
-        total_tokens = int(lengths.sum())
-        rollout_s = sum(r.rollout_s for r in rounds)
-        verify_s = sum(r.verify_s for r in rounds)
         self.questions_trained += kept
-        m: dict[str, Any] = {
-            "reward_mean": float(np.nanmean(rewards)) if np.isfinite(rewards).any() else float("nan"),
-            "reward_std": float(np.nanstd(rewards)) if np.isfinite(rewards).any() else float("nan"),
-            "adv_mean": float(all_adv.mean()), "adv_std": float(all_adv.std()), "adv_abs_max": float(np.abs(all_adv).max()),
-            "response_len_mean": float(lengths.mean()), "response_len_max": int(lengths.max()),
-            "stop_rate": float(np.mean([x for r in rounds for x in r.summ["stopped"]])),
-            "time/rollout_s": rollout_s, "time/verify_s": verify_s, "time/learn_s": t3 - t2, "time/sync_s": sync_s,
-            "sync/bytes": sync_bytes, "sync/bytes_total": self.sync_bytes_total,
-            "time/step_s": t4 - t0, "time/wait_rollout_s": t2 - t0, "time/overlap_s": t_overlap - t2,
-            "pipeline/policy_lag": lag,
-            "throughput/rollout_tok_s": total_tokens / max(rollout_s, 1e-9),
-            "throughput/verify_samples_s": len(rewards) / max(verify_s, 1e-9),
-            "throughput/learn_tok_s": int(lengths_sel.sum()) / max(t3 - t2, 1e-9),
-            "throughput/questions_per_hour": 3600.0 * seen / max(t4 - t0, 1e-9),
-            "questions_sampled": seen, "questions_trained": kept, "questions_trained_total": self.questions_trained,
-            "dynamic/zero_var_group_frac": zero_var / max(seen, 1),
-            "dynamic/groups_kept": kept, "dynamic/groups_sampled": seen, "dynamic/refill_rounds": len(rounds) - 1,
-            "data_position": self.order.position,
-        }
-        if cfg.rollout.force_answer:  # share of completions whose answer was forced, and still unparsed after it
-            m["rollout/forced_frac"] = float(np.mean([x for r in rounds for x in r.summ["forced"]]))
-            m["rollout/unanswered_frac"] = float(np.mean([a < 0 for r in rounds for a in r.summ["answers"]]))
+        times = StepTimes(t0, t2, t_overlap, t3, t4, sync_s)
+        m = step_metrics(rounds, times, kept=kept, seen=seen, zero_var=zero_var, trained_lengths=lengths_sel, lag=lag,
+                         sync_bytes=sync_bytes, sync_bytes_total=self.sync_bytes_total,
+                         questions_trained_total=self.questions_trained, data_position=self.order.position,
+                         force_answer=cfg.rollout.force_answer)
         for name, t in self.thresholds_chosen.items():
             m[f"threshold/{name}"] = t
-        for j, name in enumerate(self.pool.names):
-            col = scores[:, j]
-            ok = ~np.isnan(col)
-            m[f"reward/{name}"] = float(col[ok].mean()) if ok.any() else None
-            m[f"reward_std/{name}"] = float(col[ok].std()) if ok.any() else None
-            m[f"abstain/{name}"] = float(1 - ok.mean())
+        m.update(verifier_metrics(self.pool.names, np.concatenate([r.scores for r in rounds])))
         m.update(self.pool.metrics())  # verifiers' own counters, e.g. verifier/<name>/remote_failed
         m.update(self._diagnostics(rounds[0]))
         m.update(learn)
