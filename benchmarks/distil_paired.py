@@ -53,6 +53,18 @@ def per_gene(records: list[dict], p: np.ndarray | None = None) -> dict[str, floa
     return gene_aurocs([str(r["gene"]) for r in records], y, s)
 
 
+def agreement_with(records: list[dict], p: np.ndarray) -> float:
+    """Mean over genes of the within-gene Spearman correlation of the student's DE score with
+    the teacher's p (the training eval's ``teacher_agreement_per_gene``, here always against
+    the raw teacher: a permuted arm's own table is noise)."""
+    from softverify.evaluation.run import per_gene_metrics
+
+    neg = np.array([bool(r.get("negated", False)) for r in records])
+    wm_p = np.where(neg, 1 - p, p)  # as the trainer's eval records it: p of "yes" to the question as asked
+    return float(per_gene_metrics([{**r, "wm_p": float(q)} for r, q in zip(records, wm_p)],
+                                  n_boot=10)["teacher_agreement_per_gene"])
+
+
 def paired_difference(a: dict[str, float], b: dict[str, float], n_boot: int = 2000) -> dict[str, float]:
     """Mean over the genes both score of ``a - b``, its bootstrap interval over genes, and
     the share of genes where ``a`` is higher."""
@@ -70,6 +82,17 @@ def spearman(a: dict[str, float], b: dict[str, float]) -> float:
 
     genes = sorted(set(a) & set(b))
     return float(spearmanr([a[g] for g in genes], [b[g] for g in genes]).statistic)
+
+
+def spearman_ci(a: dict[str, float], b: dict[str, float], n_boot: int = 2000) -> list[float]:
+    """The across-gene Spearman correlation's bootstrap interval over genes."""
+    from scipy.stats import spearmanr
+
+    from softverify.ranking import bootstrap_ci
+
+    genes = sorted(set(a) & set(b))
+    x, y = np.array([a[g] for g in genes]), np.array([b[g] for g in genes])
+    return list(bootstrap_ci(lambda u, v: spearmanr(u, v).statistic, x, y, n_boot=n_boot, seed=0))
 
 
 def plot(arm_gene: dict[str, dict[str, float]], teacher: dict[str, float], diff: dict, path: Path, arms: list[str]):
@@ -121,7 +144,7 @@ def main() -> int:
     runs, arms = Path(args.runs), args.arms.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     table = load_teacher({"p_table": args.teacher_table})
-    by_run, checks, teacher = {}, [], None
+    by_run, checks, teacher, agreement = {}, [], None, {}
     for arm in arms:
         for seed in seeds:
             d = runs / f"{arm}_s{seed}"
@@ -136,9 +159,10 @@ def main() -> int:
             checks.append({"arm": arm, "seed": seed, "logged": logged, "rescored": again})
             print(f"{arm} seed {seed}: per-gene AUROC {again:.4f} (training's last eval logged {logged:.4f})",
                   flush=True)
+            p = np.asarray(table.predict_proba([r["pert"] for r in recs], [r["gene"] for r in recs]), dtype=np.float64)
             if teacher is None:
-                p = table.predict_proba([r["pert"] for r in recs], [r["gene"] for r in recs])
-                teacher = per_gene(recs, np.asarray(p, dtype=np.float64))
+                teacher = per_gene(recs, p)
+            agreement[(arm, seed)] = agreement_with(recs, p)
     arm_gene = {}
     for arm in arms:
         runs_of = [g for (a, _), g in by_run.items() if a == arm]
@@ -148,7 +172,10 @@ def main() -> int:
     summary = {
         "arms": {arm: {"seeds": sorted(s for (a, s) in by_run if a == arm),
                        "auc_per_gene_mean_over_seeds": float(np.mean(list(arm_gene[arm].values()))),
-                       "spearman_with_teacher_across_genes": spearman(arm_gene[arm], teacher)} for arm in arms},
+                       "spearman_with_teacher_across_genes": spearman(arm_gene[arm], teacher),
+                       "spearman_with_teacher_ci": spearman_ci(arm_gene[arm], teacher),
+                       "within_gene_agreement_with_teacher": {s: agreement[(a, s)] for (a, s) in agreement if a == arm}}
+                 for arm in arms},
         "teacher_auc_per_gene": float(np.mean(list(teacher.values()))),
         f"paired_{arms[0]}_minus_{arms[1]}": diff,
         "rescore_checks": checks,
