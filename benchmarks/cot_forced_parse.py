@@ -34,7 +34,7 @@ def forced_parse(prompt: str, rows, args) -> dict:
     from softverify.engines.base import SamplingParams
     from softverify.actors.rollout import RolloutCore
     from softverify.models import resolve_model_path
-    from softverify.verifiers.answer import parse_answer
+    from softverify.task.answer import parse_answer
 
     cfg = build_config({"prompt": {"style": "cot"}, "rollout": {
         "max_new_tokens": args.max_new_tokens, "force_answer": True, "system_prompt": prompt,
@@ -54,7 +54,7 @@ def forced_parse(prompt: str, rows, args) -> dict:
 
 
 def main() -> None:
-    from softverify.prompts import COT_ANSWER_PROMPT, RBIO_SYSTEM_PROMPT
+    from softverify.task.prompts import COT_ANSWER_PROMPT, RBIO_SYSTEM_PROMPT
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--questions", type=int, default=32, help="K562 train questions (default 32)")

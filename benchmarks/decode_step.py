@@ -49,7 +49,7 @@ def main(argv=None) -> dict:
     from softverify.engines.kvcache import reserved_cache
     from softverify.models import resolve_model_path
     from softverify.modeling import left_pad
-    from softverify.prompts import STYLE_DEFAULTS, row_messages
+    from softverify.task.prompts import STYLE_DEFAULTS, row_messages
 
     torch.set_num_threads(args.threads)
     variants = [v for v in args.variants.split(",") if v]

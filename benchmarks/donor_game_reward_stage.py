@@ -10,7 +10,7 @@ import numpy as np
 from softverify.engines.hf import HFEngine
 from softverify.engines.base import SamplingParams
 from softverify.models import resolve_model_path
-from softverify.prompts import row_messages
+from softverify.task.prompts import row_messages
 from softverify.types import Sample
 from softverify.verifiers import build_verifier
 from softverify.advantages import compute_advantages

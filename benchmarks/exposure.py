@@ -8,12 +8,12 @@ alternating off/on ``--reps`` times so drift in a shared box hits both sides:
   put against;
 * ``learner``: one direct-style enumerated learner step on the real SmolLM2-135M (``--prompts`` real
   K562 validation questions x the {yes, no} candidates, top ``--train-layers`` trained, forward +
-  backward of :func:`softverify.learner.enumerated_micro_loss` exactly as a rank runs it, without
+  backward of the enumerated mode's ``micro_loss`` (:mod:`softverify.algo.enumerate_direct`) exactly as a rank runs it, without
   DeepSpeed): seconds, questions per hour, and the dense-equivalent FLOP rate's share of the peak (the
   FLOPs the step would cost with every prompt encoded in full, over its time: the shared prefix does
   less work for the same result, so its share can pass what the hardware does);
 * ``eval``: the periodic eval's forced reading (``softverify eval --score-only``'s path,
-  :func:`softverify.platform.evaluation.run.run_eval` with ``score_only``) over ``--eval-questions``
+  :func:`softverify.evaluation.run.run_eval` with ``score_only``) over ``--eval-questions``
   questions of whole validation target genes: questions per second.
 
 ``--e2e-steps N`` adds an end-to-end ``softverify train`` run (the distillation recipe, a teacher
@@ -73,7 +73,8 @@ def learner_bench(args, rows) -> dict:
     import torch
 
     from softverify.actors.rollout import RolloutCore
-    from softverify.learner import enumerated_micro_loss, freeze_below_top_layers
+    from softverify.algo import mode_for
+    from softverify.learner import freeze_below_top_layers
     from softverify.modeling import load_causal_lm
     from softverify.models import resolve_model_path
 
@@ -97,7 +98,7 @@ def learner_bench(args, rows) -> dict:
         for side in ("false", "true"):
             model.zero_grad(set_to_none=True)
             t = time.perf_counter()
-            loss, _ = enumerated_micro_loss(model, tok, cfg[side], ss, rewards, len(ss), len(ss))
+            loss, _ = mode_for(cfg[side]).micro_loss(model, tok, ss, rewards, len(ss), len(ss))
             loss.backward()
             if rep:  # the first round warms both up
                 times[side].append(time.perf_counter() - t)
@@ -116,7 +117,7 @@ def eval_bench(args, rows) -> dict:
 
     from softverify.engines.hf import HFEngine
     from softverify.models import resolve_model_path
-    from softverify.platform.evaluation.run import run_eval
+    from softverify.evaluation.run import run_eval
 
     cfg = direct_config(args)
     rc = cfg.rollout

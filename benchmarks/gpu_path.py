@@ -233,10 +233,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     from softverify.cluster import free_port
     from softverify.config import build_config
-    from softverify.engines.base import SamplingParams, render_turns
+    from softverify.engines.base import SamplingParams, render_rows
     from softverify.engines.hf import HFEngine
     from softverify.learner import LearnBatch, Learner
-    from softverify.prompts import row_messages
     from softverify.weightsync import cast_for_sync
 
     gpu = torch.cuda.get_device_name(0) if device.type == "cuda" else None
@@ -254,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
         engine = HFEngine(str(model_dir), engine_dtype, batch_size=args.prompts * args.group, device=str(device),
                           decode="loop")
         rows = questions(args.prompts)
-        pb = render_turns(engine, [row_messages(r) for r in rows], "<think>\n")
+        pb = render_rows(engine, rows, None, "<think>\n")
         sp = SamplingParams(max_new_tokens=args.new_tokens, temperature=1.0, seed=0)
 
         def timed_generate(eng):

@@ -57,9 +57,9 @@ def rank_step(rank: int, world: int, port: int, reps: int, overrides: list[str],
 
     from softverify.learner import LearnBatch, Learner
     from softverify.models import resolve_model_path
-    from softverify.prompts import STYLE_DEFAULTS, row_messages
+    from softverify.task.prompts import STYLE_DEFAULTS, row_messages
     from softverify.types import Sample
-    from softverify.verifiers.answer import candidate_ids, forcing_suffix
+    from softverify.task.answer import candidate_ids, forcing_suffix
 
     cfg = bench_config(world, enumerate_, overrides)
     from softverify.actors.learner_group import prepare_rank_memory

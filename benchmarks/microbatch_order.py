@@ -41,18 +41,18 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     from softverify.cluster import free_port
     from softverify.config import build_config
-    from softverify.engines.base import SamplingParams, render_turns
+    from softverify.engines.base import SamplingParams, render_rows
     from softverify.engines.hf import HFEngine
     from softverify.learner import LearnBatch, Learner
     from softverify.models import resolve_model_path
-    from softverify.prompts import STYLE_DEFAULTS, row_messages
+    from softverify.task.prompts import STYLE_DEFAULTS
     from softverify.types import Sample
 
     path = resolve_model_path("smollm2")
     cot = STYLE_DEFAULTS["cot"]
     rows = rbio_rows(args.prompts)
     engine = HFEngine(path, "float32", batch_size=args.prompts * args.group, device="cpu", decode="loop")
-    pb = render_turns(engine, [row_messages(r, cot["system_prompt"]) for r in rows], cot["assistant_prefix"])
+    pb = render_rows(engine, rows, cot["system_prompt"], cot["assistant_prefix"])
     t = time.perf_counter()
     gens = engine.generate(pb.token_ids, SamplingParams(max_new_tokens=args.new_tokens, temperature=1.0, seed=0,
                                                         stop=["</answer>"]), n=args.group)

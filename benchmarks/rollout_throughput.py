@@ -53,7 +53,7 @@ def main(argv=None) -> dict:
     from softverify.engines.base import SamplingParams, with_assistant_prefix
     from softverify.engines.hf import HFEngine
     from softverify.models import resolve_model_path
-    from softverify.prompts import row_messages
+    from softverify.task.prompts import row_messages
 
     variants = [v for v in args.variants.split(",") if v]
     path = resolve_model_path("smollm2")

@@ -43,7 +43,7 @@ completions per step, top ``--train-layers`` layers, lr ``--lr``, dynamic sampli
 wall-clock budget per run (``--minutes``), periodic eval on ``--periodic-eval-size`` held-out
 questions every ``--eval-every`` steps. Final eval: ``--eval-size`` balanced questions of the
 K562 *test* split (perturbations never seen in training), greedy, read twice (free / forced;
-see ``softverify/platform/evaluation/run.py``), with the forced score's AUROC/AUPRC and bootstrap
+see ``softverify/evaluation/run.py``), with the forced score's AUROC/AUPRC and bootstrap
 95% intervals, its Spearman correlation with the world model's p, and the world model's own
 metrics on the same questions: how much of the verifier's knowledge reached the policy.
 
@@ -69,7 +69,7 @@ from _common import REPO, RESULTS, SHARED_PERTURBQA, machine  # noqa: E402
 
 from supervised_ceiling import run_supervised  # noqa: E402
 
-from softverify.prompts import COT_ANSWER_PROMPT  # noqa: E402
+from softverify.task.prompts import COT_ANSWER_PROMPT  # noqa: E402
 
 FORMAT = {"kind": "format", "weight": 0.25}
 SPECIAL = ("base", "supervised")
@@ -133,8 +133,8 @@ def world_model_metrics(wm_dir: Path, rows) -> tuple[dict, list[float]]:
     import numpy as np
 
     from softverify.bio.worldmodel import WorldModel
-    from softverify.platform.evaluation.classification import classification_metrics
-    from softverify.platform.evaluation.scores import score_metrics
+    from softverify.evaluation.classification import classification_metrics
+    from softverify.evaluation.scores import score_metrics
 
     wm = WorldModel.load(wm_dir)
     p = wm.predict_proba(list(rows["pert"]), list(rows["gene"]))
@@ -191,9 +191,9 @@ def final_eval(model: str, rows, args, style: str = "direct", wm_p: list[float] 
     from softverify.config import build_config
     from softverify.engines.hf import HFEngine
     from softverify.models import resolve_model_path
-    from softverify.platform.evaluation.run import metrics_from_records, run_eval
+    from softverify.evaluation.run import metrics_from_records, run_eval
 
-    from softverify.prompts import load_trained_prompt
+    from softverify.task.prompts import load_trained_prompt
 
     rc = build_config({"prompt": {"style": style}}, []).rollout
     if style == "cot":

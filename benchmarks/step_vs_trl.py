@@ -45,7 +45,7 @@ LR, PROMPTS, GROUP = 1e-6, 4, 4
 
 def style_settings(style: str) -> tuple[str, str, int]:
     """(assistant prefix, system prompt, default new tokens) of a prompt style: what both sides use."""
-    from softverify.prompts import STYLE_DEFAULTS
+    from softverify.task.prompts import STYLE_DEFAULTS
 
     d = STYLE_DEFAULTS[style]
     return d["assistant_prefix"], d["system_prompt"], d["max_new_tokens"]
@@ -67,7 +67,7 @@ def run_trl(args) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from softverify.models import resolve_model_path
-    from softverify.prompts import row_messages
+    from softverify.task.prompts import row_messages
     from softverify.types import Sample
     from softverify.verifiers.base import build_verifier
 

@@ -31,8 +31,8 @@ def run_supervised(*, wm_dir: Path, threshold_policy: str, data_mirror: str | No
     from softverify.engines.hf import HFEngine
     from softverify.learner import freeze_below_top_layers
     from softverify.models import resolve_model_path
-    from softverify.platform.evaluation.run import run_eval
-    from softverify.prompts import row_messages
+    from softverify.evaluation.run import run_eval
+    from softverify.task.prompts import row_messages
     from softverify.verifiers.balance import policy_threshold
 
     torch.manual_seed(seed)

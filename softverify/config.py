@@ -15,12 +15,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from softverify.algo import ESTIMATORS, mode_for
 from softverify.configbase import (  # noqa: F401  (re-exported: the public config API)
     ConfigError, StrictModel, apply_overrides, cache_dir, format_validation_error, parse_scalar, read_yaml,
 )
 from softverify.configbase import describe as _describe
 from softverify.placement import validate_label_selector, validate_resource_names
-from softverify.prompts import STYLE_DEFAULTS
+from softverify.task.prompts import STYLE_DEFAULTS
 
 
 _Section = StrictModel  # every section: unknown keys are errors
@@ -288,7 +289,7 @@ class RolloutConfig(_StyleFilled):
 
 class PromptConfig(_Section):
     """How a question is put to the policy and what its answer looks like (see
-    :data:`softverify.prompts.STYLE_DEFAULTS` for each style's prompt, prefix and budget)."""
+    :data:`softverify.task.prompts.STYLE_DEFAULTS` for each style's prompt, prefix and budget)."""
 
     style: Literal["cot", "direct"] = Field(
         "direct",
@@ -299,7 +300,11 @@ class PromptConfig(_Section):
     )
 
 
-class VerifierSpec(_Section):
+class VerifierCore(_Section):
+    """What a verifier is and how it counts in the reward: the spec training, ``softverify
+    verify`` and serving's ``/v1/verify`` share (serving takes exactly this; training's
+    :class:`VerifierSpec` adds where its actor runs)."""
+
     kind: str = Field(..., description="Registered verifier kind: hard, format, ... (see `softverify verify --list`).")
     name: str | None = Field(None, description="Name in metrics; default = kind.")
     weight: float = Field(1.0, ge=0, description="Weight in the reward sum; 0 = computed and logged only.")
@@ -307,6 +312,16 @@ class VerifierSpec(_Section):
         None, ge=0, le=1, description="Normalisation threshold t: scores < t map to [0, .5], >= t to [.5, 1]."
     )
     params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the verifier.")
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.kind
+
+
+class VerifierSpec(VerifierCore):
+    """A training run's verifier: :class:`VerifierCore` plus the Ray placement of the actor
+    hosting it."""
+
     num_cpus: float = Field(0.0, ge=0, description="Ray CPUs reserved for the actor hosting this verifier. 0 (the "
                             "default) reserves none: verifiers are light lookups between rollout and learning, so the "
                             "default run fits a 2-CPU cluster (rollout 2 x 0.5 + learner 2 x 0.5).")
@@ -315,10 +330,6 @@ class VerifierSpec(_Section):
         default_factory=dict, description=_RESOURCES_DOC.format(what="verifier actor"))
     node_labels: dict[str, str] = Field(default_factory=dict, description=_LABELS_DOC.format(what="verifier actor"))
     _check_resources, _check_labels = _placement_validators("resources", "node_labels")
-
-    @property
-    def display_name(self) -> str:
-        return self.name or self.kind
 
 
 class RewardConfig(_Section):
@@ -372,7 +383,7 @@ class AlgorithmConfig(_StyleFilled):
         "(also those rolled out for steps past trainer.steps, so a run extended with --resume continues exactly; "
         "data_position counts their prompts); see softverify.platform.train.pipeline.",
     )
-    estimator: Literal["sample", "enumerate"] | None = Field(
+    estimator: Literal[ESTIMATORS] | None = Field(
         None, description="'sample': GRPO on rollout.group_size sampled completions per prompt. 'enumerate': "
         "every answer in algorithm.answer_candidates is scored by the verifiers and the answer's loss is the exact "
         "expected policy gradient over that closed set (grpo.enumerated_loss), the large-group limit of GRPO. "
@@ -624,12 +635,10 @@ class TrainConfig(_Section):
 
     @property
     def samples_per_prompt(self) -> int:
-        """Sequences the learner gets per prompt: the sampled group, every candidate answer
-        (direct enumerate), or every candidate after each sampled reasoning (CoT enumerate)."""
-        if self.algorithm.estimator == "enumerate":
-            k = len(self.algorithm.answer_candidates)
-            return k * self.rollout.group_size if self.prompt.style == "cot" else k
-        return self.rollout.group_size
+        """Sequences the learner gets per prompt: the training mode's (:mod:`softverify.algo`):
+        the sampled group, every candidate answer (direct enumerate), or every candidate after
+        each sampled reasoning (CoT enumerate)."""
+        return mode_for(self).samples_per_prompt
 
     def _gpu_defaults(self) -> None:
         """The peers' GPU recipe (verl, OpenRLHF, TRL on GPUs) for every key the user left unset:
@@ -700,14 +709,7 @@ class TrainConfig(_Section):
             raise ValueError(f"learner.sync_method='collective' with rollout.vllm.tensor_parallel_size={tp}: the "
                              "weight-broadcast group has one member per rollout worker, not per GPU shard; use "
                              "learner.sync_method='object_store' (each shard then receives from its own worker)")
-        if self.algorithm.estimator == "enumerate" and self.prompt.style == "cot":
-            if self.rollout.force_answer:
-                raise ValueError("rollout.force_answer=true with algorithm.estimator='enumerate' in the CoT style: "
-                                 "the enumerated estimator already closes every reasoning for its answer and scores "
-                                 "every candidate after it; set rollout.force_answer=false")
-            if not self.rollout.stop:
-                raise ValueError("algorithm.estimator='enumerate' in the CoT style needs rollout.stop (its first entry, "
-                                 "e.g. '</answer>', closes every candidate answer); rollout.stop is empty")
+        mode_for(self).check()  # what the training mode itself refuses
         n = self.rollout.prompts_per_step * self.samples_per_prompt
         if n < self.learner.num_ranks:
             raise ValueError(

@@ -120,7 +120,7 @@ def _load_file(cfg: DataConfig, split: str, limit: int | None):
 
 def _check_labels(labels: list, path: Path) -> None:
     """Every label a prompt file gives must read as yes/no (null: unlabelled, allowed)."""
-    from softverify.verifiers.answer import LABEL_VALUES, label_to_int
+    from softverify.task.answer import LABEL_VALUES, label_to_int
 
     for i, v in enumerate(labels):
         if v is None:

@@ -17,8 +17,11 @@ from typing import Iterator
 
 
 @contextmanager
-def atomic_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory beside ``out_dir``; on success it replaces ``out_dir``.
+def atomic_dir(out_dir: str | os.PathLike, keep_existing: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory beside ``out_dir``; on success it replaces ``out_dir``
+    (with ``keep_existing``, where another process already put an ``out_dir`` there it is
+    kept and this one dropped: for caches whose every writer produces the same content, and
+    where a reader may hold the first one open).
 
     On an exception the temporary directory is removed and ``out_dir`` is left as it was.
     """
@@ -28,6 +31,8 @@ def atomic_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         if out.exists():
+            if keep_existing:
+                return
             shutil.rmtree(out)
         os.replace(tmp, out)
     finally:

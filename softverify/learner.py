@@ -19,16 +19,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from softverify.advantages import reasoning_advantages
+from softverify.algo import mode_for
+from softverify.algo.encode import completion_batch
 from softverify.config import TrainConfig
-from softverify.grpo import enumerated_loss, masked_aggregate, policy_loss
-from softverify.microbatch import contiguous_split, plan_micro_batches, token_counts
+from softverify.microbatch import contiguous_split
 from softverify.modeling import load_causal_lm
-from softverify.seqbatch import (MIN_SHARED_PREFIX, CompletionBatch, completion_logprobs_enumerated,
-                                 completion_logprobs_packed, completion_logprobs_shared, merge_identical, old_logprobs,
-                                 sampled_mask)
+from softverify.seqbatch import CompletionBatch
 from softverify.types import Sample
-from softverify.verifiers.answer import answer_token_start, candidate_ids
 
 
 @dataclass
@@ -36,7 +33,7 @@ class LearnBatch:
     """What one rank trains on in one step: its samples plus global normalisers."""
 
     samples: list[Sample]
-    advantages: np.ndarray  # [len(samples)]
+    values: np.ndarray  # [len(samples)]: what the run's mode trains on (advantages, or rewards: Mode.learner_values)
     total_tokens: int  # sampled completion tokens in the whole step (all ranks; forced ones not counted)
     total_seqs: int  # sequences in the whole step (all ranks)
 
@@ -110,135 +107,6 @@ def freeze_below_top_layers(model, n: int) -> list[str]:
     if getattr(inner, "norm", None) is not None:
         inner.norm.requires_grad_(True)
     return [k for k, p in model.named_parameters() if p.requires_grad]
-
-
-def completion_batch(model, cfg: TrainConfig, pad_id: int, ss: Sequence[Sample], with_entropy: bool = False,
-                     entropy_grad: bool = False, device=None) -> CompletionBatch:
-    """Logprobs (and entropies) of the samples' completions, on the shared-prompt path
-    unless ``learner.shared_prompt`` is off or gradient checkpointing is on."""
-    lc = cfg.learner
-    args = (model, [s.prompt_token_ids for s in ss], [s.completion_token_ids for s in ss], pad_id,
-            cfg.rollout.temperature)
-    if lc.shared_prompt and not lc.gradient_checkpointing:
-        return completion_logprobs_shared(*args, with_entropy=with_entropy, entropy_grad=entropy_grad, device=device,
-                                          min_shared=shared_prefix_min(cfg))
-    return completion_logprobs_packed(*args, with_entropy=with_entropy, entropy_grad=entropy_grad, device=device)
-
-
-def shared_prefix_min(cfg: TrainConfig) -> int:
-    """The ``min_shared`` the shared-prompt paths get: 0 (off) unless ``learner.shared_prefix``."""
-    return MIN_SHARED_PREFIX if cfg.learner.shared_prefix else 0
-
-
-def answer_span_mask(tokenizer, ss: Sequence[Sample], mask: torch.Tensor) -> torch.Tensor:
-    """1 from each completion's last ``<answer>`` on (``algorithm.answer_loss_share``), within
-    ``mask``: after a forced ``<answer>`` that is the sampled answer and its closing tag, not
-    the inserted tag."""
-    am = torch.zeros_like(mask)
-    for b, s in enumerate(ss):
-        start = answer_token_start(tokenizer, s.completion_token_ids)
-        if start is not None:
-            am[b, start : len(s.completion_token_ids)] = 1.0
-    return am * mask
-
-
-def candidate_span_mask(ss: Sequence[Sample], cand_len: Sequence[int], K: int, mask: torch.Tensor) -> torch.Tensor:
-    """``[B, C]``: 1 on each enumerated completion's candidate answer (CoT enumerate), the
-    last ``cand_len[b % K]`` tokens of row b (rows cycle through the K candidates, see
-    :func:`softverify.actors.rollout.enumerated_turns`); within ``mask``."""
-    span = torch.zeros_like(mask)
-    for b, s in enumerate(ss):
-        n = len(s.completion_token_ids)
-        span[b, max(n - cand_len[b % K], 0): n] = 1.0
-    return span * mask
-
-
-def sampled_loss(model, tokenizer, cfg: TrainConfig, ss: Sequence[Sample], adv: torch.Tensor, w: torch.Tensor,
-                 total_tokens: float, total_seqs: float, ref=None, device=None):
-    """One micro-batch of the sampled GRPO loss (what :meth:`Learner.train_step` backpropagates):
-    ``(loss, stats, completion batch, mask)``. ``mask`` is the completion mask with the tokens
-    the rollout inserted (``Sample.forced_mask``) zeroed, so they carry no policy gradient, no
-    entropy and no KL; ``total_tokens`` must count sampled tokens only
-    (``Sample.n_sampled``)."""
-    ac = cfg.algorithm
-    pad = tokenizer.pad_token_id
-    cb = completion_batch(model, cfg, pad, ss, with_entropy=True, entropy_grad=ac.entropy_coef > 0, device=device)
-    mask = cb.mask * sampled_mask(ss, cb.mask.shape[1], cb.mask.device)
-    old = old_logprobs(ss, mask.shape[1], device)
-    am = answer_span_mask(tokenizer, ss, mask) if ac.answer_loss_share > 0 and cfg.prompt.style == "cot" else None
-    ref_logp = None
-    if ref is not None:
-        with torch.no_grad():
-            ref_logp = completion_batch(ref, cfg, pad, ss, device=device).logp
-    loss, st = policy_loss(
-        cb.logp, old, adv, mask, eps_low=ac.eps_low, eps_high=ac.eps_high, agg=ac.loss_agg,
-        total_tokens=total_tokens, total_seqs=total_seqs, weights=w, answer_mask=am,
-        answer_share=ac.answer_loss_share, entropy=cb.entropy, entropy_coef=ac.entropy_coef,
-        ref_logp=ref_logp, kl_coef=ac.kl_coef, kl_estimator=ac.kl_estimator)
-    return loss, st, cb, mask
-
-
-def enumerated_micro_loss(model, tokenizer, cfg: TrainConfig, ss: Sequence[Sample], rewards: torch.Tensor,
-                          total_tokens: float, total_seqs: float, ref=None, device=None):
-    """One micro-batch of whole prompts under ``algorithm.estimator='enumerate'``: ``(loss,
-    stats)``. ``ss`` cycles through the K candidates of each answer context (a prompt in the
-    direct style, one sampled reasoning in CoT); ``total_seqs`` / ``total_tokens`` are the
-    step's sequences and sampled tokens (all ranks), so micro-batch losses add up.
-
-    Answer: the exact expected gradient over the closed set per context
-    (:func:`softverify.grpo.enumerated_loss`, with ``entropy_coef`` and ``kl_coef`` over the
-    answer set). CoT adds the reasonings' sampled policy gradient: reasoning c's advantage is
-    its exact ``E_q[r]`` against its prompt's other reasonings
-    (:func:`softverify.advantages.reasoning_advantages`); its tokens (each context's sampled ones,
-    taken once from its first candidate row) are trained with the clipped ratio against their
-    behaviour logprobs, aggregated by ``algorithm.loss_agg`` over the step's reasoning tokens
-    (``total_tokens / K``), with token KL when ``kl_coef > 0``. ``loss = answer + reasoning``.
-
-    Stats (floats): ``pg`` (this micro-batch's share of the step's answer loss), and per
-    context means ``entropy``, ``policy_expected_reward``, ``kl``, and in CoT
-    ``reasoning/pg_loss``, ``reasoning/clip_frac``, ``reasoning/adv_abs_mean``."""
-    ac = cfg.algorithm
-    K = len(ac.answer_candidates)
-    cot = cfg.prompt.style == "cot"
-    pad = tokenizer.pad_token_id
-    cand_len = [len(c) for c in candidate_ids(tokenizer, ac.answer_candidates, cfg.rollout.stop[0])] if cot else None
-    once = cot and cfg.learner.shared_prompt and not cfg.learner.gradient_checkpointing  # the reasoning encoded once
-
-    def encode(m) -> CompletionBatch:  # the policy and, for the KL, the reference: the same path
-        if once:
-            return completion_logprobs_enumerated(m, ss, K, cand_len, pad, cfg.rollout.temperature, device=device,
-                                                  min_shared=shared_prefix_min(cfg))
-        return completion_batch(m, cfg, pad, ss, device=device)
-
-    cb = encode(model)
-    span = candidate_span_mask(ss, cand_len, K, cb.mask) if cot else cb.mask
-    ctx = torch.arange(len(ss), device=cb.mask.device) // K
-    ref_lp = None
-    if ref is not None and ac.kl_coef > 0:
-        with torch.no_grad():
-            ref_lp = encode(ref).logp
-    loss, st = enumerated_loss((cb.logp * span).sum(-1), rewards, ctx, advantage=ac.advantage,
-                               total_groups=total_seqs / K, entropy_coef=ac.entropy_coef, kl_coef=ac.kl_coef,
-                               ref_seq_logp=None if ref_lp is None else (ref_lp * span).sum(-1))
-    out = {"pg": float(st["pg"]), "entropy": float(st["entropy"]), "policy_expected_reward": float(st["expected_reward"])}
-    if "kl" in st:
-        out["kl"] = float(st["kl"])
-    if not cot:
-        return loss, out
-    U = cfg.samples_per_prompt
-    n_ctx = len(ss) // K
-    adv_ctx = reasoning_advantages(st["group_expected_reward"].cpu().numpy(), np.arange(n_ctx) // (U // K),
-                                   ac.advantage)
-    first = (torch.arange(len(ss), device=cb.mask.device) % K == 0).to(cb.mask.dtype)
-    mask = cb.mask * sampled_mask(ss, cb.mask.shape[1], cb.mask.device) * (1.0 - span) * first[:, None]
-    adv = torch.tensor(np.repeat(adv_ctx, K), dtype=cb.logp.dtype, device=cb.logp.device)
-    rl, rst = policy_loss(cb.logp, old_logprobs(ss, mask.shape[1], cb.logp.device), adv, mask, eps_low=ac.eps_low,
-                          eps_high=ac.eps_high, agg=ac.loss_agg, total_tokens=total_tokens / K,
-                          total_seqs=total_seqs / K, ref_logp=ref_lp, kl_coef=ac.kl_coef,
-                          kl_estimator=ac.kl_estimator)
-    out.update({"reasoning/pg_loss": float(rst["pg"]), "reasoning/clip_frac": rst["clip_frac"],
-                "reasoning/adv_abs_mean": float(np.abs(adv_ctx).mean())})
-    return loss + rl, out
 
 
 #: DeepSpeed's Muon optimizer module. ZeRO imports it on start (``zero.utils.is_zero_supported_optimizer``)
@@ -363,12 +231,14 @@ class Learner:
             model=model, optimizer=opt, model_parameters=params, lr_scheduler=sched, config=deepspeed_config(cfg)
         )
         self.gas = grad_accum_steps(cfg)
+        self.mode = mode_for(cfg)
         self.steps_done = 0
         self._params = params
         self._grad_norm: float | None = None
 
     # ------------------------------------------------------------------ training
-    def _step(self) -> None:
+    # What a training mode (softverify.algo) uses of its rank in Mode.learn.
+    def micro_step(self) -> None:
         """``engine.step()``; at ZeRO-0 the learner clips the (already all-reduced, so
         identical on every rank) gradients first at each accumulation boundary, keeping the
         global norm that DeepSpeed's stage-0 clip computes and drops."""
@@ -380,7 +250,7 @@ class Learner:
     def _global_grad_norm(self) -> float | None:
         return self._grad_norm if self.cfg.learner.zero_stage == 0 else self.engine.get_global_grad_norm()
 
-    def _autocast(self):
+    def autocast(self):
         """``learner.mixed_precision``: the context every forward of this rank runs in.
         Autocast (not a bf16 copy of the model) keeps master weights, gradients and Adam's
         state in fp32 while the matmuls run in bf16; backward follows the forward's dtypes.
@@ -391,122 +261,26 @@ class Learner:
     def _logprobs(self, model, ss: Sequence[Sample]) -> CompletionBatch:
         return completion_batch(model, self.cfg, self.tokenizer.pad_token_id, ss, device=self.device)
 
-    def _dummy(self) -> Sample:
+    def dummy_sample(self) -> Sample:
         """A one-token sequence for a rank with nothing left in a micro-batch: its loss is
         multiplied by 0, it only keeps DeepSpeed's collectives aligned across ranks."""
         pad = self.tokenizer.pad_token_id
         return Sample(prompt_id="", prompt="", completion="", prompt_token_ids=[pad], completion_token_ids=[pad],
                       behaviour_logprobs=[0.0])
 
-    def _dummy_prompt(self) -> list[Sample]:
-        """One prompt's worth of enumerated rows for a rank with no prompt left in a
-        micro-batch (loss multiplied by 0): a one-token prompt, and in CoT a one-token head
-        before each candidate, the layout the enumerated encoding expects."""
-        ac, pad = self.cfg.algorithm, self.tokenizer.pad_token_id
-        if self.cfg.prompt.style != "cot":
-            return [self._dummy()] * len(ac.answer_candidates)
-        cands = candidate_ids(self.tokenizer, ac.answer_candidates, self.cfg.rollout.stop[0])
-        rows = [cands[j % len(cands)] for j in range(self.cfg.samples_per_prompt)]
-        return [Sample(prompt_id="", prompt="", completion="", prompt_token_ids=[pad], completion_token_ids=[pad] + c,
-                       behaviour_logprobs=[0.0] * (1 + len(c)), forced_mask=[0] + [1] * len(c)) for c in rows]
+    def finish_step(self, out: dict[str, float]) -> dict[str, float]:
+        """Count the update and add the optimiser's view of it (``grad_norm``, ``lr``) to the
+        mode's metrics."""
+        self.steps_done += 1
+        gn = self._global_grad_norm()
+        out["grad_norm"] = float(gn) if gn is not None else float("nan")
+        out["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        return out
 
     def train_step(self, batch: LearnBatch) -> dict[str, float]:
-        ac, lc = self.cfg.algorithm, self.cfg.learner
-        if ac.estimator == "enumerate":
-            return self._train_step_enumerated(batch)
-        scale = self.gas * self.world_size
-        self.engine.train()
-        sums: dict[str, float] = {}
-        weights: dict[str, float] = {}
-
-        def add(k: str, v: float, w: float = 1.0) -> None:
-            sums[k] = sums.get(k, 0.0) + (v if k.endswith("_sum") else v * w)
-            weights[k] = weights.get(k, 0.0) + w
-
-        samples, advs = list(batch.samples), np.asarray(batch.advantages, dtype=np.float64)
-        mult = np.ones(len(samples))
-        if lc.merge_identical and samples:
-            samples, advs, mult = merge_identical(samples, advs)
-        add("learn_seqs_sum", float(len(samples)), 0.0)  # sequences actually encoded (after merging)
-        # exactly gas micro-batches (DeepSpeed steps the optimiser at that boundary; some may be
-        # empty when merging left this rank fewer sequences than gas); which sequences share one is
-        # learner.micro_batch_order, the loss is the same either way (softverify.microbatch)
-        prompts, comps = [s.prompt_token_ids for s in samples], [s.completion_token_ids for s in samples]
-        shared = lc.shared_prompt and not lc.gradient_checkpointing
-        plan = plan_micro_batches(prompts, comps, self.gas, lc.micro_batch_order, shared)
-        # what the forward passes process (padding included) against the tokens that are not padding
-        processed, real = token_counts(prompts, comps, plan, shared)
-        add("learn_encoded_tokens_sum", float(processed * ac.epochs_per_step), 0.0)
-        add("learn_real_tokens_sum", float(real * ac.epochs_per_step), 0.0)
-        for _ in range(ac.epochs_per_step):
-            for idx in plan:
-                dummy = not idx  # keep collective calls aligned across ranks
-                ss = [samples[i] for i in idx] if idx else [self._dummy()]
-                adv = torch.tensor(advs[idx] if idx else [0.0], dtype=torch.float32, device=self.device)
-                w = torch.tensor(mult[idx] if idx else [1.0], dtype=torch.float32, device=self.device)
-                with self._autocast():
-                    loss, st, cb, mask = sampled_loss(self.engine, self.tokenizer, self.cfg, ss, adv, w,
-                                                      batch.total_tokens, batch.total_seqs, ref=self.ref,
-                                                      device=self.device)
-                pg = st["pg"]
-                if "kl" in st and not dummy:
-                    add("kl", float(st["kl"]), float((mask * w[:, None]).sum()))
-                loss = loss * scale * (0.0 if dummy else 1.0)
-                self.engine.backward(loss)
-                self._step()
-                if not dummy:
-                    ntok = float((mask * w[:, None]).sum())
-                    add("pg_loss_sum", float(pg.detach()) / ac.epochs_per_step, 0.0)
-                    add("clip_frac", st["clip_frac"], ntok)
-                    add("ratio_mean", st["ratio_mean"], ntok)
-                    add("logp_gap", st["logp_gap"], ntok)
-                    add("entropy", float(masked_aggregate(cb.entropy.detach(), mask, weights=w)), ntok)
-        self.steps_done += 1
-        # "_sum" metrics are this rank's share of a global quantity: the driver adds them up.
-        out = {k: (sums[k] if k.endswith("_sum") else sums[k] / max(weights[k], 1e-12)) for k in sums}
-        gn = self._global_grad_norm()
-        out["grad_norm"] = float(gn) if gn is not None else float("nan")
-        out["lr"] = float(self.optimizer.param_groups[0]["lr"])
-        return out
-
-    def _train_step_enumerated(self, batch: LearnBatch) -> dict[str, float]:
-        """``algorithm.estimator='enumerate'``: ``batch.advantages`` holds each candidate's
-        reward; consecutive runs of ``cfg.samples_per_prompt`` samples are one prompt (the
-        trainer and LearnerGroup keep them together), see :func:`enumerated_micro_loss`.
-        Micro-batches split between prompts."""
-        ac = self.cfg.algorithm
-        K, U = len(ac.answer_candidates), self.cfg.samples_per_prompt
-        samples, rewards = list(batch.samples), np.asarray(batch.advantages, dtype=np.float64)
-        if len(samples) % U:
-            raise ValueError(f"enumerated batch of {len(samples)} samples is not whole prompts of {U} samples "
-                             f"({K} candidates each)")
-        scale = self.gas * self.world_size
-        self.engine.train()
-        sums: dict[str, float] = {}
-        n_ctx = 0
-        for pidx in shard_indices(len(samples) // U, self.gas):
-            idx = [p * U + j for p in pidx for j in range(U)]
-            ss = [samples[i] for i in idx] if idx else self._dummy_prompt()
-            r = torch.tensor(rewards[idx] if idx else [0.0] * U, dtype=torch.float32, device=self.device)
-            with self._autocast():
-                loss, st = enumerated_micro_loss(self.engine, self.tokenizer, self.cfg, ss, r, batch.total_tokens,
-                                                 batch.total_seqs, ref=self.ref, device=self.device)
-            self.engine.backward(loss * scale * (1.0 if idx else 0.0))
-            self._step()
-            if idx:
-                g = len(idx) // K
-                sums["pg_loss_sum"] = sums.get("pg_loss_sum", 0.0) + st.pop("pg")  # this micro-batch's share
-                for k, v in st.items():
-                    sums[k] = sums.get(k, 0.0) + v * g
-                n_ctx += g
-        self.steps_done += 1
-        out = {"learn_seqs_sum": float(len(samples)), "pg_loss_sum": sums.pop("pg_loss_sum", 0.0),
-               "entropy": 0.0, "policy_expected_reward": 0.0}
-        out.update({k: v / max(n_ctx, 1) for k, v in sums.items()})
-        gn = self._global_grad_norm()
-        out["grad_norm"] = float(gn) if gn is not None else float("nan")
-        out["lr"] = float(self.optimizer.param_groups[0]["lr"])
-        return out
+        """One update from this rank's shard of the step: the run's training mode's loss
+        (:meth:`softverify.algo.base.Mode.learn`)."""
+        return self.mode.learn(self, batch)
 
     # ------------------------------------------------------------------ weights
     def state_dict(self, trainable_only: bool = False, copy: bool = True,
@@ -560,7 +334,7 @@ class Learner:
     def logprobs(self, samples: Sequence[Sample]) -> list[list[float]]:
         """Teacher-forced logprobs of the samples' completions under the current weights."""
         self.engine.eval()
-        with self._autocast():
+        with self.autocast():
             cb = self._logprobs(self.engine, samples)
         return [cb.logp[b, : len(s.completion_token_ids)].tolist() for b, s in enumerate(samples)]
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from softverify.configbase import cache_dir
+from softverify.fsutil import atomic_dir
 
 DEFAULT_MODEL = "smollm2"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -43,9 +42,7 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir, keep_existing=True) as tmp:  # a crash leaves nothing a later load would trust
         q = GgufConfig(dequantize=True)
         tok = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
         model = AutoModelForCausalLM.from_pretrained(
@@ -54,13 +51,6 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         (tmp / "softverify_source.json").write_text(json.dumps({"gguf": str(gguf_file)}))
-        if out_dir.exists():  # another process won the race; keep theirs
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

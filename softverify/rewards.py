@@ -46,19 +46,17 @@ def weighted_mean_available(scores: np.ndarray, weights: np.ndarray) -> np.ndarr
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def learner_values(rewards: np.ndarray, adv: np.ndarray, estimator: str, aggregation: str) -> np.ndarray:
-    """What the learner gets per sample from :func:`compose`'s output.
+def enumerated_learner_values(rewards: np.ndarray, adv: np.ndarray, aggregation: str) -> np.ndarray:
+    """What the enumerated estimator's learner gets per candidate from :func:`compose`'s output.
 
-    Sampled GRPO learns from the advantages. The enumerated estimator forms its own
-    advantages, ``r - E_q[r]`` under the policy's answer distribution, so it takes a
-    per-candidate reward: the weighted mean for ``sum_then_normalize``, and for
-    ``normalize_then_sum`` (GDPO) the per-verifier group-normalised combination, which is
-    a reward up to a per-group shift (and ``r - E_q[r]`` removes any shift). Without this
-    the enumerated estimator silently ignored ``reward.aggregation``: a composed run was
-    the hard + world-model run, step for step.
+    The enumerated loss forms its own advantages, ``r - E_q[r]`` under the policy's answer
+    distribution, so it takes a per-candidate reward: the weighted mean for
+    ``sum_then_normalize``, and for ``normalize_then_sum`` (GDPO) the per-verifier
+    group-normalised combination, which is a reward up to a per-group shift (and
+    ``r - E_q[r]`` removes any shift). Without this the enumerated estimator silently ignored
+    ``reward.aggregation``: a composed run was the hard + world-model run, step for step.
+    (Sampled GRPO learns from the advantages themselves: :mod:`softverify.algo.sampled`.)
     """
-    if estimator != "enumerate":
-        return adv
     return rewards if aggregation == "sum_then_normalize" else adv
 
 

@@ -9,6 +9,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+@dataclass(frozen=True)
+class PolicyWeights:
+    """The policy a rollout call must sample from, handed to every generate call.
+
+    ``version``: the trainer step whose weights these are. ``ref``: an ObjectRef of their
+    wire state dict (a field, not an argument, so Ray does not fetch the weights on every
+    call, only when a worker needs them); None with ``learner.sync_method=collective``,
+    where no object-store copy exists. ``partial``: only the trainable tensors (enough for a
+    restarted worker too: the frozen rest never changed from the initial weights)."""
+
+    version: int
+    ref: Any = None
+    partial: bool = False
+
+
 @dataclass
 class Sample:
     """One completion of one prompt, plus everything a verifier or the learner needs.

@@ -46,7 +46,12 @@ def test_enumerated_learner_values_follow_the_aggregation():
     """Two candidates (yes, no) of one question: hard says yes (1 / 0), a soft verifier with a
     small range leans no (0.45 / 0.55). Summed, yes wins (0.725 vs 0.275 at equal weights);
     normalised per verifier first (GDPO), the two verifiers cancel: no preference."""
-    from softverify.rewards import learner_values
+    from softverify.algo import mode_class
+    from softverify.config import TrainConfig
+
+    def learner_values(rewards, adv, estimator, aggregation):  # what the trainer asks the run's mode for
+        cfg = TrainConfig(algorithm={"estimator": estimator}, reward={"aggregation": aggregation})
+        return mode_class(estimator, cfg.prompt.style)(cfg).learner_values(rewards, adv)
 
     scores = np.array([[1.0, 0.45], [0.0, 0.55]])
     g = np.array([0, 0])

@@ -6,8 +6,8 @@ import pytest
 
 from softverify.config import load_config
 from softverify.configbase import ConfigError
-from softverify.prompts import COT_ANSWER_PROMPT, RBIO_SYSTEM_PROMPT
-from softverify.verifiers.answer import forcing_suffix, parse_answer
+from softverify.task.prompts import COT_ANSWER_PROMPT, RBIO_SYSTEM_PROMPT
+from softverify.task.answer import forcing_suffix, parse_answer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

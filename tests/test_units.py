@@ -9,10 +9,10 @@ from softverify.data import PromptOrder
 from softverify.learner import shard_indices
 from softverify.modeling import pack_sequences
 from softverify.platform.train import checkpoint as ckpt
-from softverify.platform.evaluation.classification import classification_metrics, majority_answers, metrics_from_completions
+from softverify.evaluation.classification import classification_metrics, majority_answers, metrics_from_completions
 from softverify.types import Sample
 from softverify.verifiers import build_verifier
-from softverify.verifiers.answer import parse_answer
+from softverify.task.answer import parse_answer
 from softverify.verifiers.format import format_score
 
 GOOD = "<think> GATA1 drives erythroid genes. </think> <answer> yes </answer>"

@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 import ray
 
+from softverify.algo import mode_for
 from softverify.cluster import free_port
 from softverify.config import LearnerConfig, TrainConfig
 from softverify.microbatch import balanced_shards
@@ -71,15 +72,15 @@ class LearnerActor:
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
-    def train_step(self, samples: list[Sample], advantages: np.ndarray, total_tokens: int, total_seqs: int) -> dict:
-        """This rank's shard of the step (its samples and their advantages) only; ``rank_s`` in
+    def train_step(self, samples: list[Sample], values: np.ndarray, total_tokens: int, total_seqs: int) -> dict:
+        """This rank's shard of the step (its samples and what the mode trains on per sample) only; ``rank_s`` in
         the result is the seconds the update took inside the rank (the rest of the trainer's
         learn phase is shipping the batch and collecting results), ``learn_page_faults_sum`` the
         minor page faults it took (``learner.retain_freed_memory`` brings them to ~0)."""
         from softverify.learner import LearnBatch
 
         t, f = time.perf_counter(), minor_faults()
-        out = self.learner.train_step(LearnBatch(samples, np.asarray(advantages), total_tokens, total_seqs))
+        out = self.learner.train_step(LearnBatch(samples, np.asarray(values), total_tokens, total_seqs))
         out["rank_s"] = time.perf_counter() - t
         out["learn_page_faults_sum"] = float(minor_faults() - f)
         return out
@@ -160,26 +161,19 @@ class LearnerGroup:
         # the calls return when the Learners are built, and a rank's failure surfaces here
         ray.get([a.start.remote(addr, port) for a in self.actors])
         self.zero3 = lc.zero_stage == 3
+        self.mode = mode_for(cfg)
 
     def node_ids(self) -> list[str]:
         return ray.get([a.node_id.remote() for a in self.actors])
 
     def shards(self, n: int, lengths: Sequence[int]) -> list[list[int]]:
-        """Which of the step's ``n`` samples each rank trains on: whole prompts (the
-        enumerated loss needs a prompt's candidates on one rank; a sampled group's prompt is
-        encoded once; split when there are fewer groups than ranks, so no rank idles),
-        balanced by the samples' completion ``lengths``
-        (:func:`softverify.microbatch.balanced_shards`)."""
-        spp = self.cfg.samples_per_prompt
-        if self.cfg.algorithm.estimator == "enumerate":
-            if n % spp:
-                raise ValueError(f"enumerated batch of {n} samples is not whole prompts of {spp}")
-            unit = spp
-        else:
-            unit = spp if n % spp == 0 and n // spp >= self.world else 1
+        """Which of the step's ``n`` samples each rank trains on: units of the training mode's
+        ``shard_unit`` (:mod:`softverify.algo`), balanced by the samples' completion
+        ``lengths`` (:func:`softverify.microbatch.balanced_shards`)."""
+        unit = self.mode.shard_unit(n, self.world)
         return balanced_shards([1 + int(x) for x in lengths], unit, self.world)
 
-    def launch_train_step(self, samples_ref, advantages: np.ndarray, n: int, total_tokens: int,
+    def launch_train_step(self, samples_ref, values: np.ndarray, n: int, total_tokens: int,
                           lengths: Sequence[int]) -> list:
         """Start one update on every rank and return at once (the ranks' result refs): the
         trainer rolls out the next batch meanwhile (``algorithm.max_staleness``); :meth:`collect`
@@ -189,8 +183,8 @@ class LearnerGroup:
         # its shard, not the whole step (the object store moves 1x the batch, not world x)
         parts = _split.options(num_returns=self.world).remote(samples_ref, shards)
         parts = [parts] if self.world == 1 else parts
-        adv = np.asarray(advantages)
-        return [a.train_step.remote(parts[r], adv[shards[r]], total_tokens, n) for r, a in enumerate(self.actors)]
+        vals = np.asarray(values)
+        return [a.train_step.remote(parts[r], vals[shards[r]], total_tokens, n) for r, a in enumerate(self.actors)]
 
     def collect(self, refs: list) -> dict[str, float]:
         """The step's metrics from the ranks' results: ``_sum`` keys added up, the rest averaged;
@@ -221,20 +215,6 @@ class LearnerGroup:
             ray.wait([p[0] for p in pairs], num_returns=len(pairs))
         ref, nbytes = pairs[0]
         return ref, int(ray.get(nbytes))
-
-    def broadcast_backend(self, worker_gpus: float) -> str:
-        """NCCL when rank 0 and the workers hold whole GPUs (GPU to GPU), else gloo
-        (:func:`softverify.collective_sync.broadcast_backend`)."""
-        from softverify.collective_sync import broadcast_backend
-
-        return broadcast_backend(self.cfg.learner.num_gpus_per_rank, worker_gpus)
-
-    def form_broadcast_group(self, workers: Sequence, backend: str) -> None:
-        """Rank 0 plus every rollout worker, joined at once (the store waits for all)."""
-        addr, port = ray.get(self.actors[0].rendezvous.remote())
-        world = 1 + len(workers)
-        ray.get([self.actors[0].join_broadcast.remote(world, addr, port, backend)]
-                + [w.join_broadcast.remote(i + 1, world, addr, port, backend) for i, w in enumerate(workers)])
 
     def broadcast_refs(self, trainable_only: bool) -> list:
         """Start a collective sync on every rank (rank 0 sends); refs of the bytes sent."""

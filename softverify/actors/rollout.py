@@ -13,10 +13,9 @@ from typing import Any, Sequence
 import ray
 
 from softverify.config import ModelConfig, RolloutConfig
-from softverify.engines.base import Generation, SamplingParams, render_turns
-from softverify.prompts import row_messages
-from softverify.types import Sample
-from softverify.verifiers.answer import answer_token_start, candidate_ids, forced_turn_tokens, parse_answer
+from softverify.engines.base import Generation, SamplingParams, render_rows
+from softverify.types import PolicyWeights, Sample
+from softverify.task.answer import answer_token_start, candidate_ids, forced_turn_tokens, parse_answer
 
 
 def select_engine(rollout: RolloutConfig) -> str:
@@ -92,7 +91,7 @@ def force_answers(engine, prompt_ids: Sequence[Sequence[int]], prefix: str, gens
 
     A completion with a parseable answer is kept as it is. Every other one is re-opened
     (trailing EOS dropped) and closed for it with the eval's forcing suffix (``</think>`` if
-    needed, then ``<answer>``: :func:`softverify.verifiers.answer.forced_turn_tokens`), and
+    needed, then ``<answer>``: :func:`softverify.task.answer.forced_turn_tokens`), and
     the answer is *sampled* from there, all forced contexts in one batched
     ``engine.generate``. Its turn is reasoning + suffix + answer; the suffix tokens get
     behaviour logprob 0 and forced_mask 1 (not sampled: the learner masks them out), the
@@ -125,7 +124,7 @@ def enumerated_turns(tokenizer, eos_ids, prefix: str, g: Generation, cands: Sequ
 
     The reasoning is the generation up to (not including) its own last ``<answer>`` tag, or
     all of it (trailing EOS dropped) when it wrote none; the eval's forcing suffix
-    (:func:`softverify.verifiers.answer.forced_turn_tokens`) then opens the answer and the
+    (:func:`softverify.task.answer.forced_turn_tokens`) then opens the answer and the
     candidate's tokens follow. Suffix and candidate are marked forced (behaviour logprob 0,
     forced_mask 1): the policy did not sample them, the reasoning keeps its behaviour
     logprobs, and ``unforced_text`` is the generation as written (the format verifier's
@@ -165,16 +164,15 @@ class RolloutCore:
 
     def generate(
         self, rows: Sequence[dict[str, Any]], n: int, sampling: SamplingParams,
-        weights: tuple[int, list] | None = None, group_ids: Sequence[int] | None = None,
+        weights: PolicyWeights | None = None, group_ids: Sequence[int] | None = None,
     ) -> list[Sample]:
         """``n`` completions per row; ``group_ids[i]`` (default ``i``) is row ``i``'s group id in
         the whole step, which the trainer assigns (its position in the step's prompts).
 
-        ``weights = (version, [state_dict_ref])``: the policy this call must sample from.
-        A worker that Ray restarted after a crash comes back with the initial weights; it
-        notices the version mismatch here and loads the current ones before sampling, so a
-        retried task never samples from a stale policy. (The ref is wrapped in a list so
-        Ray does not fetch the state dict on every call, only when it is needed.)
+        ``weights``: the policy this call must sample from. A worker that Ray restarted after
+        a crash comes back with the initial weights; it notices the version mismatch here and
+        loads the current ones before sampling, so a retried task never samples from a stale
+        policy.
 
         With ``rollout.force_answer`` unanswered completions are then forced to answer
         (:func:`force_answers`): one more batched generate call over just those."""
@@ -189,7 +187,7 @@ class RolloutCore:
 
     def reasoned_candidates(
         self, rows: Sequence[dict[str, Any]], n: int, sampling: SamplingParams, answers: Sequence[str],
-        weights: tuple[int, list] | None = None, group_ids: Sequence[int] | None = None,
+        weights: PolicyWeights | None = None, group_ids: Sequence[int] | None = None,
     ) -> list[Sample]:
         """CoT with ``algorithm.estimator='enumerate'``: ``n`` reasonings sampled per row, each
         followed by every answer in ``answers`` (:func:`enumerated_turns`); per row ``n * K``
@@ -204,8 +202,7 @@ class RolloutCore:
 
     def _sample(self, rows: Sequence[dict[str, Any]], n: int, sampling: SamplingParams):
         """The rows' prompts rendered with the assistant prefix, and ``n`` generations each."""
-        pb = render_turns(self.engine, [row_messages(r, self.rollout.system_prompt) for r in rows],
-                          self.rollout.assistant_prefix)
+        pb = render_rows(self.engine, rows, self.rollout.system_prompt, self.rollout.assistant_prefix)
         return pb, self.engine.generate(pb.token_ids, sampling, n=n)
 
     def _samples(self, rows: Sequence[dict[str, Any]], pb, turns: list[list[Turn]],
@@ -235,7 +232,7 @@ class RolloutCore:
         row contiguous. Nothing is generated; ``behaviour_logprobs`` are zeros because the
         enumerated loss takes its answer distribution from the learner's own forward."""
         prefix, close = self.rollout.assistant_prefix, (self.rollout.stop[0] if self.rollout.stop else "")
-        pb = render_turns(self.engine, [row_messages(r, self.rollout.system_prompt) for r in rows], prefix)
+        pb = render_rows(self.engine, rows, self.rollout.system_prompt, prefix)
         comp = candidate_ids(self.engine.tokenizer, answers, close)
         gids = _group_ids(rows, group_ids)
         return [
@@ -246,11 +243,11 @@ class RolloutCore:
         ]
 
     def evaluate(self, rows: Sequence[dict[str, Any]], sampling: SamplingParams,
-                 weights: tuple[int, list] | None = None, score_only: bool = False) -> list[dict[str, Any]]:
+                 weights: PolicyWeights | None = None, score_only: bool = False) -> list[dict[str, Any]]:
         """Greedy answers to labelled rows under the given policy; records as in
-        ``platform.evaluation.run.run_eval`` (with the forced yes/no reading; ``score_only``:
+        ``evaluation.run.run_eval`` (with the forced yes/no reading; ``score_only``:
         the forced score alone, one forward per question)."""
-        from softverify.platform.evaluation.run import run_eval
+        from softverify.evaluation.run import run_eval
 
         self._ensure_weights(weights)
         res = run_eval(self.engine, rows, max_new_tokens=sampling.max_new_tokens, stop=sampling.stop,
@@ -259,20 +256,18 @@ class RolloutCore:
                        system_prompt=self.rollout.system_prompt, score_only=score_only)
         return res.records
 
-    def _ensure_weights(self, weights: tuple | None) -> None:
-        """``weights = (version, [ref])`` or ``(version, [ref], partial)``. A partial state
-        (only the trained tensors) is enough for a restarted worker too: the frozen rest
-        never changed from the initial weights it came back with."""
-        if weights is not None and weights[0] != self.weights_version:
-            if weights[1][0] is None:  # learner.sync_method=collective: no object-store copy to catch up from
+    def _ensure_weights(self, weights: PolicyWeights | None) -> None:
+        """Load ``weights`` unless this worker already holds their version."""
+        if weights is not None and weights.version != self.weights_version:
+            if weights.ref is None:  # learner.sync_method=collective: no object-store copy to catch up from
                 raise RuntimeError(
                     f"this rollout worker holds policy version {self.weights_version}, the step needs "
-                    f"{weights[0]}, and with learner.sync_method=collective there is no object-store copy to "
+                    f"{weights.version}, and with learner.sync_method=collective there is no object-store copy to "
                     "load (a restarted worker has left the broadcast group); re-run with --resume, or use "
                     "learner.sync_method=object_store to survive worker restarts")
             import ray as _ray
 
-            self.load_weights(_ray.get(weights[1][0]), weights[0], bool(weights[2]) if len(weights) > 2 else False)
+            self.load_weights(_ray.get(weights.ref), weights.version, weights.partial)
 
     def load_weights(self, state, version: int, partial: bool = False) -> int:
         """Load a weight sync: a state dict, or the object store's wire form of one

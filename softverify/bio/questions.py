@@ -29,9 +29,6 @@ from softverify.config import ConfigError, DataConfig
 
 TASK = "de"
 
-# One definition of the rbio1 system prompt for every task (see softverify.prompts).
-from softverify.prompts import RBIO_SYSTEM_PROMPT as SYSTEM_PROMPT  # noqa: E402
-
 # (template, negated). Index = the ``template`` column; append only, never reorder.
 TEMPLATES: tuple[tuple[str, bool], ...] = (
     ("Is a knockdown of {pert} in {cell} cells likely to result in differential expression of {gene}? "
@@ -227,7 +224,7 @@ def build_rows(df: pd.DataFrame, negated_fraction: float, rng: np.random.Generat
     ids = [f"pqa-{TASK}-{c}-{p}-{g}-t{t}" for p, g, c, t in zip(df["pert"], df["gene"], df["cell_line"], tmpl)]
     return pd.DataFrame({
         "prompt_id": ids,
-        "system": SYSTEM_PROMPT,
+        "system": "",  # none of its own: the prompt style's (softverify.task.prompts.row_messages)
         "question": questions,
         "pert": df["pert"].astype(str).to_numpy(),
         "gene": df["gene"].astype(str).to_numpy(),

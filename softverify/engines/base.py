@@ -88,6 +88,14 @@ def render_turns(engine, messages_list, prefix: str) -> PromptBatch:
     return with_assistant_prefix(engine.render(messages_list), engine.tokenizer, prefix)
 
 
+def render_rows(engine, rows: Sequence[dict[str, Any]], system: str | None, prefix: str) -> PromptBatch:
+    """Dataset rows as the policy sees them (:func:`softverify.task.prompts.row_messages`
+    with the style's or the config's ``system`` prompt), rendered by :func:`render_turns`."""
+    from softverify.task.prompts import row_messages
+
+    return render_turns(engine, [row_messages(r, system) for r in rows], prefix)
+
+
 def apply_penalties(logits, generated, presence: float, frequency: float):
     """OpenAI's presence/frequency penalties on next-token logits ``[B, V]``: each token
     already generated in row b (``generated[b]``, a list of ids; the prompt does not count)

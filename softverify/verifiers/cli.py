@@ -57,7 +57,7 @@ def parse_verifier_arg(text: str):
 def read_rows(path: str) -> list[dict]:
     """The input JSONL, each row checked: a string ``completion``; ``label``/``negated``
     (when present) made 0/1, so a bad value is reported with its line, not deep in a verifier."""
-    from softverify.verifiers.answer import label_to_int
+    from softverify.task.answer import label_to_int
 
     p = Path(path)
     if not p.is_file():
@@ -96,13 +96,12 @@ def to_samples(rows: list[dict], model: str | None, prefix: str, threads: int | 
                               completion=r["completion"], metadata=meta, group=i))
     engine = None
     if model:
-        from softverify.engines.base import render_turns
+        from softverify.engines.base import render_rows
         from softverify.engines.hf import HFEngine
         from softverify.models import resolve_model_path
-        from softverify.prompts import row_messages
 
         engine = HFEngine(resolve_model_path(model), dtype="float32", torch_threads=threads)
-        pb = render_turns(engine, [row_messages(r) for r in rows], prefix)
+        pb = render_rows(engine, rows, None, prefix)
         for s, text, ids in zip(samples, pb.texts, pb.token_ids):
             s.prompt, s.prompt_token_ids = text, ids
     return samples, engine
@@ -139,7 +138,7 @@ def summary_table(specs, scores: np.ndarray, secs: list[float]) -> str:
 def _verify(args) -> int:
     from softverify.config import load_config
     from softverify.rewards import compose
-    from softverify.verifiers.answer import parse_answer
+    from softverify.task.answer import parse_answer
     from softverify.verifiers.base import composition_thresholds
 
     if args.list:
@@ -214,7 +213,7 @@ def _lookups_beside(rows: list[dict], mirror) -> dict | None:
     import pandas as pd
 
     from softverify.bio.lookups import lookup_report
-    from softverify.verifiers.answer import label_to_int
+    from softverify.task.answer import label_to_int
     from softverify.verifiers.report import de_oriented
 
     if not all("cell_line" in r for r in rows):

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from softverify.types import Sample
-from softverify.verifiers.answer import ANSWER_RE
+from softverify.task.answer import ANSWER_RE
 from softverify.verifiers.base import Verifier, register
 
 _THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)

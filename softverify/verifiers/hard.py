@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 
 from softverify.types import Sample
-from softverify.verifiers.answer import answer_to_int, label_to_int, parse_answer
+from softverify.task.answer import answer_to_int, label_to_int, parse_answer
 from softverify.verifiers.base import Verifier, register
 
 

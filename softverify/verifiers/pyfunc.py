@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from softverify.types import Sample
-from softverify.verifiers.answer import parse_answer
+from softverify.task.answer import parse_answer
 from softverify.verifiers.base import Verifier, register
 
 #: keyword arguments a per-sample function may declare (any subset, or ``**kwargs``)

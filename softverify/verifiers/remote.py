@@ -209,7 +209,7 @@ class RemoteVerifier(Verifier):
             raise ValueError(f"{where}: {e}{hint}") from None
         if not isinstance(out, dict) or not isinstance(out.get("data"), list) or out["data"]:
             raise ValueError(f"{where}: the answer to an empty batch is {json.dumps(out)[:120]}, not "
-                             '{"data": []}: not a verify endpoint (the request/response is in the README, '
+                             '{"data": []}: not a verify endpoint (the request/response is in docs/verifiers.md, '
                              '"Remote verifiers")')
         served = out.get("verifiers")
         if served is not None and (not isinstance(served, list) or not all(isinstance(n, str) for n in served)):

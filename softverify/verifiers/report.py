@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from softverify.calibration import brier_score, expected_calibration_error, reliability_bins
-from softverify.rewards import compose, learner_values, threshold_normalize, weighted_mean_available
+from softverify.rewards import compose, enumerated_learner_values, threshold_normalize, weighted_mean_available
 from softverify.types import Sample
 from softverify.verifiers.base import build_from_spec, composition_thresholds, verifier_class
 
@@ -60,12 +60,13 @@ def pair_learner_values(s_yes: np.ndarray, s_no: np.ndarray, weights: Sequence[f
                         advantage: str = "grpo") -> tuple[np.ndarray, np.ndarray]:
     """Per question, what the enumerated learner receives for "yes" and for "no" when the
     question's group is exactly those two candidates: :func:`softverify.rewards.compose`
-    (the trainer's code) on the interleaved pairs, then :func:`learner_values`."""
+    (the trainer's code) on the interleaved pairs, then
+    :func:`~softverify.rewards.enumerated_learner_values`."""
     n, k = s_yes.shape
     scores = np.empty((2 * n, k))
     scores[0::2], scores[1::2] = s_yes, s_no
     rewards, adv = compose(scores, weights, thresholds, np.repeat(np.arange(n), 2), aggregation, advantage)
-    v = learner_values(rewards, adv, "enumerate", aggregation)
+    v = enumerated_learner_values(rewards, adv, aggregation)
     return v[0::2], v[1::2]
 
 
@@ -126,7 +127,7 @@ def base_rate_check(specs, rows: Sequence[dict], style: str = "direct", built: d
     has already built (the trainer's pre-flight :func:`softverify.verifiers.suite.check_specs`);
     ``specs`` must already carry resolved thresholds. Verifiers that need the policy are left
     out, as in :func:`verifier_report`."""
-    from softverify.verifiers.answer import label_to_int
+    from softverify.task.answer import label_to_int
 
     specs = [s for s in specs if not verifier_class(s.kind).needs_policy]
     labels = np.array([_row_label(i, r, label_to_int) for i, r in enumerate(rows)])
@@ -175,7 +176,7 @@ def verifier_report(specs, rows: Sequence[dict], style: str = "direct", aggregat
     from softverify.verifiers.balance import resolve_threshold_policies
 
     specs, chosen = resolve_threshold_policies([s for s in specs if not verifier_class(s.kind).needs_policy], rows)
-    from softverify.verifiers.answer import label_to_int
+    from softverify.task.answer import label_to_int
 
     labels = np.array([_row_label(i, r, label_to_int) for i, r in enumerate(rows)])
     n = len(rows)

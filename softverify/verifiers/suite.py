@@ -1,9 +1,10 @@
 """VerifierSuite: a run's verifiers built once, Ray-free, scoring samples to the matrix and
 the per-sample reward exactly as training composes it.
 
-The one way softverify hosts verifiers: each pool actor holds a suite of its one verifier,
-a rollout worker holds one per policy-scored verifier, and the verify CLI and
-``/v1/verify`` hold one for all of theirs. So serving and training cannot drift apart:
+The one way softverify hosts verifiers: each of the pool's host actors holds a suite of the
+verifiers it hosts (all that reserve nothing share one host; one that reserves resources
+has its own), a rollout worker holds one per policy-scored verifier, and the verify CLI
+and ``/v1/verify`` hold one for all of theirs. So serving and training cannot drift apart:
 verifiers are built from their specs with thresholds (:func:`build_from_spec`), every
 column is checked against the score contract, verifiers that need the policy's logprobs
 are routed to a :class:`PolicyScorer`, and the reward is the same threshold normalisation

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from softverify.verifiers.answer import parse_answer
+from softverify.task.answer import parse_answer
 
 _GENE_INFO = re.compile(r"<gene_info>(.*?)(?:</gene_info>|$)", re.IGNORECASE | re.DOTALL)
 _THINK = re.compile(r"<think>(.*?)(?:</think>|<answer>|$)", re.IGNORECASE | re.DOTALL)

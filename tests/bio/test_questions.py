@@ -22,7 +22,12 @@ def test_columns_types_and_prompt_format(pqa_mirror):
     assert ds.column_names == list(q.COLUMNS)
     assert len(ds) == 40
     row = ds[0]
-    assert "<think>" in row["system"] and ANSWER_TAGS.search(row["system"])
+    assert row["system"] == ""  # none of its own: asked with the prompt style's system prompt
+    from softverify.task.prompts import DIRECT_SYSTEM_PROMPT, row_messages
+
+    assert row_messages(row, DIRECT_SYSTEM_PROMPT)[0]["content"] == DIRECT_SYSTEM_PROMPT
+    rbio = row_messages(row)[0]["content"]  # no style given: the rbio1 prompt, its layout spelt out
+    assert "<think>" in rbio and ANSWER_TAGS.search(rbio)
     assert row["pert"] in row["question"] and row["gene"] in row["question"] and "K562" in row["question"]
     assert row["task"] == "de" and row["cell_line"] == "k562"
     assert isinstance(row["label"], int) and isinstance(row["negated"], bool)

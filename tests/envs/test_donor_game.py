@@ -434,7 +434,7 @@ def test_prompts_cli_feeds_a_training_config(tmp_path):
     from softverify.cli import main
     from softverify.config import build_config
     from softverify.data import load_prompts
-    from softverify.prompts import row_messages
+    from softverify.task.prompts import row_messages
 
     out = tmp_path / "p.jsonl"
     assert main(["donor-game", "prompts", "-n", "6", "-o", str(out), "--game", "multiplier=1.5"]) == 0

@@ -85,10 +85,11 @@ def test_a_worker_behind_with_no_object_store_copy_says_what_to_do(tiny_model_di
     sample from its stale policy, naming both versions and the two ways out."""
     from softverify.actors.rollout import RolloutCore
     from softverify.config import build_config
+    from softverify.types import PolicyWeights
 
     cfg = build_config({"model": {"path": str(tiny_model_dir)}, "learner": {"sync_method": "collective"}}, [])
     core = RolloutCore(str(tiny_model_dir), cfg.model, cfg.rollout)
     assert not core.in_broadcast_group()
-    core._ensure_weights((0, [None], True))  # same version: nothing to load
+    core._ensure_weights(PolicyWeights(0, None, True))  # same version: nothing to load
     with pytest.raises(RuntimeError, match=r"holds policy version 0, the step needs 3, .*--resume.*object_store"):
-        core._ensure_weights((3, [None], True))
+        core._ensure_weights(PolicyWeights(3, None, True))

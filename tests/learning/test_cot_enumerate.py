@@ -15,12 +15,12 @@ from softverify.actors.rollout import RolloutCore, enumerated_turns, sampling_fr
 from softverify.config import build_config
 from softverify.engines.base import Generation
 from softverify.advantages import reasoning_advantages
-from softverify.learner import enumerated_micro_loss
+from softverify.algo import mode_for
 from softverify.microbatch import completion_rows
 from softverify.modeling import load_causal_lm
 from softverify.seqbatch import completion_logprobs_shared
 from softverify.types import Sample
-from softverify.verifiers.answer import candidate_ids, forcing_suffix, parse_answer
+from softverify.task.answer import candidate_ids, forcing_suffix, parse_answer
 
 from test_answer_forcing import ROWS, _ids, make_bigram_model
 
@@ -120,7 +120,7 @@ def test_cot_enumerated_loss_matches_the_hand_computed_loss_and_gradients(tiny_m
             s.behaviour_logprobs[:n] = ss[b - 1].behaviour_logprobs[:n]  # one reasoning, one sampling
     r = torch.tensor([0.9, 0.1, 0.9, 0.1, 0.3, 0.7, 0.3, 0.7])
     total_tokens = sum(s.n_sampled for s in ss)  # what the trainer passes: K x the reasoning tokens
-    loss, st = enumerated_micro_loss(model, tok, cfg, ss, r, total_tokens, len(ss))
+    loss, st = mode_for(cfg).micro_loss(model, tok, ss, r, total_tokens, len(ss))
     loss.backward()
     g_learner = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()

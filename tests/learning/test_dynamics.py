@@ -10,7 +10,7 @@ import torch
 
 from softverify.advantages import informative_groups
 from softverify.learner import lr_factor
-from softverify.platform.evaluation.scores import bootstrap_ci, score_metrics
+from softverify.evaluation.scores import bootstrap_ci, score_metrics
 from softverify.verifiers.balance import balanced_threshold, expected_fixed_rewards, policy_threshold
 
 
@@ -98,7 +98,7 @@ def test_policy_loss_terms_hand_computed():
 
 def test_verifier_diagnostics_hand_made():
     from softverify.platform.train.diagnostics import verifier_diagnostics
-    from softverify.verifiers.answer import flip_answer
+    from softverify.task.answer import flip_answer
 
     assert flip_answer("<think>x</think><answer> Yes </answer>") == "<think>x</think><answer> No </answer>"
     assert flip_answer("no tag") is None

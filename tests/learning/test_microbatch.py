@@ -59,7 +59,7 @@ def test_any_split_gives_the_same_loss_and_gradient(tiny_model_dir):
     """The learner's sampled loss summed over micro-batches, contiguous vs length-sorted:
     equal loss and gradients (global normalisation makes micro-batch losses add up)."""
     from softverify.config import build_config
-    from softverify.learner import sampled_loss
+    from softverify.algo.sampled import sampled_loss
     from softverify.modeling import load_causal_lm
     from softverify.types import Sample
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, matthews_corrcoef, roc_auc_score
 
-from softverify.platform.evaluation.scores import (auroc_rows, average_precision_rows, bootstrap_ci, mcc_rows,
+from softverify.evaluation.scores import (auroc_rows, average_precision_rows, bootstrap_ci, mcc_rows,
                                                    score_metrics)
 
 

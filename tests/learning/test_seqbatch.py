@@ -8,7 +8,7 @@ import torch
 
 from softverify.grpo import clipped_surrogate
 from softverify.modeling import load_causal_lm
-from softverify.verifiers.answer import answer_token_start
+from softverify.task.answer import answer_token_start
 from softverify.seqbatch import (completion_logprobs_packed, completion_logprobs_shared,
                                  merge_identical, old_logprobs)
 from softverify.types import Sample

@@ -451,7 +451,7 @@ def trained_run(tiny_model_dir, tmp_path_factory):
     import shutil
 
     from softverify.config import build_config
-    from softverify.prompts import PROMPT_FILE, trained_prompt
+    from softverify.task.prompts import PROMPT_FILE, trained_prompt
 
     run = tmp_path_factory.mktemp("runs") / "k562_direct"
     shutil.copytree(tiny_model_dir, run / "final")
@@ -470,9 +470,9 @@ def test_training_eval_and_serving_render_the_same_tokens(trained_run):
     from softverify.actors.rollout import RolloutCore
     from softverify.engines.base import SamplingParams
     from softverify.engines.hf import HFEngine
-    from softverify.platform.evaluation.run import run_eval
+    from softverify.evaluation.run import run_eval
     from softverify.platform.serve.app import prompt_ids
-    from softverify.prompts import load_trained_prompt
+    from softverify.task.prompts import load_trained_prompt
 
     run, cfg = trained_run
     final = str(run / "final")
@@ -514,7 +514,7 @@ def test_a_broken_prompt_file_or_run_config_is_named(tmp_path):
     """Serving reads the trained prompt from the model's softverify_prompt.json, else the
     run's config.yaml: a broken one is refused naming the file, not with a raw parser error."""
     from softverify.configbase import ConfigError
-    from softverify.prompts import PROMPT_FILE, load_trained_prompt
+    from softverify.task.prompts import PROMPT_FILE, load_trained_prompt
 
     (tmp_path / "final").mkdir()
     (tmp_path / "config.yaml").write_text("rollout: [a\n")
@@ -541,7 +541,7 @@ def test_a_served_run_answers_in_its_trained_layout(server, trained_run, tiny_mo
     from softverify.engines.base import SamplingParams, render_turns
     from softverify.engines.hf import HFEngine
     from softverify.platform.serve.app import build_app
-    from softverify.prompts import row_messages
+    from softverify.task.prompts import row_messages
 
     run, cfg = trained_run
     serve.run(build_app(ServeConfig(model=str(run / "final"), api_key=KEY, replicas={"num_cpus": 0.5})),

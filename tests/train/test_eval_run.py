@@ -2,8 +2,8 @@
 import pytest
 
 from softverify.engines.hf import HFEngine
-from softverify.platform.evaluation.run import _next_token_margins, run_eval
-from softverify.verifiers.answer import forcing_suffix
+from softverify.evaluation.run import _next_token_margins, run_eval
+from softverify.task.answer import forcing_suffix
 
 
 def test_forcing_suffix_closes_open_reasoning():
@@ -36,8 +36,8 @@ def test_direct_style_scores_every_question_at_the_answer_position(tiny_model_di
     """Direct style: the prompt ends with '<answer>', so every record's margin is the
     next-token yes/no margin right after the prompt, answered or not."""
     from softverify.engines.base import with_assistant_prefix
-    from softverify.platform.evaluation.run import answer_margins
-    from softverify.prompts import DIRECT_SYSTEM_PROMPT, row_messages
+    from softverify.evaluation.run import answer_margins
+    from softverify.task.prompts import DIRECT_SYSTEM_PROMPT, row_messages
 
     e = HFEngine(str(tiny_model_dir), torch_threads=1, batch_size=4, decode="loop")
     rows = [{"question": f"Does knockdown of G{i} change X?", "label": i % 2, "prompt_id": i} for i in range(4)]
@@ -50,7 +50,7 @@ def test_direct_style_scores_every_question_at_the_answer_position(tiny_model_di
 
 
 def test_score_only_eval_gives_the_generating_evals_margins_without_generating(tiny_model_dir):
-    from softverify.prompts import DIRECT_SYSTEM_PROMPT
+    from softverify.task.prompts import DIRECT_SYSTEM_PROMPT
 
     e = HFEngine(str(tiny_model_dir), torch_threads=1, batch_size=4, decode="loop")
     rows = [{"question": f"Does knockdown of G{i} change X{i % 3}?", "label": i % 2, "prompt_id": i, "gene": f"X{i % 3}"}

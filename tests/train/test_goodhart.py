@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from softverify.platform.evaluation.run import per_gene_metrics
+from softverify.evaluation.run import per_gene_metrics
 from softverify.platform.train.diagnostics import GoodhartMonitor
 
 

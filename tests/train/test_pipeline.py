@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from softverify.config import ConfigError, build_config
 from softverify.platform.train import checkpoint as ckpt
-from softverify.platform.train.pipeline import (PendingBatch, check_pipeline, check_resume, load_pending,
+from softverify.platform.train.pipeline import (PendingBatch, Round, check_pipeline, check_resume, load_pending,
                                                 pending_index, samples_from_arrays, samples_to_arrays, write_pending)
 from softverify.types import Sample
 
@@ -84,8 +84,7 @@ def test_samples_round_trip_exactly():
 
 
 def test_pending_batches_written_and_read_back(tmp_path):
-    rnd = {"version": 4, "rollout_s": 1.5, "verify_s": 0.25, "group_ids": np.array([3, 0]),
-           "scores": np.array([[1.0, np.nan], [0.0, 0.5]])}
+    rnd = Round(None, np.array([3, 0]), 4, rollout_s=1.5, verify_s=0.25, scores=np.array([[1.0, np.nan], [0.0, 0.5]]))
     b = PendingBatch(step=6, seed=11, rounds=[rnd], done=True)
     index = pending_index([b])
     assert index == {"batches": [{"step": 6, "seed": 11, "rounds": [
@@ -94,8 +93,8 @@ def test_pending_batches_written_and_read_back(tmp_path):
     [(pb, [(info, samples, scores)])] = load_pending(tmp_path, json.loads(json.dumps(index)))
     assert (pb.step, pb.seed, pb.rounds, pb.done) == (6, 11, [], False)
     assert samples == _samples()
-    np.testing.assert_array_equal(info["group_ids"], rnd["group_ids"])
-    np.testing.assert_array_equal(scores, rnd["scores"])  # NaN where the verifier abstained
+    np.testing.assert_array_equal(info["group_ids"], rnd.group_ids)
+    np.testing.assert_array_equal(scores, rnd.scores)  # NaN where the verifier abstained
     assert info["version"] == 4
     with pytest.raises(RuntimeError, match="batch of step 6 is not scored yet"):
         pending_index([PendingBatch(step=6, seed=11, rounds=[rnd])])
@@ -148,10 +147,10 @@ def test_stale_batch_loss_equals_the_off_policy_reference(ray_cluster, tiny_mode
         m1 = tr.train_step()
         assert m1["pipeline/policy_lag"] == 0
         [ahead] = tr.pending
-        assert ahead.step == 2 and ahead.done and [r["version"] for r in ahead.rounds] == [0]
+        assert ahead.step == 2 and ahead.done and [r.version for r in ahead.rounds] == [0]
         assert m1["data_position"] == 4  # step 2's prompts are drawn already
-        samples = ray.get(ahead.rounds[0]["ref"])
-        adv = torch.tensor(ahead.rounds[0]["learn_values"].astype(np.float32))
+        samples = ray.get(ahead.rounds[0].ref)
+        adv = torch.tensor(ahead.rounds[0].learn_values.astype(np.float32))
         current = tr.learners.logprobs(samples)  # the learner after step 1: the policy step 2 updates
         logp, old = _pad(current), _pad([s.behaviour_logprobs for s in samples])
         mask = (_pad([[1.0] * len(s.completion_token_ids) for s in samples]) > 0).float()

@@ -22,6 +22,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from softverify.config import VerifierCore
 from softverify.configbase import DEFAULT_TORCH_THREADS, StrictModel
 
 
@@ -131,15 +132,6 @@ class LimitsConfig(_Strict):
         return self
 
 
-class VerifierSpec(_Strict):
-    kind: str = Field(description="Registered verifier kind (softverify.verifiers.available_kinds()).")
-    name: str | None = Field(None, description="Name the score is reported under (default: the kind).")
-    weight: float = Field(1.0, ge=0, description="Weight in the reward, as in training's verifiers[].weight.")
-    threshold: float | None = Field(
-        None, ge=0, le=1, description="Normalisation threshold, as in training's verifiers[].threshold.")
-    params: dict[str, Any] = Field(default_factory=dict, description="Keyword parameters of the verifier.")
-
-
 class ServeConfig(_Strict):
     """Everything ``softverify serve`` and the RayService application take (YAML, CLI flags)."""
 
@@ -173,8 +165,8 @@ class ServeConfig(_Strict):
     accelerator_type: str | None = Field(None, description="vLLM: Ray accelerator type to schedule on, e.g. 'A10G'.")
     replicas: ReplicaConfig = Field(default_factory=ReplicaConfig, description="Replica count and autoscaling.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Request limits (HF path).")
-    verifiers: list[VerifierSpec] = Field(
-        default_factory=lambda: [VerifierSpec(kind="format"), VerifierSpec(kind="hard")],
+    verifiers: list[VerifierCore] = Field(
+        default_factory=lambda: [VerifierCore(kind="format"), VerifierCore(kind="hard")],
         description="Verifiers /v1/verify scores answers with; empty disables the endpoint.")
 
     @model_validator(mode="after")
@@ -205,7 +197,7 @@ class ServeConfig(_Strict):
         return parts[-1]
 
     def with_trained_prompt(self, tp) -> "ServeConfig":
-        """Unset prompt fields filled from ``tp``, the :class:`~softverify.prompts.TrainedPrompt`
+        """Unset prompt fields filled from ``tp``, the :class:`~softverify.task.prompts.TrainedPrompt`
         of the run that trained the model (so the served policy is asked exactly as it was
         trained), or left empty when ``tp`` is None."""
         return self.model_copy(update={

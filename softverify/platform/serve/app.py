@@ -59,7 +59,7 @@ def prompt_ids(engine, messages: list[dict[str, str]], system_prompt: str | None
     """A client's chat as the tokens the trained policy saw: its system prompt in front
     unless the chat has one, the assistant turn opened with its prefix (``render_turns``,
     the same function rollout and eval use)."""
-    from softverify.prompts import with_system
+    from softverify.task.prompts import with_system
 
     return render_turns(engine, [with_system(messages, system_prompt)], prefix).token_ids[0]
 
@@ -278,7 +278,7 @@ def vllm_llm_config(cfg: ServeConfig, model_path: str) -> dict[str, Any]:
 def build_app(cfg: ServeConfig):
     """The Serve application for ``cfg`` (not yet running)."""
     from softverify.models import resolve_model_path
-    from softverify.prompts import load_trained_prompt
+    from softverify.task.prompts import load_trained_prompt
 
     api_key = cfg.api_key or os.environ.get("SOFTVERIFY_API_KEY") or None
     if cfg.verify_only:

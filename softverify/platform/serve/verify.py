@@ -10,21 +10,22 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from softverify.platform.serve.api import ApiError, VerifierSpec, VerifyBatchRequest, VerifyItem, VerifyRequest
+from softverify.config import VerifierCore
+from softverify.platform.serve.api import ApiError, VerifyBatchRequest, VerifyItem, VerifyRequest
 from softverify.types import Sample
 from softverify.verifiers.suite import VerifierSuite
-from softverify.verifiers.answer import parse_answer
+from softverify.task.answer import parse_answer
 
 
-def train_specs(specs: Sequence[VerifierSpec]):
-    """Serving's verifier specs as training's (:class:`softverify.config.VerifierSpec`)."""
-    from softverify.config import VerifierSpec as TrainSpec
+def train_specs(specs: Sequence[VerifierCore]):
+    """Serving's verifier specs as training's (:class:`softverify.config.VerifierSpec`: the
+    same fields, no actor placement: a replica hosts them itself)."""
+    from softverify.config import VerifierSpec
 
-    return [TrainSpec(kind=s.kind, name=s.name, weight=s.weight, threshold=s.threshold, params=s.params)
-            for s in specs]
+    return [VerifierSpec(**s.model_dump()) for s in specs]
 
 
-def check_verifiers(specs: Sequence[VerifierSpec]) -> None:
+def check_verifiers(specs: Sequence[VerifierCore]) -> None:
     """Build every verifier once in the calling process, as training's preflight does
     (:func:`softverify.verifiers.suite.check_specs`): each mistake is one ``ConfigError``
     naming the verifier, before Ray starts; so is a verifier /v1/verify cannot host."""
@@ -43,7 +44,7 @@ class VerifierSet:
     """The configured verifiers (a :class:`VerifierSuite`, as training builds them: with
     thresholds), built once per replica, keyed by their names."""
 
-    def __init__(self, specs: Sequence[VerifierSpec]):
+    def __init__(self, specs: Sequence[VerifierCore]):
         self.suite = VerifierSuite(train_specs(specs))
         if self.suite.policy_names:  # /v1/verify scores answers without the policy's logprobs
             raise ValueError(f"verifier(s) {self.suite.policy_names} need the policy's logprobs; "

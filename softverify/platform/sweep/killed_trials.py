@@ -6,7 +6,7 @@ process, that task fails with :class:`ray.exceptions.OutOfMemoryError` (or
 ``RayTaskError``. Tune's actor manager (``RayActorManager._actor_task_failed``) handles only
 those two and raises ``RuntimeError: Caught unexpected exception`` for anything else, out of
 ``Tuner.fit()``: memory pressure on one trial ended the whole sweep (seen in a real run,
-docs/dev-notes/issue5.md). What the user expects -- and what Tune does for a trial whose
+benchmarks/notes/issue5.md). What the user expects -- and what Tune does for a trial whose
 actor dies any other way -- is that trial marked ERROR with the reason, and the others going on.
 
 :func:`tolerate_killed_trials` makes Tune treat such a kill as what it is, the trial's actor

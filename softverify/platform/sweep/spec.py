@@ -245,9 +245,9 @@ def eval_metric_names() -> dict[str, set[str]]:
     classification metrics; ``eval_forced/``: those of the forced reading plus the forced
     score's AUROC/AUPRC, intervals and Spearman correlation), read off the evaluation
     functions themselves so this list cannot drift from what the trainer logs."""
-    from softverify.platform.evaluation.classification import classification_metrics
-    from softverify.platform.evaluation.run import per_gene_metrics
-    from softverify.platform.evaluation.scores import score_metrics
+    from softverify.evaluation.classification import classification_metrics
+    from softverify.evaluation.run import per_gene_metrics
+    from softverify.evaluation.scores import score_metrics
 
     y = [0, 1, 0, 1]
     free = set(classification_metrics(y, y))

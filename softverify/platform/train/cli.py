@@ -76,8 +76,8 @@ def cmd_eval(args) -> int:
     from softverify.data import load_protocol_prompts
     from softverify.engines.hf import HFEngine
     from softverify.models import resolve_model_path
-    from softverify.platform.evaluation.run import run_eval
-    from softverify.platform.evaluation.classification import format_table
+    from softverify.evaluation.run import run_eval
+    from softverify.evaluation.classification import format_table
 
     cfg = load_config(args.config, _shortcuts(args))
     split = "test" if args.protocol == "perturbqa" else args.split
@@ -92,7 +92,7 @@ def cmd_eval(args) -> int:
                       torch_threads=args.threads or cfg.rollout.torch_threads, batch_size=args.batch_size,
                       decode=cfg.rollout.hf_decode)
     system, prefix, stop = cfg.rollout.system_prompt, cfg.rollout.assistant_prefix, cfg.rollout.stop
-    from softverify.prompts import load_trained_prompt
+    from softverify.task.prompts import load_trained_prompt
 
     tp = load_trained_prompt(model_path)
     prompt_set = args.config or any(o.startswith(("rollout.", "prompt.")) for o in args.overrides)

@@ -48,21 +48,44 @@ _TEXT = [f.name for f in dataclasses.fields(Sample) if f.name not in _ARRAYS]
 
 
 @dataclass
+class Round:
+    """One rollout round of a step's batch: launched (``ref`` to its samples, their
+    ``group_ids``, ``version``: the trainer step whose weights sampled it, ``t0``: when), then
+    scored and composed by the trainer (everything after ``verify_s``; ``learn_values`` is what
+    the training mode trains on per sample, see ``Mode.learner_values``)."""
+
+    ref: Any
+    group_ids: np.ndarray
+    version: int
+    t0: float | None = None  # launch time, until the round is finished
+    rollout_s: float = 0.0
+    verify_s: float = 0.0
+    summ: dict[str, Any] = field(default_factory=dict)  # per-sample lists the driver reads (see trainer._summary)
+    scores: np.ndarray | None = None  # [n, verifiers]
+    rewards: np.ndarray | None = None
+    adv: np.ndarray | None = None
+    learn_values: np.ndarray | None = None
+    informative: np.ndarray | None = None  # per sample: its group's rewards differ
+    lengths: np.ndarray | None = None  # completion tokens
+    sampled: np.ndarray | None = None  # sampled (not forced) completion tokens
+
+
+@dataclass
 class PendingBatch:
     """The rounds (first rollout plus any refill rounds) of the batch step ``step`` trains on.
 
-    ``rounds[k]`` is the trainer's round dict; ``version`` in each is the trainer step (learner
-    updates done) whose weights sampled it. ``done`` once every round is scored and, with
+    ``rounds[k]`` is a :class:`Round`; its ``version`` is the trainer step (learner updates
+    done) whose weights sampled it. ``done`` once every round is scored and, with
     dynamic refill, the refill rounds are drawn."""
 
     step: int
     seed: int
-    rounds: list[dict[str, Any]] = field(default_factory=list)
+    rounds: list[Round] = field(default_factory=list)
     done: bool = False
 
     def lag(self, train_version: int) -> int:
         """Learner steps between the oldest weights that sampled this batch and ``train_version``."""
-        return train_version - min(r["version"] for r in self.rounds)
+        return train_version - min(r.version for r in self.rounds)
 
 
 def check_pipeline(cfg: TrainConfig) -> None:
@@ -124,8 +147,8 @@ def pending_index(batches: Sequence[PendingBatch]) -> dict:
     for batch in batches:
         if not batch.done:
             raise RuntimeError(f"in-flight batch of step {batch.step} is not scored yet; cannot checkpoint it")
-        rounds = [{"name": f"step{batch.step:06d}_round{k}", "version": int(r["version"]),
-                   "rollout_s": float(r["rollout_s"]), "verify_s": float(r["verify_s"])}
+        rounds = [{"name": f"step{batch.step:06d}_round{k}", "version": int(r.version),
+                   "rollout_s": float(r.rollout_s), "verify_s": float(r.verify_s)}
                   for k, r in enumerate(batch.rounds)]
         index.append({"step": batch.step, "seed": batch.seed, "rounds": rounds})
     return {"batches": index}
@@ -141,8 +164,8 @@ def write_pending(directory: Path, batches: Sequence[PendingBatch], samples: Seq
     for batch, entry, parts in zip(batches, pending_index(batches)["batches"], samples):
         for r, info, ss in zip(batch.rounds, entry["rounds"], parts):
             arrays, records = samples_to_arrays(ss)
-            arrays["group_ids"] = np.asarray(r["group_ids"])  # dtypes kept: the rebuilt round equals the saved one
-            arrays["scores"] = np.asarray(r["scores"])
+            arrays["group_ids"] = np.asarray(r.group_ids)  # dtypes kept: the rebuilt round equals the saved one
+            arrays["scores"] = np.asarray(r.scores)
             save_file(arrays, str(directory / f"{info['name']}.safetensors"))
             write_text_atomic(directory / f"{info['name']}.json", json.dumps(records))
 

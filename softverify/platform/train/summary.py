@@ -103,7 +103,7 @@ def model_card(cfg, s: dict[str, Any], run_name: str) -> str:
     """``final/README.md``: Hugging Face model-card YAML front matter (``base_model``,
     ``library_name: softverify``, tags, and a ``softverify`` block with the data, verifiers,
     training and eval) and a short body saying the same for a reader."""
-    from softverify.prompts import PROMPT_FILE
+    from softverify.task.prompts import PROMPT_FILE
 
     d = cfg.data
     data: dict[str, Any] = {"source": d.source, "split": d.split, "eval_split": d.eval_split}

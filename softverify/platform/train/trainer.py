@@ -25,6 +25,7 @@ import ray
 import yaml
 
 from softverify import placement
+from softverify.algo import mode_for
 from softverify.config import ConfigError, TrainConfig
 from softverify.data import PromptOrder, load_eval_prompts, load_prompts
 from softverify.models import resolve_model_path
@@ -32,10 +33,11 @@ from softverify.cluster import connect, usable_cpus
 from softverify.fsutil import RunLock, atomic_dir
 from softverify.platform.train import checkpoint as ckpt
 from softverify.platform.train.metrics import MetricsLogger, drop_steps_after, plot_metrics, progress_postfix
-from softverify.platform.train.pipeline import PendingBatch, check_pipeline, check_resume, load_pending, pending_index, write_pending
+from softverify.platform.train.step_metrics import StepTimes, step_metrics, verifier_metrics
+from softverify.platform.train.pipeline import PendingBatch, Round, check_pipeline, check_resume, load_pending, pending_index, write_pending
 from softverify.advantages import informative_groups
-from softverify.rewards import compose, learner_values
-from softverify.types import Sample
+from softverify.rewards import compose
+from softverify.types import PolicyWeights, Sample
 
 
 @ray.remote(num_cpus=0)
@@ -54,14 +56,14 @@ def _flipped(samples: list[Sample]) -> list[Sample]:
     """The same samples with the answer swapped (unanswered ones unchanged): diagnostics."""
     import dataclasses
 
-    from softverify.verifiers.answer import flip_answer
+    from softverify.task.answer import flip_answer
 
     return [dataclasses.replace(s, completion=flip_answer(s.completion) or s.completion) for s in samples]
 
 
 @ray.remote(num_cpus=0)
 def _summary(samples: list[Sample], n_texts: int = 2) -> dict[str, Any]:
-    from softverify.verifiers.answer import answer_to_int, parse_answer
+    from softverify.task.answer import answer_to_int, parse_answer
 
     def label(s: Sample) -> int:
         """1/0, or -1 where the row has no usable label (diagnostics skip it)."""
@@ -158,14 +160,16 @@ class Trainer:
         self._idle_steps = 0  # consecutive steps that trained no question (trainer.stop_after_idle_steps)
         self.base_rate: dict[str, Any] | None = None  # the pre-start base-rate check (_warn_base_rate)
         self.summary: dict[str, Any] | None = None  # the finished run in a few numbers (platform/train/summary.py)
-        # The teacher's pay to the policy: in the enumerated mode every answer is scored, so the
+        self.mode = mode_for(cfg)  # the training mode: what differs between estimators (softverify.algo)
+        # The teacher's pay to the policy: where every answer is scored (an enumerating mode) the
         # verifier's mean is fixed by construction and the policy's own expected reward is what moves.
         wm = next((v for v in cfg.verifiers if v.kind == "world_model"), None)
         self.teacher_reward_key = (None if wm is None else "policy_expected_reward"
-                                   if cfg.algorithm.estimator == "enumerate" else f"reward/{wm.display_name}")
+                                   if self.mode.enumerates else f"reward/{wm.display_name}")
+        self.sync = None  # the weight sync (softverify.actors.weight_sync), made in setup()
         self.sync_bytes, self.sync_bytes_total = 0, 0  # the last weight sync's size; all syncs' (this process)
         self.workers: list = []
-        self.weights: tuple[int, list] | None = None  # (version, [state-dict ref]) of the current policy
+        self.weights: PolicyWeights | None = None  # the current policy, as the rollout workers must load it
         self.pool = None
         self.learners = None
         self.questions_trained = 0  # prompts whose group reached the learner (this process)
@@ -179,6 +183,7 @@ class Trainer:
         from softverify.actors.learner_group import LearnerGroup
         from softverify.actors.rollout import RolloutWorker
         from softverify.actors.verifier_pool import VerifierPool
+        from softverify.actors.weight_sync import make_weight_sync
 
         cfg = self.cfg
         check_pipeline(cfg)
@@ -233,9 +238,8 @@ class Trainer:
         ]
         self.pool = VerifierPool(cfg.verifiers)
         self.learners = LearnerGroup(cfg, self.model_path)
-        if cfg.learner.sync_method == "collective":
-            self.learners.form_broadcast_group(
-                self.workers, self.learners.broadcast_backend(rc.num_gpus_per_worker))
+        self.sync = make_weight_sync(cfg, self.learners, self.workers)
+        self.sync.start()
         self._record_placement()
         self.order = self._prompt_order()
         if last is not None:
@@ -322,37 +326,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def _sync_weights(self) -> float:
+        """The learner's weights to every rollout worker (``self.sync``, one class per
+        ``learner.sync_method``); the handle is also handed to every generate call, so a
+        restarted worker catches up (restart safety). Returns the seconds it took."""
         t = time.perf_counter()
-        lc = self.cfg.learner
-        partial = lc.partial_sync
-        if lc.sync_method == "collective":
-            self.sync_bytes = self._broadcast_weights(partial)
-            self.weights = (self.step, [None], partial)  # no object-store copy: a stale worker says so
-        else:
-            ref, self.sync_bytes = self.learners.sync_ref(trainable_only=partial)
-            self.weights = (self.step, [ref], partial)  # also handed to every generate call (restart safety)
-            ray.get([w.load_weights.remote(ref, self.step, partial) for w in self.workers])
+        self.weights, self.sync_bytes = self.sync.push(self.step)
         self._stale = False
         self.sync_bytes_total += self.sync_bytes
         return time.perf_counter() - t
 
-    def _broadcast_weights(self, partial: bool) -> int:
-        """``learner.sync_method=collective``: rank 0 broadcasts, every worker receives, all at
-        once. A worker Ray restarted has left the group and would never receive: refused by name."""
-        out = [i for i, ok in enumerate(ray.get([w.in_broadcast_group.remote() for w in self.workers])) if not ok]
-        if out:
-            raise RuntimeError(f"rollout worker(s) {out} restarted and left the weight-broadcast group "
-                               "(learner.sync_method=collective); re-run with --resume, or use "
-                               "learner.sync_method=object_store to survive worker restarts")
-        sent = self.learners.broadcast_refs(partial)
-        got = [w.receive_weights.remote(self.step, partial) for w in self.workers]
-        ray.get(got)
-        return int(ray.get(sent)[0])
-
     def rollout(self, row_ids: list[int], seed: int):
-        """The step's samples (an ObjectRef) and their group ids: G sampled completions per
-        prompt, or with ``algorithm.estimator='enumerate'`` every candidate answer (direct: no
-        generation; CoT: after each of G sampled reasonings)."""
+        """The step's samples (an ObjectRef) and their group ids: the training mode's
+        ``samples_per_prompt`` per prompt, from its rollout worker call (``Mode.launch``)."""
         from softverify.actors.rollout import sampling_from
 
         cfg = self.cfg
@@ -366,13 +351,7 @@ class Trainer:
                 continue
             part = [rows[i] for i in idx]
             sp = sampling_from(cfg.rollout, seed=seed * 1000 + w)
-            if cfg.algorithm.estimator == "enumerate" and cfg.prompt.style == "direct":
-                refs.append(self.workers[w].candidates.remote(part, cfg.algorithm.answer_candidates, idx))
-            elif cfg.algorithm.estimator == "enumerate":  # CoT: sampled reasonings, every answer after each
-                refs.append(self.workers[w].reasoned_candidates.remote(
-                    part, cfg.rollout.group_size, sp, cfg.algorithm.answer_candidates, self.weights, idx))
-            else:
-                refs.append(self.workers[w].generate.remote(part, cfg.rollout.group_size, sp, self.weights, idx))
+            refs.append(self.mode.launch(self.workers[w], part, sp, self.weights, idx))
             order.extend(idx)
         merged = _merge.remote(*refs)
         # a group's id is its row's position in the step, set here once: the workers stamp it on
@@ -381,43 +360,41 @@ class Trainer:
         return merged, group_ids
 
     def _lazy_sync(self) -> bool:
-        """With the enumerated estimator in the direct style the workers generate nothing
-        during training, so their weights only need to be current for evals and
-        policy-scored verifiers (the pool knows which those are). In CoT they sample the
-        reasonings: synced every step."""
-        return (self.cfg.algorithm.estimator == "enumerate" and self.cfg.prompt.style == "direct"
-                and not self.pool.policy_specs)
+        """When the training mode samples nothing with the policy (the direct style's enumerated
+        estimator) the workers' weights only need to be current for evals and policy-scored
+        verifiers (the pool knows which those are); otherwise they are synced every step."""
+        return not self.mode.samples_during_training and not self.pool.policy_specs
 
-    def _sample_round(self, k: int, seed: int) -> dict[str, Any]:
+    def _sample_round(self, k: int, seed: int) -> Round:
         """Roll out ``k`` fresh prompts, score them, compose rewards and advantages."""
         return self._finish_round(self._launch_round(k, seed))
 
-    def _launch_round(self, k: int, seed: int) -> dict[str, Any]:
+    def _launch_round(self, k: int, seed: int) -> Round:
         """Start rolling out ``k`` fresh prompts and return at once: the samples' ref, their
         group ids, and ``version``, the trainer step whose weights sample them."""
         t0 = time.perf_counter()
         merged, group_ids = self.rollout(self.order.take(k), seed)
-        return {"ref": merged, "group_ids": group_ids, "version": self.step, "t0": t0}
+        return Round(merged, group_ids, self.step, t0=t0)
 
-    def _finish_round(self, r: dict[str, Any]) -> dict[str, Any]:
+    def _finish_round(self, r: Round) -> Round:
         """Wait for a launched round, score it, compose rewards and advantages (in place)."""
-        summ = ray.get(_summary.remote(r["ref"], self._logged_per_step()))
+        summ = ray.get(_summary.remote(r.ref, self._logged_per_step()))
         t1 = time.perf_counter()
-        scores = self.pool.score(r["ref"], policy_worker=self.workers[0])  # worker 0 scores needs_policy verifiers
+        scores = self.pool.score(r.ref, policy_worker=self.workers[0])  # worker 0 scores needs_policy verifiers
         t2 = time.perf_counter()
-        r.update(rollout_s=t1 - r.pop("t0"), verify_s=t2 - t1)
+        r.rollout_s, r.verify_s, r.t0 = t1 - r.t0, t2 - t1, None
         return self._compose(r, summ, scores)
 
-    def _compose(self, r: dict[str, Any], summ: dict[str, Any], scores: np.ndarray) -> dict[str, Any]:
+    def _compose(self, r: Round, summ: dict[str, Any], scores: np.ndarray) -> Round:
         """Rewards, advantages and what the learner trains on, from a round's scores (in place)."""
         cfg = self.cfg
         weights = [v.weight for v in cfg.verifiers]
-        rewards, adv = compose(scores, weights, self.pool.thresholds, r["group_ids"], cfg.reward.aggregation,
+        rewards, adv = compose(scores, weights, self.pool.thresholds, r.group_ids, cfg.reward.aggregation,
                                cfg.algorithm.advantage)
-        learn_values = learner_values(rewards, adv, cfg.algorithm.estimator, cfg.reward.aggregation)
-        r.update(summ=summ, scores=scores, rewards=rewards, adv=adv, learn_values=learn_values,
-                 informative=informative_groups(rewards, r["group_ids"]), lengths=np.array(summ["lengths"]),
-                 sampled=np.array(summ["sampled"]))
+        learn_values = self.mode.learner_values(rewards, adv)
+        r.summ, r.scores, r.rewards, r.adv, r.learn_values = summ, scores, rewards, adv, learn_values
+        r.informative = informative_groups(rewards, r.group_ids)
+        r.lengths, r.sampled = np.array(summ["lengths"]), np.array(summ["sampled"])
         return r
 
     def _launch_batch(self, step: int) -> None:
@@ -448,24 +425,25 @@ class Trainer:
         for batch, rounds in load_pending(last / "pipeline", index):
             for info, samples, scores in rounds:
                 ref = ray.put(samples)
-                r = {"ref": ref, **info}
+                r = Round(ref, info["group_ids"], info["version"], rollout_s=info["rollout_s"],
+                          verify_s=info["verify_s"])
                 batch.rounds.append(self._compose(r, ray.get(_summary.remote(ref, self._logged_per_step())), scores))
             batch.done = True
             self.pending.append(batch)
 
-    def _select_groups(self, rounds: list[dict[str, Any]]) -> tuple[list[list[int]], int, int, int]:
+    def _select_groups(self, rounds: list[Round]) -> tuple[list[list[int]], int, int, int]:
         """Per round, the sample indices the learner trains on (dynamic sampling), at most
         ``prompts_per_step`` groups in all; returns (picks, groups kept, groups seen,
         groups whose rewards all agree)."""
         mode, cap = self.cfg.algorithm.dynamic_sampling, self.cfg.rollout.prompts_per_step
         picks, kept, seen, zero_var = [], 0, 0, 0
         for r in rounds:
-            g = r["group_ids"]
+            g = r.group_ids
             idx = []
             for gid in dict.fromkeys(g.tolist()):  # groups in order
                 seen += 1
                 members = np.nonzero(g == gid)[0]
-                informative = bool(r["informative"][members[0]])
+                informative = bool(r.informative[members[0]])
                 zero_var += not informative
                 if (informative or mode == "none") and kept < cap:
                     idx.extend(members.tolist())
@@ -493,17 +471,17 @@ class Trainer:
                                f"algorithm.max_staleness = {bound}")
         picks, kept, seen, zero_var = self._select_groups(rounds)
         t2 = time.perf_counter()
-        adv = np.concatenate([r["learn_values"][p] for r, p in zip(rounds, picks)]).astype(np.float32)
-        lengths_sel = np.concatenate([r["lengths"][p] for r, p in zip(rounds, picks)])
-        sampled_sel = np.concatenate([r["sampled"][p] for r, p in zip(rounds, picks)])  # the loss's token count
+        adv = np.concatenate([r.learn_values[p] for r, p in zip(rounds, picks)]).astype(np.float32)
+        lengths_sel = np.concatenate([r.lengths[p] for r, p in zip(rounds, picks)])
+        sampled_sel = np.concatenate([r.sampled[p] for r, p in zip(rounds, picks)])  # the loss's token count
         n = len(adv)
         learn: dict[str, Any] = {}
         learn_refs = None
         if n:
-            if len(rounds) == 1 and n == len(rounds[0]["adv"]):
-                batch_ref = rounds[0]["ref"]
+            if len(rounds) == 1 and n == len(rounds[0].adv):
+                batch_ref = rounds[0].ref
             else:
-                batch_ref = _select.remote(picks, *[r["ref"] for r in rounds])
+                batch_ref = _select.remote(picks, *[r.ref for r in rounds])
             learn_refs = self.learners.launch_train_step(batch_ref, adv, n, int(sampled_sel.sum()), lengths_sel)
         for ahead in self.pending:  # pipelined: the next batches roll out and are scored during the update
             self._complete(ahead)
@@ -519,58 +497,25 @@ class Trainer:
         if self._stale and not self._lazy_sync():
             sync_s, sync_bytes = self._sync_weights(), self.sync_bytes
         t4 = time.perf_counter()
-        rewards = np.concatenate([r["rewards"] for r in rounds])
-        scores = np.concatenate([r["scores"] for r in rounds])
-        lengths = np.concatenate([r["lengths"] for r in rounds])
-        all_adv = np.concatenate([r["adv"] for r in rounds])
-        total_tokens = int(lengths.sum())
-        rollout_s = sum(r["rollout_s"] for r in rounds)
-        verify_s = sum(r["verify_s"] for r in rounds)
         self.questions_trained += kept
-        m: dict[str, Any] = {
-            "reward_mean": float(np.nanmean(rewards)) if np.isfinite(rewards).any() else float("nan"),
-            "reward_std": float(np.nanstd(rewards)) if np.isfinite(rewards).any() else float("nan"),
-            "adv_mean": float(all_adv.mean()), "adv_std": float(all_adv.std()), "adv_abs_max": float(np.abs(all_adv).max()),
-            "response_len_mean": float(lengths.mean()), "response_len_max": int(lengths.max()),
-            "stop_rate": float(np.mean([x for r in rounds for x in r["summ"]["stopped"]])),
-            "time/rollout_s": rollout_s, "time/verify_s": verify_s, "time/learn_s": t3 - t2, "time/sync_s": sync_s,
-            "sync/bytes": sync_bytes, "sync/bytes_total": self.sync_bytes_total,
-            "time/step_s": t4 - t0, "time/wait_rollout_s": t2 - t0, "time/overlap_s": t_overlap - t2,
-            "pipeline/policy_lag": lag,
-            "throughput/rollout_tok_s": total_tokens / max(rollout_s, 1e-9),
-            "throughput/verify_samples_s": len(rewards) / max(verify_s, 1e-9),
-            "throughput/learn_tok_s": int(lengths_sel.sum()) / max(t3 - t2, 1e-9),
-            "throughput/questions_per_hour": 3600.0 * seen / max(t4 - t0, 1e-9),
-            "questions_sampled": seen, "questions_trained": kept, "questions_trained_total": self.questions_trained,
-            "dynamic/zero_var_group_frac": zero_var / max(seen, 1),
-            "dynamic/groups_kept": kept, "dynamic/groups_sampled": seen, "dynamic/refill_rounds": len(rounds) - 1,
-            "data_position": self.order.position,
-        }
-        if cfg.rollout.force_answer:  # share of completions whose answer was forced, and still unparsed after it
-            m["rollout/forced_frac"] = float(np.mean([x for r in rounds for x in r["summ"]["forced"]]))
-            m["rollout/unanswered_frac"] = float(np.mean([a < 0 for r in rounds for a in r["summ"]["answers"]]))
+        times = StepTimes(t0, t2, t_overlap, t3, t4, sync_s)
+        m = step_metrics(rounds, times, kept=kept, seen=seen, zero_var=zero_var, trained_lengths=lengths_sel, lag=lag,
+                         sync_bytes=sync_bytes, sync_bytes_total=self.sync_bytes_total,
+                         questions_trained_total=self.questions_trained, data_position=self.order.position,
+                         force_answer=cfg.rollout.force_answer)
         for name, t in self.thresholds_chosen.items():
             m[f"threshold/{name}"] = t
-        for j, name in enumerate(self.pool.names):
-            col = scores[:, j]
-            ok = ~np.isnan(col)
-            m[f"reward/{name}"] = float(col[ok].mean()) if ok.any() else None
-            m[f"reward_std/{name}"] = float(col[ok].std()) if ok.any() else None
-            m[f"abstain/{name}"] = float(1 - ok.mean())
+        m.update(verifier_metrics(self.pool.names, np.concatenate([r.scores for r in rounds])))
         m.update(self.pool.metrics())  # verifiers' own counters, e.g. verifier/<name>/remote_failed
         m.update(self._diagnostics(rounds[0]))
         m.update(learn)
-        texts = rounds[0]["summ"]["texts"]
-        self._log_samples(texts, rounds[0]["rewards"][: len(texts)], self._candidate_probs(rounds[0]["ref"], len(texts)))
+        texts = rounds[0].summ["texts"]
+        self._log_samples(texts, rounds[0].rewards[: len(texts)], self._candidate_probs(rounds[0].ref, len(texts)))
         return m
 
     def _logged_per_step(self) -> int:
-        """Completions samples.jsonl keeps per step: every candidate of the first question
-        with the enumerated estimator (so each line can carry the policy's probability of
-        its candidate), else the first two completions."""
-        if self.cfg.algorithm.estimator == "enumerate":
-            return len(self.cfg.algorithm.answer_candidates)
-        return 2
+        """Completions samples.jsonl keeps per step (``Mode.logged_per_step``)."""
+        return self.mode.logged_per_step()
 
     def _candidate_probs(self, ref, n: int) -> list[float | None]:
         """The policy's probability of each logged candidate among its question's candidates
@@ -578,14 +523,14 @@ class Trainer:
         the answer distribution the enumerated estimator trains (a shared reasoning's tokens
         cancel out). None for each sampled completion: its alternatives are unknown."""
         K = len(self.cfg.algorithm.answer_candidates)
-        if self.cfg.algorithm.estimator != "enumerate" or n != K:
+        if not self.mode.enumerates or n != K:
             return [None] * n
         lp = self.learners.logprobs(ray.get(_head.remote(ref, K)))
         seq = np.array([sum(x) for x in lp], dtype=np.float64)
         p = np.exp(seq - seq.max())
         return (p / p.sum()).tolist()
 
-    def _diagnostics(self, rnd: dict[str, Any]) -> dict[str, float]:
+    def _diagnostics(self, rnd: Round) -> dict[str, float]:
         """Verifier diagnostics on the step's first round (see ``platform/train/diagnostics.py``);
         the flipped answers are scored by the same pool (a few ms for non-policy verifiers)."""
         from softverify.platform.train.diagnostics import verifier_diagnostics
@@ -596,16 +541,16 @@ class Trainer:
         specs = self.cfg.verifiers
         opposite = None
         if not any(verifier_class(s.kind).needs_policy for s in specs):
-            opposite = self.pool.score(_flipped.remote(rnd["ref"]))
+            opposite = self.pool.score(_flipped.remote(rnd.ref))
         soft = [s.kind in ("world_model", "coexpression") for s in specs]
-        return verifier_diagnostics(self.pool.names, rnd["scores"], np.array(rnd["summ"]["answers"]),
-                                    np.array(rnd["summ"]["labels"]), opposite, soft)
+        return verifier_diagnostics(self.pool.names, rnd.scores, np.array(rnd.summ["answers"]),
+                                    np.array(rnd.summ["labels"]), opposite, soft)
 
     def _log_samples(self, texts, rewards, probs) -> None:
         """samples.jsonl: per logged completion its question, the question's label where the row
         has one (null where not), the parsed answer, the reward, and ``policy_p``, the policy's
         probability of this candidate (enumerated estimator; null for sampled completions)."""
-        from softverify.verifiers.answer import parse_answer
+        from softverify.task.answer import parse_answer
 
         with open(self.out / "samples.jsonl", "a") as f:
             for (pid, q, c, label), r, p in zip(texts, rewards, probs):
@@ -618,9 +563,9 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Greedy answers of the rollout workers on the held-out questions: ``eval/*`` is the
         free reading (no tag = wrong), ``eval_forced/*`` the forced yes/no reading (see
-        ``platform/evaluation/run.py``) when the engine supports it."""
+        ``evaluation/run.py``) when the engine supports it."""
         from softverify.engines.base import SamplingParams
-        from softverify.platform.evaluation.run import metrics_from_records
+        from softverify.evaluation.run import metrics_from_records
 
         if self._stale:
             self._sync_weights()
@@ -661,7 +606,7 @@ class Trainer:
     def _write_prompt(self, model_dir: Path) -> None:
         """How this policy was prompted, beside its weights: ``softverify serve`` and
         ``softverify eval`` ask it the same way (see ``prompts.load_trained_prompt``)."""
-        from softverify.prompts import PROMPT_FILE, trained_prompt
+        from softverify.task.prompts import PROMPT_FILE, trained_prompt
 
         if model_dir.is_dir():
             ckpt.write_text_atomic(model_dir / PROMPT_FILE, trained_prompt(self.cfg.prompt.style, self.cfg.rollout).to_json())
@@ -687,7 +632,7 @@ class Trainer:
             self.learners.save_checkpoint(str(ds_dir), "ds", str(hf_dir))
             self._write_prompt(hf_dir)
             if self.pending:
-                samples = [ray.get([r["ref"] for r in b.rounds]) for b in self.pending]
+                samples = [ray.get([r.ref for r in b.rounds]) for b in self.pending]
                 write_pending(ds_dir.parent / "pipeline", self.pending, samples)
 
         return ckpt.save(self.ckpt_root, self.step, state, write_model, self.cfg.trainer.keep_checkpoints)
@@ -719,7 +664,7 @@ class Trainer:
         cfg = self.cfg.trainer
         self.setup()
         bar = tqdm(total=cfg.steps, initial=self.step, desc="GRPO", disable=not cfg.progress, dynamic_ncols=True)
-        enumerated = self.cfg.algorithm.estimator == "enumerate"
+        enumerated = self.mode.enumerates
         last_eval: dict[str, Any] = {}
         t0 = time.monotonic()
         try:

@@ -1,7 +1,7 @@
 """From a dataset row to chat messages, and the two prompt styles.
 
-Rows carry ``question`` (the user turn) and optionally ``system``; when a row has no
-system prompt, the rbio1 one is used so any question file trains in the same format.
+Rows carry ``question`` (the user turn) and optionally ``system``, a system prompt of their
+own; a row without one is asked with the prompt style's (or the config's) system prompt.
 
 Two styles (``prompt.style``) share all of the machinery:
 
@@ -60,9 +60,11 @@ STYLE_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def row_messages(row: dict[str, Any], system: str | None = None) -> list[dict[str, str]]:
-    """Chat messages of a row. ``system`` (a style's or the config's system prompt)
-    replaces the built-in rbio1 prompt the question tables carry, but not a row's own
-    custom one; rows with ``messages`` are used as they are."""
+    """Chat messages of a row. A row's own system prompt (another task's, e.g. the
+    co-expression questions') is kept; a row with none (the knockdown questions carry an
+    empty one) gets ``system``, the style's or the config's, else the rbio1 prompt. Question
+    files written by older softverify versions carry the rbio1 prompt itself: it counts as
+    none of their own. Rows with ``messages`` are used as they are."""
     if "messages" in row and row["messages"]:
         return list(row["messages"])
     if "question" not in row:

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from softverify.confusion import confusion_counts, rates
-from softverify.verifiers.answer import answer_to_int, parse_answer
+from softverify.task.answer import answer_to_int, parse_answer
 
 
 def classification_metrics(labels: Sequence[int], answers: Sequence[int | None]) -> dict[str, float]:

@@ -17,10 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from softverify.engines.base import SamplingParams, render_turns
-from softverify.platform.evaluation.classification import classification_metrics, majority_answers
-from softverify.prompts import row_messages
-from softverify.verifiers.answer import ANSWER_RE, answer_to_int, forced_turn_tokens, parse_answer
+from softverify.engines.base import SamplingParams, render_rows
+from softverify.evaluation.classification import classification_metrics, majority_answers
+from softverify.task.answer import ANSWER_RE, answer_to_int, forced_turn_tokens, parse_answer
 
 
 #: Row fields a record keeps: what the per-gene metric and the lookups need.
@@ -121,7 +120,7 @@ def run_eval(engine, rows: Sequence[dict], *, max_new_tokens: int, stop: Sequenc
     records: list[dict[str, Any]] = []
     for start in tqdm(range(0, len(rows), batch_size), desc="eval", unit="batch", disable=not progress):
         batch = [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
-        pb = render_turns(engine, [row_messages(r, system_prompt) for r in batch], assistant_prefix)
+        pb = render_rows(engine, batch, system_prompt, assistant_prefix)
         gens = engine.generate(pb.token_ids, sp, n=samples)
         first = len(records)
         for r, gs in zip(batch, gens):
@@ -157,7 +156,7 @@ def _score_eval(engine, rows: Sequence[dict], assistant_prefix: str, batch_size:
     records: list[dict[str, Any]] = []
     for start in tqdm(range(0, len(rows), batch_size), desc="eval", unit="batch", disable=not progress):
         batch = [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
-        pb = render_turns(engine, [row_messages(r, system_prompt) for r in batch], assistant_prefix)
+        pb = render_rows(engine, batch, system_prompt, assistant_prefix)
         for r, m in zip(batch, answer_margins(engine, [list(p) for p in pb.token_ids])):
             records.append({**_record(r, [int(m > 0)], None), "margin": float(m)})
     free, forced = metrics_from_records(records)
@@ -169,7 +168,7 @@ def metrics_from_records(records: Sequence[dict[str, Any]], n_boot: int = 1000) 
     where records carry ``margin``, the score's AUROC/AUPRC with bootstrap intervals (and
     its Spearman correlation with ``wm_p`` where records carry the world model's p).
     None when no record was forced or scored."""
-    from softverify.platform.evaluation.scores import score_metrics
+    from softverify.evaluation.scores import score_metrics
 
     labels = [r["label"] for r in records]
     free = [r["answers"][0] for r in records]
