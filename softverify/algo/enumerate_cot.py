@@ -54,9 +54,16 @@ class EnumerateCoT(EnumerateDirect):
 
     # ------------------------------------------------------------------ learner side
     def _candidate_lengths(self, tokenizer) -> list[int]:
-        from softverify.task.answer import candidate_ids
+        """Each candidate's token count (candidate + closing stop): tokenised once for the
+        rank's tokenizer, not on every encode and span of every micro-batch."""
+        held = getattr(self, "_cand_len", None)  # (tokenizer, lengths): the reference keeps the key alive
+        if held is None or held[0] is not tokenizer:
+            from softverify.task.answer import candidate_ids
 
-        return [len(c) for c in candidate_ids(tokenizer, self.cfg.algorithm.answer_candidates, self.cfg.rollout.stop[0])]
+            held = (tokenizer, [len(c) for c in candidate_ids(tokenizer, self.cfg.algorithm.answer_candidates,
+                                                               self.cfg.rollout.stop[0])])
+            self._cand_len = held
+        return held[1]
 
     def encode(self, model, tokenizer, ss: Sequence[Sample], device=None):
         """The reasoning encoded once, its K candidates after it (unless the shared-prompt path
