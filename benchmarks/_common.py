@@ -51,7 +51,7 @@ def machine() -> dict:
 
 
 def write_result(name: str, payload: dict) -> Path:
-    from softverify.fsutil import write_text_atomic  # a reader never sees half a result
+    from softverify.infra.fsutil import write_text_atomic  # a reader never sees half a result
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     return write_text_atomic(RESULTS / f"{name}.json", json.dumps(payload, indent=2, default=float) + "\n")

@@ -33,7 +33,7 @@ def forced_parse(prompt: str, rows, args) -> dict:
     from softverify.config import build_config
     from softverify.engines.base import SamplingParams
     from softverify.actors.rollout import RolloutCore
-    from softverify.models import resolve_model_path
+    from softverify.model.names import resolve_model_path
     from softverify.task.answer import parse_answer
 
     cfg = build_config({"prompt": {"style": "cot"}, "rollout": {

@@ -47,8 +47,8 @@ def main(argv=None) -> dict:
     from softverify.engines.base import with_assistant_prefix
     from softverify.engines.hf import HFEngine, sample_rows
     from softverify.engines.kvcache import reserved_cache
-    from softverify.models import resolve_model_path
-    from softverify.modeling import left_pad
+    from softverify.model.names import resolve_model_path
+    from softverify.model.loading import left_pad
     from softverify.task.prompts import STYLE_DEFAULTS, row_messages
 
     torch.set_num_threads(args.threads)

@@ -45,7 +45,7 @@ def score(final: Path, out: Path, split: str, eval_genes: int) -> list[dict]:
 def per_gene(records: list[dict], p: np.ndarray | None = None) -> dict[str, float]:
     """Within-gene AUROC of the DE-oriented forced score (or of the teacher's ``p``)."""
     from softverify.evaluation.run import de_orientation
-    from softverify.ranking import gene_aurocs
+    from softverify.metrics.ranking import gene_aurocs
 
     neg, y, s = de_orientation(records)
     if p is not None:
@@ -68,7 +68,7 @@ def agreement_with(records: list[dict], p: np.ndarray) -> float:
 def paired_difference(a: dict[str, float], b: dict[str, float], n_boot: int = 2000) -> dict[str, float]:
     """Mean over the genes both score of ``a - b``, its bootstrap interval over genes, and
     the share of genes where ``a`` is higher."""
-    from softverify.ranking import bootstrap_ci
+    from softverify.metrics.ranking import bootstrap_ci
 
     genes = sorted(set(a) & set(b))
     d = np.array([a[g] - b[g] for g in genes])
@@ -88,7 +88,7 @@ def spearman_ci(a: dict[str, float], b: dict[str, float], n_boot: int = 2000) ->
     """The across-gene Spearman correlation's bootstrap interval over genes."""
     from scipy.stats import spearmanr
 
-    from softverify.ranking import bootstrap_ci
+    from softverify.metrics.ranking import bootstrap_ci
 
     genes = sorted(set(a) & set(b))
     x, y = np.array([a[g] for g in genes]), np.array([b[g] for g in genes])

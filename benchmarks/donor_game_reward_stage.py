@@ -1,6 +1,6 @@
 """One GRPO step's reward stage on donor-game prompts, in-process (no Ray): SmolLM2 samples
 G=8 completions per prompt (assistant turn starts with 'Answer:'), the donor_game verifier
-scores them, softverify.grpo turns them into group advantages.
+scores them, softverify.learner.losses turns them into group advantages.
 
     softverify donor-game prompts -n 32 -o /work/runs/dg_prompts.jsonl
     python benchmarks/donor_game_reward_stage.py
@@ -9,11 +9,11 @@ import json, time
 import numpy as np
 from softverify.engines.hf import HFEngine
 from softverify.engines.base import SamplingParams
-from softverify.models import resolve_model_path
+from softverify.model.names import resolve_model_path
 from softverify.task.prompts import row_messages
 from softverify.types import Sample
 from softverify.verifiers import build_verifier
-from softverify.advantages import compute_advantages
+from softverify.learner.advantages import compute_advantages
 
 rows = [json.loads(l) for l in open("/work/runs/dg_prompts.jsonl")][:4]
 eng = HFEngine(resolve_model_path("smollm2"), torch_threads=1, batch_size=16)

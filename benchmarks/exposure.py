@@ -74,9 +74,9 @@ def learner_bench(args, rows) -> dict:
 
     from softverify.actors.rollout import RolloutCore
     from softverify.algo import mode_for
-    from softverify.learner import freeze_below_top_layers
-    from softverify.modeling import load_causal_lm
-    from softverify.models import resolve_model_path
+    from softverify.learner.rank import freeze_below_top_layers
+    from softverify.model.loading import load_causal_lm
+    from softverify.model.names import resolve_model_path
 
     torch.set_num_threads(args.threads)
     cfg = {s: direct_config(args, [f"learner.shared_prefix={s}"]) for s in ("false", "true")}
@@ -116,7 +116,7 @@ def eval_bench(args, rows) -> dict:
     import torch
 
     from softverify.engines.hf import HFEngine
-    from softverify.models import resolve_model_path
+    from softverify.model.names import resolve_model_path
     from softverify.evaluation.run import run_eval
 
     cfg = direct_config(args)

@@ -15,7 +15,7 @@ summary (``<out>/gpu_path.json``, a folder the caller names):
    autocast, lr 1e-4 with no warm-up: one sampled-GRPO step (+1/-1 advantages within each
    group). Asserted on bits: every trained tensor changed. MFU: 6 x params x sequence tokens /
    step seconds against the card's dense bf16 peak.
-3. ``WeightBroadcaster`` (softverify.collective_sync): the learner's weights cast to the
+3. ``WeightBroadcaster`` (softverify.sync.collective): the learner's weights cast to the
    engine's dtype, broadcast to a second member that loads them into the engine. Asserted on
    bits: afterwards every engine parameter equals the learner's cast weight exactly. NCCL when
    two GPUs are visible (NCCL needs one device per rank); with one GPU the same code runs over
@@ -70,7 +70,7 @@ def build_model(shape: str, out: Path, seed: int = 0) -> tuple[Path, int]:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from softverify.models import resolve_model_path
+    from softverify.model.names import resolve_model_path
 
     tok = AutoTokenizer.from_pretrained(resolve_model_path("smollm2"))
     cfg = LlamaConfig(vocab_size=len(tok), max_position_embeddings=2048, bos_token_id=tok.bos_token_id,
@@ -103,9 +103,9 @@ def broadcast(learner, engine, device, dtype: str) -> dict:
     """Learner rank 0's state -> a second member -> engine.load_weights, over the collective."""
     import torch
 
-    from softverify.cluster import free_port
-    from softverify.collective_sync import WeightBroadcaster
-    from softverify.weightsync import cast_for_sync
+    from softverify.infra.cluster import free_port
+    from softverify.sync.collective import WeightBroadcaster
+    from softverify.sync.wire import cast_for_sync
 
     two_gpus = device.type == "cuda" and torch.cuda.device_count() >= 2
     backend = "nccl" if two_gpus else "gloo"
@@ -231,12 +231,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     import numpy as np
 
-    from softverify.cluster import free_port
+    from softverify.infra.cluster import free_port
     from softverify.config import build_config
     from softverify.engines.base import SamplingParams, render_rows
     from softverify.engines.hf import HFEngine
-    from softverify.learner import LearnBatch, Learner
-    from softverify.weightsync import cast_for_sync
+    from softverify.learner.rank import LearnBatch, Learner
+    from softverify.sync.wire import cast_for_sync
 
     gpu = torch.cuda.get_device_name(0) if device.type == "cuda" else None
     peak_bw, peak_flops = card_peaks(gpu)

@@ -28,8 +28,8 @@ def main() -> int:
 
     from softverify.actors.rollout import RolloutCore
     from softverify.config import build_config
-    from softverify.learner import shard_indices
-    from softverify.models import resolve_model_path
+    from softverify.learner.rank import shard_indices
+    from softverify.model.names import resolve_model_path
 
     cfg = build_config({"prompt": {"style": "direct"}})
     core = RolloutCore(resolve_model_path("smollm2"), cfg.model, cfg.rollout)

@@ -55,15 +55,15 @@ def rank_step(rank: int, world: int, port: int, reps: int, overrides: list[str],
     import numpy as np
     import torch
 
-    from softverify.learner import LearnBatch, Learner
-    from softverify.models import resolve_model_path
+    from softverify.learner.rank import LearnBatch, Learner
+    from softverify.model.names import resolve_model_path
     from softverify.task.prompts import STYLE_DEFAULTS, row_messages
     from softverify.types import Sample
     from softverify.task.answer import candidate_ids, forcing_suffix
 
     cfg = bench_config(world, enumerate_, overrides)
     from softverify.actors.learner_group import prepare_rank_memory
-    from softverify.procmem import minor_faults
+    from softverify.infra.procmem import minor_faults
 
     prepare_rank_memory(cfg.learner)  # as the rank's actor does, before anything is allocated
     learner = Learner(cfg, resolve_model_path(), rank=rank, world_size=world, master_port=port)
@@ -95,8 +95,8 @@ def rank_step(rank: int, world: int, port: int, reps: int, overrides: list[str],
     metrics["page_faults"] = faults
     if rank == 0:
         if enumerate_:
-            from softverify.microbatch import completion_rows
-            from softverify.seqbatch import enumerated_heads
+            from softverify.learner.microbatch import completion_rows
+            from softverify.learner.seqbatch import enumerated_heads
 
             K = len(cands)
             heads = enumerated_heads(samples, K, [len(c) for c in cands])

@@ -39,12 +39,12 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    from softverify.cluster import free_port
+    from softverify.infra.cluster import free_port
     from softverify.config import build_config
     from softverify.engines.base import SamplingParams, render_rows
     from softverify.engines.hf import HFEngine
-    from softverify.learner import LearnBatch, Learner
-    from softverify.models import resolve_model_path
+    from softverify.learner.rank import LearnBatch, Learner
+    from softverify.model.names import resolve_model_path
     from softverify.task.prompts import STYLE_DEFAULTS
     from softverify.types import Sample
 

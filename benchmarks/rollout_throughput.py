@@ -52,7 +52,7 @@ def main(argv=None) -> dict:
     from softverify.config import ModelConfig, RolloutConfig
     from softverify.engines.base import SamplingParams, with_assistant_prefix
     from softverify.engines.hf import HFEngine
-    from softverify.models import resolve_model_path
+    from softverify.model.names import resolve_model_path
     from softverify.task.prompts import row_messages
 
     variants = [v for v in args.variants.split(",") if v]

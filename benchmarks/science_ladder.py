@@ -190,7 +190,7 @@ def final_eval(model: str, rows, args, style: str = "direct", wm_p: list[float] 
 
     from softverify.config import build_config
     from softverify.engines.hf import HFEngine
-    from softverify.models import resolve_model_path
+    from softverify.model.names import resolve_model_path
     from softverify.evaluation.run import metrics_from_records, run_eval
 
     from softverify.task.prompts import load_trained_prompt

@@ -66,7 +66,7 @@ def run_trl(args) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from softverify.models import resolve_model_path
+    from softverify.model.names import resolve_model_path
     from softverify.task.prompts import row_messages
     from softverify.types import Sample
     from softverify.verifiers.base import build_verifier
@@ -261,7 +261,7 @@ def main(argv=None):
             runs["trl"] = _child("trl", args, [])
         print(f"rep {rep + 1} trl:", runs["trl"], flush=True)
         if args.trl_keep:
-            from softverify.procmem import RETAIN_ENV  # what a TRL user could set by hand
+            from softverify.infra.procmem import RETAIN_ENV  # what a TRL user could set by hand
 
             runs["trl_keep"] = _child("trl", args, [], env=RETAIN_ENV)
             print(f"rep {rep + 1} trl_keep:", runs["trl_keep"], flush=True)

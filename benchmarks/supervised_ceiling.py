@@ -29,8 +29,8 @@ def run_supervised(*, wm_dir: Path, threshold_policy: str, data_mirror: str | No
     from softverify.data import load_prompts
     from softverify.engines.base import with_assistant_prefix
     from softverify.engines.hf import HFEngine
-    from softverify.learner import freeze_below_top_layers
-    from softverify.models import resolve_model_path
+    from softverify.learner.rank import freeze_below_top_layers
+    from softverify.model.names import resolve_model_path
     from softverify.evaluation.run import run_eval
     from softverify.task.prompts import row_messages
     from softverify.verifiers.balance import policy_threshold

@@ -2,7 +2,7 @@
 before and after).
 
 The numbers come from the code a run syncs with, not from arithmetic on parameter counts: a
-Ray-free :class:`softverify.learner.Learner` (one DeepSpeed rank) is built for each option, and its
+Ray-free :class:`softverify.learner.rank.Learner` (one DeepSpeed rank) is built for each option, and its
 ``state_dict(trainable_only)`` goes through ``weightsync.cast_for_sync`` and ``state_bytes``,
 exactly what ``LearnerActor.sync_state`` does before the trainer ships it (the trainer passes
 ``trainable_only`` when ``learner.train_layers`` or LoRA restricts what trains). The time to cast
@@ -47,10 +47,10 @@ def measure(model_path: str, over: dict) -> dict:
     in its own subprocess)."""
     import torch
 
-    from softverify.cluster import free_port
+    from softverify.infra.cluster import free_port
     from softverify.config import build_config
-    from softverify.learner import Learner
-    from softverify.weightsync import cast_for_sync, state_bytes
+    from softverify.learner.rank import Learner
+    from softverify.sync.wire import cast_for_sync, state_bytes
 
     sync_dtype = over.get("sync_dtype", "float32")
     learner_over = {k: v for k, v in over.items() if k != "sync_dtype"}
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from softverify.models import resolve_model_path
+    from softverify.model.names import resolve_model_path
 
     path = resolve_model_path(args.model)
     if args.one:

@@ -44,8 +44,8 @@ VARIANTS = {
 def score(wm, rows, mirror, exclude=None) -> dict:
     from softverify.bio.lookups import lookup_report
     from softverify.bio.metrics import binary_metrics
-    from softverify.calibration import expected_calibration_error
-    from softverify.ranking import auc_per_gene
+    from softverify.metrics.calibration import expected_calibration_error
+    from softverify.metrics.ranking import auc_per_gene
 
     p = wm.predict_proba(rows["pert"].tolist(), rows["gene"].tolist())
     y = rows["label"].to_numpy()

@@ -126,7 +126,7 @@ def main() -> None:
     if a.policy:
         from softverify.engines.base import with_assistant_prefix
         from softverify.engines.hf import HFEngine
-        from softverify.models import resolve_model_path
+        from softverify.model.names import resolve_model_path
         from softverify.task.prompts import row_messages
 
         eng = HFEngine(resolve_model_path(a.policy), dtype="float32", torch_threads=a.threads, batch_size=16)

@@ -86,7 +86,7 @@ def run(out_dir: str, model_ref: str = "smollm2", temperature: float = 0.7, new_
     from softverify.config import VLLMEngineConfig
     from softverify.engines.base import SamplingParams
     from softverify.engines.vllm_engine import VLLMEngine
-    from softverify.models import resolve_model_path
+    from softverify.model.names import resolve_model_path
 
     import vllm
 
@@ -155,8 +155,8 @@ def run(out_dir: str, model_ref: str = "smollm2", temperature: float = 0.7, new_
 
     # 3b. the learner's own group (learner.sync_method=collective): the worker joins it as rank 1
     # and reads the header from the broadcast, as RolloutCore.join_broadcast/receive_weights do
-    from softverify.cluster import free_port
-    from softverify.collective_sync import WeightBroadcaster
+    from softverify.infra.cluster import free_port
+    from softverify.sync.collective import WeightBroadcaster
 
     port, box = free_port(), {}
     joiner = threading.Thread(target=lambda: box.update(j=eng.join_weight_group("127.0.0.1", port, 1, 2, "gloo")))

@@ -5,7 +5,7 @@ uncovered ones answered "no" (issue 18 item 10, issue 14): a baseline that absta
 of the rows must not win by skipping them. Scores saved world models (any ``worldmodel fit``
 output) beside two priors computed from the training lines -- the target gene's DE rate and
 the perturbation's DE rate -- with ECE, Brier and a reliability diagram on the covered rows
-(``softverify.calibration``), the mean AUROC within each target gene and perturbation, and
+(``softverify.metrics.calibration``), the mean AUROC within each target gene and perturbation, and
 each model's AUROC on the rows the target-gene prior covers (like for like with the prior).
 
 The held-out line's upstream *test* split is scored (its perturbations, like K562's, are
@@ -40,8 +40,8 @@ LINES = ("k562", "rpe1", "hepg2")
 def mean_group_auroc(p: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[float, int]:
     """Mean AUROC within groups (target genes or perturbations) that hold both classes, over
     covered rows, and how many groups that was: PerturbQA's ``auc_per_gene`` when the groups
-    are target genes (softverify.ranking). A per-gene constant (the prior) scores 0.5."""
-    from softverify.ranking import auc_per_gene
+    are target genes (softverify.metrics.ranking). A per-gene constant (the prior) scores 0.5."""
+    from softverify.metrics.ranking import auc_per_gene
 
     r = auc_per_gene(groups, y, p, n_boot=1)
     return r.auc_per_gene, r.genes
@@ -67,7 +67,7 @@ def score_line(held: str, model_dirs: list[str], train_lines: list[str], mirror:
     from softverify.bio import perturbqa
     from softverify.bio.metrics import best_mcc_threshold, binary_metrics
     from softverify.bio.worldmodel import WorldModel, pert_prior, predict_prior, target_prior
-    from softverify.calibration import brier_score, expected_calibration_error, reliability_bins
+    from softverify.metrics.calibration import brier_score, expected_calibration_error, reliability_bins
 
     train = perturbqa.load_tables(train_lines, "de", mirror=mirror)
     ev = perturbqa.load_table(held, "de", mirror=mirror)
@@ -96,7 +96,7 @@ def score_line(held: str, model_dirs: list[str], train_lines: list[str], mirror:
         m["prior_rows_covered"] = float(both.sum() / max(prior_rows.sum(), 1))
         m["ece"] = expected_calibration_error(p[ok], y[ok])
         m["brier"] = brier_score(p[ok], y[ok])
-        from softverify.ranking import auc_per_gene
+        from softverify.metrics.ranking import auc_per_gene
 
         pg = auc_per_gene(ev["gene"].to_numpy(), y, p)
         m["per_gene_auroc"], m["genes_scored"] = pg.auc_per_gene, pg.genes
@@ -141,7 +141,7 @@ def main() -> int:
                     "<out>_reliability_<line>.png")
     args = ap.parse_args()
 
-    from softverify.calibration import plot_reliability
+    from softverify.metrics.calibration import plot_reliability
 
     held = parse_heldout(args.heldout)
     if args.models:

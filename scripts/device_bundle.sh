@@ -34,7 +34,7 @@ $PY -m pip download -q --disable-pip-version-check -d "$OUT/wheels" --only-binar
   "transformers==5.23.0" "pydantic>=2.10,<3" "pyyaml>=6" "safetensors==0.8.0" "numpy>=1.26" \
   einops hjson msgpack ninja "packaging>=20.0" psutil py-cpuinfo tqdm
 # the tokenizer: from the converted SmolLM2 in this machine's cache (made once from the wheel)
-SRC=$($PY -c 'from softverify.models import resolve_model_path; print(resolve_model_path("smollm2"))')
+SRC=$($PY -c 'from softverify.model.names import resolve_model_path; print(resolve_model_path("smollm2"))')
 DST="$OUT/cache/models/SmolLM2-135M-Instruct"
 mkdir -p "$DST"
 for f in config.json generation_config.json tokenizer.json tokenizer_config.json chat_template.jinja special_tokens_map.json; do

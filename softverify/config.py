@@ -20,7 +20,7 @@ from softverify.configbase import (  # noqa: F401  (re-exported: the public conf
     ConfigError, StrictModel, apply_overrides, cache_dir, format_validation_error, parse_scalar, read_yaml,
 )
 from softverify.configbase import describe as _describe
-from softverify.placement import validate_label_selector, validate_resource_names
+from softverify.infra.placement import validate_label_selector, validate_resource_names
 from softverify.task.prompts import STYLE_DEFAULTS
 
 
@@ -474,14 +474,14 @@ class LearnerConfig(_Section):
         "default, adamw_torch_fused). Off: the per-tensor loop. Same update up to float rounding.")
     retain_freed_memory: bool = Field(
         True, description="Each rank's process keeps the memory it frees (glibc: no mmap for large "
-        "allocations, no heap trimming; softverify.procmem): every update reuses the previous one's pages instead "
+        "allocations, no heap trimming; softverify.infra.procmem): every update reuses the previous one's pages instead "
         "of mapping them afresh (0.6-0.9 M page faults per update of a 2x2 CoT rank, costly in a VM that hands freed "
         "pages back to its host). Measured in the 2x2 CoT run on a 2-core CPU box: the update of a 666-token step "
         "9.3-11.1 -> 6.1-6.6 s, of a 1,110-token step 19.0-21.1 -> 16.7-18.8 s; the rank's resident memory stays "
         "at its peak (benchmarks/README.md). Unset on GPU ranks (learner.num_gpus_per_rank > 0): false.")
     reserve_memory_gb: float = Field(
         0.0, ge=0, description="With retain_freed_memory: each rank grows its heap to this many GB at start and "
-        "touches every page once (softverify.procmem.reserve_heap), so the first updates find their memory already "
+        "touches every page once (softverify.infra.procmem.reserve_heap), so the first updates find their memory already "
         "mapped instead of faulting it in while the heap grows (the pre-allocation vLLM and PyTorch's caching "
         "allocator make). The cost moves to the rank's start: ~11 s for 4 GB per rank on the 2-core VM, where an "
         "isolated 2-rank bf16 CoT update ran 14.7, 11.9, 7.2, 5.1 s without it and 9.3, 5.2, 5.2, 5.2 s with 4 GB "
@@ -535,7 +535,7 @@ class LearnerConfig(_Section):
         "are the same for any split). 'contiguous': rollout order, a group's completions together (the shared "
         "prompt is encoded once per group). 'length': sorted by completion length, so the plain path pads short "
         "completions less. 'fewest_tokens': each step, whichever of the two makes the forward passes "
-        "process fewer tokens, padding included (softverify.microbatch). Metrics: learn_encoded_tokens vs "
+        "process fewer tokens, padding included (softverify.learner.microbatch). Metrics: learn_encoded_tokens vs "
         "learn_real_tokens.",
     )
     sync_dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
@@ -550,7 +550,7 @@ class LearnerConfig(_Section):
         "object_store", description="How a weight sync reaches the rollout workers. object_store: rank 0's state "
         "dict is put into Ray's object store and every worker fetches it (also how a worker Ray restarted catches "
         "up). collective: learner rank 0 broadcasts it to every worker over its own process group "
-        "(softverify.collective_sync: NCCL when the learner ranks and the workers hold GPUs, else gloo), the "
+        "(softverify.sync.collective: NCCL when the learner ranks and the workers hold GPUs, else gloo), the "
         "design every GPU peer uses, with no object-store copy; a worker Ray restarts has left that group, so "
         "the run stops at the next step naming it (--resume continues).",
     )

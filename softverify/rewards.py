@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from softverify.advantages import compute_advantages
+from softverify.learner.advantages import compute_advantages
 
 
 def threshold_normalize(scores: np.ndarray, t: float | None, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:

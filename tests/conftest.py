@@ -21,7 +21,7 @@ def make_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from softverify.models import resolve_model_path
+    from softverify.model.names import resolve_model_path
 
     tok = AutoTokenizer.from_pretrained(resolve_model_path("smollm2"))
     cfg = LlamaConfig(

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from softverify import advantages, grpo
+from softverify.learner import advantages
+
+from softverify.learner import losses as grpo
 
 
 def test_grpo_advantages_hand_computed():

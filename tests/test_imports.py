@@ -91,7 +91,7 @@ def test_no_import_cycles_in_softverify():
 
 def test_leaf_modules_import_nothing_from_softverify():
     mods = _modules()
-    for leaf in ("softverify.configbase", "softverify.registry", "softverify.grpo"):
+    for leaf in ("softverify.configbase", "softverify.registry", "softverify.learner.losses"):
         assert _imports(leaf, mods[leaf], mods) == set(), leaf
 
 
@@ -105,7 +105,7 @@ def test_the_verifier_host_and_the_driver_do_not_import_torch():
 
     code = ("import sys; import softverify.actors.verifier_pool, softverify.platform.train.trainer, "
             "softverify.actors.learner_group, softverify.actors.rollout, "  # what Trainer.setup imports
-            "softverify.rewards, softverify.advantages; "
+            "softverify.rewards, softverify.learner.advantages; "
             "from softverify.config import build_config; from softverify.verifiers.suite import VerifierSuite; "
             "from softverify.types import Sample; "
             "s = VerifierSuite(build_config({}, []).verifiers); "

@@ -1,8 +1,9 @@
 """softverify's packages form layers, and no import runs upwards (counting imports written
 inside functions: a lazy import still ties the two modules together).
 
-From the bottom: the foundation (the root modules: types, config, rewards, seqbatch...; the
-training-mode table ``softverify.algo`` and its interface ``algo.base``), then engines/ and
+From the bottom: the foundation (the root modules: types, config, rewards...; the folders
+infra/, model/, metrics/, sync/ and learner/'s math; the training-mode table ``softverify.algo``
+and its interface ``algo.base``), then engines/ and
 bio/, verifiers/, then the three users of those: the training modes (algo/'s modules),
 evaluation/ and envs/, then the Ray actors, then platform/ (train, serve, sweep, jobs).
 A leaf module (one that imports nothing from softverify) can be used from any layer: it
@@ -16,13 +17,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_imports import _imports, _modules  # noqa: E402
 
-#: a package's layer (second name of the dotted module)
-PACKAGE_LAYER = {"engines": 1, "bio": 1, "verifiers": 2, "algo": 3, "evaluation": 3, "envs": 3, "actors": 4,
-                 "platform": 5}
+#: a package's layer (second name of the dotted module); a package not named here is foundation (0)
+PACKAGE_LAYER = {"infra": 0, "model": 0, "metrics": 0, "sync": 0, "learner": 0, "engines": 1, "bio": 1,
+                 "verifiers": 2, "algo": 3, "evaluation": 3, "envs": 3, "actors": 4, "platform": 5}
 #: modules whose layer is not their package's: the mode table and interface the config reads
 #: at load time, and the root modules that assemble a higher layer (the prompt loader reads
 #: bio/ and verifiers/, the learner rank runs a training mode)
-MODULE_LAYER = {"softverify.algo": 0, "softverify.algo.base": 0, "softverify.data": 2, "softverify.learner": 3}
+MODULE_LAYER = {"softverify.algo": 0, "softverify.algo.base": 0, "softverify.data": 2, "softverify.learner.rank": 3}
 
 
 def layer(module: str) -> int:

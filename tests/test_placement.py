@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from softverify.config import ConfigError, build_config
-from softverify.placement import actor_options, check_placement, label_matches, role_requests, totals
+from softverify.infra.placement import actor_options, check_placement, label_matches, role_requests, totals
 
 PINNED = ["rollout.resources_per_worker={rollout_node: 1}", "learner.resources_per_rank={learner_node: 1}",
           "verifiers=[{kind: hard, node_labels: {role: learner}}, {kind: format, resources: {verifier_node: 0.5}}]"]

@@ -1,4 +1,4 @@
-"""softverify.procmem: after retain_freed_memory() a process re-allocating memory it freed
+"""softverify.infra.procmem: after retain_freed_memory() a process re-allocating memory it freed
 maps no new pages; without it glibc maps a large block afresh every time. Each case runs in
 its own interpreter (the setting is process-wide and must not leak into the test process)."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 SCRIPT = """
 import sys
-from softverify.procmem import minor_faults, retain_freed_memory
+from softverify.infra.procmem import minor_faults, retain_freed_memory
 if sys.argv[1] == "retain":
     assert retain_freed_memory()
 block = 64 << 20
@@ -36,7 +36,7 @@ def test_retained_memory_is_reused_without_page_faults(realloc_fault_bounds):
 
 RESERVE = """
 import sys
-from softverify.procmem import minor_faults, reserve_heap, retain_freed_memory
+from softverify.infra.procmem import minor_faults, reserve_heap, retain_freed_memory
 assert retain_freed_memory()
 took = reserve_heap(256 << 20) if sys.argv[1] == "reserve" else 0
 f = minor_faults()
@@ -63,6 +63,6 @@ def test_a_reserved_heap_serves_the_first_allocations_without_page_faults(reallo
 
 
 def test_reserving_nothing_is_free():
-    from softverify.procmem import reserve_heap
+    from softverify.infra.procmem import reserve_heap
 
     assert reserve_heap(0) == 0

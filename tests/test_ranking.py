@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from softverify.ranking import auc_per_gene, bootstrap_ci, gene_aurocs
+from softverify.metrics.ranking import auc_per_gene, bootstrap_ci, gene_aurocs
 
 
 def test_hand_computed_case_skips_one_label_genes_and_counts_ties_half():

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from softverify.data import PromptOrder
-from softverify.learner import shard_indices
-from softverify.modeling import pack_sequences
+from softverify.learner.rank import shard_indices
+from softverify.model.loading import pack_sequences
 from softverify.platform.train import checkpoint as ckpt
 from softverify.evaluation.classification import classification_metrics, majority_answers, metrics_from_completions
 from softverify.types import Sample
@@ -142,7 +142,7 @@ def test_token_logprobs_completion_only_matches_full_logits(tiny_model_dir):
     """Projecting only completion positions to the vocabulary changes neither values nor gradients."""
     import torch.nn.functional as F
 
-    from softverify.modeling import load_causal_lm, token_logprobs
+    from softverify.model.loading import load_causal_lm, token_logprobs
 
     model = load_causal_lm(str(tiny_model_dir), "float32")[0]
     prompts = [[5, 6, 7, 8, 9], [10, 11, 12]]

@@ -13,14 +13,14 @@ import numpy as np
 import ray
 
 from softverify.algo import mode_for
-from softverify.cluster import free_port
+from softverify.infra.cluster import free_port
 from softverify.config import LearnerConfig, TrainConfig
-from softverify.microbatch import balanced_shards
-from softverify.placement import actor_options
-from softverify.procmem import minor_faults, reserve_heap, retain_freed_memory
+from softverify.learner.microbatch import balanced_shards
+from softverify.infra.placement import actor_options
+from softverify.infra.procmem import minor_faults, reserve_heap, retain_freed_memory
 from softverify.types import Sample
 
-# torch-backed modules (softverify.learner, softverify.weightsync) are imported inside the
+# torch-backed modules (softverify.learner.rank, softverify.sync.wire) are imported inside the
 # actor's methods: this module is also the driver's, which never needs torch (1-1.5 s of CPU
 # and ~180 MB in a process that only builds batches).
 
@@ -49,7 +49,7 @@ class LearnerActor:
     driver's): ``rendezvous()`` on rank 0, then ``start(addr, port)`` on every rank."""
 
     def __init__(self, cfg: TrainConfig, model_path: str, rank: int, world: int):
-        from softverify import quiet
+        from softverify.infra import quiet
 
         quiet.in_actor()  # a quiet run: before DeepSpeed's import-time accelerator warning
         self.args = (cfg, model_path, rank, world)
@@ -62,8 +62,8 @@ class LearnerActor:
         return ray.util.get_node_ip_address(), free_port()
 
     def start(self, addr: str, port: int) -> bool:
-        from softverify import quiet
-        from softverify.learner import Learner
+        from softverify.infra import quiet
+        from softverify.learner.rank import Learner
 
         quiet.in_actor("transformers")  # its loading and saving bars off before the model loads
         self.learner = Learner(*self.args, addr, port)
@@ -77,7 +77,7 @@ class LearnerActor:
         the result is the seconds the update took inside the rank (the rest of the trainer's
         learn phase is shipping the batch and collecting results), ``learn_page_faults_sum`` the
         minor page faults it took (``learner.retain_freed_memory`` brings them to ~0)."""
-        from softverify.learner import LearnBatch
+        from softverify.learner.rank import LearnBatch
 
         t, f = time.perf_counter(), minor_faults()
         out = self.learner.train_step(LearnBatch(samples, np.asarray(values), total_tokens, total_seqs))
@@ -93,7 +93,7 @@ class LearnerActor:
         """What a weight sync ships (rank 0's state dict in ``learner.sync_dtype``, in the
         object store's zero-copy wire form; None on the other ranks) and its size in bytes, as
         two objects: the driver reads the size without fetching the weights."""
-        from softverify.weightsync import cast_for_sync, state_bytes, to_wire
+        from softverify.sync.wire import cast_for_sync, state_bytes, to_wire
 
         sd = self.learner.state_dict(trainable_only, copy=False)  # serialised at return, before any next step
         if sd is None:
@@ -106,7 +106,7 @@ class LearnerActor:
 
     def join_broadcast(self, world: int, addr: str, port: int, backend: str) -> bool:
         """Rank 0 hosts the weight-broadcast group (``learner.sync_method=collective``)."""
-        from softverify.collective_sync import WeightBroadcaster
+        from softverify.sync.collective import WeightBroadcaster
 
         device = self.learner.device if backend == "nccl" else "cpu"
         self.broadcaster = WeightBroadcaster(0, world, addr, port, backend=backend, device=device)
@@ -115,7 +115,7 @@ class LearnerActor:
     def broadcast_weights(self, trainable_only: bool, sync_dtype: str) -> int:
         """Every rank calls it (ZeRO-3 gathers the state); rank 0 broadcasts it in
         ``sync_dtype`` to the rollout workers and returns the bytes sent (other ranks: 0)."""
-        from softverify.weightsync import cast_for_sync
+        from softverify.sync.wire import cast_for_sync
 
         # on the broadcast's device, sharing the parameters' memory (read at once, before any
         # step): NCCL sends straight from the GPU, gloo from host memory
@@ -169,7 +169,7 @@ class LearnerGroup:
     def shards(self, n: int, lengths: Sequence[int]) -> list[list[int]]:
         """Which of the step's ``n`` samples each rank trains on: units of the training mode's
         ``shard_unit`` (:mod:`softverify.algo`), balanced by the samples' completion
-        ``lengths`` (:func:`softverify.microbatch.balanced_shards`)."""
+        ``lengths`` (:func:`softverify.learner.microbatch.balanced_shards`)."""
         unit = self.mode.shard_unit(n, self.world)
         return balanced_shards([1 + int(x) for x in lengths], unit, self.world)
 
@@ -198,14 +198,6 @@ class LearnerGroup:
         if out.get("learn_encoded_tokens"):  # the share of the forward passes spent on padding
             out["learn_pad_frac"] = 1.0 - out["learn_real_tokens"] / out["learn_encoded_tokens"]
         return out
-
-    def state_dict_ref(self, trainable_only: bool = False):
-        """ObjectRef of rank 0's full-precision state dict (all ranks called: ZeRO-3 gathers);
-        ``trainable_only``: just the tensors training changes."""
-        refs = [a.state_dict.remote(trainable_only) for a in self.actors]
-        if self.zero3:
-            ray.wait(refs, num_returns=len(refs))
-        return refs[0]
 
     def sync_ref(self, trainable_only: bool = False) -> tuple:
         """What a weight sync ships: ObjectRef of rank 0's state dict in ``learner.sync_dtype``

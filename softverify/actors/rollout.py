@@ -153,7 +153,7 @@ class RolloutCore:
     """Everything the actor does, without Ray (so it is unit-testable)."""
 
     def __init__(self, model_path: str, model: ModelConfig, rollout: RolloutConfig):
-        from softverify import quiet
+        from softverify.infra import quiet
 
         quiet.in_actor("transformers")  # a quiet run: no "Loading weights" bar breaking the driver's progress bar
         self.rollout = rollout
@@ -271,15 +271,15 @@ class RolloutCore:
 
     def load_weights(self, state, version: int, partial: bool = False) -> int:
         """Load a weight sync: a state dict, or the object store's wire form of one
-        (:class:`softverify.weightsync.WireState`, read in place from shared memory)."""
-        from softverify.lora import is_adapter_payload
-        from softverify.weightsync import WireState, from_wire
+        (:class:`softverify.sync.wire.WireState`, read in place from shared memory)."""
+        from softverify.learner.lora import is_adapter_payload
+        from softverify.sync.wire import WireState, from_wire
 
         if isinstance(state, WireState):
             state = from_wire(state)
         if is_adapter_payload(state):  # learner.lora.sync='adapters': merge into the base weights here
             if self._adapters is None:
-                from softverify.lora import AdapterMerger
+                from softverify.learner.lora import AdapterMerger
 
                 self._adapters = AdapterMerger(self.model_path)
             state, partial = self._adapters.merge(state), True
@@ -291,7 +291,7 @@ class RolloutCore:
     def join_broadcast(self, rank: int, world: int, addr: str, port: int, backend: str) -> bool:
         """Join learner rank 0's weight-broadcast group (``learner.sync_method=collective``). The
         vLLM engine's model lives in vLLM's own worker process, which joins in its place."""
-        from softverify.collective_sync import WeightBroadcaster
+        from softverify.sync.collective import WeightBroadcaster
 
         if hasattr(self.engine, "join_weight_group"):
             self.engine.join_weight_group(addr, port, rank, world, backend)

@@ -20,7 +20,7 @@ import numpy as np
 import ray
 
 from softverify.config import VerifierSpec
-from softverify.placement import actor_options
+from softverify.infra.placement import actor_options
 from softverify.types import Sample
 from softverify.verifiers.base import composition_thresholds, keeps_metrics, verifier_class
 from softverify.verifiers.suite import VerifierSuite, check_scores
@@ -31,7 +31,7 @@ class VerifierHost:
     thresholds, scores checked against the contract) and returns their columns."""
 
     def __init__(self, specs: Sequence[VerifierSpec]):
-        from softverify import quiet
+        from softverify.infra import quiet
 
         quiet.in_actor()  # a quiet run: world models' library chatter off, as in every actor
         self.suite = VerifierSuite(list(specs))

@@ -6,7 +6,7 @@
   every worker loads it from there. The handle stays valid, so a worker Ray restarts catches
   up from it on its next call (:class:`~softverify.types.PolicyWeights` travels with each).
 - :class:`CollectiveSync`: rank 0 and every worker form one broadcast group at start-up
-  (NCCL GPU to GPU, else gloo; :mod:`softverify.collective_sync`) and each sync is one
+  (NCCL GPU to GPU, else gloo; :mod:`softverify.sync.collective`) and each sync is one
   broadcast, with no object-store copy. A worker Ray restarted has left the group: refused
   by name rather than left sampling from its initial weights.
 
@@ -53,7 +53,7 @@ class CollectiveSync(WeightSync):
     def start(self) -> None:
         """Rank 0 plus every rollout worker, joined at once (the store waits for all); NCCL
         when rank 0 and the workers hold whole GPUs, else gloo."""
-        from softverify.collective_sync import broadcast_backend
+        from softverify.sync.collective import broadcast_backend
 
         backend = broadcast_backend(self.learners.cfg.learner.num_gpus_per_rank, self.worker_gpus)
         rank0 = self.learners.actors[0]

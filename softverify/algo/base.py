@@ -60,6 +60,6 @@ class Mode:
 
     # ------------------------------------------------------------------ learner side
     def learn(self, rank, batch) -> dict[str, float]:
-        """One update on one learner rank (:class:`softverify.learner.Learner`) from its
-        :class:`~softverify.learner.LearnBatch`; the rank's metrics."""
+        """One update on one learner rank (:class:`softverify.learner.rank.Learner`) from its
+        :class:`~softverify.learner.rank.LearnBatch`; the rank's metrics."""
         raise NotImplementedError

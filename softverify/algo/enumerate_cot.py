@@ -3,7 +3,7 @@ prompt, each closed and followed by every candidate answer. The answers are trai
 as in the direct style (:class:`~softverify.algo.enumerate_direct.EnumerateDirect`); the
 reasonings get a sampled policy gradient whose advantage is each reasoning's exact
 ``E_q[r]`` against its prompt's other reasonings
-(:func:`softverify.advantages.reasoning_advantages`).
+(:func:`softverify.learner.advantages.reasoning_advantages`).
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ class EnumerateCoT(EnumerateDirect):
         if not (lc.shared_prompt and not lc.gradient_checkpointing):
             return super().encode(model, tokenizer, ss, device)
         from softverify.algo.encode import shared_prefix_min
-        from softverify.seqbatch import completion_logprobs_enumerated
+        from softverify.learner.seqbatch import completion_logprobs_enumerated
 
         return completion_logprobs_enumerated(model, ss, self.n_candidates, self._candidate_lengths(tokenizer),
                                               tokenizer.pad_token_id, self.cfg.rollout.temperature, device=device,
@@ -90,9 +90,9 @@ class EnumerateCoT(EnumerateDirect):
         ``reasoning/pg_loss``, ``reasoning/clip_frac``, ``reasoning/adv_abs_mean``."""
         import torch
 
-        from softverify.advantages import reasoning_advantages
-        from softverify.grpo import policy_loss
-        from softverify.seqbatch import old_logprobs, sampled_mask
+        from softverify.learner.advantages import reasoning_advantages
+        from softverify.learner.losses import policy_loss
+        from softverify.learner.seqbatch import old_logprobs, sampled_mask
 
         ac, K = self.cfg.algorithm, self.n_candidates
         loss, st, out, cb, span, ref_lp = self.answer_loss(model, tokenizer, ss, rewards, total_seqs, ref, device)

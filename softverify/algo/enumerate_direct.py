@@ -1,7 +1,7 @@
 """The enumerated estimator in the direct style: every answer of a closed set
 (``algorithm.answer_candidates``) is a completion of every prompt, scored by the verifiers,
 and the loss is the exact expected policy gradient over that set
-(:func:`softverify.grpo.enumerated_loss`): the large-group limit of GRPO, with no sampling
+(:func:`softverify.learner.losses.enumerated_loss`): the large-group limit of GRPO, with no sampling
 and nothing generated during training.
 
 Torch is imported where a learner rank first needs it: the config builds this mode while it
@@ -67,12 +67,12 @@ class EnumerateDirect(Mode):
 
     def answer_loss(self, model, tokenizer, ss: Sequence[Sample], rewards, total_seqs: float, ref=None, device=None):
         """The exact expected gradient over the closed set per answer context
-        (:func:`softverify.grpo.enumerated_loss`, with ``entropy_coef`` and ``kl_coef`` over the
+        (:func:`softverify.learner.losses.enumerated_loss`, with ``entropy_coef`` and ``kl_coef`` over the
         answer set): ``(loss, raw stats, float stats, completion batch, span, reference
         logprobs or None)``."""
         import torch
 
-        from softverify.grpo import enumerated_loss
+        from softverify.learner.losses import enumerated_loss
 
         ac, K = self.cfg.algorithm, self.n_candidates
         cb = self.encode(model, tokenizer, ss, device)
@@ -112,7 +112,7 @@ class EnumerateDirect(Mode):
         them together), see :meth:`micro_loss`. Micro-batches split between prompts."""
         import torch
 
-        from softverify.microbatch import contiguous_split
+        from softverify.learner.microbatch import contiguous_split
 
         K, U = self.n_candidates, self.samples_per_prompt
         samples, rewards = list(batch.samples), np.asarray(batch.values, dtype=np.float64)

@@ -41,8 +41,8 @@ def sampled_loss(model, tokenizer, cfg, ss: Sequence[Sample], adv, w, total_toke
     import torch
 
     from softverify.algo.encode import completion_batch
-    from softverify.grpo import policy_loss
-    from softverify.seqbatch import old_logprobs, sampled_mask
+    from softverify.learner.losses import policy_loss
+    from softverify.learner.seqbatch import old_logprobs, sampled_mask
 
     ac = cfg.algorithm
     pad = tokenizer.pad_token_id
@@ -82,12 +82,12 @@ class Sampled(Mode):
         """Exactly ``rank.gas`` micro-batches per epoch (DeepSpeed steps the optimiser at that
         boundary; some may be empty when merging identical sequences left this rank fewer than
         ``gas``); which sequences share one is ``learner.micro_batch_order``, the loss is the
-        same either way (:mod:`softverify.microbatch`)."""
+        same either way (:mod:`softverify.learner.microbatch`)."""
         import torch
 
-        from softverify.grpo import masked_aggregate
-        from softverify.microbatch import plan_micro_batches, token_counts
-        from softverify.seqbatch import merge_identical
+        from softverify.learner.losses import masked_aggregate
+        from softverify.learner.microbatch import plan_micro_batches, token_counts
+        from softverify.learner.seqbatch import merge_identical
 
         ac, lc = self.cfg.algorithm, self.cfg.learner
         scale = rank.gas * rank.world_size

@@ -80,7 +80,7 @@ class CoexpressionMatrix:
         p = Path(path)
         if p.suffix != ".npz":
             raise ValueError(f"co-expression output {str(p)!r} must end in .npz")
-        from softverify.fsutil import atomic_file
+        from softverify.infra.fsutil import atomic_file
 
         with atomic_file(p, suffix=".npz") as tmp:  # numpy appends .npz to any other name
             np.savez_compressed(tmp, genes=np.array(self.genes, dtype=str), scores=self.scores)

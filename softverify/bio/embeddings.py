@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from softverify.fsutil import atomic_dir
+from softverify.infra.fsutil import atomic_dir
 
 KINDS = ("genept", "go", "onehot")
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"

@@ -35,7 +35,7 @@ from softverify.bio.gene_stats import FEATURES, GeneStats, out_of_fold_features
 from softverify.bio.line_profile import PROFILE_FEATURES, LineProfile
 from softverify.bio.metrics import best_mcc_threshold, binary_metrics
 from softverify.bio.questions import validation_perts_mask
-from softverify.fsutil import atomic_dir
+from softverify.infra.fsutil import atomic_dir
 
 FORMAT_VERSION = 1
 KIND = "gbdt"
@@ -144,7 +144,7 @@ class GBDTWorldModel:
         import lightgbm as lgb
         from sklearn.isotonic import IsotonicRegression
 
-        from softverify.ranking import auc_per_gene
+        from softverify.metrics.ranking import auc_per_gene
 
         if embedding is None or embedding.vectors is None:
             raise ValueError("gbdt features='cross_line' needs a gene embedding with vectors (--embedding: a "

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from softverify.fsutil import atomic_dir
+from softverify.infra.fsutil import atomic_dir
 from softverify.bio import gene_sources as src
 from softverify.configbase import cache_dir
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from softverify.bio import perturbqa
-from softverify.ranking import auc_per_gene, auroc_rows
+from softverify.metrics.ranking import auc_per_gene, auroc_rows
 
 #: The lookups in report order: target-gene rates first (pooled only), then knockdown ones.
 LOOKUPS: tuple[str, ...] = ("b_rate_same_train", "b_rate_other_lines", "a_rate_other_lines",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from softverify.confusion import confusion_counts, rates
+from softverify.metrics.confusion import confusion_counts, rates
 
 
 def best_mcc_threshold(p: np.ndarray, y: np.ndarray) -> float:

@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from softverify.configbase import cache_dir
-from softverify.fsutil import atomic_file
+from softverify.infra.fsutil import atomic_file
 
 CELL_LINES: tuple[str, ...] = ("k562", "rpe1", "hepg2", "jurkat")
 KINDS: tuple[str, ...] = ("de", "dir")

@@ -275,7 +275,7 @@ def save_questions(ds, path: str | os.PathLike) -> Path:
     p = Path(path)
     if p.suffix != ".parquet":
         raise ValueError(f"question output {str(p)!r} must end in .parquet")
-    from softverify.fsutil import atomic_file
+    from softverify.infra.fsutil import atomic_file
 
     with atomic_file(p) as tmp:
         ds.to_parquet(str(tmp))

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from softverify.fsutil import atomic_file
+from softverify.infra.fsutil import atomic_file
 
 COLUMNS = ("pert", "gene", "p")
 CENTERS = (None, "gene", "gene_rank")

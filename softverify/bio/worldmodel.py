@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from softverify.fsutil import atomic_dir
+from softverify.infra.fsutil import atomic_dir
 from softverify.bio.embeddings import GeneEmbedding
 from softverify.bio.worldmodel_files import require_world_model_dir
 from softverify.bio.metrics import best_mcc_threshold, binary_metrics

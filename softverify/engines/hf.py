@@ -17,7 +17,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from softverify.engines.base import Generation, PromptBatch, SamplingParams, apply_penalties
 from softverify.engines.kvcache import reserved_cache
 from softverify.engines.packed_linear import prepack_linears, repack
-from softverify.modeling import (MIN_SHARED_PREFIX, encode_prompts, left_pad, load_causal_lm, pack_sequences,
+from softverify.model.loading import (MIN_SHARED_PREFIX, encode_prompts, left_pad, load_causal_lm, pack_sequences,
                                  token_logprobs)
 
 
@@ -309,7 +309,7 @@ class HFEngine:
         """log p(t | context) for each candidate ``t`` after each context: one forward per
         batch, logits at the last position only. The batch's common prefix (a direct-style
         eval's system prompt and chat header) is encoded once and its KV cache shared
-        (:func:`softverify.modeling.encode_prompts`; exact) unless the engine's
+        (:func:`softverify.model.loading.encode_prompts`; exact) unless the engine's
         ``shared_prefix`` is off."""
         cand = torch.tensor(list(token_ids), dtype=torch.long)
         out: list[list[float]] = []

@@ -15,11 +15,11 @@ msgpack serializer is meant for control messages -- the method's own docstring s
   its worker class (``v1/worker/worker_base.py``: ``WorkerWrapperBase.init_worker``), so
   its methods run inside the worker process, next to ``self.model_runner.model``;
 - the worker joins a torch.distributed group with the sender
-  (:class:`softverify.collective_sync.WeightBroadcaster`: gloo on CPU, NCCL between GPUs,
+  (:class:`softverify.sync.collective.WeightBroadcaster`: gloo on CPU, NCCL between GPUs,
   one code path) and receives the tensors by broadcast;
 - only metadata goes over ``collective_rpc``: names, shapes and dtypes
   (:func:`encode_specs`) and the bucket size, from which the worker computes the same bucket
-  plan as the sender (:func:`softverify.collective_sync.plan_buckets`);
+  plan as the sender (:func:`softverify.sync.collective.plan_buckets`);
 - after every load the prefix cache is reset (``LLM.reset_prefix_cache``): otherwise the KV
   cache of a prompt prefix computed under the old weights is reused, and behaviour logprobs
   silently mix two policies.
@@ -48,8 +48,8 @@ from typing import Any, Sequence
 
 import torch
 
-from softverify.cluster import free_port
-from softverify.collective_sync import _DTYPES, BUCKET_BYTES, TensorSpec, WeightBroadcaster, specs_of
+from softverify.infra.cluster import free_port
+from softverify.sync.collective import _DTYPES, BUCKET_BYTES, TensorSpec, WeightBroadcaster, specs_of
 from softverify.engines.base import Generation, PromptBatch, SamplingParams
 from softverify.engines.sampling_rules import vllm_sampling_problem
 

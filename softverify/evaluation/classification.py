@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from softverify.confusion import confusion_counts, rates
+from softverify.metrics.confusion import confusion_counts, rates
 from softverify.task.answer import answer_to_int, parse_answer
 
 

@@ -204,7 +204,7 @@ def per_gene_metrics(records: Sequence[dict[str, Any]], n_boot: int = 1000) -> d
     student's per-gene Spearman agreement with it (the Goodhart monitor's two curves)."""
     import numpy as np
 
-    from softverify.ranking import auc_per_gene
+    from softverify.metrics.ranking import auc_per_gene
 
     neg, y, s = de_orientation(records)
     genes = [str(r["gene"]) for r in records]

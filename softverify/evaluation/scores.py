@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from softverify.ranking import auroc_rows, bootstrap_ci  # noqa: F401  (re-exported: they live with the per-gene metric)
+from softverify.metrics.ranking import auroc_rows, bootstrap_ci  # noqa: F401  (re-exported: they live with the per-gene metric)
 
 
 def average_precision_rows(y: np.ndarray, s: np.ndarray) -> np.ndarray:

@@ -98,7 +98,7 @@ def to_samples(rows: list[dict], model: str | None, prefix: str, threads: int | 
     if model:
         from softverify.engines.base import render_rows
         from softverify.engines.hf import HFEngine
-        from softverify.models import resolve_model_path
+        from softverify.model.names import resolve_model_path
 
         engine = HFEngine(resolve_model_path(model), dtype="float32", torch_threads=threads)
         pb = render_rows(engine, rows, None, prefix)
@@ -232,7 +232,7 @@ def _report(args) -> int:
 
     from softverify.config import load_config
     from softverify.data import load_prompts
-    from softverify.fsutil import write_text_atomic
+    from softverify.infra.fsutil import write_text_atomic
     from softverify.verifiers.report import report_markdown, report_plot, verifier_report
 
     ov = list(args.overrides) + ([f"data.mirror={args.data_mirror}"] if args.data_mirror else [])

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from softverify.calibration import brier_score, expected_calibration_error, reliability_bins
+from softverify.metrics.calibration import brier_score, expected_calibration_error, reliability_bins
 from softverify.rewards import compose, enumerated_learner_values, threshold_normalize, weighted_mean_available
 from softverify.types import Sample
 from softverify.verifiers.base import build_from_spec, composition_thresholds, verifier_class
@@ -207,7 +207,7 @@ def verifier_report(specs, rows: Sequence[dict], style: str = "direct", aggregat
         per[name] = m
     oriented = de_oriented(rows, labels)
     if oriented is not None:  # knockdown questions: PerturbQA's per-gene AUROC of each verifier's preference
-        from softverify.ranking import auc_per_gene
+        from softverify.metrics.ranking import auc_per_gene
 
         neg, de_y, genes = oriented
         for name, pref in prefs.items():
@@ -282,7 +282,7 @@ def report_plot(rep: dict[str, Any], path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from softverify.calibration import draw_reliability
+    from softverify.metrics.calibration import draw_reliability
 
     ln = rep.get("learner", {})
     gdpo = ln.get("aggregation", "sum_then_normalize") != "sum_then_normalize"

@@ -10,7 +10,7 @@ import pytest
 from softverify.bio.gbdt_worldmodel import GBDTConfig, GBDTWorldModel
 from softverify.bio.gene_stats import GeneStats, out_of_fold_features
 from softverify.bio.worldmodel import WorldModel
-from softverify.calibration import expected_calibration_error
+from softverify.metrics.calibration import expected_calibration_error
 
 
 def test_gene_stats_hand_computed_and_out_of_fold():
@@ -95,7 +95,7 @@ def test_cross_line_model_sees_only_its_training_lines(tmp_path, shared_data):
     it saves and loads without pickle."""
     from softverify.bio import perturbqa
     from softverify.bio.embeddings import GeneEmbedding
-    from softverify.ranking import auc_per_gene
+    from softverify.metrics.ranking import auc_per_gene
 
     data = perturbqa.load_tables(["rpe1", "hepg2", "k562"], "de", mirror=shared_data / "perturbqa")
     rng = np.random.default_rng(0)

@@ -60,7 +60,7 @@ def test_packed_linear_trains_through_the_plain_path():
 def test_reserved_layer_matches_dynamic_cache(tiny_model_dir):
     from transformers import DynamicCache
 
-    from softverify.modeling import load_causal_lm
+    from softverify.model.loading import load_causal_lm
 
     model, _ = load_causal_lm(str(tiny_model_dir))
     model.eval()

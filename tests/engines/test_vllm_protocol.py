@@ -7,8 +7,8 @@ import threading
 import pytest
 import torch
 
-from softverify.cluster import free_port
-from softverify.collective_sync import TensorSpec, WeightBroadcaster, plan_buckets, specs_of
+from softverify.infra.cluster import free_port
+from softverify.sync.collective import TensorSpec, WeightBroadcaster, plan_buckets, specs_of
 from softverify.config import ConfigError, build_config
 from softverify.engines.base import SamplingParams
 from softverify.engines.sampling_rules import vllm_sampling_problem

@@ -12,7 +12,7 @@ from softverify.envs.donor_game.agents import EngineAgent, OpenAIAgent, Request
 from softverify.envs.donor_game.config import build_donor_config
 from softverify.envs.donor_game.parsing import summary_mismatches
 from softverify.envs.donor_game.runner import DonorGameRunner, read_jsonl
-from softverify.cluster import free_port
+from softverify.infra.cluster import free_port
 
 
 @pytest.fixture(scope="module")

@@ -141,7 +141,7 @@ def test_a_token_cluster_gets_one_line_saying_what_to_set(tiny_model_dir):
 
 
 def test_auth_hint_says_what_to_set(tmp_path, monkeypatch):
-    from softverify.cluster import auth_hint, needs_token
+    from softverify.infra.cluster import auth_hint, needs_token
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)

@@ -229,7 +229,7 @@ def test_train_config_placement_fits_the_worker_groups(name):
     declare them: the trainer's own pre-start check passes on the manifest's pods, and each
     role can only go to its group."""
     from softverify.config import build_config
-    from softverify.placement import check_placement, label_matches, role_requests
+    from softverify.infra.placement import check_placement, label_matches, role_requests
 
     cfg = build_config(yaml.safe_load(load("train-config.yaml")["data"]["train.yaml"]))
     doc = load(name)

@@ -15,10 +15,10 @@ import torch
 from softverify.actors.rollout import RolloutCore, Turn, force_answers, sampling_from
 from softverify.config import ConfigError, build_config
 from softverify.engines.base import Generation
-from softverify.grpo import policy_loss
+from softverify.learner.losses import policy_loss
 from softverify.algo.sampled import sampled_loss
-from softverify.modeling import load_causal_lm
-from softverify.seqbatch import completion_logprobs_shared, merge_identical, old_logprobs
+from softverify.model.loading import load_causal_lm
+from softverify.learner.seqbatch import completion_logprobs_shared, merge_identical, old_logprobs
 from softverify.types import Sample
 from softverify.task.answer import forcing_suffix, parse_answer
 from softverify.verifiers.format import FormatVerifier, format_score

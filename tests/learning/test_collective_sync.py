@@ -1,4 +1,4 @@
-"""The collective weight broadcast (softverify.collective_sync) on CPUs with gloo: the same
+"""The collective weight broadcast (softverify.sync.collective) on CPUs with gloo: the same
 code the NCCL path runs on GPUs. Members are threads here, each with its own group object
 (as separate processes would be): rank 0 sends, the others must receive bit-identical
 tensors, names, shapes and dtypes."""
@@ -7,8 +7,8 @@ import threading
 import pytest
 import torch
 
-from softverify.cluster import free_port
-from softverify.collective_sync import TensorSpec, WeightBroadcaster, plan_buckets, specs_of
+from softverify.infra.cluster import free_port
+from softverify.sync.collective import TensorSpec, WeightBroadcaster, plan_buckets, specs_of
 
 
 def test_buckets_group_consecutive_tensors_of_one_dtype_up_to_the_size():

@@ -14,11 +14,11 @@ import torch
 from softverify.actors.rollout import RolloutCore, enumerated_turns, sampling_from
 from softverify.config import build_config
 from softverify.engines.base import Generation
-from softverify.advantages import reasoning_advantages
+from softverify.learner.advantages import reasoning_advantages
 from softverify.algo import mode_for
-from softverify.microbatch import completion_rows
-from softverify.modeling import load_causal_lm
-from softverify.seqbatch import completion_logprobs_shared
+from softverify.learner.microbatch import completion_rows
+from softverify.model.loading import load_causal_lm
+from softverify.learner.seqbatch import completion_logprobs_shared
 from softverify.types import Sample
 from softverify.task.answer import candidate_ids, forcing_suffix, parse_answer
 
@@ -159,8 +159,8 @@ def test_enumerated_encoding_equals_the_plain_path_in_logprobs_and_gradients(tin
     """Prompt once (a shared header once for both), heads (reasoning + suffix) once each,
     packed two to a row where they fit, candidates from their head's columns of the cache:
     the same logprobs as encoding every prompt + completion in full, and the same gradients (1e-5)."""
-    from softverify.modeling import MIN_SHARED_PREFIX, common_prefix_len
-    from softverify.seqbatch import completion_logprobs_enumerated, completion_logprobs_packed, enumerated_heads
+    from softverify.model.loading import MIN_SHARED_PREFIX, common_prefix_len
+    from softverify.learner.seqbatch import completion_logprobs_enumerated, completion_logprobs_packed, enumerated_heads
 
     model, tok = load_causal_lm(str(tiny_model_dir))
     long = "TP53 is a tumour suppressor; its loss lifts p21 and changes the cell cycle programme, MYC among it"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from softverify.advantages import informative_groups
-from softverify.learner import lr_factor
+from softverify.learner.advantages import informative_groups
+from softverify.learner.rank import lr_factor
 from softverify.evaluation.scores import bootstrap_ci, score_metrics
 from softverify.verifiers.balance import balanced_threshold, expected_fixed_rewards, policy_threshold
 
@@ -75,7 +75,7 @@ def test_policy_loss_terms_hand_computed():
     """ratio 1 everywhere, so PG per token = -A: two sequences, 2 and 1 tokens."""
     import torch
 
-    from softverify.grpo import policy_loss
+    from softverify.learner.losses import policy_loss
 
     logp = torch.zeros((2, 2))
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
@@ -134,7 +134,7 @@ def test_enumerated_loss_gradients_hand_computed():
     """Two candidates with q = (0.75, 0.25), rewards (1, 0): A = r - E_q[r] = (0.25, -0.75).
     d loss / d s_b = -q_b A_b, so drgrpo gives (-0.1875, 0.1875); grpo divides A by the
     reward's std under q, sqrt(0.1875), giving -/+ sqrt(q(1-q)) = -/+0.4330."""
-    from softverify.grpo import enumerated_loss
+    from softverify.learner.losses import enumerated_loss
 
     base = torch.log(torch.tensor([0.6, 0.2, 0.5, 0.5]))  # second prompt: q = (0.5, 0.5)
     rewards = torch.tensor([1.0, 0.0, 0.3, 0.3])  # second prompt: no reward gap, no gradient

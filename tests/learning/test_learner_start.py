@@ -15,9 +15,9 @@ import sys
 sys.path.insert(0, {tests!r})
 import numpy as np
 from conftest import make_tiny_model
-from softverify.cluster import free_port
+from softverify.infra.cluster import free_port
 from softverify.config import build_config
-from softverify.learner import DEEPSPEED_MUON_MODULE, LearnBatch, Learner
+from softverify.learner.rank import DEEPSPEED_MUON_MODULE, LearnBatch, Learner
 from softverify.types import Sample
 cfg = build_config({{"model": {{"path": {model!r}}}, "learner": {{"num_ranks": 1, "zero_stage": {stage}}},
                     "algorithm": {{"estimator": "sample"}}}}, [])
@@ -30,7 +30,7 @@ flat = any(p.untyped_storage().nbytes() > p.numel() * p.element_size() for p in 
 own = all(v.untyped_storage().nbytes() == v.numel() * v.element_size() for v in sd.values())
 print("views of a flat buffer:", flat, "payload in own storages:", own)
 import pickle, torch
-from softverify.weightsync import from_wire, state_bytes, to_wire
+from softverify.sync.wire import from_wire, state_bytes, to_wire
 wire = to_wire(learner.state_dict(copy=False))  # the object-store sync: no copy, views of the flat buffer
 bufs = []
 pickle.dumps(wire, protocol=5, buffer_callback=bufs.append)  # what Ray's serialiser does with numpy arrays

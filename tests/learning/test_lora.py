@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 
 from softverify.config import LoraConfig
-from softverify.lora import apply_lora, merged_state_dict
-from softverify.modeling import load_causal_lm
+from softverify.learner.lora import apply_lora, merged_state_dict
+from softverify.model.loading import load_causal_lm
 
 
 def _adapted(tiny_model_dir, alpha: float = 32.0):
@@ -49,8 +49,8 @@ def test_adapter_factors_merged_on_the_worker_equal_the_learners_merged_weights(
     """learner.lora.sync='adapters': A and (alpha/r)*B travel; the worker adds B @ A to the base
     weights it reads from the model files, and gets what merged_state_dict ships (to rounding)
     for far fewer bytes: r*(in+out) per module instead of in*out."""
-    from softverify.lora import FACTOR_A, FACTOR_B, AdapterMerger, adapter_factors, is_adapter_payload
-    from softverify.weightsync import cast_for_sync, state_bytes
+    from softverify.learner.lora import FACTOR_A, FACTOR_B, AdapterMerger, adapter_factors, is_adapter_payload
+    from softverify.sync.wire import cast_for_sync, state_bytes
 
     peft_model = _adapted(tiny_model_dir, alpha=12.0)  # scaling 3: folded into B on the wire
     want = merged_state_dict(peft_model, adapted_only=True)
@@ -75,7 +75,7 @@ def test_adapter_factors_merged_on_the_worker_equal_the_learners_merged_weights(
 def test_adapter_payload_and_base_weight_errors_are_named(tiny_model_dir, tmp_path):
     import pytest
 
-    from softverify.lora import FACTOR_A, AdapterMerger, read_base_weights
+    from softverify.learner.lora import FACTOR_A, AdapterMerger, read_base_weights
 
     with pytest.raises(ValueError, match=r"hold no tensor \['model.layers.9.mlp.up_proj.weight'\]"):
         read_base_weights(str(tiny_model_dir), ["model.layers.9.mlp.up_proj.weight"])

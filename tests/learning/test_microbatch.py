@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from softverify.microbatch import completion_rows, encoded_tokens, length_split, plan_micro_batches, token_counts
+from softverify.learner.microbatch import completion_rows, encoded_tokens, length_split, plan_micro_batches, token_counts
 
 # two groups (prompts A: 5 tokens, B: 3 tokens), completions of mixed lengths
 A, B = [1, 2, 3, 4, 5], [6, 7, 8]
@@ -60,7 +60,7 @@ def test_any_split_gives_the_same_loss_and_gradient(tiny_model_dir):
     equal loss and gradients (global normalisation makes micro-batch losses add up)."""
     from softverify.config import build_config
     from softverify.algo.sampled import sampled_loss
-    from softverify.modeling import load_causal_lm
+    from softverify.model.loading import load_causal_lm
     from softverify.types import Sample
 
     model, tok = load_causal_lm(str(tiny_model_dir), "float32")
@@ -93,7 +93,7 @@ def test_any_split_gives_the_same_loss_and_gradient(tiny_model_dir):
 
 
 def test_balanced_shards_deal_whole_units_longest_first():
-    from softverify.microbatch import balanced_shards
+    from softverify.learner.microbatch import balanced_shards
 
     # 4 groups of 2 costing 10, 9, 2, 1: contiguous halves load the ranks 19 vs 3; balanced 11 vs 11
     costs = [5, 5, 4, 5, 1, 1, 0.5, 0.5]

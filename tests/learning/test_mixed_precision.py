@@ -15,9 +15,9 @@ REPO = Path(__file__).resolve().parents[2]
 CODE = """
 import json, sys, torch
 import numpy as np
-from softverify.cluster import free_port
+from softverify.infra.cluster import free_port
 from softverify.config import build_config
-from softverify.learner import LearnBatch, Learner
+from softverify.learner.rank import LearnBatch, Learner
 from softverify.types import Sample
 port = free_port()
 def learner(mp):

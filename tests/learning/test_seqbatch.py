@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from softverify.grpo import clipped_surrogate
-from softverify.modeling import load_causal_lm
+from softverify.learner.losses import clipped_surrogate
+from softverify.model.loading import load_causal_lm
 from softverify.task.answer import answer_token_start
-from softverify.seqbatch import (completion_logprobs_packed, completion_logprobs_shared,
+from softverify.learner.seqbatch import (completion_logprobs_packed, completion_logprobs_shared,
                                  merge_identical, old_logprobs)
 from softverify.types import Sample
 
@@ -87,7 +87,7 @@ def test_packed_completion_rows_match_plain_path_with_entropy(tiny_model_dir):
     """CoT-like lengths (40, 7, 25, 1, 12 tokens under two prompts of different lengths): the
     shared path packs several completions into one row behind a block-causal mask; logprobs,
     entropies and the gradient of an entropy-regularised loss equal the plain path's."""
-    from softverify.microbatch import completion_rows
+    from softverify.learner.microbatch import completion_rows
 
     model, _ = load_causal_lm(str(tiny_model_dir))
     model.config.use_cache = False
@@ -112,7 +112,7 @@ def test_packed_completion_rows_match_plain_path_with_entropy(tiny_model_dir):
 
 
 def test_common_prefix_len_keeps_a_token_for_each_prompt():
-    from softverify.modeling import common_prefix_len
+    from softverify.model.loading import common_prefix_len
 
     assert common_prefix_len([[1, 2, 3, 4], [1, 2, 3, 5, 6], [1, 2, 9]]) == 2
     assert common_prefix_len([[1, 2, 3], [1, 2, 3, 4]]) == 2  # the shorter one keeps its last token
@@ -126,7 +126,7 @@ def test_shared_prefix_matches_plain_path_in_logprobs_and_gradients(tiny_model_d
     With the head encoded once and its cache repeated (``min_shared=8``) or not at all (0), the
     logprobs, entropies and gradients equal the plain path's; the shared forward sees the
     head once."""
-    from softverify.modeling import common_prefix_len, encode_prompts
+    from softverify.model.loading import common_prefix_len, encode_prompts
 
     model, _ = load_causal_lm(str(tiny_model_dir))
     model.config.use_cache = False

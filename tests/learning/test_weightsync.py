@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from softverify.weightsync import WireState, cast_for_sync, from_wire, state_bytes, to_wire
+from softverify.sync.wire import WireState, cast_for_sync, from_wire, state_bytes, to_wire
 
 
 def test_cast_halves_float_tensors_and_leaves_the_rest():

@@ -18,7 +18,7 @@ import numpy as np
 import torch.distributed as dist
 sys.path.insert(0, {tests!r})
 from softverify.config import build_config
-from softverify.learner import LearnBatch, Learner
+from softverify.learner.rank import LearnBatch, Learner
 from softverify.types import Sample
 rank, port = int(sys.argv[1]), int(sys.argv[2])
 cfg = build_config({{"model": {{"path": {model!r}}}, "learner": {{"num_ranks": 2, "zero_stage": {stage},
@@ -39,7 +39,7 @@ dist.destroy_process_group()  # that exits under a live peer ("terminate called 
 
 
 def _run(tmp_path: Path, tiny_model_dir: Path, stage: int) -> tuple[list[float], dict]:
-    from softverify.cluster import free_port
+    from softverify.infra.cluster import free_port
 
     out = tmp_path / f"sd{stage}.pt"
     code = CODE.format(tests=str(REPO / "tests"), model=str(tiny_model_dir), stage=stage, out=str(out))
@@ -64,7 +64,7 @@ def test_zero_stage_0_and_1_take_the_same_steps(tmp_path, tiny_model_dir):
     # the same steps up to summation order (ZeRO-1 reduces partitioned gradients; 1.5e-5 relative seen on an AVX2 box)
     assert n0 == pytest.approx(n1, rel=1e-4)
     assert sorted(sd0) == sorted(sd1)
-    from softverify.modeling import load_causal_lm
+    from softverify.model.loading import load_causal_lm
 
     init = load_causal_lm(str(tiny_model_dir))[0].state_dict()
     # Adam turns a near-zero gradient element's rounding noise into a visible step, so compare

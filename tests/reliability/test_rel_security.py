@@ -25,7 +25,7 @@ PKG = REPO / "softverify"
 
 # (file, call) -> why it is safe
 ALLOWED: dict[tuple[str, str], str] = {
-    ("softverify/learner.py", "engine.load_checkpoint"):
+    ("softverify/learner/rank.py", "engine.load_checkpoint"):
         "DeepSpeed's own checkpoint (torch.load inside DeepSpeed) of a run's output_dir, written by this "
         "process's earlier run; never a user-supplied model file",
 }
@@ -84,7 +84,7 @@ def test_trust_remote_code_defaults_false_end_to_end():
     from softverify.config import TrainConfig
     from softverify.engines.hf import HFEngine
     from softverify.engines.vllm_engine import VLLMEngine
-    from softverify.modeling import load_causal_lm
+    from softverify.model.loading import load_causal_lm
     from softverify.platform.serve.api import ServeConfig
 
     assert TrainConfig().model.trust_remote_code is False
@@ -101,7 +101,7 @@ class _Payload:
 
 
 def test_pickled_weights_are_refused_and_never_run(tiny_model_dir, tmp_path):
-    from softverify.modeling import load_causal_lm
+    from softverify.model.loading import load_causal_lm
 
     d = tmp_path / "evil-model"
     d.mkdir()

@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from relutil import REPO, cli_env, descendants, kill_tree, wait_for
-from softverify.cluster import free_port
+from softverify.infra.cluster import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

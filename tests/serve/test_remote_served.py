@@ -22,7 +22,7 @@ import pytest
 import requests
 import yaml
 
-from softverify.cluster import free_port
+from softverify.infra.cluster import free_port
 from softverify.config import VerifierSpec
 from softverify.types import Sample
 from softverify.verifiers import build_verifier

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from softverify.cluster import free_port
+from softverify.infra.cluster import free_port
 from softverify.config import VerifierSpec
 from softverify.configbase import ConfigError
 from softverify.types import Sample

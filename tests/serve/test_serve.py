@@ -15,7 +15,7 @@ import requests
 import pytest
 import yaml
 
-from softverify.cluster import free_port
+from softverify.infra.cluster import free_port
 from softverify.platform.serve.api import (
     ApiError, ChatCompletionRequest, LimitsConfig, RateLimiter, ServeConfig, check_chat, parse_body,
 )

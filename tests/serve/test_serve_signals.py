@@ -21,7 +21,7 @@ import psutil
 import pytest
 import requests
 
-from softverify.cluster import free_port
+from softverify.infra.cluster import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -277,7 +277,7 @@ def test_unused_verifier_values_and_trial_labels():
 def test_local_sweep_uses_the_real_cpus():
     import os
 
-    from softverify.cluster import cgroup_cpu_limit, usable_cpus
+    from softverify.infra.cluster import cgroup_cpu_limit, usable_cpus
     from softverify.platform.sweep.run import concurrent_trials, local_ray_plan
 
     # a container's quota caps the cores os.cpu_count() reports for the host
@@ -314,7 +314,7 @@ def test_trial_resources_cover_the_trainers_actors():
 def ray_cluster(tiny_model_dir):
     """The local Ray `softverify sweep` starts for the smoke sweep (2 trials of 1 CPU each):
     it advertises the machine's usable cores, no more."""
-    from softverify.cluster import usable_cpus
+    from softverify.infra.cluster import usable_cpus
     from softverify.platform.sweep.run import ensure_ray
 
     if ray.is_initialized():

@@ -137,7 +137,7 @@ def test_stale_batch_loss_equals_the_off_policy_reference(ray_cluster, tiny_mode
     batch's *behaviour* logprobs (grpo.clipped_surrogate on the pieces, not the trainer)."""
     import ray
 
-    from softverify.grpo import clipped_surrogate
+    from softverify.learner.losses import clipped_surrogate
     from softverify.platform.train.trainer import Trainer
 
     cfg = _cfg(tiny_model_dir, prompt_file, tmp_path / "run", **{"algorithm.max_staleness": 1, **ONE})

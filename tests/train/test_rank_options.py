@@ -31,7 +31,7 @@ def test_huge_page_alloc_reaches_the_rank_process_and_off_adds_nothing(ray_clust
 def _realloc_faults(actor) -> int:
     """Minor page faults of three 64 MB allocate-touch-free rounds inside the actor's process."""
     def rounds(self):
-        from softverify.procmem import minor_faults
+        from softverify.infra.procmem import minor_faults
 
         bytearray(64 << 20)
         f = minor_faults()
@@ -59,7 +59,7 @@ def test_rank_actor_reserves_its_heap_at_construction(ray_cluster, realloc_fault
     """``learner.reserve_memory_gb``: the actor maps the heap when it is made, so even its
     first allocations after that (no warm-up round here) take no page faults."""
     def first_rounds(self):
-        from softverify.procmem import minor_faults
+        from softverify.infra.procmem import minor_faults
 
         f = minor_faults()
         for _ in range(3):

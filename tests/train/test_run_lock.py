@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from softverify.fsutil import RunLock, RunLockError
+from softverify.infra.fsutil import RunLock, RunLockError
 
 
 def _lock_file(d, pid, host=None, age_s=0.0):

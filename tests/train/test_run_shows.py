@@ -152,11 +152,11 @@ def test_quiet_runtime_env_leaves_a_submitted_jobs_own_settings_alone():
     a variable or field both set: what the job sets stays the job's."""
     from ray.runtime_env.runtime_env import _merge_runtime_env
 
-    from softverify.quiet import LIBRARY_ENV, QUIET_ENV_VAR, runtime_env
+    from softverify.infra.quiet import LIBRARY_ENV, QUIET_ENV_VAR, runtime_env
 
     plain = runtime_env("")
     assert plain["env_vars"] == {QUIET_ENV_VAR: "1", **LIBRARY_ENV}
-    assert plain["worker_process_setup_hook"] == "softverify.quiet.setup_worker"
+    assert plain["worker_process_setup_hook"] == "softverify.infra.quiet.setup_worker"
     job = {"working_dir": "gcs://x.zip", "env_vars": {"TRANSFORMERS_VERBOSITY": "info", "A": "1"},
            "worker_process_setup_hook": "mine.setup"}
     mine = runtime_env(json.dumps({"runtime_env": job}))

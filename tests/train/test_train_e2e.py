@@ -171,7 +171,7 @@ def test_resume_continues_exactly(ray_cluster, tiny_model_dir, prompt_file, tmp_
         tr2.setup()
         assert tr2.step == 1 and tr2.order.position == 2
         # learner and rollout weights are the saved ones
-        restored = ray.get(tr2.learners.state_dict_ref())
+        restored = ray.get([a.state_dict.remote() for a in tr2.learners.actors])[0]  # all ranks: ZeRO-3
         for k, v in saved_w.items():
             assert torch.equal(restored[k], v), k
         # data order continues: the next prompts are what an uninterrupted run takes next
@@ -271,7 +271,7 @@ def test_enumerate_estimator_raises_the_rewarded_answer(ray_cluster, tiny_model_
     probability of 'yes' (over the closed set) must rise, on the prompts it trained on."""
     from softverify.actors.rollout import RolloutCore
     from softverify.config import ModelConfig
-    from softverify.seqbatch import completion_logprobs_packed
+    from softverify.learner.seqbatch import completion_logprobs_packed
 
     prompts = tmp_path / "yes.jsonl"
     with open(prompts, "w") as f:

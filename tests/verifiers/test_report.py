@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from softverify.bio.worldmodel import WorldModel
-from softverify.calibration import (brier_score, expected_calibration_error, plot_reliability, reliability_bins,
+from softverify.metrics.calibration import (brier_score, expected_calibration_error, plot_reliability, reliability_bins,
                                     wilson_interval)
 from softverify.config import VerifierSpec
 from softverify.rewards import threshold_normalize
@@ -115,7 +115,7 @@ def test_world_model_report_gives_per_gene_auroc_on_the_de_scale(wm_dir):
     """On knockdown questions the report's per-gene AUROC is PerturbQA's on the DE scale: a
     negated question ("... unchanged?") flips both its label and the verifier's preference,
     so negating half the questions (labels flipped with them) leaves the number unchanged."""
-    from softverify.ranking import auc_per_gene
+    from softverify.metrics.ranking import auc_per_gene
 
     d, tr = wm_dir
     hubs = tr.groupby("gene")["label"].sum().nlargest(20).index  # whole target genes with both labels

@@ -76,7 +76,7 @@ class EngineAgent:
 
         if engine is None:
             from softverify.engines.hf import HFEngine
-            from softverify.models import resolve_model_path
+            from softverify.model.names import resolve_model_path
 
             engine = HFEngine(
                 resolve_model_path(cfg.model), dtype=cfg.dtype, torch_threads=cfg.torch_threads, batch_size=cfg.batch_size

@@ -31,7 +31,7 @@ from softverify.envs.donor_game.game import (
     select_survivors,
 )
 from softverify.envs.donor_game.parsing import RejectionLog, parse_donation, parse_strategy
-from softverify.fsutil import write_text_atomic
+from softverify.infra.fsutil import write_text_atomic
 
 log = logging.getLogger(__name__)
 

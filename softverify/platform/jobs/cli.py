@@ -142,7 +142,7 @@ def _follow(client, job_id: str) -> int:
 
 
 def cmd_submit(args, known_commands) -> int:
-    from softverify import quiet
+    from softverify.infra import quiet
 
     # the job client's own log lines; what submit says and the job's output are printed, not logged
     quiet.ray_handler_filter(not getattr(args, "verbose", False))

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from softverify.cluster import auth_hint
+from softverify.infra.cluster import auth_hint
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 

@@ -277,7 +277,7 @@ def vllm_llm_config(cfg: ServeConfig, model_path: str) -> dict[str, Any]:
 
 def build_app(cfg: ServeConfig):
     """The Serve application for ``cfg`` (not yet running)."""
-    from softverify.models import resolve_model_path
+    from softverify.model.names import resolve_model_path
     from softverify.task.prompts import load_trained_prompt
 
     api_key = cfg.api_key or os.environ.get("SOFTVERIFY_API_KEY") or None
@@ -370,13 +370,13 @@ def _on_stop_signal(signum: int, frame) -> None:
 
 
 def serve_logging() -> dict:
-    """``serve.start`` arguments of a quiet server (:mod:`softverify.quiet`): Serve's controller
+    """``serve.start`` arguments of a quiet server (:mod:`softverify.infra.quiet`): Serve's controller
     and proxies, and this driver's ``ray.serve`` logger, keep WARNING and above ("Deploying new
     version", "Got updated endpoints" ... only with ``--verbose``). Replicas keep INFO: their
     request log and the engine's lines are what a server's operator reads."""
     import logging
 
-    from softverify import quiet
+    from softverify.infra import quiet
 
     if not quiet.enabled():
         return {}
@@ -394,7 +394,7 @@ def serve_forever(cfg: ServeConfig, address: str | None = None) -> int:
     installs its own (a C++ stack dump, then an abort that left Ray's agents orphaned)."""
     import ray
 
-    from softverify.models import resolve_model_path
+    from softverify.model.names import resolve_model_path
 
     if cfg.verify_only:  # a missing model_dir or a misspelled param is one line here, not a replica's death
         from softverify.platform.serve.verify import check_verifiers
@@ -402,7 +402,7 @@ def serve_forever(cfg: ServeConfig, address: str | None = None) -> int:
         check_verifiers(cfg.verifiers)
     else:
         resolve_model_path(cfg.model)  # a missing model fails here, in a second, not after Ray has started
-    from softverify.cluster import connect
+    from softverify.infra.cluster import connect
 
     connect(address)
     previous = {s: signal.signal(s, _on_stop_signal) for s in (signal.SIGTERM, signal.SIGINT)}

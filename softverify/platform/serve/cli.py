@@ -64,7 +64,7 @@ def cmd_serve(args) -> int:
     if args.help_config:
         sys.stdout.write(format_config_help(ServeConfig, args.help_config, "softverify serve"))
         return 0
-    from softverify import quiet
+    from softverify.infra import quiet
 
     quiet.configure(args.verbose)  # before Ray and the libraries load: their chatter off unless --verbose
     cfg = config_from_args(args)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def cmd_sweep(args) -> int:
-    from softverify import quiet
+    from softverify.infra import quiet
     from softverify.configbase import ConfigError
 
     quiet.configure(args.verbose)  # before Ray and the libraries load: their chatter off unless --verbose

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from softverify.fsutil import atomic_file
+from softverify.infra.fsutil import atomic_file
 from softverify.platform.sweep.spec import VERIFIER_SET_KEY, Sweep
 
 #: Metrics summarised per trial besides the sweep metric.

@@ -57,7 +57,7 @@ def check_trial_placement(sweep: Sweep) -> None:
     the selectors of several roles would have to share)."""
     import ray
 
-    from softverify.placement import RoleRequest, check_placement
+    from softverify.infra.placement import RoleRequest, check_placement
 
     driver_cpus = sweep.spec.tune.resources.driver_cpus
     for params in sweep.representative_params() or [{}]:
@@ -175,14 +175,14 @@ def _search_alg(sweep: Sweep):
 
 def ensure_ray(sweep: Sweep) -> None:
     """Attach to a running Ray (or ``trainer.ray_address`` / RAY_ADDRESS), else start a local
-    one advertising this machine's usable cores (:func:`softverify.cluster.usable_cpus`),
+    one advertising this machine's usable cores (:func:`softverify.infra.cluster.usable_cpus`),
     running as many trials at once as fit (at most ``max_concurrent_trials``)."""
     import ray
 
     if ray.is_initialized():
         check_trial_placement(sweep)
         return
-    from softverify.cluster import connect
+    from softverify.infra.cluster import connect
 
     # the base's own trainer.ray_address (trial configs clear it: trials join the sweep's Ray)
     address = (sweep.base_raw or {}).get("trainer", {}).get("ray_address") or os.environ.get("RAY_ADDRESS")
@@ -190,7 +190,7 @@ def ensure_ray(sweep: Sweep) -> None:
         connect(address)
         check_trial_placement(sweep)
         return
-    from softverify.cluster import usable_cpus
+    from softverify.infra.cluster import usable_cpus
 
     cpus = usable_cpus()  # affinity and cgroup quota, not os.cpu_count()'s host cores
     print(local_ray_plan(trial_cpus(sweep), cpus, sweep.spec.tune.max_concurrent_trials),
@@ -259,7 +259,7 @@ def _trial_lines(metric: str):
 def build_tuner(sweep: Sweep, raw_spec: dict[str, Any]):
     from ray import tune
 
-    from softverify import quiet
+    from softverify.infra import quiet
 
     from softverify.platform.sweep.spec import param_space
 

@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from softverify.fsutil import write_text_atomic  # noqa: F401  (re-exported: many writers import it here)
+from softverify.infra.fsutil import write_text_atomic  # noqa: F401  (re-exported: many writers import it here)
 
 
 def step_name(step: int) -> str:

@@ -30,7 +30,7 @@ def _shortcuts(args) -> list[str]:
 
 
 def cmd_train(args) -> int:
-    from softverify import quiet
+    from softverify.infra import quiet
     from softverify.config import load_config
 
     quiet.configure(args.verbose)  # before Ray and the libraries load: their chatter off unless --verbose
@@ -75,7 +75,7 @@ def cmd_eval(args) -> int:
     from softverify.config import load_config
     from softverify.data import load_protocol_prompts
     from softverify.engines.hf import HFEngine
-    from softverify.models import resolve_model_path
+    from softverify.model.names import resolve_model_path
     from softverify.evaluation.run import run_eval
     from softverify.evaluation.classification import format_table
 

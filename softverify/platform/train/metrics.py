@@ -18,7 +18,7 @@ def drop_steps_after(path: Path, step: int) -> None:
     On resume the restored checkpoint is at ``step``; a run killed between logging step
     ``step + 1`` and checkpointing it has already written that step's lines, and the resumed
     run writes them again. Rewritten atomically so a crash here loses nothing."""
-    from softverify.fsutil import write_text_atomic
+    from softverify.infra.fsutil import write_text_atomic
 
     if not path.exists():
         return

@@ -7,7 +7,7 @@ and verifiers produce it. Its *policy lag* is the number of learner steps betwee
 weights it was sampled from and the weights it trains: at most ``N`` (fewer in the first
 steps of a run). ``N = 0`` is the exact on-policy loop.
 
-Why this is still the GRPO objective: the sampled loss (:func:`softverify.grpo.policy_loss`)
+Why this is still the GRPO objective: the sampled loss (:func:`softverify.learner.losses.policy_loss`)
 takes its importance ratio against each Sample's ``behaviour_logprobs``, recorded by the
 engine that sampled it, never against a forward of the current policy. A stale batch therefore
 gets ``ratio = pi_current / pi_behaviour`` and the usual PPO clip bounds how far one update
@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from softverify.config import ConfigError, TrainConfig
-from softverify.fsutil import write_text_atomic
+from softverify.infra.fsutil import write_text_atomic
 from softverify.types import Sample
 
 #: Sample fields stored as flat arrays (ragged: one length vector per field) and their dtypes.

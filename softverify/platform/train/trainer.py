@@ -24,18 +24,18 @@ import numpy as np
 import ray
 import yaml
 
-from softverify import placement
+from softverify.infra import placement
 from softverify.algo import mode_for
 from softverify.config import ConfigError, TrainConfig
 from softverify.data import PromptOrder, load_eval_prompts, load_prompts
-from softverify.models import resolve_model_path
-from softverify.cluster import connect, usable_cpus
-from softverify.fsutil import RunLock, atomic_dir
+from softverify.model.names import resolve_model_path
+from softverify.infra.cluster import connect, usable_cpus
+from softverify.infra.fsutil import RunLock, atomic_dir
 from softverify.platform.train import checkpoint as ckpt
 from softverify.platform.train.metrics import MetricsLogger, drop_steps_after, plot_metrics, progress_postfix
 from softverify.platform.train.step_metrics import StepTimes, step_metrics, verifier_metrics
 from softverify.platform.train.pipeline import PendingBatch, Round, check_pipeline, check_resume, load_pending, pending_index, write_pending
-from softverify.advantages import informative_groups
+from softverify.learner.advantages import informative_groups
 from softverify.rewards import compose
 from softverify.types import PolicyWeights, Sample
 
@@ -98,7 +98,7 @@ def required_resources(cfg: TrainConfig) -> dict[str, float]:
 def init_ray(cfg: TrainConfig) -> None:
     """Attach to ``trainer.ray_address`` (or RAY_ADDRESS), else start a local cluster big
     enough (logically) for the run's CPU requests; then refuse, before any actor starts, a
-    request the cluster cannot place (see :func:`softverify.placement.check_placement`):
+    request the cluster cannot place (see :func:`softverify.infra.placement.check_placement`):
     GPUs on a CPU cluster, a custom resource or node label no node has."""
     need = required_resources(cfg)
     if not ray.is_initialized():

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from softverify.configbase import cache_dir
-from softverify.fsutil import atomic_dir
+from softverify.infra.fsutil import atomic_dir
 
 DEFAULT_MODEL = "smollm2"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

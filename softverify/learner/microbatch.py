@@ -4,7 +4,7 @@ The tokens the model really processes depend on how a rank's sequences are split
 ``gas`` micro-batches. Two splits are useful, and which one is cheaper depends on the step:
 
 - ``contiguous`` (rollout order): a group's completions sit together, so the shared-prompt
-  path (:func:`softverify.seqbatch.completion_logprobs_shared`) encodes each prompt once
+  path (:func:`softverify.learner.seqbatch.completion_logprobs_shared`) encodes each prompt once
   and packs its completions back to back (:func:`completion_rows`); the packed path pads
   every sequence to the micro-batch's longest.
 - ``length``: sorted by completion length (then prompt, so equal prompts stay adjacent), so

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-from softverify.weightsync import state_bytes
+from softverify.sync.wire import state_bytes
 
 #: Default flat-buffer size per collective call.
 BUCKET_BYTES = 64 << 20

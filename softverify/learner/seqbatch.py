@@ -11,7 +11,7 @@ prompt. Two exact reductions remove that repeated work:
   once; its completions continue from that KV cache (gradients flow back through the
   cache into the prompt's activations), giving the same logprobs as encoding every
   ``prompt + completion`` in full.
-- :func:`softverify.modeling.encode_prompts`: the distinct prompts' common prefix (the
+- :func:`softverify.model.loading.encode_prompts`: the distinct prompts' common prefix (the
   system prompt and the chat template's header, about half of a direct-style prompt) is
   encoded once and its KV cache shared by every prompt, whose own tokens continue it.
   Also exact.
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from softverify.microbatch import completion_rows
-from softverify.modeling import MIN_SHARED_PREFIX, encode_prompts, pack_sequences, token_logprobs
+from softverify.learner.microbatch import completion_rows
+from softverify.model.loading import MIN_SHARED_PREFIX, encode_prompts, pack_sequences, token_logprobs
 from softverify.types import Sample
 
 
@@ -112,7 +112,7 @@ def packed_rows_mask(prefix: torch.Tensor, seg: torch.Tensor, dtype: torch.dtype
 
 @dataclass
 class PackedRows:
-    """Token sequences packed back to back into rows (:func:`softverify.microbatch.completion_rows`),
+    """Token sequences packed back to back into rows (:func:`softverify.learner.microbatch.completion_rows`),
     each row continuing one prompt's KV cache row: the layout both shared-prompt passes use
     to encode completions (or CoT heads) without padding between them."""
 
@@ -164,7 +164,7 @@ def completion_logprobs_shared(model, prompts: Sequence[Sequence[int]], completi
                                entropy_grad: bool = False, device=None,
                                min_shared: int = MIN_SHARED_PREFIX) -> CompletionBatch:
     """Each distinct prompt encoded once, all of them in one batch, their common prefix once
-    for all (:func:`softverify.modeling.encode_prompts`); the completions then continue from
+    for all (:func:`softverify.model.loading.encode_prompts`); the completions then continue from
     their prompt's rows of that KV cache, packed back to back without padding
     (:func:`pack_rows`; a block-causal mask keeps each completion to its prompt and itself,
     positions continue each prompt), and only real positions are projected to

@@ -1,7 +1,7 @@
 """Group advantages and group filters as pure numpy functions (GRPO, Dr.GRPO, DAPO's
 informative-group mask, the CoT-enumerate reasoning advantages).
 
-Split from :mod:`softverify.grpo` (the torch losses) because reward processing runs where torch
+Split from :mod:`softverify.learner.losses` (the torch losses) because reward processing runs where torch
 is not needed: the verifier host actor scores and normalises rewards, and importing torch there
 costs ~1-1.5 s of CPU and ~180 MB of resident memory per process (87 MB without, 267 MB with)
 for nothing. Tested against hand-computed numbers in ``tests/test_grpo.py`` and

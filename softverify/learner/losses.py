@@ -3,7 +3,7 @@ enumerated (closed answer set) loss.
 
 Nothing here knows about models, Ray or DeepSpeed. Every function is tested against
 hand-computed numbers in ``tests/test_grpo.py``. The group advantages these losses take live in
-:mod:`softverify.advantages` (numpy only), so the processes that only score and normalise
+:mod:`softverify.learner.advantages` (numpy only), so the processes that only score and normalise
 rewards (the verifier host, the driver) do not import torch. ``KL_ESTIMATORS`` maps config names
 to functions so a new variant is one entry.
 """
@@ -34,7 +34,7 @@ def masked_aggregate(
     the full-batch gradient exactly. They default to this batch's own counts.
 
     ``weights [B]``: sequence multiplicities (a merged sequence stands for ``w`` identical
-    copies, see :func:`softverify.seqbatch.merge_identical`); its terms count ``w`` times,
+    copies, see :func:`softverify.learner.seqbatch.merge_identical`); its terms count ``w`` times,
     in the sums and in the default denominators.
     """
     mask = mask.to(values.dtype)

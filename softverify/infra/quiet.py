@@ -151,7 +151,7 @@ def runtime_env(job_config_json: str | None = None) -> dict[str, Any]:
     taken = set(job.get("env_vars") or {})
     out: dict[str, Any] = {"env_vars": {k: v for k, v in {QUIET_ENV_VAR: "1", **LIBRARY_ENV}.items() if k not in taken}}
     if "worker_process_setup_hook" not in job:
-        out["worker_process_setup_hook"] = "softverify.quiet.setup_worker"
+        out["worker_process_setup_hook"] = "softverify.infra.quiet.setup_worker"
     return out
 
 

@@ -22,9 +22,9 @@ import torch
 from softverify.algo import mode_for
 from softverify.algo.encode import completion_batch
 from softverify.config import TrainConfig
-from softverify.microbatch import contiguous_split
-from softverify.modeling import load_causal_lm
-from softverify.seqbatch import CompletionBatch
+from softverify.learner.microbatch import contiguous_split
+from softverify.model.loading import load_causal_lm
+from softverify.learner.seqbatch import CompletionBatch
 from softverify.types import Sample
 
 
@@ -199,7 +199,7 @@ class Learner:
             MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
             WORLD_SIZE=str(world_size), LOCAL_RANK=cuda_local_rank(os.environ, _ray_gpu_ids()) if use_cuda else "0",
         )
-        from softverify.quiet import library_stdout
+        from softverify.infra.quiet import library_stdout
 
         with library_stdout():  # DeepSpeed prints its shm op build with a bare print(): off unless --verbose
             deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo", verbose=False)
@@ -213,7 +213,7 @@ class Learner:
             self.trainable = freeze_below_top_layers(model, cfg.learner.train_layers)
         self.lora = cfg.learner.lora.enabled
         if self.lora:
-            from softverify.lora import apply_lora
+            from softverify.learner.lora import apply_lora
 
             model = apply_lora(model, cfg.learner.lora)
         self.tied = bool(getattr(model.config, "tie_word_embeddings", False))
@@ -291,20 +291,20 @@ class Learner:
         ``trainable_only`` (weight sync with ``learner.train_layers`` or LoRA): only the tensors
         that training changes; the frozen rest is identical on every holder of the policy. With
         LoRA and ``learner.lora.sync='adapters'`` that is the adapters' factors
-        (:func:`softverify.lora.adapter_factors`), which the rollout worker merges itself.
+        (:func:`softverify.learner.lora.adapter_factors`), which the rollout worker merges itself.
 
         Each kept tensor is copied into its own storage, and only the kept ones (filtered
         first: a partial sync copies only what it ships). The copy is needed even on CPU:
         DeepSpeed's ZeRO keeps parameters as views of one flat buffer, and pickling a view
         (Ray's serialiser) writes its whole storage -- measured, 21 GB resident for a 540 MB
         SmolLM2 sync without it; ZeRO-3's gathered parameters exist only inside the gather.
-        ``copy=False`` (the weight sync's wire form, :func:`softverify.weightsync.to_wire`, whose
+        ``copy=False`` (the weight sync's wire form, :func:`softverify.sync.wire.to_wire`, whose
         numpy arrays pickle just their own bytes): detached tensors sharing the parameters'
         memory, valid until the next step; ZeRO-3 and LoRA still copy (their tensors are made
         for the call)."""
         module = self.engine.module
         if self.lora:
-            from softverify.lora import adapter_factors, merged_state_dict
+            from softverify.learner.lora import adapter_factors, merged_state_dict
 
             if self.rank != 0:
                 return None

@@ -80,11 +80,11 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> str:
     a 2-core step went from 11.5 to 23-26 s)."""
     import ray
 
-    from softverify import quiet
+    from softverify.infra import quiet
 
     if ray.is_initialized():
         return "existing"
-    # a quiet run (softverify.quiet; the CLI's default) hands its library switches to every
+    # a quiet run (softverify.infra.quiet; the CLI's default) hands its library switches to every
     # worker through the job's runtime_env and keeps Ray's own INFO/WARNING lines in the driver off
     extra = {"runtime_env": quiet.runtime_env()} if quiet.enabled() else {}
     address = address or os.environ.get("RAY_ADDRESS") or None
