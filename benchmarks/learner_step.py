@@ -57,7 +57,7 @@ def rank_step(rank: int, world: int, port: int, reps: int, overrides: list[str],
 
     from softverify.learner.rank import LearnBatch, Learner
     from softverify.model.names import resolve_model_path
-    from softverify.task.prompts import STYLE_DEFAULTS, row_messages
+    from softverify.task.prompts import STYLE_DEFAULTS, chat_text, row_messages
     from softverify.types import Sample
     from softverify.task.answer import candidate_ids, forcing_suffix
 
@@ -74,8 +74,7 @@ def rank_step(rank: int, world: int, port: int, reps: int, overrides: list[str],
     cands = candidate_ids(tok, cfg.algorithm.answer_candidates, cfg.rollout.stop[0]) if enumerate_ else [[]]
     samples = []
     for i, n in enumerate(LENGTHS):
-        text = tok.apply_chat_template(row_messages(rows[i // 4], style["system_prompt"]), tokenize=False,
-                                       add_generation_prompt=True) + style["assistant_prefix"]
+        text = chat_text(tok, row_messages(rows[i // 4], style["system_prompt"]), style["assistant_prefix"])
         reasoning = torch.randint(100, 20000, (n,), generator=g).tolist()
         for cand in cands:  # sampled: the completion alone; enumerate: reasoning + forced suffix + candidate
             forced = suffix + cand if enumerate_ else []

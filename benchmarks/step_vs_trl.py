@@ -67,7 +67,7 @@ def run_trl(args) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from softverify.model.names import resolve_model_path
-    from softverify.task.prompts import row_messages
+    from softverify.task.prompts import chat_text, row_messages
     from softverify.types import Sample
     from softverify.verifiers.base import build_verifier
 
@@ -76,9 +76,7 @@ def run_trl(args) -> dict:
     tok.padding_side = "left"
     prefix, system, _ = style_settings(args.style)
     rows = _rows(PROMPTS * (args.steps + 1))
-    data = [{"prompt": tok.apply_chat_template(row_messages(r, system), tokenize=False, add_generation_prompt=True)
-             + prefix,
-             "label": int(r["label"])} for r in rows]
+    data = [{"prompt": chat_text(tok, row_messages(r, system), prefix), "label": int(r["label"])} for r in rows]
     hard, fmt = build_verifier("hard"), build_verifier("format")
 
     def _samples(completions, label):

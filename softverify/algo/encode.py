@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from softverify.learner.seqbatch import (MIN_SHARED_PREFIX, CompletionBatch, completion_logprobs_packed,
-                                 completion_logprobs_shared)
+                                         completion_logprobs_shared)
 from softverify.types import Sample
 
 

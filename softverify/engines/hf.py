@@ -18,7 +18,8 @@ from softverify.engines.base import Generation, PromptBatch, SamplingParams, app
 from softverify.engines.kvcache import reserved_cache
 from softverify.engines.packed_linear import prepack_linears, repack
 from softverify.model.loading import (MIN_SHARED_PREFIX, encode_prompts, left_pad, load_causal_lm, pack_sequences,
-                                 token_logprobs)
+                                      token_logprobs)
+from softverify.task.prompts import chat_text
 
 
 class HFEngine:
@@ -67,15 +68,8 @@ class HFEngine:
     # ------------------------------------------------------------------ prompts
     def render(self, messages_list: Sequence[Sequence[dict]]) -> PromptBatch:
         """Apply the chat template; returns rendered texts and token ids."""
-        texts, ids = [], []
-        for msgs in messages_list:
-            if self.tokenizer.chat_template:
-                text = self.tokenizer.apply_chat_template(list(msgs), tokenize=False, add_generation_prompt=True)
-            else:  # plain models: concatenate contents
-                text = "\n".join(m["content"] for m in msgs) + "\n"
-            texts.append(text)
-            ids.append(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        return PromptBatch(texts, ids)
+        texts = [chat_text(self.tokenizer, msgs) for msgs in messages_list]
+        return PromptBatch(texts, [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts])
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()

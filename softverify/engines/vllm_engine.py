@@ -52,6 +52,7 @@ from softverify.infra.cluster import free_port
 from softverify.sync.collective import _DTYPES, BUCKET_BYTES, TensorSpec, WeightBroadcaster, specs_of
 from softverify.engines.base import Generation, PromptBatch, SamplingParams
 from softverify.engines.sampling_rules import vllm_sampling_problem
+from softverify.task.prompts import chat_text
 
 #: The dotted path vLLM resolves for ``worker_extension_cls`` (``utils``: ``resolve_obj_by_qualname``).
 EXTENSION = "softverify.engines.vllm_engine.WeightReceiverExtension"
@@ -202,8 +203,7 @@ class VLLMEngine:
 
     # ------------------------------------------------------------ generation
     def render(self, messages_list: Sequence[Sequence[dict]]) -> PromptBatch:
-        texts = [self.tokenizer.apply_chat_template(list(m), tokenize=False, add_generation_prompt=True)
-                 for m in messages_list]
+        texts = [chat_text(self.tokenizer, m) for m in messages_list]
         return PromptBatch(texts, [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts])
 
     def generate(self, prompt_token_ids: Sequence[Sequence[int]], sampling: SamplingParams, n: int = 1):

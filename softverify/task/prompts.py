@@ -77,6 +77,18 @@ def row_messages(row: dict[str, Any], system: str | None = None) -> list[dict[st
     return [{"role": "system", "content": sys_text}, {"role": "user", "content": str(row["question"])}]
 
 
+def chat_text(tokenizer, messages: list[dict[str, str]], prefix: str = "") -> str:
+    """One conversation as the policy reads it: the tokenizer's chat template with the assistant
+    turn opened, then ``prefix``; a plain model without a template gets the contents one per
+    line. The only place a chat template is applied, so the engines and the benchmarks' peers
+    (TRL takes text prompts) cannot render a prompt differently."""
+    if tokenizer.chat_template:
+        text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    else:
+        text = "\n".join(m["content"] for m in messages) + "\n"
+    return text + prefix
+
+
 def with_system(messages: list[dict[str, str]], system: str | None) -> list[dict[str, str]]:
     """A client's chat with ``system`` in front when it brings no system message of its own
     (its own wins: serving lets the client override what training used)."""

@@ -10,7 +10,7 @@ from softverify.learner.losses import clipped_surrogate
 from softverify.model.loading import load_causal_lm
 from softverify.task.answer import answer_token_start
 from softverify.learner.seqbatch import (completion_logprobs_packed, completion_logprobs_shared,
-                                 merge_identical, old_logprobs)
+                                         merge_identical, old_logprobs)
 from softverify.types import Sample
 
 

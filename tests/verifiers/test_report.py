@@ -6,7 +6,7 @@ import pytest
 
 from softverify.bio.worldmodel import WorldModel
 from softverify.metrics.calibration import (brier_score, expected_calibration_error, plot_reliability, reliability_bins,
-                                    wilson_interval)
+                                            wilson_interval)
 from softverify.config import VerifierSpec
 from softverify.rewards import threshold_normalize
 from softverify.verifiers.report import report_markdown, verifier_report
