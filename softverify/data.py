@@ -70,19 +70,25 @@ def load_protocol_prompts(cfg: DataConfig, protocol: str, split: str, limit: int
     return load_questions(full, "test", whole_genes=(None, None))
 
 
+def _coexpression_rows(task, seed: int):
+    """'Are gene A and gene B likely to be co-expressed?' from the task's gene x gene matrix."""
+    from softverify.bio.coexpression import CoexpressionMatrix, coexpression_questions
+
+    m = CoexpressionMatrix.load(task.matrix)
+    return coexpression_questions(m, task.num_prompts, "train", task.top_fraction, context=task.context, seed=seed)
+
+
+#: an extra task's ``task`` name -> the function that writes its training questions (a DataFrame
+#: with the prompt columns); a new extra task is one entry here and one value of ``ExtraTask.task``
+EXTRA_TASK_ROWS = {"coexpression": _coexpression_rows}
+
+
 def _mix_extra_tasks(ds, cfg: DataConfig):
     """Append each extra task's training questions (order is shuffled by PromptOrder)."""
     import datasets
     import pandas as pd
 
-    from softverify.bio.coexpression import CoexpressionMatrix, coexpression_questions
-
-    frames = []
-    for t in cfg.extra_tasks:
-        m = CoexpressionMatrix.load(t.matrix)
-        frames.append(coexpression_questions(m, t.num_prompts, "train", t.top_fraction, context=t.context,
-                                             seed=cfg.seed))
-    extra = pd.concat(frames, ignore_index=True)
+    extra = pd.concat([EXTRA_TASK_ROWS[t.task](t, cfg.seed) for t in cfg.extra_tasks], ignore_index=True)
     missing = [c for c in ds.column_names if c not in extra.columns]
     if missing:
         raise ValueError(f"extra tasks cannot be mixed into prompts with columns {missing} they do not have")

@@ -114,6 +114,15 @@ def test_extra_tasks_mixed_into_training(tmp_path, coexpr_npz, data_root):
     assert len(load_prompts(cfg.data, "test", 8)) == 8  # eval stays on the main task
 
 
+def test_every_extra_task_name_the_config_accepts_has_its_rows():
+    from typing import get_args
+
+    from softverify.config import ExtraTask
+    from softverify.data import EXTRA_TASK_ROWS
+
+    assert set(get_args(ExtraTask.model_fields["task"].annotation)) == set(EXTRA_TASK_ROWS)
+
+
 def test_coexpr_build_names_a_missing_or_bad_h5ad(tmp_path, capsys):
     missing = tmp_path / "nope.h5ad"
     assert main(["coexpr", "build", "--h5ad", str(missing), "--out", str(tmp_path / "m.npz")]) == 2
