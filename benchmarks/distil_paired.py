@@ -14,7 +14,7 @@ the teacher's (does the student do well where the teacher does?).
 
     SOFTVERIFY_DATA_MIRROR=../shared/data/perturbqa python benchmarks/distil_paired.py \\
         --runs runs/distil_test_q12800 --teacher-table runs/distil_test_q12800/tables/teacher_wm_xline_test_g128.parquet \\
-        --arms centred,permuted --seeds 0,1 --name distil_paired_test_g128_xline_q12800
+        --arms centred,permuted --seeds 0,1,2 --name distil_paired_test_g128_xline_q12800
 """
 from __future__ import annotations
 
@@ -75,6 +75,14 @@ def paired_difference(a: dict[str, float], b: dict[str, float], n_boot: int = 20
     lo, hi = bootstrap_ci(lambda v: v.mean(-1), d, n_boot=n_boot, seed=0, rows=True)
     return {"mean": float(d.mean()), "lo": lo, "hi": hi, "genes": len(genes), "a_higher_frac": float((d > 0).mean()),
             "ties_frac": float((d == 0).mean())}
+
+
+def mean_ci(a: dict[str, float], n_boot: int = 2000) -> list[float]:
+    """Bootstrap interval over genes of the mean of ``a`` (an arm's per-gene AUROC averaged over
+    its seeds: the seeds' training noise averaged out, the genes' sampling noise kept)."""
+    from softverify.metrics.ranking import bootstrap_ci
+
+    return list(bootstrap_ci(lambda v: v.mean(-1), np.array(list(a.values())), n_boot=n_boot, seed=0, rows=True))
 
 
 def spearman(a: dict[str, float], b: dict[str, float]) -> float:
@@ -172,6 +180,7 @@ def main() -> int:
     summary = {
         "arms": {arm: {"seeds": sorted(s for (a, s) in by_run if a == arm),
                        "auc_per_gene_mean_over_seeds": float(np.mean(list(arm_gene[arm].values()))),
+                       "auc_per_gene_mean_over_seeds_ci": mean_ci(arm_gene[arm]),
                        "spearman_with_teacher_across_genes": spearman(arm_gene[arm], teacher),
                        "spearman_with_teacher_ci": spearman_ci(arm_gene[arm], teacher),
                        "within_gene_agreement_with_teacher": {s: agreement[(a, s)] for (a, s) in agreement if a == arm}}
