@@ -284,12 +284,20 @@ def perturbqa_defaults() -> tuple[str, ...]:
     return DEFAULT_CELL_LINES
 
 
+_CELLS_HELP = "comma-separated PerturbQA cell lines (k562, rpe1, hepg2, jurkat)"
+_MIRROR_HELP = "local directory with the PerturbQA CSVs (default $SOFTVERIFY_DATA_MIRROR, else the cache/download)"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from softverify.configbase import add_threads_argument
+    """The bio commands: ``data``, ``genes``, ``embed``, ``worldmodel``."""
+    _register_data(subparsers)
+    _register_genes(subparsers)
+    _register_embed(subparsers)
+    _register_worldmodel(subparsers)
 
-    cells_help = "comma-separated PerturbQA cell lines (k562, rpe1, hepg2, jurkat)"
-    mirror_help = "local directory with the PerturbQA CSVs (default $SOFTVERIFY_DATA_MIRROR, else the cache/download)"
 
+def _register_data(subparsers: argparse._SubParsersAction) -> None:
+    cells_help, mirror_help = _CELLS_HELP, _MIRROR_HELP
     data = subparsers.add_parser("data", help="fetch PerturbQA tables; build question datasets")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     f = dsub.add_parser("fetch", help="download (or copy from a mirror) and verify dataset files into the cache")
@@ -318,6 +326,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--out", default=None, help="output .parquet (default: print the first five questions)")
     q.set_defaults(func=_data_questions)
 
+
+def _register_genes(subparsers: argparse._SubParsersAction) -> None:
+    cells_help, mirror_help = _CELLS_HELP, _MIRROR_HELP
     genes = subparsers.add_parser("genes", help="gene knowledge base (NCBI gene_info + gene2go + GO)")
     gsub = genes.add_subparsers(dest="genes_command", metavar="ACTION", required=True)
     b = gsub.add_parser("build", help="build and cache the knowledge base as parquet")
@@ -338,6 +349,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--from", dest="mirror", default=None, help=mirror_help)
     c.set_defaults(func=_genes_coverage)
 
+
+def _register_embed(subparsers: argparse._SubParsersAction) -> None:
+    from softverify.configbase import add_threads_argument
+
+    cells_help, mirror_help = _CELLS_HELP, _MIRROR_HELP
     emb = subparsers.add_parser("embed", help="gene embeddings (GenePT text, GO factorisation, one-hot)")
     esub = emb.add_subparsers(dest="embed_command", metavar="ACTION", required=True)
     e = esub.add_parser("genes", help="embed every gene of the given PerturbQA cell lines")
@@ -355,6 +371,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_threads_argument(e)
     e.set_defaults(func=_embed_genes)
 
+
+def _register_worldmodel(subparsers: argparse._SubParsersAction) -> None:
+    from softverify.bio.lookups import LOOKUPS
+    from softverify.configbase import add_threads_argument
+
+    cells_help, mirror_help = _CELLS_HELP, _MIRROR_HELP
     wm = subparsers.add_parser("worldmodel", help="train / evaluate DE world models (soft verifier brains)")
     wsub = wm.add_subparsers(dest="wm_command", metavar="ACTION", required=True)
     w = wsub.add_parser("fit", help="train a world model: an MLP on (pert, gene) embeddings, or a calibrated "
@@ -397,8 +419,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t = wsub.add_parser("table", help="score a question pool's (pert, gene) pairs once with a teacher (a world model "
                         "or a lookup) into a parquet the world_model verifier reads with params.p_table")
     t.add_argument("--model", help="world model directory (from `softverify worldmodel fit`)")
-    from softverify.bio.lookups import LOOKUPS
-
     t.add_argument("--lookup", choices=list(LOOKUPS), help="a lookup as the teacher instead (a control)")
     t.add_argument("--cell-lines", default="k562", help="cell lines of the pool; default %(default)s")
     t.add_argument("--split", default="train", help="the pool: a question split (train, val, test, ...; default "
