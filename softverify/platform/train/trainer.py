@@ -24,6 +24,7 @@ import numpy as np
 import ray
 import yaml
 
+from softverify.actors.group import ActorGroup, round_robin
 from softverify.infra import placement
 from softverify.algo import mode_for
 from softverify.config import ConfigError, TrainConfig
@@ -168,7 +169,7 @@ class Trainer:
                                    if self.mode.enumerates else f"reward/{wm.display_name}")
         self.sync = None  # the weight sync (softverify.actors.weight_sync), made in setup()
         self.sync_bytes, self.sync_bytes_total = 0, 0  # the last weight sync's size; all syncs' (this process)
-        self.workers: list = []
+        self.workers = ActorGroup()  # the rollout workers, made in setup()
         self.weights: PolicyWeights | None = None  # the current policy, as the rollout workers must load it
         self.pool = None
         self.learners = None
@@ -232,10 +233,10 @@ class Trainer:
         rc = cfg.rollout
         opts = placement.actor_options(rc.num_cpus_per_worker, rc.num_gpus_per_worker, rc.resources_per_worker,
                                        rc.node_labels)
-        self.workers = [
+        self.workers = ActorGroup(
             RolloutWorker.options(**opts, max_restarts=2, max_task_retries=2).remote(self.model_path, cfg.model, rc)
             for _ in range(rc.num_workers)
-        ]
+        )
         self.pool = VerifierPool(cfg.verifiers)
         self.learners = LearnerGroup(cfg, self.model_path)
         self.sync = make_weight_sync(cfg, self.learners, self.workers)
@@ -251,7 +252,7 @@ class Trainer:
             self._sync_weights()  # workers start from the restored policy
             print(f"softverify train: resuming from step {self.step} of {cfg.trainer.steps} ({last}, "
                   f"data position {self.order.position})")
-        ray.get([w.ping.remote() for w in self.workers])
+        self.workers.run("ping")
         self.logger = MetricsLogger(self.out, cfg.trainer.wandb, cfg.trainer.wandb_project, cfg.model_dump(),
                                     truncate_after_step=self.step if self.resume else 0,
                                     use_tensorboard=cfg.trainer.tensorboard)
@@ -289,7 +290,7 @@ class Trainer:
         driver (where a run's actors went on a multi-node cluster); on more than one node,
         also say so in one line."""
         where = {
-            "rollout_workers": ray.get([w.node_id.remote() for w in self.workers]),
+            "rollout_workers": self.workers.run("node_id"),
             "learner_ranks": self.learners.node_ids(),
             "verifiers": self.pool.node_ids(),
             "driver": [ray.get_runtime_context().get_node_id()],
@@ -342,13 +343,9 @@ class Trainer:
 
         cfg = self.cfg
         rows = [self.train_rows[i] for i in row_ids]
-        k = len(self.workers)
-        chunks = [list(range(len(rows)))[w::k] for w in range(k)]
         refs = []
         order = []
-        for w, idx in enumerate(chunks):
-            if not idx:
-                continue
+        for w, idx in enumerate(round_robin(range(len(rows)), len(self.workers))):
             part = [rows[i] for i in idx]
             sp = sampling_from(cfg.rollout, seed=seed * 1000 + w)
             refs.append(self.mode.launch(self.workers[w], part, sp, self.weights, idx))
@@ -570,16 +567,15 @@ class Trainer:
         if self._stale:
             self._sync_weights()
         rows = [self.eval_rows[i] for i in range(len(self.eval_rows))]
-        k = len(self.workers)
         sp = SamplingParams(max_new_tokens=self.cfg.rollout.max_new_tokens, temperature=0.0,
                             stop=list(self.cfg.rollout.stop), seed=0)
         score_only = self.cfg.trainer.eval_mode == "score" or (
             self.cfg.trainer.eval_mode == "auto" and "<answer>" in (self.cfg.rollout.assistant_prefix or ""))
-        refs = [self.workers[w].evaluate.remote(rows[w::k], sp, self.weights, score_only)
-                for w in range(k) if rows[w::k]]
+        parts = round_robin(rows, len(self.workers))
+        refs = self.workers[:len(parts)].call_split("evaluate", parts, sampling=sp, weights=self.weights,
+                                                    score_only=score_only)
         records = [r for part in ray.get(refs) for r in part]
-        ordered = [rows[w::k] for w in range(k) if rows[w::k]]
-        wm_p = self._eval_world_model_p([r for part in ordered for r in part])
+        wm_p = self._eval_world_model_p([r for part in parts for r in part])
         if wm_p is not None:
             for rec, p in zip(records, wm_p):
                 rec["wm_p"] = float(p)
@@ -721,8 +717,7 @@ class Trainer:
 
     def shutdown(self) -> None:
         self.lock.release()
-        for w in self.workers:
-            ray.kill(w)
+        self.workers.kill()
         if self.pool:
             self.pool.shutdown()
         if self.learners:
