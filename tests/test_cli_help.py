@@ -93,7 +93,7 @@ def test_torch_threads_default_to_one_everywhere(capsys):
     cfg = build_config()
     assert DEFAULT_TORCH_THREADS == cfg.rollout.torch_threads == cfg.learner.torch_threads == 1
     assert AgentConfig().torch_threads == 1
-    from softverify.platform.serve.api import ReplicaConfig
+    from softverify.platform.serve.config import ReplicaConfig
 
     assert ReplicaConfig().torch_threads == DEFAULT_TORCH_THREADS == ReplicaConfig().num_cpus  # threads = reserved CPUs
     cmds = dict((" ".join(k), v) for k, v in _commands(build_parser()))

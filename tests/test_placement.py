@@ -98,7 +98,7 @@ def test_labels_no_node_has_and_resources_split_over_nodes():
 def test_a_local_ray_refuses_custom_resources_before_starting(monkeypatch):
     import ray
 
-    from softverify.platform.train.trainer import init_ray, required_resources
+    from softverify.platform.train.bootstrap import init_ray, required_resources
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     cfg = build_config({}, PINNED)

@@ -1,8 +1,8 @@
 """LearnerGroup: N DeepSpeed ranks as Ray actors forming one process group.
 
 gloo on CPU, NCCL when ranks hold GPUs. Every collective call (train step, state dict
-under ZeRO-3, checkpoint save/load) is issued to all ranks at once; results from rank 0
-carry the full state.
+under ZeRO-3, checkpoint save/load) is issued to all ranks at once through their
+:class:`~softverify.actors.group.ActorGroup`; results from rank 0 carry the full state.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 import ray
 
+from softverify.actors.group import ActorGroup
 from softverify.algo import mode_for
 from softverify.infra.cluster import free_port
 from softverify.config import LearnerConfig, TrainConfig
@@ -155,16 +156,18 @@ class LearnerGroup:
         self.world = lc.num_ranks
         self.cfg = cfg
         opts = rank_options(lc)
-        self.actors = [LearnerActor.options(**opts).remote(cfg, model_path, r, self.world) for r in range(self.world)]
+        #: the ranks, rank r at index r
+        self.actors = ActorGroup(LearnerActor.options(**opts).remote(cfg, model_path, r, self.world)
+                                 for r in range(self.world))
         addr, port = ray.get(self.actors[0].rendezvous.remote())
         # every rank joins at once (init_distributed blocks until the whole world is there);
         # the calls return when the Learners are built, and a rank's failure surfaces here
-        ray.get([a.start.remote(addr, port) for a in self.actors])
+        self.actors.run("start", addr, port)
         self.zero3 = lc.zero_stage == 3
         self.mode = mode_for(cfg)
 
     def node_ids(self) -> list[str]:
-        return ray.get([a.node_id.remote() for a in self.actors])
+        return self.actors.run("node_id")
 
     def shards(self, n: int, lengths: Sequence[int]) -> list[list[int]]:
         """Which of the step's ``n`` samples each rank trains on: units of the training mode's
@@ -184,7 +187,8 @@ class LearnerGroup:
         parts = _split.options(num_returns=self.world).remote(samples_ref, shards)
         parts = [parts] if self.world == 1 else parts
         vals = np.asarray(values)
-        return [a.train_step.remote(parts[r], vals[shards[r]], total_tokens, n) for r, a in enumerate(self.actors)]
+        return self.actors.call_split("train_step", parts, [vals[s] for s in shards], total_tokens=total_tokens,
+                                      total_seqs=n)
 
     def collect(self, refs: list) -> dict[str, float]:
         """The step's metrics from the ranks' results: ``_sum`` keys added up, the rest averaged;
@@ -202,7 +206,7 @@ class LearnerGroup:
     def sync_ref(self, trainable_only: bool = False) -> tuple:
         """What a weight sync ships: ObjectRef of rank 0's state dict in ``learner.sync_dtype``
         (all ranks called: ZeRO-3 gathers), and its size in bytes."""
-        pairs = [a.sync_state.remote(trainable_only, self.cfg.learner.sync_dtype) for a in self.actors]
+        pairs = self.actors.call("sync_state", trainable_only, self.cfg.learner.sync_dtype)
         if self.zero3:
             ray.wait([p[0] for p in pairs], num_returns=len(pairs))
         ref, nbytes = pairs[0]
@@ -210,22 +214,21 @@ class LearnerGroup:
 
     def broadcast_refs(self, trainable_only: bool) -> list:
         """Start a collective sync on every rank (rank 0 sends); refs of the bytes sent."""
-        return [a.broadcast_weights.remote(trainable_only, self.cfg.learner.sync_dtype) for a in self.actors]
+        return self.actors.call("broadcast_weights", trainable_only, self.cfg.learner.sync_dtype)
 
     def logprobs(self, samples: Sequence[Sample]) -> list[list[float]]:
         # a forward is collective under ZeRO-3 (parameters are gathered), so all ranks run it
         actors = self.actors if self.zero3 else self.actors[:1]
-        return ray.get([a.logprobs.remote(list(samples)) for a in actors])[0]
+        return actors.run("logprobs", list(samples))[0]
 
     def save_checkpoint(self, directory: str, tag: str, hf_dir: str | None) -> None:
-        ray.get([a.save_checkpoint.remote(directory, tag, hf_dir) for a in self.actors])
+        self.actors.run("save_checkpoint", directory, tag, hf_dir)
 
     def save_hf(self, hf_dir: str) -> None:
-        ray.get([a.save_hf.remote(hf_dir) for a in self.actors])
+        self.actors.run("save_hf", hf_dir)
 
     def load_checkpoint(self, directory: str, tag: str) -> int:
-        return ray.get([a.load_checkpoint.remote(directory, tag) for a in self.actors])[0]
+        return self.actors.run("load_checkpoint", directory, tag)[0]
 
     def shutdown(self) -> None:
-        for a in self.actors:
-            ray.kill(a)
+        self.actors.kill()

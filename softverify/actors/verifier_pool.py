@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 import ray
 
+from softverify.actors.group import ActorGroup
 from softverify.config import VerifierSpec
 from softverify.infra.placement import actor_options
 from softverify.types import Sample
@@ -82,7 +83,9 @@ class VerifierPool:
             self.hosts.append((VerifierActor.options(**opts).remote([self.specs[j] for j in group]), group))
         #: verifier index -> the actor hosting it (verifiers sharing a host map to the same actor)
         self.actors = {j: a for a, group in self.hosts for j in group}
-        ray.get([a.ping.remote() for a, _ in self.hosts])
+        #: the host actors, in ``hosts``' order
+        self.host_actors = ActorGroup(a for a, _ in self.hosts)
+        self.host_actors.run("ping")
 
     def score(self, samples_ref, policy_worker=None) -> np.ndarray:
         """Scores for a batch (an ObjectRef or list of samples): ``[n, n_verifiers]``.
@@ -92,7 +95,7 @@ class VerifierPool:
         if self.policy_specs and policy_worker is None:
             raise ValueError(f"verifiers {[s.display_name for s in self.policy_specs.values()]} need the policy: "
                              "pass policy_worker (a rollout worker)")
-        host_refs = [a.score.remote(samples_ref) for a, _ in self.hosts]
+        host_refs = self.host_actors.call("score", samples_ref)
         policy_refs = {j: policy_worker.score_policy_verifier.remote(s, samples_ref)
                        for j, s in self.policy_specs.items()}
         cols: list = [None] * len(self.specs)
@@ -107,17 +110,16 @@ class VerifierPool:
     def metrics(self) -> dict[str, float]:
         """The hosted verifiers' counters (``Verifier.metrics``, e.g. a remote verifier's failed
         requests) as ``verifier/<name>/<key>``; hosts whose kinds keep none are not asked."""
-        asked = [a for a, group in self.hosts if any(keeps_metrics(self.specs[j].kind) for j in group)]
+        asked = ActorGroup(a for a, group in self.hosts if any(keeps_metrics(self.specs[j].kind) for j in group))
         out: dict[str, float] = {}
-        for m in ray.get([a.metrics.remote() for a in asked]):
+        for m in asked.run("metrics"):
             out.update({f"verifier/{k}": v for k, v in m.items()})
         return out
 
     def node_ids(self) -> dict[str, str]:
         """Verifier name -> the node its actor runs on (policy verifiers run on worker 0)."""
-        ids = ray.get([a.node_id.remote() for a, _ in self.hosts])
+        ids = self.host_actors.run("node_id")
         return {self.names[j]: n for (_, group), n in zip(self.hosts, ids) for j in group}
 
     def shutdown(self) -> None:
-        for a, _ in self.hosts:
-            ray.kill(a)
+        self.host_actors.kill()

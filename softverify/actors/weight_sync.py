@@ -20,6 +20,7 @@ from typing import Sequence
 
 import ray
 
+from softverify.actors.group import ActorGroup
 from softverify.types import PolicyWeights
 
 
@@ -27,7 +28,7 @@ class WeightSync:
     """Push the learner group's current weights to every rollout worker."""
 
     def __init__(self, learners, workers: Sequence, partial: bool):
-        self.learners, self.workers, self.partial = learners, list(workers), partial
+        self.learners, self.workers, self.partial = learners, ActorGroup(workers), partial
 
     def start(self) -> None:
         """Once, after the actors exist and before the first sync."""
@@ -41,7 +42,7 @@ class WeightSync:
 class ObjectStoreSync(WeightSync):
     def push(self, version: int) -> tuple[PolicyWeights, int]:
         ref, nbytes = self.learners.sync_ref(trainable_only=self.partial)
-        ray.get([w.load_weights.remote(ref, version, self.partial) for w in self.workers])
+        self.workers.run("load_weights", ref, version, self.partial)
         return PolicyWeights(version, ref, self.partial), nbytes
 
 
@@ -60,16 +61,17 @@ class CollectiveSync(WeightSync):
         addr, port = ray.get(rank0.rendezvous.remote())
         world = 1 + len(self.workers)
         ray.get([rank0.join_broadcast.remote(world, addr, port, backend)]
-                + [w.join_broadcast.remote(i + 1, world, addr, port, backend) for i, w in enumerate(self.workers)])
+                + self.workers.call_split("join_broadcast", range(1, world), world=world, addr=addr, port=port,
+                                          backend=backend))
 
     def push(self, version: int) -> tuple[PolicyWeights, int]:
-        out = [i for i, ok in enumerate(ray.get([w.in_broadcast_group.remote() for w in self.workers])) if not ok]
+        out = [i for i, ok in enumerate(self.workers.run("in_broadcast_group")) if not ok]
         if out:
             raise RuntimeError(f"rollout worker(s) {out} restarted and left the weight-broadcast group "
                                "(learner.sync_method=collective); re-run with --resume, or use "
                                "learner.sync_method=object_store to survive worker restarts")
         sent = self.learners.broadcast_refs(self.partial)
-        ray.get([w.receive_weights.remote(version, self.partial) for w in self.workers])
+        self.workers.run("receive_weights", version, self.partial)
         # no object-store copy: a worker that falls behind says so (RolloutCore._ensure_weights)
         return PolicyWeights(version, None, self.partial), int(ray.get(sent)[0])
 

@@ -1,7 +1,9 @@
 """The policy learner: one DeepSpeed rank. A group of these is one DeepSpeed world.
 
 Testable without Ray (a single rank initialises a world of size 1 over gloo); the Ray
-actor in :mod:`softverify.actors.learner_group` is a thin shell around it.
+actor in :mod:`softverify.actors.learner_group` is a thin shell around it. DeepSpeed's config,
+the process group's start-up and the workarounds for DeepSpeed's and torch's behaviour are in
+:mod:`softverify.learner.deepspeed_compat`.
 
 Exactness across micro-batches and ranks: DeepSpeed divides each micro-batch loss by the
 gradient-accumulation steps and averages gradients over ranks. Each micro-batch loss is
@@ -12,7 +14,6 @@ over the whole step's batch, however it is split.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -22,6 +23,8 @@ import torch
 from softverify.algo import mode_for
 from softverify.algo.encode import completion_batch
 from softverify.config import TrainConfig
+from softverify.learner.deepspeed_compat import (deepspeed_config, grad_accum_steps, import_deepspeed_muon_lazily,
+                                                 join_process_group)
 from softverify.learner.microbatch import contiguous_split
 from softverify.model.loading import load_causal_lm
 from softverify.learner.seqbatch import CompletionBatch
@@ -41,39 +44,6 @@ class LearnBatch:
 def shard_indices(n: int, world_size: int) -> list[list[int]]:
     """Contiguous, near-equal shards (sizes differ by at most one)."""
     return contiguous_split(n, world_size)
-
-
-def grad_accum_steps(cfg: TrainConfig) -> int:
-    """Micro-batches per rank per pass; fixed for the run because DeepSpeed fixes it at init."""
-    n = cfg.rollout.prompts_per_step * cfg.samples_per_prompt
-    per_rank = math.ceil(n / cfg.learner.num_ranks)
-    return max(1, math.ceil(per_rank / cfg.learner.micro_batch_size))
-
-
-def deepspeed_config(cfg: TrainConfig) -> dict:
-    lc = cfg.learner
-    gas = grad_accum_steps(cfg)
-    half = {}
-    if cfg.model.dtype == "bfloat16" and lc.zero_stage >= 1:
-        # bf16 weights: DeepSpeed's ZeRO optimisers keep fp32 master copies of their partitions
-        # and accumulate gradients in fp32, as peers train bf16 models; without this section
-        # AdamW updates the bf16 weights themselves and small updates round away. DeepSpeed
-        # (runtime/engine.py: _do_optimizer_sanity_check) has no bf16 + fp32-accumulation mode
-        # at ZeRO-0, which keeps the plain update there.
-        half = {"bf16": {"enabled": True}, "data_types": {"grad_accum_dtype": "fp32"}}
-    return {
-        **half,
-        "train_micro_batch_size_per_gpu": lc.micro_batch_size,
-        "gradient_accumulation_steps": gas,
-        "train_batch_size": lc.micro_batch_size * gas * lc.num_ranks,
-        # ZeRO-0: the learner clips itself (Learner._step), because DeepSpeed's stage-0 path
-        # computes the global norm and drops it (get_global_grad_norm() is None there)
-        "gradient_clipping": 0.0 if lc.zero_stage == 0 else lc.grad_clip,
-        "zero_optimization": {"stage": lc.zero_stage},
-        "zero_allow_untested_optimizer": True,
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-    }
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
@@ -109,74 +79,6 @@ def freeze_below_top_layers(model, n: int) -> list[str]:
     return [k for k, p in model.named_parameters() if p.requires_grad]
 
 
-#: DeepSpeed's Muon optimizer module. ZeRO imports it on start (``zero.utils.is_zero_supported_optimizer``)
-#: and in its gradient paths (isinstance checks), so it must import; what costs is that its
-#: ``original_muon`` decorates three kernels with ``torch.compile`` at import time.
-DEEPSPEED_MUON_MODULE = "deepspeed.runtime.zero.muon.muon_optimizer"
-
-
-def import_deepspeed_muon_lazily() -> None:
-    """Import DeepSpeed's Muon module with its ``torch.compile`` decorations deferred to each
-    kernel's first call. Decorating calls ``torch.compile``, which loads ``torch._dynamo`` and
-    ``torch._inductor``: measured, 5.2 s of a 6.7 s tiny-model Learner start on this 2-core
-    machine, paid by every learner rank of every run (and of every test that starts one), for
-    kernels the learner never calls (its optimizer is AdamW). Deferred, a Muon kernel is still
-    compiled exactly as before, on its first call (``torch.compile`` itself only wraps until
-    then). A process that already imported the module keeps it as it is."""
-    import functools
-    import importlib
-    import sys
-
-    if DEEPSPEED_MUON_MODULE in sys.modules:
-        return
-    from deepspeed.runtime import compiler
-
-    eager = compiler.compile
-
-    def deferred():
-        def decorate(fn):
-            compiled = None
-
-            @functools.wraps(fn)
-            def call(*args, **kwargs):
-                nonlocal compiled
-                if compiled is None:
-                    compiled = eager()(fn)
-                return compiled(*args, **kwargs)
-
-            return call
-
-        return decorate
-
-    compiler.compile = deferred
-    try:
-        importlib.import_module(DEEPSPEED_MUON_MODULE)
-    finally:
-        compiler.compile = eager
-
-
-def cuda_local_rank(environ, ray_gpu_ids: Sequence) -> str:
-    """LOCAL_RANK of a CUDA learner rank: the index of its own GPU among those the process sees.
-
-    Ray narrows ``CUDA_VISIBLE_DEVICES`` to an actor's own GPUs, so that index is 0 -- except
-    under ``RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES``, where every actor sees every GPU of
-    its node and its own is the first of ``ray.get_gpu_ids()``; 0 there would put every rank
-    on GPU 0 (NCCL then refuses the duplicate device)."""
-    if environ.get("RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES") and ray_gpu_ids:
-        return str(int(ray_gpu_ids[0]))
-    return environ.get("LOCAL_RANK", "0")
-
-
-def _ray_gpu_ids() -> list:
-    """This Ray actor's GPU ids; none outside Ray (the Learner also runs without it)."""
-    try:
-        import ray
-
-        return list(ray.get_gpu_ids()) if ray.is_initialized() else []
-    except ImportError:
-        return []
-
-
 class Learner:
     def __init__(
         self,
@@ -194,16 +96,7 @@ class Learner:
         self.rank, self.world_size = rank, world_size
         torch.set_num_threads(cfg.learner.torch_threads)
         torch.manual_seed(cfg.trainer.seed)
-        use_cuda = cfg.learner.num_gpus_per_rank > 0 and torch.cuda.is_available()
-        os.environ.update(
-            MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
-            WORLD_SIZE=str(world_size), LOCAL_RANK=cuda_local_rank(os.environ, _ray_gpu_ids()) if use_cuda else "0",
-        )
-        from softverify.infra.quiet import library_stdout
-
-        with library_stdout():  # DeepSpeed prints its shm op build with a bare print(): off unless --verbose
-            deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo", verbose=False)
-        self.device = torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
+        self.device = join_process_group(cfg, rank, world_size, master_addr, master_port)
         model, self.tokenizer = load_causal_lm(model_path, cfg.model.dtype, cfg.model.trust_remote_code)
         if cfg.learner.gradient_checkpointing:
             model.gradient_checkpointing_enable()

@@ -22,7 +22,7 @@ the rest fail at once. ``"verifiers"`` in the answer is optional; an empty ``ite
 must be answered too (the build-time check sends one).
 
 This module knows no Ray and no serving code (verifiers sit below the platform): the contract
-is restated in :mod:`softverify.platform.serve.api` for the server side, and the tests hold
+is restated in :mod:`softverify.platform.serve.schema` for the server side, and the tests hold
 the two together.
 """
 from __future__ import annotations

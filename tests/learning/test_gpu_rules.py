@@ -12,7 +12,7 @@ def test_nccl_only_between_whole_gpus():
 
 
 def test_cuda_local_rank_follows_ray_gpu_ids_when_ray_leaves_cuda_visible_devices_alone():
-    from softverify.learner.rank import cuda_local_rank
+    from softverify.learner.deepspeed_compat import cuda_local_rank
 
     assert cuda_local_rank({}, [3]) == "0"  # Ray narrowed CUDA_VISIBLE_DEVICES: the actor's GPU is device 0
     assert cuda_local_rank({"LOCAL_RANK": "1"}, []) == "1"
@@ -57,7 +57,7 @@ def test_the_k8s_training_config_generates_on_its_vllm_group_with_the_gpu_recipe
 
 def test_deepspeed_keeps_fp32_masters_for_a_bf16_model_at_zero_1_and_above():
     from softverify.config import build_config
-    from softverify.learner.rank import deepspeed_config
+    from softverify.learner.deepspeed_compat import deepspeed_config
 
     for stage in (1, 2, 3):
         ds = deepspeed_config(build_config({}, ["model.dtype=bfloat16", f"learner.zero_stage={stage}"]))

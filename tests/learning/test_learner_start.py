@@ -1,6 +1,6 @@
 """A learner rank starts without compiling anything: DeepSpeed's ZeRO imports its Muon optimizer,
 whose kernels are wrapped in ``torch.compile`` at import; the learner defers those wrappers to
-their first call (``learner.import_deepspeed_muon_lazily``), which on this machine took a tiny
+their first call (``deepspeed_compat.import_deepspeed_muon_lazily``), which on this machine took a tiny
 Learner's start from 6.7 s to ~1 s."""
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import numpy as np
 from conftest import make_tiny_model
 from softverify.infra.cluster import free_port
 from softverify.config import build_config
-from softverify.learner.rank import DEEPSPEED_MUON_MODULE, LearnBatch, Learner
+from softverify.learner.deepspeed_compat import DEEPSPEED_MUON_MODULE
+from softverify.learner.rank import LearnBatch, Learner
 from softverify.types import Sample
 cfg = build_config({{"model": {{"path": {model!r}}}, "learner": {{"num_ranks": 1, "zero_stage": {stage}}},
                     "algorithm": {{"estimator": "sample"}}}}, [])

@@ -84,7 +84,7 @@ def trained(two_nodes, tiny_model_dir, prompt_file, tmp_path_factory):
     t0 = time.monotonic()
     try:
         tr.fit()
-        samples = ray.get(tr.rollout([0, 1], seed=7)[0])
+        samples = ray.get(tr.rounds.rollout([0, 1], 7, tr.weights)[0])
         learner_lp = tr.learners.logprobs(samples)
         worker_lp = [ray.get(w.score.remote(samples)) for w in tr.workers]
     finally:

@@ -94,7 +94,7 @@ def _step_with_fault(tr: Trainer, inject, max_new_tokens: int = 48) -> dict:
 def _assert_on_policy_and_synced(tr: Trainer, m: dict) -> None:
     assert abs(m["ratio_mean"] - 1) < RATIO_TOL and m["clip_frac"] == 0, (m["ratio_mean"], m["clip_frac"])
     # after the step every worker (restarted or not) holds the learner's new weights
-    samples = ray.get(tr.rollout([0, 1], seed=7)[0])
+    samples = ray.get(tr.rounds.rollout([0, 1], 7, tr.weights)[0])
     learner_lp = tr.learners.logprobs(samples)
     for w in tr.workers:
         for a, b in zip(ray.get(w.score.remote(samples)), learner_lp):

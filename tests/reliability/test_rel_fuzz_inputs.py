@@ -245,8 +245,9 @@ chat_bodies = st.one_of(
 @FUZZ
 @given(body=chat_bodies)
 def test_chat_bodies_raise_only_api_errors(body):
-    from softverify.platform.serve.api import (ApiError, ChatCompletionRequest, LimitsConfig, check_chat,
-                                               parse_body)
+    from softverify.platform.serve.config import LimitsConfig
+    from softverify.platform.serve.guards import check_chat, parse_body
+    from softverify.platform.serve.schema import ApiError, ChatCompletionRequest
 
     limits = LimitsConfig(max_messages=64, max_body_bytes=2048)
     try:

@@ -85,7 +85,7 @@ def test_trust_remote_code_defaults_false_end_to_end():
     from softverify.engines.hf import HFEngine
     from softverify.engines.vllm_engine import VLLMEngine
     from softverify.model.loading import load_causal_lm
-    from softverify.platform.serve.api import ServeConfig
+    from softverify.platform.serve.config import ServeConfig
 
     assert TrainConfig().model.trust_remote_code is False
     assert ServeConfig(model="x").trust_remote_code is False
@@ -121,14 +121,16 @@ def test_pickled_weights_are_refused_and_never_run(tiny_model_dir, tmp_path):
 
 def test_serve_binds_loopback_by_default_and_checks_keys_in_constant_time():
     from softverify.cli import build_parser
-    from softverify.platform.serve import api as serve_api
-    from softverify.platform.serve.api import ApiError, ServeConfig, check_api_key
+    from softverify.platform.serve import guards as serve_guards
+    from softverify.platform.serve.config import ServeConfig
+    from softverify.platform.serve.guards import check_api_key
+    from softverify.platform.serve.schema import ApiError
     from softverify.platform.serve.cli import config_from_args
 
     assert ServeConfig(model="x").host == "127.0.0.1"
     args = build_parser().parse_args(["serve", "some-model"])
     assert config_from_args(args).host == "127.0.0.1"
-    assert "hmac.compare_digest" in inspect.getsource(serve_api.check_api_key)
+    assert "hmac.compare_digest" in inspect.getsource(serve_guards.check_api_key)
     check_api_key("Bearer right", "right")
     check_api_key(None, None)  # no key configured: open (loopback default)
     for bad in (None, "", "Bearer wrong", "Basic right", "right", "Bearer righ"):
@@ -143,7 +145,7 @@ def test_api_key_is_not_part_of_the_deployment_config():
 
     src = inspect.getsource(serve.build_app)
     assert 'model_dump(exclude={"api_key"})' in src
-    from softverify.platform.serve.api import ServeConfig
+    from softverify.platform.serve.config import ServeConfig
 
     cfg = ServeConfig(model="x", api_key="sk-secret-value")
     assert "sk-secret-value" not in json.dumps(cfg.model_dump(exclude={"api_key"}))

@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from softverify.infra.cluster import free_port
-from softverify.platform.serve.api import (
-    ApiError, ChatCompletionRequest, LimitsConfig, RateLimiter, ServeConfig, check_chat, parse_body,
-)
+from softverify.platform.serve.config import LimitsConfig, ServeConfig
+from softverify.platform.serve.guards import RateLimiter, check_chat, parse_body
+from softverify.platform.serve.schema import ApiError, ChatCompletionRequest
 
 KEY = "sk-test-" + "x" * 24
 MODEL_ID = "tiny"
@@ -52,7 +52,7 @@ def test_rate_limiter_bucket_and_retry_after():
 
 def test_background_load_answers_503_until_ready_then_the_value():
     """A replica is up at once; until its model is built, requests get 503 + Retry-After."""
-    from softverify.platform.serve.api import BackgroundLoad
+    from softverify.platform.serve.guards import BackgroundLoad
 
     gate = threading.Event()
     load = BackgroundLoad(lambda: (gate.wait(10), "engine")[1], "model 'tiny'", retry_after_s=3)

@@ -100,7 +100,7 @@ def test_weight_sync_rollout_equals_learner(ray_cluster, tiny_model_dir, prompt_
     tr = Trainer(cfg)
     try:
         tr.setup()
-        merged, _ = tr.rollout([0, 1], seed=1)
+        merged, _ = tr.rounds.rollout([0, 1], 1, tr.weights)
         samples = ray.get(merged)
         before_worker = ray.get(tr.workers[0].score.remote(samples))
         tr.train_step()  # trains and syncs
@@ -132,7 +132,7 @@ def test_half_precision_sync_halves_the_bytes_and_stays_close(ray_cluster, tiny_
         tr = Trainer(cfg)
         try:
             tr.setup()
-            samples = ray.get(tr.rollout([0, 1], seed=1)[0])
+            samples = ray.get(tr.rounds.rollout([0, 1], 1, tr.weights)[0])
             m = tr.train_step()
             learner_lp = tr.learners.logprobs(samples)
             got[dt] = (m["sync/bytes"], max(float(np.max(np.abs(np.array(a) - np.array(b))))
@@ -201,7 +201,7 @@ def test_impossible_gpu_request_is_refused(ray_cluster, tiny_model_dir, prompt_f
 
 
 def test_the_default_run_fits_a_two_cpu_cluster():
-    from softverify.platform.train.trainer import required_resources, resource_breakdown
+    from softverify.platform.train.bootstrap import required_resources, resource_breakdown
 
     cfg = build_config({}, [])
     assert required_resources(cfg) == {"CPU": 2.0, "GPU": 0.0}

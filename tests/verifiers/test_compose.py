@@ -77,7 +77,7 @@ def test_serving_and_training_give_the_same_reward_for_the_same_sample():
 
     from softverify.config import VerifierSpec
     from softverify.config import VerifierCore as ServeSpec  # what /v1/verify takes
-    from softverify.platform.serve.api import VerifyRequest
+    from softverify.platform.serve.schema import VerifyRequest
     from softverify.platform.serve.verify import VerifierSet
     from softverify.rewards import compose
     from softverify.types import Sample

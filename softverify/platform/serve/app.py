@@ -8,7 +8,8 @@ and the RayService manifest; :func:`build_app` for code):
   ``@serve.batch`` (one ``generate`` for the batch, the engine's strength on CPU); streaming
   requests get their own generation and send server-sent events as the text appears.
   API key, input limits and a per-replica rate limit come from
-  :mod:`softverify.platform.serve.api`; ``/v1/verify`` scores answers with verifiers.
+  :mod:`softverify.platform.serve.guards`, the request and response shapes from
+  :mod:`softverify.platform.serve.schema`; ``/v1/verify`` scores answers with verifiers.
 - ``vllm``: Ray Serve LLM (``ray.serve.llm.build_openai_app`` with one ``LLMConfig``), for
   GPUs. Its own OpenAI ingress serves the requests, so the API key, limits and
   ``/v1/verify`` of the hf path do not apply there (put a gateway in front).
@@ -31,12 +32,12 @@ from fastapi.responses import StreamingResponse
 from ray import serve
 
 from softverify.engines.base import SamplingParams, render_turns
-from softverify.platform.serve.api import (
-    SSE_DONE, ApiError, BackgroundLoad, ChatCompletionRequest, RateLimiter, ServeConfig, chat_chunk,
-    chat_response, check_chat, check_prompt_tokens, choice, completion_id, models_response,
-    token_logprobs_content,
-    parse_body, parse_verify_body, stop_list, usage,
-)
+from softverify.platform.serve.config import ServeConfig
+from softverify.platform.serve.guards import (BackgroundLoad, RateLimiter, check_chat, check_prompt_tokens, parse_body,
+                                              parse_verify_body)
+from softverify.platform.serve.schema import (SSE_DONE, ApiError, ChatCompletionRequest, chat_chunk, chat_response,
+                                              choice, completion_id, models_response, stop_list,
+                                              token_logprobs_content, usage)
 from softverify.platform.serve.verify import VerifierSet
 from softverify.platform.serve.web import (admit, error_response as _error, health_response, http_error,
                                           quiet_probe_access_logs)

@@ -34,7 +34,7 @@ def _set(raw: dict, dotted: str, value) -> None:
 def config_from_args(args):
     """ServeConfig from YAML + flags + --set; every mistake is a ConfigError."""
     from softverify.configbase import apply_overrides, read_yaml
-    from softverify.platform.serve.api import ServeConfig
+    from softverify.platform.serve.config import ServeConfig
     from softverify.platform.serve.app import load_serve_config
 
     raw = read_yaml(args.config) if args.config else {}
@@ -59,7 +59,7 @@ def cmd_serve(args) -> int:
     import sys
 
     from softverify.configbase import format_config_help
-    from softverify.platform.serve.api import ServeConfig
+    from softverify.platform.serve.config import ServeConfig
 
     if args.help_config:
         sys.stdout.write(format_config_help(ServeConfig, args.help_config, "softverify serve"))
@@ -101,7 +101,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--served-model-name", help="model id clients use (default: the directory name)")
     g.add_argument("--engine", choices=["auto", "hf", "vllm"], help="default auto: vllm with GPUs, else hf")
     g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
-    g.add_argument("--assistant-prefix", help="text every answer starts with (default: what the model was trained with, from its softverify_prompt.json; else none)")
+    g.add_argument("--assistant-prefix", help="text every answer starts with (default: what the model was trained "
+                   "with, from its softverify_prompt.json; else none)")
     g = p.add_argument_group("replicas and autoscaling")
     g.add_argument("--num-replicas", type=int)
     g.add_argument("--autoscale", action="store_true", help="scale between --min-replicas and --max-replicas")
@@ -133,7 +134,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _help_from_config(p: argparse.ArgumentParser) -> None:
     """Flags without their own help text show their ServeConfig key's description and
     default, so ``--help`` and ``--help-config`` can never disagree."""
-    from softverify.platform.serve.api import ServeConfig
+    from softverify.platform.serve.config import ServeConfig
 
     for action in p._actions:
         key = _FLAG_KEYS.get(action.dest)

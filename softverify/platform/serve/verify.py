@@ -11,7 +11,7 @@ import math
 from typing import Any, Sequence
 
 from softverify.config import VerifierCore
-from softverify.platform.serve.api import ApiError, VerifyBatchRequest, VerifyItem, VerifyRequest
+from softverify.platform.serve.schema import ApiError, VerifyBatchRequest, VerifyItem, VerifyRequest
 from softverify.types import Sample
 from softverify.verifiers.suite import VerifierSuite
 from softverify.task.answer import parse_answer

@@ -12,7 +12,9 @@ from fastapi import FastAPI, Request
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from softverify.platform.serve.api import ApiError, BackgroundLoad, RateLimiter, ServeConfig, parse_verify_body
+from softverify.platform.serve.config import ServeConfig
+from softverify.platform.serve.guards import BackgroundLoad, RateLimiter, parse_verify_body
+from softverify.platform.serve.schema import ApiError
 from softverify.platform.serve.verify import VerifierSet
 from softverify.platform.serve.web import admit, error_response, health_response, http_error, quiet_probe_access_logs
 

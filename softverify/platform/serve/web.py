@@ -11,7 +11,9 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from softverify.platform.serve.api import ApiError, LimitsConfig, RateLimiter, check_api_key
+from softverify.platform.serve.config import LimitsConfig
+from softverify.platform.serve.guards import RateLimiter, check_api_key
+from softverify.platform.serve.schema import ApiError
 
 log = logging.getLogger("ray.serve")
 

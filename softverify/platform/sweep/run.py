@@ -41,7 +41,7 @@ SPEC_FILENAME = "sweep_spec.json"
 
 def trial_resources(cfg: TrainConfig, driver_cpus: float) -> list[dict[str, float]]:
     """Placement-group bundles for one trial: [driver, all actors]."""
-    from softverify.platform.train.trainer import required_resources
+    from softverify.platform.train.bootstrap import required_resources
 
     need = required_resources(cfg)
     actors = {"CPU": float(need["CPU"])}

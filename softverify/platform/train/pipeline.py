@@ -51,8 +51,9 @@ _TEXT = [f.name for f in dataclasses.fields(Sample) if f.name not in _ARRAYS]
 class Round:
     """One rollout round of a step's batch: launched (``ref`` to its samples, their
     ``group_ids``, ``version``: the trainer step whose weights sampled it, ``t0``: when), then
-    scored and composed by the trainer (everything after ``verify_s``; ``learn_values`` is what
-    the training mode trains on per sample, see ``Mode.learner_values``)."""
+    scored and composed (:mod:`softverify.platform.train.rounds`; everything after
+    ``verify_s``; ``learn_values`` is what the training mode trains on per sample, see
+    ``Mode.learner_values``)."""
 
     ref: Any
     group_ids: np.ndarray
@@ -60,7 +61,7 @@ class Round:
     t0: float | None = None  # launch time, until the round is finished
     rollout_s: float = 0.0
     verify_s: float = 0.0
-    summ: dict[str, Any] = field(default_factory=dict)  # per-sample lists the driver reads (see trainer._summary)
+    summ: dict[str, Any] = field(default_factory=dict)  # per-sample lists the driver reads (rounds._summary)
     scores: np.ndarray | None = None  # [n, verifiers]
     rewards: np.ndarray | None = None
     adv: np.ndarray | None = None
@@ -170,9 +171,10 @@ def write_pending(directory: Path, batches: Sequence[PendingBatch], samples: Seq
             write_text_atomic(directory / f"{info['name']}.json", json.dumps(records))
 
 
-def load_pending(directory: Path, index: dict) -> list[tuple[PendingBatch, list[tuple[dict, list[Sample], np.ndarray]]]]:
+def load_pending(directory: Path,
+                 index: dict) -> list[tuple[PendingBatch, list[tuple[dict, list[Sample], np.ndarray]]]]:
     """The batches :func:`write_pending` wrote: per batch, ``(PendingBatch without rounds,
-    [(round info with group_ids, samples, scores)])``; the trainer rebuilds the rounds."""
+    [(round info with group_ids, samples, scores)])``; ``RoundRunner.restore`` rebuilds the rounds."""
     from safetensors.numpy import load_file
 
     out = []

@@ -10,12 +10,14 @@ only ever fetches per-sample lengths, a few texts for the sample log, and the sc
 With ``algorithm.max_staleness = N > 0`` the rollouts of the next N steps are launched
 before the learner's update and rolled out and scored while it runs (see
 ``platform/train/pipeline.py``); N = 0 is the plain sequential loop above.
+
+The loop and the step live here; around them: ``bootstrap.py`` the Ray cluster and the
+actors' start, ``rounds.py`` the rollout rounds (rollout, scores, rewards and advantages),
+``evaluate.py`` the held-out evals.
 """
 from __future__ import annotations
 
 import json
-import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -24,31 +26,21 @@ import numpy as np
 import ray
 import yaml
 
-from softverify.infra import placement
+from softverify.actors.group import ActorGroup
 from softverify.algo import mode_for
 from softverify.config import ConfigError, TrainConfig
 from softverify.data import PromptOrder, load_eval_prompts, load_prompts
 from softverify.model.names import resolve_model_path
-from softverify.infra.cluster import connect, usable_cpus
 from softverify.infra.fsutil import RunLock, atomic_dir
 from softverify.platform.train import checkpoint as ckpt
+from softverify.platform.train.bootstrap import check_extras, init_ray, record_placement, start_rollout_workers
+from softverify.platform.train.evaluate import Evaluator
 from softverify.platform.train.metrics import MetricsLogger, drop_steps_after, plot_metrics, progress_postfix
+from softverify.platform.train.pipeline import PendingBatch, Round, check_pipeline, check_resume, pending_index
+from softverify.platform.train.pipeline import write_pending
+from softverify.platform.train.rounds import RoundRunner, select_samples
 from softverify.platform.train.step_metrics import StepTimes, step_metrics, verifier_metrics
-from softverify.platform.train.pipeline import PendingBatch, Round, check_pipeline, check_resume, load_pending, pending_index, write_pending
-from softverify.learner.advantages import informative_groups
-from softverify.rewards import compose
 from softverify.types import PolicyWeights, Sample
-
-
-@ray.remote(num_cpus=0)
-def _merge(*parts: list[Sample]) -> list[Sample]:
-    return [s for p in parts for s in p]
-
-
-@ray.remote(num_cpus=0)
-def _select(picks: list[list[int]], *parts: list[Sample]) -> list[Sample]:
-    """The samples at ``picks[k]`` of each part, concatenated (dynamic sampling)."""
-    return [p[i] for p, idx in zip(parts, picks) for i in idx]
 
 
 @ray.remote(num_cpus=0)
@@ -62,75 +54,9 @@ def _flipped(samples: list[Sample]) -> list[Sample]:
 
 
 @ray.remote(num_cpus=0)
-def _summary(samples: list[Sample], n_texts: int = 2) -> dict[str, Any]:
-    from softverify.task.answer import answer_to_int, parse_answer
-
-    def label(s: Sample) -> int:
-        """1/0, or -1 where the row has no usable label (diagnostics skip it)."""
-        try:
-            v = int(s.metadata.get("label"))
-        except (TypeError, ValueError):
-            return -1
-        return v if v in (0, 1) else -1
-
-    return {
-        "lengths": [len(s.completion_token_ids) for s in samples],
-        "sampled": [s.n_sampled for s in samples],  # forced tokens (rollout.force_answer) not counted
-        "forced": [s.n_forced > 0 for s in samples],
-        "answers": [-1 if (a := answer_to_int(parse_answer(s.completion))) is None else a for s in samples],
-        "labels": [label(s) for s in samples],
-        "stopped": [s.finish_reason == "stop" for s in samples],
-        "texts": [(s.prompt_id, s.metadata.get("question", ""), s.completion, label(s)) for s in samples[:n_texts]],
-    }
-
-
-@ray.remote(num_cpus=0)
 def _head(samples: list[Sample], n: int) -> list[Sample]:
     """The first ``n`` samples (the logged question's candidates, for their policy probabilities)."""
     return samples[:n]
-
-
-def required_resources(cfg: TrainConfig) -> dict[str, float]:
-    """What the run's actors reserve together: CPU, GPU, and any custom resources asked for."""
-    return placement.totals(placement.role_requests(cfg))
-
-
-def init_ray(cfg: TrainConfig) -> None:
-    """Attach to ``trainer.ray_address`` (or RAY_ADDRESS), else start a local cluster big
-    enough (logically) for the run's CPU requests; then refuse, before any actor starts, a
-    request the cluster cannot place (see :func:`softverify.infra.placement.check_placement`):
-    GPUs on a CPU cluster, a custom resource or node label no node has."""
-    need = required_resources(cfg)
-    if not ray.is_initialized():
-        address = cfg.trainer.ray_address or os.environ.get("RAY_ADDRESS")
-        if not address:
-            local_gpus = _local_gpu_count()
-            if need["GPU"] > local_gpus + 1e-9:  # refuse before starting Ray (seconds and log lines saved)
-                raise ConfigError(
-                    f"impossible resource request: the run needs {need['GPU']:g} GPU in total but this machine "
-                    f"has {local_gpus}; lower {resource_breakdown(cfg, 'GPU')}")
-            custom = sorted(set(need) - {"CPU", "GPU"})
-            if custom:  # a local Ray declares no custom resources: these actors could never start
-                raise ConfigError(
-                    f"impossible resource request: custom resources {custom} ({resource_breakdown(cfg, custom[0])}) "
-                    f"exist only on a cluster whose nodes declare them; set trainer.ray_address (or RAY_ADDRESS) "
-                    f"to such a cluster, or remove them")
-        connect(address, num_cpus=max(usable_cpus(), math.ceil(need["CPU"])))  # real cores, not the host's
-    placement.check_placement(placement.role_requests(cfg), ray.nodes())
-
-
-def _local_gpu_count() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count()
-    except Exception:  # noqa: BLE001  (no usable CUDA: no GPUs)
-        return 0
-
-
-def resource_breakdown(cfg: TrainConfig, res: str) -> str:
-    """Which config keys ask for ``res`` ('CPU', 'GPU' or a custom resource), and how much each."""
-    return placement.breakdown(placement.role_requests(cfg), res)
 
 
 #: training questions the pre-start base-rate check scores (a few hundred: a second or two)
@@ -168,7 +94,9 @@ class Trainer:
                                    if self.mode.enumerates else f"reward/{wm.display_name}")
         self.sync = None  # the weight sync (softverify.actors.weight_sync), made in setup()
         self.sync_bytes, self.sync_bytes_total = 0, 0  # the last weight sync's size; all syncs' (this process)
-        self.workers: list = []
+        self.workers = ActorGroup()  # the rollout workers, made in setup()
+        self.rounds: RoundRunner | None = None  # rolls out, scores and composes the batches' rounds (setup())
+        self.evaluator: Evaluator | None = None  # the held-out evals (setup())
         self.weights: PolicyWeights | None = None  # the current policy, as the rollout workers must load it
         self.pool = None
         self.learners = None
@@ -181,7 +109,6 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
         from softverify.actors.learner_group import LearnerGroup
-        from softverify.actors.rollout import RolloutWorker
         from softverify.actors.verifier_pool import VerifierPool
         from softverify.actors.weight_sync import make_weight_sync
 
@@ -216,42 +143,29 @@ class Trainer:
 
         built = check_specs(cfg.verifiers)  # every verifier builds here, before Ray starts: one line per mistake
         self._warn_base_rate(built)
-        import importlib.util  # optional extras: refused here, before Ray starts, not by an import error later
-
-        if cfg.trainer.wandb:
-            if importlib.util.find_spec("wandb") is None:
-                raise ConfigError("trainer.wandb=true needs the wandb package: pip install 'softverify[wandb]' "
-                                  "(offline mode works without a login), or drop trainer.wandb")
-        if cfg.trainer.tensorboard:
-            if importlib.util.find_spec("tensorboard") is None:  # torch.utils.tensorboard writes through it
-                raise ConfigError("trainer.tensorboard=true needs the tensorboard package: pip install "
-                                  "'softverify[tensorboard]' (or tensorboard==2.21.0), or drop trainer.tensorboard")
+        check_extras(cfg)
         init_ray(cfg)
         self.out.mkdir(parents=True, exist_ok=True)
         ckpt.write_text_atomic(self.out / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-        rc = cfg.rollout
-        opts = placement.actor_options(rc.num_cpus_per_worker, rc.num_gpus_per_worker, rc.resources_per_worker,
-                                       rc.node_labels)
-        self.workers = [
-            RolloutWorker.options(**opts, max_restarts=2, max_task_retries=2).remote(self.model_path, cfg.model, rc)
-            for _ in range(rc.num_workers)
-        ]
+        self.workers = start_rollout_workers(cfg, self.model_path)
         self.pool = VerifierPool(cfg.verifiers)
         self.learners = LearnerGroup(cfg, self.model_path)
         self.sync = make_weight_sync(cfg, self.learners, self.workers)
         self.sync.start()
-        self._record_placement()
+        record_placement(self.out, self.workers, self.learners, self.pool)
         self.order = self._prompt_order()
+        self.rounds = RoundRunner(cfg, self.mode, self.workers, self.pool, self.train_rows, self.order)
+        self.evaluator = Evaluator(cfg, self.workers, self.eval_rows)
         if last is not None:
             state = ckpt.read_state(last)
             self.learners.load_checkpoint(str(last / "ds"), "ds")
             self.step = int(state["step"])
             self.order.position = int(state["data_position"])
-            self._restore_pending(last, state)
+            self.pending.extend(self.rounds.restore(last / "pipeline", state.get("pipeline")))
             self._sync_weights()  # workers start from the restored policy
             print(f"softverify train: resuming from step {self.step} of {cfg.trainer.steps} ({last}, "
                   f"data position {self.order.position})")
-        ray.get([w.ping.remote() for w in self.workers])
+        self.workers.run("ping")
         self.logger = MetricsLogger(self.out, cfg.trainer.wandb, cfg.trainer.wandb_project, cfg.model_dump(),
                                     truncate_after_step=self.step if self.resume else 0,
                                     use_tensorboard=cfg.trainer.tensorboard)
@@ -283,25 +197,6 @@ class Trainer:
             line = check["verdict"]["line"].removeprefix("verdict: ")
             print(f"softverify train: warning: on {len(sample)} training questions, {line} (details: "
                   f"softverify verifiers report with this config)", file=sys.stderr)
-
-    def _record_placement(self) -> None:
-        """Write ``placement.json``: the Ray node id of each actor, per role, and of the
-        driver (where a run's actors went on a multi-node cluster); on more than one node,
-        also say so in one line."""
-        where = {
-            "rollout_workers": ray.get([w.node_id.remote() for w in self.workers]),
-            "learner_ranks": self.learners.node_ids(),
-            "verifiers": self.pool.node_ids(),
-            "driver": [ray.get_runtime_context().get_node_id()],
-        }
-        ckpt.write_text_atomic(self.out / "placement.json", json.dumps(where, indent=1))
-        flat = {role: list(ids.values()) if isinstance(ids, dict) else ids for role, ids in where.items()}
-        nodes = sorted({n for ids in flat.values() for n in ids})
-        if len(nodes) > 1:
-            short = {n: f"node {i}" for i, n in enumerate(nodes)}
-            print("placement: " + "; ".join(f"{role} on {', '.join(sorted({short[n] for n in ids}))}"
-                                            for role, ids in flat.items() if ids)
-                  + f" ({len(nodes)} Ray nodes; their ids are in placement.json)")
 
     def _prompt_order(self):
         """Shuffled order over the training rows, or stratified by a verifier's decisions."""
@@ -335,121 +230,11 @@ class Trainer:
         self.sync_bytes_total += self.sync_bytes
         return time.perf_counter() - t
 
-    def rollout(self, row_ids: list[int], seed: int):
-        """The step's samples (an ObjectRef) and their group ids: the training mode's
-        ``samples_per_prompt`` per prompt, from its rollout worker call (``Mode.launch``)."""
-        from softverify.actors.rollout import sampling_from
-
-        cfg = self.cfg
-        rows = [self.train_rows[i] for i in row_ids]
-        k = len(self.workers)
-        chunks = [list(range(len(rows)))[w::k] for w in range(k)]
-        refs = []
-        order = []
-        for w, idx in enumerate(chunks):
-            if not idx:
-                continue
-            part = [rows[i] for i in idx]
-            sp = sampling_from(cfg.rollout, seed=seed * 1000 + w)
-            refs.append(self.mode.launch(self.workers[w], part, sp, self.weights, idx))
-            order.extend(idx)
-        merged = _merge.remote(*refs)
-        # a group's id is its row's position in the step, set here once: the workers stamp it on
-        # every Sample (Sample.group) and the merged order is each chunk's rows, G samples each
-        group_ids = np.repeat(np.array(order), cfg.samples_per_prompt)
-        return merged, group_ids
-
     def _lazy_sync(self) -> bool:
         """When the training mode samples nothing with the policy (the direct style's enumerated
         estimator) the workers' weights only need to be current for evals and policy-scored
         verifiers (the pool knows which those are); otherwise they are synced every step."""
         return not self.mode.samples_during_training and not self.pool.policy_specs
-
-    def _sample_round(self, k: int, seed: int) -> Round:
-        """Roll out ``k`` fresh prompts, score them, compose rewards and advantages."""
-        return self._finish_round(self._launch_round(k, seed))
-
-    def _launch_round(self, k: int, seed: int) -> Round:
-        """Start rolling out ``k`` fresh prompts and return at once: the samples' ref, their
-        group ids, and ``version``, the trainer step whose weights sample them."""
-        t0 = time.perf_counter()
-        merged, group_ids = self.rollout(self.order.take(k), seed)
-        return Round(merged, group_ids, self.step, t0=t0)
-
-    def _finish_round(self, r: Round) -> Round:
-        """Wait for a launched round, score it, compose rewards and advantages (in place)."""
-        summ = ray.get(_summary.remote(r.ref, self._logged_per_step()))
-        t1 = time.perf_counter()
-        scores = self.pool.score(r.ref, policy_worker=self.workers[0])  # worker 0 scores needs_policy verifiers
-        t2 = time.perf_counter()
-        r.rollout_s, r.verify_s, r.t0 = t1 - r.t0, t2 - t1, None
-        return self._compose(r, summ, scores)
-
-    def _compose(self, r: Round, summ: dict[str, Any], scores: np.ndarray) -> Round:
-        """Rewards, advantages and what the learner trains on, from a round's scores (in place)."""
-        cfg = self.cfg
-        weights = [v.weight for v in cfg.verifiers]
-        rewards, adv = compose(scores, weights, self.pool.thresholds, r.group_ids, cfg.reward.aggregation,
-                               cfg.algorithm.advantage)
-        learn_values = self.mode.learner_values(rewards, adv)
-        r.summ, r.scores, r.rewards, r.adv, r.learn_values = summ, scores, rewards, adv, learn_values
-        r.informative = informative_groups(rewards, r.group_ids)
-        r.lengths, r.sampled = np.array(summ["lengths"]), np.array(summ["sampled"])
-        return r
-
-    def _launch_batch(self, step: int) -> None:
-        """Start the first rollout round of the batch step ``step`` trains on."""
-        seed = self.cfg.trainer.seed * 100003 + step - 1
-        self.pending.append(PendingBatch(step, seed, [self._launch_round(self.cfg.rollout.prompts_per_step, seed)]))
-
-    def _complete(self, batch: PendingBatch) -> None:
-        """Score a launched batch and, with ``dynamic_sampling='refill'``, draw its refill
-        rounds (sampled with the workers' weights of now, recorded in each round)."""
-        if batch.done:
-            return
-        ac, k = self.cfg.algorithm, self.cfg.rollout.prompts_per_step
-        self._finish_round(batch.rounds[0])
-        while ac.dynamic_sampling == "refill" and len(batch.rounds) <= ac.max_refill_rounds:
-            _, kept, _, _ = self._select_groups(batch.rounds)
-            if kept >= k:
-                break
-            batch.rounds.append(self._sample_round(k, batch.seed + 7919 * len(batch.rounds)))
-        batch.done = True
-
-    def _restore_pending(self, last: Path, state: dict[str, Any]) -> None:
-        """The in-flight batches a pipelined checkpoint holds, rebuilt as they were (samples
-        back into the object store, rewards recomposed from the saved scores)."""
-        index = state.get("pipeline")
-        if not index or not index["batches"]:
-            return
-        for batch, rounds in load_pending(last / "pipeline", index):
-            for info, samples, scores in rounds:
-                ref = ray.put(samples)
-                r = Round(ref, info["group_ids"], info["version"], rollout_s=info["rollout_s"],
-                          verify_s=info["verify_s"])
-                batch.rounds.append(self._compose(r, ray.get(_summary.remote(ref, self._logged_per_step())), scores))
-            batch.done = True
-            self.pending.append(batch)
-
-    def _select_groups(self, rounds: list[Round]) -> tuple[list[list[int]], int, int, int]:
-        """Per round, the sample indices the learner trains on (dynamic sampling), at most
-        ``prompts_per_step`` groups in all; returns (picks, groups kept, groups seen,
-        groups whose rewards all agree)."""
-        mode, cap = self.cfg.algorithm.dynamic_sampling, self.cfg.rollout.prompts_per_step
-        picks, kept, seen, zero_var = [], 0, 0, 0
-        for r in rounds:
-            g = r.group_ids
-            idx = []
-            for gid in dict.fromkeys(g.tolist()):  # groups in order
-                seen += 1
-                members = np.nonzero(g == gid)[0]
-                informative = bool(r.informative[members[0]])
-                zero_var += not informative
-                if (informative or mode == "none") and kept < cap:
-                    idx.extend(members.tolist())
-                    kept += 1
-            picks.append(idx)
-        return picks, kept, seen, zero_var
 
     def train_step(self) -> dict[str, Any]:
         """One step: (launch the batches up to ``max_staleness`` steps ahead,) finish this
@@ -460,16 +245,16 @@ class Trainer:
         # keep `bound` batches ahead of this one in flight, also past trainer.steps: the last
         # checkpoint then holds them, and a run extended with --resume continues exactly
         while (nxt := self.pending[-1].step + 1 if self.pending else self.step + 1) <= self.step + 1 + bound:
-            self._launch_batch(nxt)
+            self.pending.append(self.rounds.launch_batch(nxt, self.weights, self.step))
         batch = self.pending.pop(0)
         if batch.step != self.step + 1:
             raise RuntimeError(f"the next in-flight batch is for step {batch.step}, not step {self.step + 1}")
-        self._complete(batch)
+        self.rounds.complete(batch, self.weights, self.step)
         rounds, lag = batch.rounds, batch.lag(self.step)
         if lag > bound:
             raise RuntimeError(f"step {self.step + 1} would train on rollouts {lag} steps old, beyond "
                                f"algorithm.max_staleness = {bound}")
-        picks, kept, seen, zero_var = self._select_groups(rounds)
+        picks, kept, seen, zero_var = self.rounds.select_groups(rounds)
         t2 = time.perf_counter()
         adv = np.concatenate([r.learn_values[p] for r, p in zip(rounds, picks)]).astype(np.float32)
         lengths_sel = np.concatenate([r.lengths[p] for r, p in zip(rounds, picks)])
@@ -481,10 +266,10 @@ class Trainer:
             if len(rounds) == 1 and n == len(rounds[0].adv):
                 batch_ref = rounds[0].ref
             else:
-                batch_ref = _select.remote(picks, *[r.ref for r in rounds])
+                batch_ref = select_samples.remote(picks, *[r.ref for r in rounds])
             learn_refs = self.learners.launch_train_step(batch_ref, adv, n, int(sampled_sel.sum()), lengths_sel)
         for ahead in self.pending:  # pipelined: the next batches roll out and are scored during the update
-            self._complete(ahead)
+            self.rounds.complete(ahead, self.weights, self.step)
         t_overlap = time.perf_counter()
         if learn_refs is not None:
             learn = self.learners.collect(learn_refs)
@@ -512,10 +297,6 @@ class Trainer:
         texts = rounds[0].summ["texts"]
         self._log_samples(texts, rounds[0].rewards[: len(texts)], self._candidate_probs(rounds[0].ref, len(texts)))
         return m
-
-    def _logged_per_step(self) -> int:
-        """Completions samples.jsonl keeps per step (``Mode.logged_per_step``)."""
-        return self.mode.logged_per_step()
 
     def _candidate_probs(self, ref, n: int) -> list[float | None]:
         """The policy's probability of each logged candidate among its question's candidates
@@ -561,47 +342,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ eval / checkpoint
     def evaluate(self) -> dict[str, float]:
-        """Greedy answers of the rollout workers on the held-out questions: ``eval/*`` is the
-        free reading (no tag = wrong), ``eval_forced/*`` the forced yes/no reading (see
-        ``evaluation/run.py``) when the engine supports it."""
-        from softverify.engines.base import SamplingParams
-        from softverify.evaluation.run import metrics_from_records
-
+        """The held-out eval of the current policy (:mod:`softverify.platform.train.evaluate`),
+        synced to the workers first if they lag the learner."""
         if self._stale:
             self._sync_weights()
-        rows = [self.eval_rows[i] for i in range(len(self.eval_rows))]
-        k = len(self.workers)
-        sp = SamplingParams(max_new_tokens=self.cfg.rollout.max_new_tokens, temperature=0.0,
-                            stop=list(self.cfg.rollout.stop), seed=0)
-        score_only = self.cfg.trainer.eval_mode == "score" or (
-            self.cfg.trainer.eval_mode == "auto" and "<answer>" in (self.cfg.rollout.assistant_prefix or ""))
-        refs = [self.workers[w].evaluate.remote(rows[w::k], sp, self.weights, score_only)
-                for w in range(k) if rows[w::k]]
-        records = [r for part in ray.get(refs) for r in part]
-        ordered = [rows[w::k] for w in range(k) if rows[w::k]]
-        wm_p = self._eval_world_model_p([r for part in ordered for r in part])
-        if wm_p is not None:
-            for rec, p in zip(records, wm_p):
-                rec["wm_p"] = float(p)
-        free, forced = metrics_from_records(records)
-        out = {f"eval/{m}": v for m, v in free.items()}
-        if forced is not None:
-            out.update({f"eval_forced/{m}": v for m, v in forced.items()})
-        return out
-
-    def _eval_world_model_p(self, rows: list[dict]) -> np.ndarray | None:
-        """The first world-model verifier's p for the eval rows (for the Spearman
-        correlation of the policy's forced score with what the verifier believes)."""
-        spec = next((v for v in self.cfg.verifiers if v.kind == "world_model"), None)
-        if spec is None or not rows or "pert" not in rows[0]:
-            return None
-        if getattr(self, "_eval_wm", None) is None:
-            from softverify.bio.teacher_table import load_teacher
-
-            self._eval_wm = load_teacher(spec.params)
-        p = self._eval_wm.predict_proba([r["pert"] for r in rows], [r["gene"] for r in rows])
-        neg = np.array([bool(r.get("negated", False)) for r in rows])
-        return np.where(neg, 1 - p, p)
+        return self.evaluator.run(self.weights)
 
     def _write_prompt(self, model_dir: Path) -> None:
         """How this policy was prompted, beside its weights: ``softverify serve`` and
@@ -609,7 +354,8 @@ class Trainer:
         from softverify.task.prompts import PROMPT_FILE, trained_prompt
 
         if model_dir.is_dir():
-            ckpt.write_text_atomic(model_dir / PROMPT_FILE, trained_prompt(self.cfg.prompt.style, self.cfg.rollout).to_json())
+            prompt = trained_prompt(self.cfg.prompt.style, self.cfg.rollout)
+            ckpt.write_text_atomic(model_dir / PROMPT_FILE, prompt.to_json())
 
     def _plot_title(self) -> str:
         """metrics.png's title: the run (its directory), model, style and verifiers."""
@@ -721,8 +467,7 @@ class Trainer:
 
     def shutdown(self) -> None:
         self.lock.release()
-        for w in self.workers:
-            ray.kill(w)
+        self.workers.kill()
         if self.pool:
             self.pool.shutdown()
         if self.learners:
