@@ -194,7 +194,7 @@ class Learner:
         self.rank, self.world_size = rank, world_size
         torch.set_num_threads(cfg.learner.torch_threads)
         torch.manual_seed(cfg.trainer.seed)
-        use_cuda = cfg.learner.num_gpus_per_rank > 0 and torch.cuda.is_available()
+        use_cuda = cfg.learner.placement.num_gpus > 0 and torch.cuda.is_available()
         os.environ.update(
             MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
             WORLD_SIZE=str(world_size), LOCAL_RANK=cuda_local_rank(os.environ, _ray_gpu_ids()) if use_cuda else "0",

@@ -120,7 +120,7 @@ def check_specs(specs: Sequence[VerifierSpec]) -> dict[str, Verifier]:
         raise ConfigError(str(e)) from None
     built: dict[str, Verifier] = {}
     for i, spec in enumerate(specs):
-        if spec.num_gpus > 0:
+        if spec.placement.num_gpus > 0:
             continue
         try:
             built[spec.display_name] = build_from_spec(spec)

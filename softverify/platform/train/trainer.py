@@ -230,8 +230,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         ckpt.write_text_atomic(self.out / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
         rc = cfg.rollout
-        opts = placement.actor_options(rc.num_cpus_per_worker, rc.num_gpus_per_worker, rc.resources_per_worker,
-                                       rc.node_labels)
+        opts = placement.actor_options(rc.placement)
         self.workers = [
             RolloutWorker.options(**opts, max_restarts=2, max_task_retries=2).remote(self.model_path, cfg.model, rc)
             for _ in range(rc.num_workers)
