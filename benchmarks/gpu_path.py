@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
             "prompt": {"style": "cot"},
             "rollout": {"prompts_per_step": args.prompts, "group_size": args.group,
                         "max_new_tokens": args.new_tokens, "dtype": engine_dtype},
-            "learner": {"num_ranks": 1, "num_gpus_per_rank": 1 if device.type == "cuda" else 0,
+            "learner": {"num_ranks": 1, "placement": {"num_gpus": 1 if device.type == "cuda" else 0},
                         "micro_batch_size": min(32, args.prompts * args.group), "lr": args.lr,
                         "lr_warmup_steps": 0, "mixed_precision": "bf16"},
         }, [])

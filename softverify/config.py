@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
@@ -20,37 +20,27 @@ from softverify.configbase import (  # noqa: F401  (re-exported: the public conf
     ConfigError, StrictModel, apply_overrides, cache_dir, format_validation_error, parse_scalar, read_yaml,
 )
 from softverify.configbase import describe as _describe
-from softverify.infra.placement import validate_label_selector, validate_resource_names
+from softverify.infra.placement import Placement, moved_to_placement, role_placement  # noqa: F401  (Placement: API)
 from softverify.task.prompts import STYLE_DEFAULTS
 
 
 _Section = StrictModel  # every section: unknown keys are errors
 
-_RESOURCES_DOC = ("Custom Ray resources reserved per {what} (name -> amount), e.g. {{learner_node: 1}}: it only "
-                  "starts on a node that declared them (`ray start --resources '{{\"learner_node\": 4}}'`, a KubeRay "
-                  "worker group's rayStartParams.resources). Checked against the cluster before anything starts. "
-                  "{{}} = none.")
-_LABELS_DOC = ("Node label selector for each {what} (Ray label_selector: label -> value, '!value', 'in(a,b)' or "
-               "'!in(a,b)'), e.g. {{role: learner}}: it only starts on nodes started with matching "
-               "`ray start --labels role=learner`. Checked against the cluster before anything starts. Not "
-               "supported inside sweeps (use custom resources there). {{}} = any node.")
-
-
-def _placement_validators(*names: str):
-    """Validators for a section's custom resources and label selector fields."""
-    res, lab = names
-
-    @field_validator(res)
-    @classmethod
-    def _res(cls, v):
-        return validate_resource_names(v)
-
-    @field_validator(lab)
-    @classmethod
-    def _lab(cls, v):
-        return validate_label_selector(v)
-
-    return _res, _lab
+#: Each role's ``placement`` (:class:`softverify.infra.placement.Placement`): one section for
+#: the three roles that place Ray actors, each with its own defaults.
+RolloutPlacement = role_placement(
+    "rollout worker", cpus_needed=True, num_cpus=0.5,
+    doc="GPUs here (num_gpus > 0) make rollout.engine 'auto' pick vLLM where it imports and rollout.dtype default "
+        "to bfloat16.")
+LearnerPlacement = role_placement(
+    "learner rank", cpus_needed=True, num_cpus=0.5,
+    doc="num_gpus > 0 selects NCCL and, where unset, learner.mixed_precision 'bf16' and "
+        "learner.retain_freed_memory false.")
+VerifierPlacement = role_placement(
+    "verifier's host actor", num_cpus=0.0,
+    doc="num_cpus 0 (the default) reserves none: verifiers are light lookups between rollout and learning, so the "
+        "default run fits a 2-CPU cluster (rollout 2 x 0.5 + learner 2 x 0.5). A verifier that reserves anything "
+        "gets a host actor of its own; the others share one.")
 
 
 def describe(model: type[BaseModel] | None = None, prefix: str = "") -> list[str]:
@@ -205,7 +195,7 @@ class VLLMEngineConfig(_Section):
     max_model_len: int = Field(
         4096, ge=16, description="Longest prompt + completion, in tokens; the KV cache is sized for it.")
     tensor_parallel_size: int = Field(
-        1, ge=1, description="GPUs one engine shards the model over (rollout.num_gpus_per_worker must hold them). "
+        1, ge=1, description="GPUs one engine shards the model over (rollout.placement.num_gpus must hold them). "
         "Each shard receives the whole weights of a sync and keeps its part (vLLM's load_weights shards).")
     enforce_eager: bool = Field(
         False, description="Run without CUDA graphs: slower decoding, faster start and less memory; for debugging.")
@@ -215,16 +205,13 @@ class VLLMEngineConfig(_Section):
 
 
 class RolloutConfig(_StyleFilled):
+    moved_keys: ClassVar[dict[str, str]] = moved_to_placement(
+        "num_cpus_per_worker", "num_gpus_per_worker", "resources_per_worker", "node_labels")
+
     engine: Literal["auto", "hf", "vllm"] = Field(
         "auto", description="'auto' = vLLM when a GPU and vllm are present, else HF transformers."
     )
     num_workers: int = Field(2, ge=1, description="RolloutWorker actors; a step's prompts are split across them.")
-    num_cpus_per_worker: float = Field(0.5, gt=0, description="Ray CPUs reserved per rollout worker.")
-    num_gpus_per_worker: float = Field(0.0, ge=0, description="Ray GPUs reserved per rollout worker.")
-    resources_per_worker: dict[str, float] = Field(
-        default_factory=dict, description=_RESOURCES_DOC.format(what="rollout worker"))
-    node_labels: dict[str, str] = Field(default_factory=dict, description=_LABELS_DOC.format(what="rollout worker"))
-    _check_resources, _check_labels = _placement_validators("resources_per_worker", "node_labels")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads inside each worker.")
     prompts_per_step: int = Field(16, ge=1, description="Distinct prompts per GRPO step.")
     group_size: int = Field(
@@ -273,7 +260,7 @@ class RolloutConfig(_StyleFilled):
         "from the bf16 policy, so the importance ratio and its clip absorb the precision gap like any other "
         "off-policy gap (metric: learner logp_gap = mean |learner logprob - behaviour logprob|). "
         "learner.sync_dtype follows it by default: the same round-to-nearest cast then happens on the learner, at half "
-        "the bytes. Unset on GPU workers (rollout.num_gpus_per_worker > 0): 'bfloat16'.",
+        "the bytes. Unset on GPU workers (rollout.placement.num_gpus > 0): 'bfloat16'.",
     )
     vllm: VLLMEngineConfig = Field(default_factory=VLLMEngineConfig, description="The vLLM engine's settings.")
     hf_prepack: bool = Field(
@@ -281,6 +268,7 @@ class RolloutConfig(_StyleFilled):
         "(repacked after each weight sync); a small-batch decode step is memory-bound and MKL repacks a plain "
         "weight on every call. benchmarks/README.md 'Rollout engine kernels' has the measured gain.",
     )
+    placement: RolloutPlacement
 
     @classmethod
     def _style_table(cls) -> dict[str, dict[str, Any]]:
@@ -322,14 +310,9 @@ class VerifierSpec(VerifierCore):
     """A training run's verifier: :class:`VerifierCore` plus the Ray placement of the actor
     hosting it."""
 
-    num_cpus: float = Field(0.0, ge=0, description="Ray CPUs reserved for the actor hosting this verifier. 0 (the "
-                            "default) reserves none: verifiers are light lookups between rollout and learning, so the "
-                            "default run fits a 2-CPU cluster (rollout 2 x 0.5 + learner 2 x 0.5).")
-    num_gpus: float = Field(0.0, ge=0, description="Ray GPUs for the actor hosting this verifier.")
-    resources: dict[str, float] = Field(
-        default_factory=dict, description=_RESOURCES_DOC.format(what="verifier actor"))
-    node_labels: dict[str, str] = Field(default_factory=dict, description=_LABELS_DOC.format(what="verifier actor"))
-    _check_resources, _check_labels = _placement_validators("resources", "node_labels")
+    moved_keys: ClassVar[dict[str, str]] = moved_to_placement("num_cpus", "num_gpus", "resources", "node_labels")
+
+    placement: VerifierPlacement
 
 
 class RewardConfig(_Section):
@@ -451,13 +434,11 @@ class LoraConfig(_Section):
 
 
 class LearnerConfig(_Section):
+    moved_keys: ClassVar[dict[str, str]] = moved_to_placement(
+        "num_cpus_per_rank", "num_gpus_per_rank", "resources_per_rank", "node_labels")
+
     num_ranks: int = Field(2, ge=1, description="DeepSpeed ranks (Ray actors) in the learner group.")
-    num_cpus_per_rank: float = Field(0.5, gt=0, description="Ray CPUs reserved per rank.")
-    num_gpus_per_rank: float = Field(0.0, ge=0, description="Ray GPUs per rank; > 0 selects NCCL.")
-    resources_per_rank: dict[str, float] = Field(
-        default_factory=dict, description=_RESOURCES_DOC.format(what="learner rank"))
-    node_labels: dict[str, str] = Field(default_factory=dict, description=_LABELS_DOC.format(what="learner rank"))
-    _check_resources, _check_labels = _placement_validators("resources_per_rank", "node_labels")
+    placement: LearnerPlacement
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per rank.")
     zero_stage: Literal[0, 1, 2, 3] = Field(
         0, description="DeepSpeed ZeRO stage. 0 = plain data parallel (every rank keeps the full optimiser state; "
@@ -478,7 +459,7 @@ class LearnerConfig(_Section):
         "of mapping them afresh (0.6-0.9 M page faults per update of a 2x2 CoT rank, costly in a VM that hands freed "
         "pages back to its host). Measured in the 2x2 CoT run on a 2-core CPU box: the update of a 666-token step "
         "9.3-11.1 -> 6.1-6.6 s, of a 1,110-token step 19.0-21.1 -> 16.7-18.8 s; the rank's resident memory stays "
-        "at its peak (benchmarks/README.md). Unset on GPU ranks (learner.num_gpus_per_rank > 0): false.")
+        "at its peak (benchmarks/README.md). Unset on GPU ranks (learner.placement.num_gpus > 0): false.")
     reserve_memory_gb: float = Field(
         0.0, ge=0, description="With retain_freed_memory: each rank grows its heap to this many GB at start and "
         "touches every page once (softverify.infra.procmem.reserve_heap), so the first updates find their memory already "
@@ -500,7 +481,7 @@ class LearnerConfig(_Section):
         "matmul runs ~7x an fp32 one; on an AVX2-only CPU it is slower. The learner's logprobs then carry bf16 "
         "rounding (logp_gap against an fp32 rollout), which the importance ratio absorbs; pair it with "
         "rollout.dtype=bfloat16 for the peers' all-bf16 compute. 'no': fp32 throughout, logprobs equal an fp32 "
-        "rollout's. Unset on GPU ranks (learner.num_gpus_per_rank > 0) with model.dtype='float32': 'bf16'.")
+        "rollout's. Unset on GPU ranks (learner.placement.num_gpus > 0) with model.dtype='float32': 'bf16'.")
     micro_batch_size: int = Field(
         32, ge=1, description="Sequences per forward/backward on a rank (before merging identical ones).")
     grad_clip: float = Field(1.0, ge=0, description="Global gradient-norm clip (0 = off).")
@@ -606,7 +587,7 @@ class TrainConfig(_Section):
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     verifiers: list[VerifierSpec] = Field(
         default_factory=lambda: [VerifierSpec(kind="hard", weight=1.0), VerifierSpec(kind="format", weight=0.25)],
-        description="Verifiers scoring each completion: kind, name, weight, threshold, params, resources.",
+        description="Verifiers scoring each completion: kind, name, weight, threshold, params, placement.",
     )
     reward: RewardConfig = Field(default_factory=RewardConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
@@ -646,10 +627,10 @@ class TrainConfig(_Section):
         fp32 master weights under bf16 autocast (``learner.mixed_precision``, when
         ``model.dtype`` is fp32) and do not retain freed memory (``learner.retain_freed_memory``
         is a glibc heap setting for CPU ranks; on a GPU rank it only pins host memory)."""
-        if self.rollout.num_gpus_per_worker > 0 and "dtype" not in self.rollout.model_fields_set:
+        if self.rollout.placement.num_gpus > 0 and "dtype" not in self.rollout.model_fields_set:
             self.rollout.dtype = "bfloat16"
         lset = self.learner.model_fields_set
-        if self.learner.num_gpus_per_rank > 0:
+        if self.learner.placement.num_gpus > 0:
             if "mixed_precision" not in lset and self.model.dtype == "float32":
                 self.learner.mixed_precision = "bf16"
             if "retain_freed_memory" not in lset and "reserve_memory_gb" not in lset:
@@ -693,7 +674,7 @@ class TrainConfig(_Section):
             if "<answer>" in (self.rollout.assistant_prefix or ""):
                 raise ValueError(f"rollout.force_answer=true needs an assistant turn that does not open at "
                                  f"'<answer>'; rollout.assistant_prefix is {self.rollout.assistant_prefix!r}")
-        if self.rollout.engine == "vllm" or (self.rollout.engine == "auto" and self.rollout.num_gpus_per_worker > 0
+        if self.rollout.engine == "vllm" or (self.rollout.engine == "auto" and self.rollout.placement.num_gpus > 0
                                              and importlib.util.find_spec("vllm") is not None):
             # 'auto' as softverify.actors.rollout.select_engine resolves it (find_spec: without importing vLLM)
             from softverify.engines.sampling_rules import vllm_sampling_problem
@@ -702,9 +683,9 @@ class TrainConfig(_Section):
             if problem:
                 raise ValueError(problem)
         tp = self.rollout.vllm.tensor_parallel_size
-        if tp > 1 and self.rollout.engine != "hf" and self.rollout.num_gpus_per_worker < tp:
+        if tp > 1 and self.rollout.engine != "hf" and self.rollout.placement.num_gpus < tp:
             raise ValueError(f"rollout.vllm.tensor_parallel_size={tp} shards each engine over {tp} GPUs, but "
-                             f"rollout.num_gpus_per_worker={self.rollout.num_gpus_per_worker} reserves fewer")
+                             f"rollout.placement.num_gpus={self.rollout.placement.num_gpus} reserves fewer")
         if tp > 1 and self.learner.sync_method == "collective" and self.rollout.engine != "hf":
             raise ValueError(f"learner.sync_method='collective' with rollout.vllm.tensor_parallel_size={tp}: the "
                              "weight-broadcast group has one member per rollout worker, not per GPU shard; use "

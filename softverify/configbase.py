@@ -15,7 +15,7 @@ import textwrap
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
@@ -32,6 +32,11 @@ class StrictModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    #: keys this model once had -> where each lives now, relative to the model
+    #: (``{"num_cpus_per_worker": "placement.num_cpus"}``): a config that still uses one fails
+    #: naming both (:func:`format_validation_error`), not with a bare "unknown key"
+    moved_keys: ClassVar[dict[str, str]] = {}
+
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
@@ -43,14 +48,28 @@ class StrictModel(BaseModel):
 _MODELS: dict[str, list[type[BaseModel]]] = {}
 
 
-def _fields_at(title: str, loc: tuple) -> list[str]:
-    """The field names of the model holding the key at ``loc`` under root model ``title``."""
+def _owner_at(title: str, loc: tuple) -> type[BaseModel] | None:
+    """The model holding the key at ``loc`` under root model ``title``."""
     for root in _MODELS.get(title, []):
         owner = field_annotation(root, [str(p) for p in loc[:-1]]) if len(loc) > 1 else root
         for m in union_members(owner) if owner is not None else []:
             if isinstance(m, type) and issubclass(m, BaseModel):
-                return list(m.model_fields)
-    return []
+                return m
+    return None
+
+
+def _fields_at(title: str, loc: tuple) -> list[str]:
+    """The field names of the model holding the key at ``loc`` under root model ``title``."""
+    owner = _owner_at(title, loc)
+    return list(owner.model_fields) if owner is not None else []
+
+
+def moved_key(model: Any, key: str, prefix: str = "") -> str | None:
+    """Where ``key``, no longer a field of ``model``, lives now (``prefix`` + its new
+    relative path, ``prefix`` ending in a dot), from the model's ``moved_keys``; None when
+    it never moved."""
+    new = getattr(model, "moved_keys", {}).get(key)
+    return f"{prefix}{new}" if new else None
 
 
 def suggest_key(key: str, valid: list[str]) -> str:
@@ -67,6 +86,12 @@ def format_validation_error(e: ValidationError, what: str = "config",
     for err in e.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "<root>"
         msg = err["msg"]
+        if err["type"] == "extra_forbidden" and err["loc"]:
+            prefix = "".join(f"{p}." for p in err["loc"][:-1])
+            new = moved_key(_owner_at(e.title, err["loc"]), str(err["loc"][-1]), prefix)
+            if new:
+                lines.append(f"  {loc} moved to {new}")
+                continue
         if err["type"] == "extra_forbidden":
             hint = suggest_key(str(err["loc"][-1]), _fields_at(e.title, err["loc"])) if err["loc"] else ""
             msg = f"unknown key; {hint} ({keys_hint})" if hint else f"unknown key (check the spelling; {keys_hint})"
@@ -248,23 +273,30 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return raw
 
 
-def describe(model: type[BaseModel], prefix: str = "") -> list[str]:
+def _default(f: Any, name: str, owner_default: BaseModel | None) -> Any:
+    """A field's default as its section's default instance has it: a section used by
+    several roles (``Placement``) carries each role's own defaults, not the class's."""
+    if owner_default is not None:
+        return getattr(owner_default, name)
+    return f.get_default(call_default_factory=True)
+
+
+def describe(model: type[BaseModel], prefix: str = "", _defaults: BaseModel | None = None) -> list[str]:
     """Lines ``key (default): description`` for every field, for ``--help-config``."""
     lines = []
     for name, f in model.model_fields.items():
         ann = f.annotation
+        default = _default(f, name, _defaults)
         if isinstance(ann, type) and issubclass(ann, BaseModel):
-            lines.extend(describe(ann, f"{prefix}{name}."))
+            lines.extend(describe(ann, f"{prefix}{name}.", default if isinstance(default, BaseModel) else None))
             continue
-        default = f.get_default(call_default_factory=True)
         if isinstance(default, list) and default and isinstance(default[0], BaseModel):
             default = [d.model_dump(exclude_defaults=True) for d in default]
         lines.append(f"{prefix}{name} = {default!r}: {f.description or ''}")
     return lines
 
 
-def _default_text(f: Any) -> str:
-    default = f.get_default(call_default_factory=True)
+def _default_text(default: Any) -> str:
     if isinstance(default, list) and default and isinstance(default[0], BaseModel):
         default = [d.model_dump(exclude_defaults=True) for d in default]
     return "(required)" if default is PydanticUndefined else repr(default)
@@ -278,18 +310,22 @@ def config_sections(model: type[BaseModel]) -> dict[str, list[tuple[str, str, st
     fields, written ``verifiers[i].kind``; the other top-level fields form ``general``."""
     out: dict[str, list[tuple[str, str, str]]] = {}
 
-    def walk(m: type[BaseModel], prefix: str, section: str) -> None:
+    def walk(m: type[BaseModel], prefix: str, section: str, defaults: BaseModel | None = None) -> None:
         for name, f in m.model_fields.items():
             ann = f.annotation
+            default = _default(f, name, defaults)
             if isinstance(ann, type) and issubclass(ann, BaseModel):
-                walk(ann, f"{prefix}{name}.", section or name)
+                if prefix and f.description:  # a nested section's own text (each role's placement says its own)
+                    out.setdefault(section, []).append((f"{prefix}{name}", "(section)", f.description))
+                walk(ann, f"{prefix}{name}.", section or name, default if isinstance(default, BaseModel) else None)
                 continue
             item = typing.get_args(ann)[0] if typing.get_origin(ann) is list and typing.get_args(ann) else None
             if not prefix and isinstance(item, type) and issubclass(item, BaseModel):
-                out.setdefault(name, []).append((name, _default_text(f), f.description or ""))
+                out.setdefault(name, []).append((name, _default_text(default), f.description or ""))
                 walk(item, f"{name}[i].", name)
                 continue
-            out.setdefault(section or "general", []).append((f"{prefix}{name}", _default_text(f), f.description or ""))
+            out.setdefault(section or "general", []).append((f"{prefix}{name}", _default_text(default),
+                                                             f.description or ""))
 
     walk(model, "", "")
     return out

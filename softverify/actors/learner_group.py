@@ -144,7 +144,7 @@ def rank_options(lc: LearnerConfig) -> dict:
     placement, and with ``learner.huge_page_alloc`` torch's huge-page allocation switched on in
     the rank's environment (torch reads THP_MEM_ALLOC_ENABLE once, at its first allocation, so
     it must be there when the process starts; Ray merges these env_vars into the job's)."""
-    opts = actor_options(lc.num_cpus_per_rank, lc.num_gpus_per_rank, lc.resources_per_rank, lc.node_labels)
+    opts = actor_options(lc.placement)
     if lc.huge_page_alloc:
         opts["runtime_env"] = {"env_vars": {"THP_MEM_ALLOC_ENABLE": "1"}}
     return opts

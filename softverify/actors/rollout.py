@@ -22,7 +22,7 @@ def select_engine(rollout: RolloutConfig) -> str:
     """'auto' picks vLLM only where it can run: a GPU is assigned and vllm imports."""
     if rollout.engine != "auto":
         return rollout.engine
-    if rollout.num_gpus_per_worker > 0:
+    if rollout.placement.num_gpus > 0:
         try:
             import vllm  # noqa: F401
 

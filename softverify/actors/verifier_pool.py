@@ -55,7 +55,8 @@ class VerifierActor(VerifierHost):
 
 def reserves_nothing(spec: VerifierSpec) -> bool:
     """No CPUs, GPUs, custom resources or node labels: Ray need not place it anywhere special."""
-    return not (spec.num_cpus or spec.num_gpus or spec.resources or spec.node_labels)
+    p = spec.placement
+    return not (p.num_cpus or p.num_gpus or p.resources or p.node_labels)
 
 
 def host_groups(specs: Sequence[VerifierSpec], policy: set[int]) -> list[list[int]]:
@@ -79,7 +80,7 @@ class VerifierPool:
         self.hosts = []
         for group in host_groups(self.specs, set(self.policy_specs)):
             first = self.specs[group[0]]  # a shared group reserves nothing; a lone one, its own
-            opts = actor_options(first.num_cpus, first.num_gpus, first.resources, first.node_labels)
+            opts = actor_options(first.placement)
             self.hosts.append((VerifierActor.options(**opts).remote([self.specs[j] for j in group]), group))
         #: verifier index -> the actor hosting it (verifiers sharing a host map to the same actor)
         self.actors = {j: a for a, group in self.hosts for j in group}

@@ -56,7 +56,7 @@ class CollectiveSync(WeightSync):
         when rank 0 and the workers hold whole GPUs, else gloo."""
         from softverify.sync.collective import broadcast_backend
 
-        backend = broadcast_backend(self.learners.cfg.learner.num_gpus_per_rank, self.worker_gpus)
+        backend = broadcast_backend(self.learners.cfg.learner.placement.num_gpus, self.worker_gpus)
         rank0 = self.learners.actors[0]
         addr, port = ray.get(rank0.rendezvous.remote())
         world = 1 + len(self.workers)
@@ -80,5 +80,5 @@ def make_weight_sync(cfg, learners, workers: Sequence) -> WeightSync:
     """The run's weight sync (``learner.sync_method``, ``learner.partial_sync``)."""
     lc = cfg.learner
     if lc.sync_method == "collective":
-        return CollectiveSync(learners, workers, lc.partial_sync, cfg.rollout.num_gpus_per_worker)
+        return CollectiveSync(learners, workers, lc.partial_sync, cfg.rollout.placement.num_gpus)
     return ObjectStoreSync(learners, workers, lc.partial_sync)

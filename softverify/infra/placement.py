@@ -1,9 +1,11 @@
 """Where a run's actors may go: per-role resource requests, checked against a cluster.
 
-Three roles place actors: rollout workers, learner ranks and verifier actors. Each asks
-for CPUs and GPUs (``num_cpus_*`` / ``num_gpus_*``), custom resources (``resources_*``:
-name -> amount, matched against what ``ray start --resources`` declared on a node) and a
-node label selector (``node_labels``: Ray's ``label_selector``, matched against
+Three roles place actors: rollout workers, learner ranks and verifier actors. Each role's
+config section has one :class:`Placement` (``rollout.placement``, ``learner.placement``, a
+verifier's ``placement``), so the four things an actor asks for are set, checked and read
+the same way for all of them: CPUs and GPUs (``num_cpus`` / ``num_gpus``), custom resources
+(``resources``: name -> amount, matched against what ``ray start --resources`` declared on a
+node) and a node label selector (``node_labels``: Ray's ``label_selector``, matched against
 ``ray start --labels``). Custom resources pin a role to the nodes that declare them; labels
 do the same without consuming anything.
 
@@ -16,13 +18,80 @@ without a cluster.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Annotated, Any, Mapping, Sequence
 
-from softverify.configbase import ConfigError
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator
 
-#: Resource names that have their own keys (num_cpus_*, num_gpus_*) or that Ray manages.
+from softverify.configbase import ConfigError, StrictModel
+
+#: Resource names that have their own keys (placement.num_cpus / num_gpus) or that Ray manages.
 RESERVED_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 _EPS = 1e-9
+
+
+class Placement(StrictModel):
+    """What one actor of a role reserves and which nodes it may run on. The same section
+    for every role, so each is set, validated and checked against the cluster alike; only
+    the defaults differ per role (:func:`role_placement`)."""
+
+    num_cpus: float = Field(0.0, ge=0, description="Ray CPUs reserved per actor.")
+    num_gpus: float = Field(0.0, ge=0, description="Ray GPUs reserved per actor.")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources reserved per actor (name -> amount), e.g. "
+        "{learner_node: 1}: it only starts on a node that declared them (`ray start --resources "
+        "'{\"learner_node\": 4}'`, a KubeRay worker group's rayStartParams.resources). Checked against the "
+        "cluster before anything starts. {} = none.")
+    node_labels: dict[str, str] = Field(
+        default_factory=dict, description="Node label selector for each actor (Ray label_selector: label -> "
+        "value, '!value', 'in(a,b)' or '!in(a,b)'), e.g. {role: learner}: it only starts on nodes started with "
+        "matching `ray start --labels role=learner`. Checked against the cluster before anything starts. Not "
+        "supported inside sweeps (use custom resources there). {} = any node.")
+
+    @field_validator("resources")
+    @classmethod
+    def _resources(cls, v):
+        return validate_resource_names(v)
+
+    @field_validator("node_labels")
+    @classmethod
+    def _labels(cls, v):
+        return validate_label_selector(v)
+
+
+#: A placement's fields, in the order :func:`moved_to_placement` reads a role's old keys in.
+PLACEMENT_FIELDS = ("num_cpus", "num_gpus", "resources", "node_labels")
+
+
+def moved_to_placement(*old: str) -> dict[str, str]:
+    """``{old key: 'placement.<field>'}`` for a section whose four placement keys (in the
+    order of :data:`PLACEMENT_FIELDS`) used to sit in the section itself under other names:
+    the section's ``moved_keys`` (:class:`softverify.configbase.StrictModel`), so a config
+    written for that layout fails naming the new key instead of a bare "unknown key"."""
+    return {o: f"placement.{f}" for o, f in zip(old, PLACEMENT_FIELDS) if o}
+
+
+def role_placement(what: str, doc: str = "", cpus_needed: bool = False, **defaults: Any) -> Any:
+    """The annotated type of one role's ``placement`` field: a :class:`Placement` whose
+    default is the role's own (``defaults``), and a mapping that sets some keys only takes
+    the role's defaults for the others (not the class's: a verifier that asks for a custom
+    resource still reserves no CPU). ``cpus_needed``: the role's actors compute on CPUs
+    Ray must reserve (rollout workers, learner ranks), so 0 is refused."""
+    base = Placement(**defaults)
+
+    def fill(v: Any) -> Any:
+        return {**base.model_dump(), **v} if isinstance(v, Mapping) else v
+
+    def check(p: Placement) -> Placement:
+        if cpus_needed and p.num_cpus <= 0:
+            raise ValueError(f"num_cpus must be > 0 (got {p.num_cpus:g}): each {what} computes on the CPUs Ray "
+                             "reserves for it")
+        return p
+
+    shown = ", ".join(f"{k}={v!r}" for k, v in base.model_dump().items() if v or k in ("num_cpus", "num_gpus"))
+    return Annotated[Placement, BeforeValidator(fill), AfterValidator(check), Field(
+        default_factory=lambda: base.model_copy(deep=True),
+        description=f"Where each {what} runs (num_cpus, num_gpus, resources, node_labels; keys left out take "
+                    f"this role's defaults: {shown}). {doc}".rstrip())]
 
 
 @dataclass(frozen=True)
@@ -37,29 +106,20 @@ class RoleRequest:
     keys: dict[str, str] = field(default_factory=dict)
 
 
+def role_request(role: str, count: int, p: Placement, key: str) -> RoleRequest:
+    """One role's request from its :class:`Placement`, ``key`` the config path of that
+    placement (``rollout.placement``), so messages name the key to change."""
+    return RoleRequest(role, count, {"CPU": p.num_cpus, "GPU": p.num_gpus, **p.resources}, dict(p.node_labels),
+                       {"CPU": f"{key}.num_cpus", "GPU": f"{key}.num_gpus", "labels": f"{key}.node_labels",
+                        **{k: f"{key}.resources.{k}" for k in p.resources}})
+
+
 def role_requests(cfg: Any) -> list[RoleRequest]:
     """The run's roles (a TrainConfig): rollout workers, learner ranks, one per verifier."""
-    r, l = cfg.rollout, cfg.learner
-    out = [
-        RoleRequest("rollout workers", r.num_workers,
-                    {"CPU": r.num_cpus_per_worker, "GPU": r.num_gpus_per_worker, **r.resources_per_worker},
-                    dict(r.node_labels),
-                    {"CPU": "rollout.num_cpus_per_worker", "GPU": "rollout.num_gpus_per_worker",
-                     "labels": "rollout.node_labels",
-                     **{k: f"rollout.resources_per_worker.{k}" for k in r.resources_per_worker}}),
-        RoleRequest("learner ranks", l.num_ranks,
-                    {"CPU": l.num_cpus_per_rank, "GPU": l.num_gpus_per_rank, **l.resources_per_rank},
-                    dict(l.node_labels),
-                    {"CPU": "learner.num_cpus_per_rank", "GPU": "learner.num_gpus_per_rank",
-                     "labels": "learner.node_labels",
-                     **{k: f"learner.resources_per_rank.{k}" for k in l.resources_per_rank}}),
-    ]
+    out = [role_request("rollout workers", cfg.rollout.num_workers, cfg.rollout.placement, "rollout.placement"),
+           role_request("learner ranks", cfg.learner.num_ranks, cfg.learner.placement, "learner.placement")]
     for i, v in enumerate(cfg.verifiers):
-        out.append(RoleRequest(f"verifier {v.display_name!r}", 1,
-                               {"CPU": v.num_cpus, "GPU": v.num_gpus, **v.resources}, dict(v.node_labels),
-                               {"CPU": f"verifiers[{i}].num_cpus", "GPU": f"verifiers[{i}].num_gpus",
-                                "labels": f"verifiers[{i}].node_labels",
-                                **{k: f"verifiers[{i}].resources.{k}" for k in v.resources}}))
+        out.append(role_request(f"verifier {v.display_name!r}", 1, v.placement, f"verifiers[{i}].placement"))
     return out
 
 
@@ -73,14 +133,13 @@ def totals(requests: Sequence[RoleRequest]) -> dict[str, float]:
     return out
 
 
-def actor_options(num_cpus: float, num_gpus: float, resources: Mapping[str, float],
-                  labels: Mapping[str, str]) -> dict[str, Any]:
+def actor_options(p: Placement) -> dict[str, Any]:
     """Keyword arguments for ``ActorClass.options(...)`` placing one actor of a role."""
-    opts: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
-    if resources:
-        opts["resources"] = dict(resources)
-    if labels:
-        opts["label_selector"] = dict(labels)
+    opts: dict[str, Any] = {"num_cpus": p.num_cpus, "num_gpus": p.num_gpus}
+    if p.resources:
+        opts["resources"] = dict(p.resources)
+    if p.node_labels:
+        opts["label_selector"] = dict(p.node_labels)
     return opts
 
 
@@ -88,7 +147,7 @@ def validate_resource_names(resources: Mapping[str, float]) -> Mapping[str, floa
     """Field validator: custom resources are positive and not CPU/GPU (they have own keys)."""
     for k, v in resources.items():
         if k in RESERVED_RESOURCES:
-            raise ValueError(f"resource {k!r} has its own key (num_cpus_* / num_gpus_*) or is managed by Ray; "
+            raise ValueError(f"resource {k!r} has its own key (placement.num_cpus / num_gpus) or is managed by Ray; "
                              f"custom resources are names declared with `ray start --resources`")
         if not k or v <= 0:
             raise ValueError(f"custom resource {k!r}: {v!r}; expected a non-empty name and an amount > 0")

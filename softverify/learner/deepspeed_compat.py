@@ -56,7 +56,7 @@ def join_process_group(cfg: TrainConfig, rank: int, world_size: int, master_addr
 
     from softverify.infra.quiet import library_stdout
 
-    use_cuda = cfg.learner.num_gpus_per_rank > 0 and torch.cuda.is_available()
+    use_cuda = cfg.learner.placement.num_gpus > 0 and torch.cuda.is_available()
     os.environ.update(
         MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
         WORLD_SIZE=str(world_size), LOCAL_RANK=cuda_local_rank(os.environ, _ray_gpu_ids()) if use_cuda else "0",

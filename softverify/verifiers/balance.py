@@ -20,7 +20,11 @@ GRPO use ``balanced``. Measured on the K562 train prompts with the RPE1+HepG2 wo
 ``balanced`` gives t = 0.026 with 62% of prompts above it, and GRPO collapsed onto "yes" in
 7 steps; ``median`` (t = 0.051) keeps the push at 50/50.
 
-Pure functions; the trainer computes p over its training rows and hands t to the verifier.
+The trainer computes p over its training rows and hands t to the verifier. Where a caller
+has already built the verifiers (the trainer's pre-flight :func:`softverify.verifiers.suite.check_specs`,
+or a :class:`~softverify.verifiers.suite.VerifierSuite`), p comes from the built verifier's own
+world model and the chosen t is set on that verifier: a run loads each world model once.
+Without them (a stand-alone caller) the world model is loaded from the spec's params.
 """
 from __future__ import annotations
 
@@ -79,36 +83,66 @@ def _column(rows, key: str, default=None) -> list:
     return [r.get(key, default) for r in rows]
 
 
-def resolve_threshold_policies(specs, rows) -> tuple[list, dict[str, float]]:
+def threshold_policy(spec) -> str | None:
+    """The policy (``balanced`` / ``median``) a world-model spec names as its threshold, else None."""
+    pol = spec.params.get("threshold")
+    return pol if spec.kind == "world_model" and isinstance(pol, str) and pol in POLICIES else None
+
+
+def held_back(spec):
+    """The spec a verifier is built from before its threshold policy is resolved: the policy
+    left out (no threshold yet), for :func:`resolve_threshold_policies` to set the number it
+    chooses on the verifier built from it. Other specs are returned as they are."""
+    if threshold_policy(spec) is None:
+        return spec
+    return spec.model_copy(update={"params": {**spec.params, "threshold": None}})
+
+
+def world_model_of(spec, built=None):
+    """A world-model spec's p source: the model of its verifier in ``built`` (display name ->
+    verifier, built once by the caller), else loaded from the spec's params."""
+    verifier = (built or {}).get(spec.display_name)
+    if verifier is not None:
+        return verifier.model
+    from softverify.bio.teacher_table import load_teacher
+
+    return load_teacher(spec.params)
+
+
+def resolve_threshold_policies(specs, rows, built=None) -> tuple[list, dict[str, float]]:
     """Specs with every world-model ``params.threshold: balanced|median`` replaced by the
     number that policy gives over ``rows`` (the training prompts; a Dataset or dicts),
-    and ``{verifier name: chosen threshold}``."""
+    and ``{verifier name: chosen threshold}``. ``built`` (display name -> verifier, e.g.
+    :func:`~softverify.verifiers.suite.check_specs`'s, built from :func:`held_back` specs):
+    p comes from those verifiers' models, and each takes the chosen number, so it scores as
+    one built from the resolved spec would; a spec missing from it loads its world model."""
     out, chosen = [], {}
     for spec in specs:
-        pol = spec.params.get("threshold")
-        if spec.kind == "world_model" and isinstance(pol, str) and pol in POLICIES:
-            from softverify.bio.teacher_table import load_teacher
-
-            wm = load_teacher(spec.params)
+        pol = threshold_policy(spec)
+        if pol is not None:
+            wm = world_model_of(spec, built)
             de = np.array([(t or "de") == "de" for t in _column(rows, "task", "de")])
             perts = [x for x, k in zip(_column(rows, "pert"), de) if k]
             genes = [x for x, k in zip(_column(rows, "gene"), de) if k]
             neg = np.array(_column(rows, "negated", False), dtype=bool)[de]
             t = policy_threshold(pol, wm.predict_proba(perts, genes), neg)
             chosen[spec.display_name] = t
+            verifier = (built or {}).get(spec.display_name)
+            if verifier is not None and spec.threshold is None:  # a spec's own threshold wins, as in build_from_spec
+                verifier.set_threshold(t)
             spec = spec.model_copy(update={"params": {**spec.params, "threshold": t}})
         out.append(spec)
     return out, chosen
 
 
-def verifier_decisions(spec, rows) -> np.ndarray:
+def verifier_decisions(spec, rows, built=None) -> np.ndarray:
     """Per row: 1 where a world-model spec (numeric or 'model' threshold) answers yes, 0 no,
-    -1 where it abstains (unknown gene) or the row is not a knockdown question."""
-    from softverify.bio.teacher_table import load_teacher
-
+    -1 where it abstains (unknown gene) or the row is not a knockdown question. ``built``
+    (display name -> verifier): the spec's verifier there lends its world model, which is
+    otherwise loaded from the spec's params."""
     if spec.kind != "world_model":
         raise ValueError(f"stratifying prompts needs a world_model verifier; {spec.display_name!r} is {spec.kind!r}")
-    wm = load_teacher(spec.params)
+    wm = world_model_of(spec, built)
     t = spec.params.get("threshold", "model")
     t = wm.threshold if t in ("model", None) else float(t)
     p = wm.predict_proba(_column(rows, "pert"), _column(rows, "gene"))

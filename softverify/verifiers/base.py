@@ -113,7 +113,7 @@ def verifier_params(kind: str) -> tuple[dict[str, Any], str | None]:
     """The user-settable parameters of a verifier kind and their defaults (``_REQUIRED``
     when there is none), read from its constructor, and the name of a ``**kwargs`` that
     takes any other key (None when unknown keys are errors). ``name`` is a spec field, not a
-    param, so it is left out (so are the resources: ``VerifierSpec.num_cpus/num_gpus``)."""
+    param, so it is left out (so is where its actor runs: ``VerifierSpec.placement``)."""
     import inspect
 
     out: dict[str, Any] = {}

@@ -7,7 +7,7 @@ Input rows need ``completion``; every other field is metadata the verifiers read
 (``question``, ``pert``, ``gene``, ``label``, ``negated``, ``task``, ``prompt_id``).
 Verifiers come from ``--config`` (a training config's ``verifiers`` list, weights and
 aggregation included) and/or ``--verifier 'KIND key=value ...'`` (``name``, ``weight``,
-``threshold``, ``num_cpus``/``num_gpus`` are spec fields, other keys are params).
+``threshold`` and ``placement.<field>`` are spec fields, other keys are params).
 
 The module also registers ``softverify verifiers report`` and ``softverify coexpr`` (build a
 co-expression matrix from an ``.h5ad``; write co-expression questions).
@@ -43,15 +43,18 @@ def parse_verifier_arg(text: str):
         if "=" not in p:
             raise ValueError(f"--verifier {text!r}: {p!r} is not key=value")
         k, v = p.split("=", 1)
-        if k in ("name", "weight", "threshold", "num_cpus", "num_gpus"):
+        if k in ("name", "weight", "threshold", "num_cpus", "num_gpus"):  # the last two moved: named as such
             spec[k] = parse_typed(v, field_annotation(VerifierSpec, [k]))
+        elif k.startswith("placement."):
+            spec.setdefault("placement", {})[k.split(".", 1)[1]] = parse_typed(v, field_annotation(VerifierSpec,
+                                                                                                k.split(".")))
         else:
             spec["params"][k] = parse_typed(v) if v else ""
     try:
         return VerifierSpec.model_validate(spec)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, f"--verifier {text!r}", "its fields are kind, name, weight, "
-                                                  "threshold, num_cpus, num_gpus; other keys are params")) from None
+                                                  "threshold, placement.<field>; other keys are params")) from None
 
 
 def read_rows(path: str) -> list[dict]:

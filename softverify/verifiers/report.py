@@ -24,7 +24,10 @@ every question. From those two score matrices:
   "no preference" and always yes = - always no by construction; follow the label shows
   how much signal is left once every verifier counts equally per question.
 
-Ray-free: verifiers are built from their specs exactly as the training pool builds them.
+Ray-free: verifiers are built from their specs exactly as the training pool builds them,
+once, in one :class:`~softverify.verifiers.suite.VerifierSuite` (or taken from the caller's,
+e.g. the trainer's pre-flight): threshold policies resolve with the same world models that
+then score.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ import numpy as np
 from softverify.metrics.calibration import brier_score, expected_calibration_error, reliability_bins
 from softverify.rewards import compose, enumerated_learner_values, threshold_normalize, weighted_mean_available
 from softverify.types import Sample
-from softverify.verifiers.base import build_from_spec, composition_thresholds, verifier_class
+from softverify.verifiers.base import composition_thresholds, verifier_class
 
 
 def answer_samples(rows: Sequence[dict], answers: Sequence[int], style: str = "direct") -> list[Sample]:
@@ -119,6 +122,18 @@ def base_rate_verdict(fixed: dict[str, float], margin: float = TRAP_MARGIN) -> d
             "informed_reward": fin[informed], "gap": float(gap), "margin": margin, "line": line}
 
 
+def _built(specs, built: dict | None, defer_threshold_policies: bool = False) -> dict:
+    """``built`` (display name -> verifier), with a :class:`VerifierSuite` of the specs it
+    lacks (all of them when None): every verifier built once, by the caller or here."""
+    from softverify.verifiers.suite import VerifierSuite
+
+    built = dict(built or {})
+    missing = [s for s in specs if s.display_name not in built]
+    if missing:
+        built.update(VerifierSuite(missing, defer_threshold_policies=defer_threshold_policies).verifiers)
+    return built
+
+
 def base_rate_check(specs, rows: Sequence[dict], style: str = "direct", built: dict | None = None,
                     margin: float = TRAP_MARGIN) -> dict[str, Any]:
     """The fixed-strategy rewards and :func:`base_rate_verdict` alone, for ``softverify train``
@@ -133,7 +148,8 @@ def base_rate_check(specs, rows: Sequence[dict], style: str = "direct", built: d
     labels = np.array([_row_label(i, r, label_to_int) for i, r in enumerate(rows)])
     n = len(rows)
     yes, no = answer_samples(rows, [1] * n, style), answer_samples(rows, [0] * n, style)
-    verifiers = [(built or {}).get(s.display_name) or build_from_spec(s) for s in specs]
+    built = _built(specs, built)
+    verifiers = [built[s.display_name] for s in specs]
     s_yes = np.column_stack([v.score(yes) for v in verifiers])
     s_no = np.column_stack([v.score(no) for v in verifiers])
     thresholds = composition_thresholds(specs)
@@ -166,22 +182,27 @@ def de_oriented(rows: Sequence[dict], labels: np.ndarray) -> tuple[np.ndarray, n
 
 
 def verifier_report(specs, rows: Sequence[dict], style: str = "direct", aggregation: str = "sum_then_normalize",
-                    advantage: str = "grpo") -> dict[str, Any]:
+                    advantage: str = "grpo", built: dict | None = None) -> dict[str, Any]:
     """Scores of every verifier for "yes" and "no" on each labelled row, summarised (see the
     module docstring); ``aggregation`` / ``advantage`` are the training config's
-    ``reward.aggregation`` / ``algorithm.advantage``, for the ``learner`` section."""
+    ``reward.aggregation`` / ``algorithm.advantage``, for the ``learner`` section. ``built``
+    (display name -> verifier: a suite's ``verifiers`` or ``check_specs``'s, threshold policies
+    deferred or resolved) is used as it is; the verifiers it lacks are built here, once, in
+    one suite. A threshold policy resolves over ``rows`` with the built verifier's model."""
     from scipy.stats import spearmanr
     from sklearn.metrics import matthews_corrcoef, roc_auc_score
 
     from softverify.verifiers.balance import resolve_threshold_policies
 
-    specs, chosen = resolve_threshold_policies([s for s in specs if not verifier_class(s.kind).needs_policy], rows)
+    specs = [s for s in specs if not verifier_class(s.kind).needs_policy]
+    built = _built(specs, built, defer_threshold_policies=True)
+    specs, chosen = resolve_threshold_policies(specs, rows, built)
     from softverify.task.answer import label_to_int
 
     labels = np.array([_row_label(i, r, label_to_int) for i, r in enumerate(rows)])
     n = len(rows)
     yes, no = answer_samples(rows, [1] * n, style), answer_samples(rows, [0] * n, style)
-    verifiers = [build_from_spec(s) for s in specs]
+    verifiers = [built[s.display_name] for s in specs]
     s_yes = np.column_stack([v.score(yes) for v in verifiers])
     s_no = np.column_stack([v.score(no) for v in verifiers])
     thresholds = composition_thresholds(specs)

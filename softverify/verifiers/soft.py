@@ -51,14 +51,7 @@ class WorldModelVerifier(Verifier):
         from softverify.bio.teacher_table import load_teacher
 
         self.model = load_teacher({"model_dir": model_dir, "p_table": p_table})
-        if threshold == "model":
-            threshold = self.model.threshold
-        if threshold in ("balanced", "median"):
-            raise ValueError(f"world_model threshold {threshold!r} is a policy over training prompts: the trainer "
-                             "resolves it (softverify.verifiers.balance); here pass a number or 'model'")
-        if threshold is not None and not 0 <= float(threshold) <= 1:
-            raise ValueError(f"world_model threshold must be in [0, 1] or 'model', got {threshold!r}")
-        self.threshold = None if threshold is None else float(threshold)
+        self.set_threshold(self.model.threshold if threshold == "model" else threshold)
         self.tasks = None if tasks is None else list(tasks)
         self._row_cache: dict[str, int] = {}  # symbol -> embedding row (-1 = no embedding)
         # Control for the science ladder: each gene symbol answers with another gene's
@@ -74,6 +67,18 @@ class WorldModelVerifier(Verifier):
             else:
                 vocab = sorted(set(self.model.stats.target) | set(self.model.stats.pert))
                 self._shuffle_map = dict(zip(vocab, (vocab[i] for i in rng.permutation(len(vocab)))))
+
+    def set_threshold(self, threshold: float | str | None) -> None:
+        """The threshold p is normalised at. Also called after the verifier is built, when a
+        threshold policy was resolved over the training prompts with this verifier's own
+        model (:func:`softverify.verifiers.balance.resolve_threshold_policies`): the model
+        is then loaded once for both, and the verifier scores as one built with that number."""
+        if threshold in ("balanced", "median"):
+            raise ValueError(f"world_model threshold {threshold!r} is a policy over training prompts: the trainer "
+                             "resolves it (softverify.verifiers.balance); here pass a number or 'model'")
+        if threshold is not None and not 0 <= float(threshold) <= 1:
+            raise ValueError(f"world_model threshold must be in [0, 1] or 'model', got {threshold!r}")
+        self.threshold = None if threshold is None else float(threshold)
 
     def p_de(self, perts: list, genes: list) -> np.ndarray:
         """P(DE) per pair, NaN for unknown genes: symbols -> rows once per distinct symbol,

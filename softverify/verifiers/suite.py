@@ -66,11 +66,26 @@ def unique_names(specs: Sequence[VerifierSpec]) -> list[str]:
     return names
 
 
+def _build(spec: VerifierSpec, defer_threshold_policies: bool) -> Verifier:
+    """The verifier of ``spec``; deferring, a world model whose threshold is a policy over the
+    training prompts is built without it (:func:`softverify.verifiers.balance.held_back`)."""
+    from softverify.verifiers.balance import held_back
+
+    return build_from_spec(held_back(spec) if defer_threshold_policies else spec)
+
+
 class VerifierSuite:
-    def __init__(self, specs: Sequence[VerifierSpec], policy: PolicyScorer | None = None):
+    """``defer_threshold_policies``: a world-model threshold policy (``balanced`` / ``median``)
+    is built without its threshold, which the caller then resolves over its prompts with
+    these verifiers (:func:`softverify.verifiers.balance.resolve_threshold_policies` with
+    ``suite.verifiers``); without it such a spec is refused, as the verifier refuses it."""
+
+    def __init__(self, specs: Sequence[VerifierSpec], policy: PolicyScorer | None = None,
+                 defer_threshold_policies: bool = False):
         self.specs = list(specs)
         self.names = unique_names(self.specs)
-        self.verifiers: dict[str, Verifier] = {s.display_name: build_from_spec(s) for s in self.specs}
+        self.verifiers: dict[str, Verifier] = {s.display_name: _build(s, defer_threshold_policies)
+                                               for s in self.specs}
         #: verifiers scored through ``policy`` (the policy's logprobs), not on the samples alone
         self.policy_names = [n for n, v in self.verifiers.items() if v.needs_policy]
         self.policy = policy
@@ -106,12 +121,14 @@ class VerifierSuite:
         return weighted_mean_available(normed, self.weights[idx])
 
 
-def check_specs(specs: Sequence[VerifierSpec]) -> dict[str, Verifier]:
+def check_specs(specs: Sequence[VerifierSpec], defer_threshold_policies: bool = False) -> dict[str, Verifier]:
     """Build every verifier once in the calling process, before any cluster starts, so a
     missing ``model_dir``, a misspelled parameter or an unreadable file is one line naming the
     verifier instead of an actor's death after Ray is up. Verifiers that reserve a GPU are
     left to their actor (this process may have none). Returns the verifiers built (display
-    name -> verifier), for driver-side checks that score with them (the base-rate check)."""
+    name -> verifier), for the driver-side work that reads them instead of building or
+    loading them again: threshold policies (``defer_threshold_policies``, as in
+    :class:`VerifierSuite`), the base-rate check, the stratified prompt order, eval."""
     from softverify.configbase import ConfigError
 
     try:
@@ -120,10 +137,10 @@ def check_specs(specs: Sequence[VerifierSpec]) -> dict[str, Verifier]:
         raise ConfigError(str(e)) from None
     built: dict[str, Verifier] = {}
     for i, spec in enumerate(specs):
-        if spec.num_gpus > 0:
+        if spec.placement.num_gpus > 0:
             continue
         try:
-            built[spec.display_name] = build_from_spec(spec)
+            built[spec.display_name] = _build(spec, defer_threshold_policies)
         except (ValueError, FileNotFoundError, OSError, KeyError) as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ConfigError(f"verifiers.{i} ({spec.display_name!r}, kind {spec.kind!r}): {msg}") from None

@@ -136,7 +136,7 @@ def test_config_refuses_vllm_sampling_and_parallelism_it_cannot_honour():
     build_config({}, ["rollout.engine=hf", "rollout.top_p=0.9"])  # HF reports untruncated logprobs
     with pytest.raises(ConfigError, match=r"tensor_parallel_size=2 shards each engine over 2 GPUs"):
         build_config({}, ["rollout.engine=vllm", "rollout.vllm.tensor_parallel_size=2"])
-    ok = ["rollout.engine=vllm", "rollout.vllm.tensor_parallel_size=2", "rollout.num_gpus_per_worker=2"]
+    ok = ["rollout.engine=vllm", "rollout.vllm.tensor_parallel_size=2", "rollout.placement.num_gpus=2"]
     assert build_config({}, ok).rollout.vllm.tensor_parallel_size == 2
     with pytest.raises(ConfigError, match="one member per rollout worker, not per GPU shard"):
         build_config({}, ok + ["learner.sync_method=collective"])
@@ -152,7 +152,7 @@ def test_tensor_spec_json_and_rpc_forms_agree():
 def test_auto_engine_on_a_gpu_worker_is_held_to_the_vllm_rule_where_vllm_is_installed():
     import importlib.util
 
-    args = ["rollout.num_gpus_per_worker=1", "rollout.top_p=0.9"]
+    args = ["rollout.placement.num_gpus=1", "rollout.top_p=0.9"]
     if importlib.util.find_spec("vllm") is None:  # 'auto' will pick the HF engine, which reports full logprobs
         assert build_config({}, args).rollout.top_p == 0.9
     else:

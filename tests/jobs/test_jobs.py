@@ -448,9 +448,9 @@ def test_a_submitted_train_job_keeps_its_outputs(ray_address, tiny_model_dir, pr
             "--model", str(tiny_model_dir), "--steps", "1",
             "--set", "data.source=file", "--set", f"data.path={prompt_file}", "--set", "trainer.eval_every=0",
             "--set", "trainer.progress=false", "--set", "rollout.num_workers=1", "--set", "rollout.prompts_per_step=2",
-            "--set", "rollout.group_size=2", "--set", "rollout.num_cpus_per_worker=0.25", "--set", "learner.num_ranks=1",
-            "--set", "learner.num_cpus_per_rank=0.25", "--set", "learner.micro_batch_size=4",
-            "--set", "verifiers=[{kind: hard, num_cpus: 0.25}]", "--set", "trainer.diagnostics=false"]
+            "--set", "rollout.group_size=2", "--set", "rollout.placement.num_cpus=0.25", "--set", "learner.num_ranks=1",
+            "--set", "learner.placement.num_cpus=0.25", "--set", "learner.micro_batch_size=4",
+            "--set", "verifiers=[{kind: hard, placement: {num_cpus: 0.25}}]", "--set", "trainer.diagnostics=false"]
     rc = cli.main(argv)
     out, err = capsys.readouterr()
     assert rc == 0, err[-3000:] + out[-3000:]

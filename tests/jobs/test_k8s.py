@@ -203,9 +203,9 @@ def test_train_job_config_mount_and_gpu_budget():
     assert cm_volume["name"] == cm["metadata"]["name"] and config_path.name in cm["data"]
 
     cfg = build_config(yaml.safe_load(cm["data"][config_path.name]))
-    needed = (cfg.rollout.num_workers * cfg.rollout.num_gpus_per_worker
-              + cfg.learner.num_ranks * cfg.learner.num_gpus_per_rank
-              + sum(v.num_gpus for v in cfg.verifiers))
+    needed = (cfg.rollout.num_workers * cfg.rollout.placement.num_gpus
+              + cfg.learner.num_ranks * cfg.learner.placement.num_gpus
+              + sum(v.placement.num_gpus for v in cfg.verifiers))
     have = sum(int(g["replicas"]) * int(g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", 0))
                for g in job["spec"]["rayClusterSpec"]["workerGroupSpecs"])
     assert needed > 0 and needed <= have, f"config needs {needed} GPUs, the job's workers have {have}"

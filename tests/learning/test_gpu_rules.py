@@ -26,14 +26,14 @@ def test_gpu_defaults_fill_only_unset_keys():
     no glibc memory retention on GPU ranks -- only where the user left the key unset."""
     from softverify.config import build_config
 
-    gpu = ["learner.num_gpus_per_rank=1", "rollout.num_gpus_per_worker=1"]
+    gpu = ["learner.placement.num_gpus=1", "rollout.placement.num_gpus=1"]
     c = build_config({}, gpu)
     assert (c.rollout.dtype, c.learner.mixed_precision, c.learner.retain_freed_memory) == ("bfloat16", "bf16", False)
     assert c.learner.sync_dtype == "bfloat16"  # follows the rollout dtype
     c = build_config({}, gpu + ["rollout.dtype=float32", "learner.mixed_precision=no",
                                 "learner.retain_freed_memory=true"])
     assert (c.rollout.dtype, c.learner.mixed_precision, c.learner.retain_freed_memory) == ("float32", "no", True)
-    c = build_config({}, ["learner.num_gpus_per_rank=1", "model.dtype=bfloat16"])  # bf16 weights: no fp32 masters
+    c = build_config({}, ["learner.placement.num_gpus=1", "model.dtype=bfloat16"])  # bf16 weights: no fp32 masters
     assert c.learner.mixed_precision == "no" and c.rollout.dtype is None
     c = build_config()  # CPU: unchanged
     assert (c.rollout.dtype, c.learner.mixed_precision, c.learner.retain_freed_memory) == (None, "no", True)
@@ -48,7 +48,7 @@ def test_the_k8s_training_config_generates_on_its_vllm_group_with_the_gpu_recipe
 
     cm = yaml.safe_load((Path(__file__).resolve().parents[2] / "k8s" / "train-config.yaml").read_text())
     cfg = build_config(yaml.safe_load(cm["data"]["train.yaml"]))
-    assert cfg.rollout.engine == "vllm" and cfg.rollout.num_gpus_per_worker >= 1
+    assert cfg.rollout.engine == "vllm" and cfg.rollout.placement.num_gpus >= 1
     assert cfg.prompt.style == "cot" and cfg.algorithm.estimator != "enumerate"  # completions are sampled
     assert cfg.rollout.top_p == 1.0 and cfg.rollout.top_k == 0
     assert cfg.model.dtype == "float32" and cfg.learner.mixed_precision == "bf16" and cfg.rollout.dtype == "bfloat16"

@@ -2,8 +2,8 @@
 
 Two nodes (see conftest.py): the head carries the rollout role, the worker the learner
 role. A tiny random model trains through the platform's own Trainer with
-``rollout.resources_per_worker``, ``learner.resources_per_rank`` and a verifier's
-``node_labels``; the actors must land where those keys say (their node ids, as each
+``rollout.placement.resources``, ``learner.placement.resources`` and a verifier's
+``placement.node_labels``; the actors must land where those keys say (their node ids, as each
 actor reports it, in ``placement.json``), and the weights the learner ranks train on the
 worker node must reach the rollout workers on the head: with one micro-batch per rank the
 importance ratio of every step is exactly 1 only when rollouts came from the learner's
@@ -39,7 +39,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 3
 RATIO_TOL = 1e-4
-PINNED = ["rollout.resources_per_worker={rollout_node: 1}", "learner.resources_per_rank={learner_node: 1}"]
+PINNED = ["rollout.placement.resources={rollout_node: 1}", "learner.placement.resources={learner_node: 1}"]
 #: the reference and the node-loss runs must score alike to train alike; only the reference
 #: pins a verifier (a restartable actor pinned to a node that is gone would wait for it)
 VERIFIERS = "[{kind: hard%s}, {kind: format, weight: 0.5}, {kind: length, weight: 1.0, params: {max_chars: 200}}]"
@@ -51,7 +51,7 @@ def overrides(model_dir: Path, prompts: Path, out: Path, *extra: str) -> list[st
     return [
         f"model.path={model_dir}", "data.source=file", f"data.path={prompts}", f"trainer.output_dir={out}",
         "rollout.num_workers=2", "rollout.prompts_per_step=2", "rollout.group_size=4", "rollout.max_new_tokens=8",
-        "rollout.stop=[]", "rollout.num_cpus_per_worker=0.5", "learner.num_ranks=2", "learner.num_cpus_per_rank=0.5",
+        "rollout.stop=[]", "rollout.placement.num_cpus=0.5", "learner.num_ranks=2", "learner.placement.num_cpus=0.5",
         "learner.micro_batch_size=4", "learner.lr=1e-2", "trainer.progress=false", f"trainer.steps={STEPS}",
         "trainer.checkpoint_every=1", "trainer.keep_checkpoints=5", "trainer.eval_every=0",
         "algorithm.dynamic_sampling=none", "learner.train_layers=null", "learner.lr_warmup_steps=0",
@@ -79,7 +79,7 @@ def trained(two_nodes, tiny_model_dir, prompt_file, tmp_path_factory):
     """The uninterrupted run: fit STEPS steps, then compare the workers' logprobs on fresh
     rollouts with the learner's (while the actors are alive); returns what the tests check."""
     out = tmp_path_factory.mktemp("multinode") / "reference"
-    verifiers = "verifiers=" + VERIFIERS % ", node_labels: {role: learner}"
+    verifiers = "verifiers=" + VERIFIERS % ", placement: {node_labels: {role: learner}}"
     tr = Trainer(build_config({}, overrides(tiny_model_dir, prompt_file, out, verifiers)))
     t0 = time.monotonic()
     try:
@@ -99,7 +99,7 @@ def test_roles_land_on_their_nodes_and_weights_sync_across_them(two_nodes, train
     where = json.loads((trained["out"] / "placement.json").read_text())
     assert where["rollout_workers"] == [head, head]
     assert where["learner_ranks"] == [worker, worker]
-    assert where["verifiers"]["hard"] == worker  # node_labels {role: learner}
+    assert where["verifiers"]["hard"] == worker  # placement.node_labels {role: learner}
     rows = [json.loads(l) for l in (trained["out"] / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
     # every step's rollouts (on the head) came from the weights the learner (on the worker) had
@@ -119,18 +119,22 @@ def test_roles_land_on_their_nodes_and_weights_sync_across_them(two_nodes, train
 
 
 def test_a_request_no_node_can_place_is_refused_naming_role_and_key(two_nodes, tiny_model_dir, prompt_file, tmp_path):
-    cfg = build_config({}, overrides(tiny_model_dir, prompt_file, tmp_path / "r", "learner.resources_per_rank={learner_node: 3}"))
+    cfg = build_config({}, overrides(tiny_model_dir, prompt_file, tmp_path / "r",
+                                     "learner.placement.resources={learner_node: 3}"))
     with pytest.raises(ConfigError, match=r"impossible resource request: the run needs 6 learner_node in total but "
-                                          r"the Ray cluster has 2; lower learner\.resources_per_rank\.learner_node "
+                                          r"the Ray cluster has 2; lower learner\.placement\.resources\.learner_node "
                                           r"\(2 x 3\)"):
         Trainer(cfg).setup()
-    cfg = build_config({}, overrides(tiny_model_dir, prompt_file, tmp_path / "c", "learner.num_ranks=1", "rollout.resources_per_worker={}",
-                                     "learner.resources_per_rank={learner_node: 1, rollout_node: 1}"))
+    cfg = build_config({}, overrides(tiny_model_dir, prompt_file, tmp_path / "c", "learner.num_ranks=1",
+                                     "rollout.placement.resources={}",
+                                     "learner.placement.resources={learner_node: 1, rollout_node: 1}"))
     with pytest.raises(ConfigError, match=r"impossible placement for learner ranks: one actor asks \{CPU: 0.5, "
                                           r"learner_node: 1, rollout_node: 1\} but no single node has all of it"):
         Trainer(cfg).setup()
-    cfg = build_config({}, overrides(tiny_model_dir, prompt_file, tmp_path / "l", "rollout.node_labels={role: gpu}"))
-    with pytest.raises(ConfigError, match=r"rollout workers: rollout\.node_labels = \{role: gpu\} matches no node; "
+    cfg = build_config({}, overrides(tiny_model_dir, prompt_file, tmp_path / "l",
+                                     "rollout.placement.node_labels={role: gpu}"))
+    with pytest.raises(ConfigError, match=r"rollout workers: rollout\.placement\.node_labels = \{role: gpu\} "
+                                          r"matches no node; "
                                           r"the cluster's nodes have role=learner, role=rollout"):
         Trainer(cfg).setup()
 
@@ -211,9 +215,9 @@ def _sweep_spec(model_dir: Path, prompts: Path, out: Path, steps: int = 1, **bas
     seed), so each trial is the other's uninterrupted reference."""
     base = {
         "model": {"path": str(model_dir)}, "data": {"source": "file", "path": str(prompts)},
-        "rollout": {"num_workers": 1, "num_cpus_per_worker": 0.5, "prompts_per_step": 2, "group_size": 4,
+        "rollout": {"num_workers": 1, "placement": {"num_cpus": 0.5}, "prompts_per_step": 2, "group_size": 4,
                     "max_new_tokens": 8, "stop": []},
-        "learner": {"num_ranks": 1, "num_cpus_per_rank": 0.5, "micro_batch_size": 8},
+        "learner": {"num_ranks": 1, "placement": {"num_cpus": 0.5}, "micro_batch_size": 8},
         "algorithm": {"estimator": "sample"},
         "verifiers": [{"kind": "hard"}, {"kind": "length", "params": {"max_chars": 200}}],
         "trainer": {"steps": steps, "eval_every": 0, "checkpoint_every": 1, "keep_checkpoints": steps,
@@ -262,11 +266,12 @@ def test_sweep_trials_run_on_both_nodes_and_a_lost_node_is_resumed(two_nodes, ti
     with pytest.raises(ConfigError, match=r"a sweep trial's actors \(one placement bundle, on one node\): one actor "
                                           r"asks \{CPU: 1, learner_node: 1, rollout_node: 1\} but no single node"):
         run_sweep(parse_sweep(_sweep_spec(tiny_model_dir, prompt_file, tmp_path / "split",
-                                          rollout={"resources_per_worker": {"rollout_node": 1}},
-                                          learner={"resources_per_rank": {"learner_node": 1}})))
-    with pytest.raises(ConfigError, match=r"base\.learner\.node_labels: node label selectors are not supported"):
+                                          rollout={"placement": {"resources": {"rollout_node": 1}}},
+                                          learner={"placement": {"resources": {"learner_node": 1}}})))
+    with pytest.raises(ConfigError, match=r"base\.learner\.placement\.node_labels: node label selectors are not "
+                                          r"supported"):
         check_trial_placement(parse_sweep(_sweep_spec(tiny_model_dir, prompt_file, tmp_path / "lab",
-                                                      learner={"node_labels": {"role": "learner"}})))
+                                                      learner={"placement": {"node_labels": {"role": "learner"}}})))
 
     out = tmp_path / "sweep"
     spec = _sweep_spec(tiny_model_dir, prompt_file, out, steps=STEPS)

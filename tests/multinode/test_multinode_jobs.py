@@ -32,9 +32,9 @@ def test_a_submitted_job_places_roles_on_both_nodes(two_nodes_with_dashboard, ti
     root = tmp_path / "shared"
     sets = ["data.source=file", f"data.path={prompt_file}", "trainer.eval_every=0", "trainer.progress=false",
             "rollout.num_workers=1", "rollout.prompts_per_step=2", "rollout.group_size=2",
-            "rollout.num_cpus_per_worker=0.5", "learner.num_ranks=1", "learner.num_cpus_per_rank=0.5",
+            "rollout.placement.num_cpus=0.5", "learner.num_ranks=1", "learner.placement.num_cpus=0.5",
             "learner.micro_batch_size=4", "verifiers=[{kind: hard}]", "trainer.diagnostics=false",
-            "rollout.resources_per_worker={rollout_node: 1}", "learner.resources_per_rank={learner_node: 1}"]
+            "rollout.placement.resources={rollout_node: 1}", "learner.placement.resources={learner_node: 1}"]
     argv = ["submit", "--address", c.dashboard, "--output-root", str(root), "--", "train",
             "--model", str(tiny_model_dir), "--steps", "1", "--output-dir", "runs/mn"]
     for s in sets:

@@ -17,7 +17,7 @@ def tiny_overrides(model_dir: Path, prompts: Path, out: Path, **over) -> list[st
     ov = [
         f"model.path={model_dir}", "data.source=file", f"data.path={prompts}", f"trainer.output_dir={out}",
         "rollout.num_workers=2", "rollout.prompts_per_step=2", "rollout.group_size=4", "rollout.max_new_tokens=8",
-        "rollout.stop=[]", "rollout.num_cpus_per_worker=0.25", "learner.num_ranks=2", "learner.num_cpus_per_rank=0.25",
+        "rollout.stop=[]", "rollout.placement.num_cpus=0.25", "learner.num_ranks=2", "learner.placement.num_cpus=0.25",
         "learner.micro_batch_size=4", "learner.lr=1e-2", "trainer.progress=false", "trainer.steps=2",
         "trainer.checkpoint_every=1", "trainer.keep_checkpoints=5",
         # these tests are about faults, not dynamics: every group reaches the learner (a random

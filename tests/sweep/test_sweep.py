@@ -52,6 +52,15 @@ def spec(search, **extra):
     ({"learner": {"choice": [1]}}, {}, "search.learner: is a whole section"),
     ({"verifiers.soft.weight": {"uniform": [0, 1]}}, {}, "search.verifiers.soft.weight: no verifier named 'soft'"),
     ({"verifiers.hard.colour": {"choice": [1]}}, {}, "search.verifiers.hard.colour: unknown verifier field 'colour'"),
+    # placement keys that moved into each role's placement section name their new place
+    ({"rollout.num_cpus_per_worker": {"choice": [1]}}, {},
+     "search.rollout.num_cpus_per_worker moved to search.rollout.placement.num_cpus"),
+    ({"verifiers.hard.num_gpus": {"choice": [0]}}, {},
+     "search.verifiers.hard.num_gpus moved to search.verifiers.hard.placement.num_gpus"),
+    ({"verifier_sets": {"x": [{"kind": "hard", "num_cpus": 0.5}]}}, {},
+     "search.verifier_sets.x[0]: num_cpus moved to placement.num_cpus"),
+    ({"verifiers.hard.placement.cpus": {"choice": [1]}}, {},
+     "search.verifiers.hard.placement.cpus: unknown placement field 'cpus'"),
     ({"data.seed": {"choice": [0, 1]}}, {}, "search.data.seed: changes the held-out eval questions"),
     ({"trainer.output_dir": {"choice": ["a"]}}, {}, "set per trial by the sweep"),
     # ranges whose ends are invalid TrainConfig values fail before Tune, naming the key
@@ -150,6 +159,12 @@ def test_verifier_values_apply_to_default_verifiers():
     del raw["base"]["verifiers"]
     cfg = parse_sweep(raw).trial_config({"verifiers.format.weight": 0.25}, "/tmp/x")
     assert [(v.kind, v.weight) for v in cfg.verifiers] == [("hard", 1.0), ("format", 0.25)]
+
+
+def test_a_verifiers_placement_field_is_searched_one_level_down():
+    raw = spec({"verifiers.format.placement.num_cpus": {"choice": [0.25]}})
+    cfg = parse_sweep(raw).trial_config({"verifiers.format.placement.num_cpus": 0.25}, "/tmp/x")
+    assert [v.placement.num_cpus for v in cfg.verifiers] == [0.0, 0.25]
 
 
 def test_error_line_names_the_exception():
@@ -298,7 +313,7 @@ def test_local_sweep_uses_the_real_cpus():
 
 
 def test_trial_resources_cover_the_trainers_actors():
-    s = parse_sweep(spec({"verifier_sets": {"h": [{"kind": "hard", "num_cpus": 0.5}],
+    s = parse_sweep(spec({"verifier_sets": {"h": [{"kind": "hard", "placement": {"num_cpus": 0.5}}],
                                             "hfl": [{"kind": "hard"}, {"kind": "format"}, {"kind": "length"}]}}))
     one = trial_resources(s.trial_config({VERIFIER_SET_KEY: "h"}, "x"), 0.5)
     three = trial_resources(s.trial_config({VERIFIER_SET_KEY: "hfl"}, "x"), 0.5)

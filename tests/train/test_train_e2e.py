@@ -195,8 +195,9 @@ def test_resume_continues_exactly(ray_cluster, tiny_model_dir, prompt_file, tmp_
 
 
 def test_impossible_gpu_request_is_refused(ray_cluster, tiny_model_dir, prompt_file, tmp_path):
-    cfg = tiny_cfg(tiny_model_dir, prompt_file, tmp_path / "run", **{"learner.num_gpus_per_rank": 1})
-    with pytest.raises(ConfigError, match=r"impossible resource request.*2 GPU.*lower learner\.num_gpus_per_rank \(2 x 1\)"):
+    cfg = tiny_cfg(tiny_model_dir, prompt_file, tmp_path / "run", **{"learner.placement.num_gpus": 1})
+    with pytest.raises(ConfigError,
+                       match=r"impossible resource request.*2 GPU.*lower learner\.placement\.num_gpus \(2 x 1\)"):
         Trainer(cfg).setup()
 
 
@@ -205,8 +206,8 @@ def test_the_default_run_fits_a_two_cpu_cluster():
 
     cfg = build_config({}, [])
     assert required_resources(cfg) == {"CPU": 2.0, "GPU": 0.0}
-    assert resource_breakdown(cfg, "CPU").startswith("rollout.num_cpus_per_worker (2 x 0.5), "
-                                                     "learner.num_cpus_per_rank (2 x 0.5)")
+    assert resource_breakdown(cfg, "CPU").startswith("rollout.placement.num_cpus (2 x 0.5), "
+                                                     "learner.placement.num_cpus (2 x 0.5)")
 
 
 def test_dynamic_sampling_refills_then_skips_a_step_without_signal(ray_cluster, tiny_model_dir, prompt_file, tmp_path):

@@ -69,6 +69,11 @@ def test_verify_errors(tmp_path, capsys):
     assert main(["verify", str(inp), "--verifier", "format max_chars=abc"]) == 2  # a number parameter given text
     assert ("verifier 'format' parameter max_chars='abc' is not a number (its default is 4000); its parameters are "
             "max_chars=4000") in capsys.readouterr().err
+    # placement is a spec field one level down; the old flat key names its new place
+    assert main(["verify", str(inp), "--verifier", "hard num_cpus=1"]) == 2
+    assert "num_cpus moved to placement.num_cpus" in capsys.readouterr().err
+    assert main(["verify", str(inp), "--verifier", "hard placement.num_cpus=0.5 'placement.resources={a: 1}'"]) == 0
+    capsys.readouterr()
     out = tmp_path / "o.jsonl"
     assert main(["verify", str(inp), "--verifier", "hard name=yes label_key=[1,", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["scores"] == {"yes": None}  # no row has a '[1,' field: it abstains

@@ -42,8 +42,9 @@ def test_verifiers_that_reserve_nothing_share_one_host():
     reservation gets its own actor; policy verifiers get none."""
     from softverify.actors.verifier_pool import host_groups
 
-    specs = [VerifierSpec(kind="hard"), VerifierSpec(kind="format"), VerifierSpec(kind="length", num_cpus=0.5),
-             VerifierSpec(kind="go_likelihood", name="lik"), VerifierSpec(kind="hard", name="h2", node_labels={"a": "b"}),
+    specs = [VerifierSpec(kind="hard"), VerifierSpec(kind="format"),
+             VerifierSpec(kind="length", placement={"num_cpus": 0.5}), VerifierSpec(kind="go_likelihood", name="lik"),
+             VerifierSpec(kind="hard", name="h2", placement={"node_labels": {"a": "b"}}),
              VerifierSpec(kind="length", name="l2")]
     assert host_groups(specs, policy={3}) == [[0, 1, 5], [2], [4]]
     assert host_groups(specs[:2], policy=set()) == [[0, 1]]

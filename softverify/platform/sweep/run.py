@@ -13,7 +13,7 @@ or GPUs. One actor bundle rather than one bundle per actor: Ray places a capture
 *any* bundle with room, and exact-size per-actor bundles can fragment (a 0.25-CPU verifier
 taking half of a worker's bundle) and deadlock. The cost: one trial's actors share a
 node (trials themselves spread over the cluster's nodes); custom resources a role asks for
-(``resources_per_worker`` etc.) go into that bundle, so the trial lands on a node that has
+(``placement.resources``) go into that bundle, so the trial lands on a node that has
 them, and node label selectors are refused (:func:`check_trial_placement`). Multi-node
 trials would need the Trainer to pin actors to bundles itself.
 
@@ -62,14 +62,14 @@ def check_trial_placement(sweep: Sweep) -> None:
     driver_cpus = sweep.spec.tune.resources.driver_cpus
     for params in sweep.representative_params() or [{}]:
         cfg = sweep.trial_config(params, "unused")
-        labelled = [k for k, v in (("base.rollout.node_labels", cfg.rollout.node_labels),
-                                   ("base.learner.node_labels", cfg.learner.node_labels),
-                                   *((f"verifiers[{i}].node_labels", s.node_labels)
+        labelled = [k for k, v in (("base.rollout.placement.node_labels", cfg.rollout.placement.node_labels),
+                                   ("base.learner.placement.node_labels", cfg.learner.placement.node_labels),
+                                   *((f"verifiers[{i}].placement.node_labels", s.placement.node_labels)
                                      for i, s in enumerate(cfg.verifiers))) if v]
         if labelled:
             raise ConfigError(f"{', '.join(labelled)}: node label selectors are not supported in sweeps (a trial's "
                               "actors share one placement bundle); pin roles with custom resources "
-                              "(rollout.resources_per_worker, learner.resources_per_rank, verifier resources) instead")
+                              "(each role's placement.resources) instead")
         driver, actors = trial_resources(cfg, driver_cpus)
         keys = {k: f"one trial's actors together ({k}, see trial_resources)" for k in actors}
         check_placement([RoleRequest("a sweep trial's driver", 1, driver, {}, {"CPU": "tune.resources.driver_cpus"}),
@@ -220,8 +220,9 @@ def concurrent_trials(per_trial: float, cpus: int, wanted: int) -> int:
     real CPUs (at most ``wanted``); a trial that cannot fit at all is refused, naming the keys."""
     if per_trial > cpus + 1e-9:
         raise ConfigError(f"one trial reserves {per_trial:g} CPUs but this machine has {cpus}; lower "
-                          "base.rollout.num_cpus_per_worker, base.learner.num_cpus_per_rank, verifier num_cpus or "
-                          "tune.resources.driver_cpus (or point trainer.ray_address at a larger cluster)")
+                          "base.rollout.placement.num_cpus, base.learner.placement.num_cpus, a verifier's "
+                          "placement.num_cpus or tune.resources.driver_cpus (or point trainer.ray_address at a "
+                          "larger cluster)")
     return max(1, min(wanted, int(cpus // per_trial + 1e-9)))
 
 

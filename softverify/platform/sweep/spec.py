@@ -15,7 +15,8 @@ trial configs (every categorical value, both ends of every range) is built as a 
 
 Verifier fields are addressed by the verifier's display name: ``verifiers.hard.weight``
 sets the weight of the verifier named ``hard`` in whichever verifier set the trial uses
-(trials whose set lacks that verifier simply do not use the value).
+(trials whose set lacks that verifier simply do not use the value); its placement's fields
+are one level down (``verifiers.hard.placement.num_cpus``).
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from softverify.config import ConfigError, StrictModel, TrainConfig, VerifierSpec, apply_overrides, build_config, read_yaml
+from softverify.configbase import moved_key
+from softverify.infra.placement import Placement
 
 #: Param name under which the chosen verifier combination travels in a trial's config.
 VERIFIER_SET_KEY = "verifier_set"
@@ -170,7 +173,10 @@ class Sweep:
             if parts[0] == "verifiers":
                 for v in raw.get("verifiers") or []:
                     if (v.get("name") or v.get("kind")) == parts[1]:
-                        v[parts[2]] = value
+                        if len(parts) == 4:  # verifiers.<name>.placement.<field>
+                            v[parts[2]] = {**(v.get(parts[2]) or {}), parts[3]: value}
+                        else:
+                            v[parts[2]] = value
                 continue
             node = raw
             for p in parts[:-1]:
@@ -305,18 +311,27 @@ def _check_key(key: str, verifier_names: set[str]) -> None:
     if key in EVAL_SET_KEYS:
         raise ConfigError(f"search.{key}: changes the held-out eval questions, so trials would not be comparable")
     if parts[0] == "verifiers":
-        if len(parts) != 3:
-            raise ConfigError(f"search.{key}: verifier keys look like verifiers.<name>.<field> (e.g. verifiers.hard.weight)")
+        if len(parts) >= 3 and (new := moved_key(VerifierSpec, parts[2], f"verifiers.{parts[1]}.")):
+            raise ConfigError(f"search.{'.'.join(parts[:3])} moved to search.{new}")
+        nested = len(parts) >= 3 and parts[2] == "placement"
+        if len(parts) != (4 if nested else 3):
+            raise ConfigError(f"search.{key}: verifier keys look like verifiers.<name>.<field> (e.g. "
+                              "verifiers.hard.weight) or verifiers.<name>.placement.<field>")
         if parts[1] not in verifier_names:
             raise ConfigError(f"search.{key}: no verifier named {parts[1]!r} in the base or any verifier set; "
                               f"known: {sorted(verifier_names)}")
         if parts[2] not in _VERIFIER_FIELDS or parts[2] in ("kind", "name"):
             raise ConfigError(f"search.{key}: unknown verifier field {parts[2]!r}; searchable: "
                               f"{sorted(_VERIFIER_FIELDS - {'kind', 'name'})}")
+        if nested and parts[3] not in Placement.model_fields:
+            raise ConfigError(f"search.{key}: unknown placement field {parts[3]!r}; searchable: "
+                              f"{list(Placement.model_fields)}")
         return
     model: type[BaseModel] = TrainConfig
     for i, p in enumerate(parts):
         field = model.model_fields.get(p)
+        if field is None and (new := moved_key(model, p, "".join(f"{q}." for q in parts[:i]))):
+            raise ConfigError(f"search.{'.'.join(parts[:i + 1])} moved to search.{new}")
         if field is None:
             raise ConfigError(f"search.{key}: unknown config key {'.'.join(parts[:i + 1])!r} "
                               f"(`softverify train --help-config` lists the keys)")
@@ -329,6 +344,13 @@ def _check_key(key: str, verifier_names: set[str]) -> None:
             if not is_section:
                 raise ConfigError(f"search.{key}: {'.'.join(parts[:i + 1])!r} is not a section")
             model = ann
+
+
+def _spec_error(er: dict) -> str:
+    """One problem of a verifier spec in a verifier set, a key that moved named with its new place."""
+    loc = ".".join(map(str, er["loc"]))
+    new = moved_key(VerifierSpec, loc) if er["type"] == "extra_forbidden" else None
+    return f"{loc} moved to {new}" if new else f"{loc}: {er['msg']}"
 
 
 def _parse_verifier_sets(value: Any) -> tuple[str, dict[str, list[dict[str, Any]]]]:
@@ -352,7 +374,7 @@ def _parse_verifier_sets(value: Any) -> tuple[str, dict[str, list[dict[str, Any]
             try:
                 VerifierSpec.model_validate(s)
             except ValidationError as e:
-                msg = "; ".join(f"{'.'.join(map(str, er['loc']))}: {er['msg']}" for er in e.errors())
+                msg = "; ".join(_spec_error(er) for er in e.errors())
                 raise ConfigError(f"search.verifier_sets.{name}[{j}]: {msg}") from None
             if s["kind"] not in known:
                 raise ConfigError(f"search.verifier_sets.{name}[{j}]: unknown verifier kind {s['kind']!r}; "

@@ -86,8 +86,7 @@ def start_rollout_workers(cfg: TrainConfig, model_path: str) -> ActorGroup:
     from softverify.actors.rollout import RolloutWorker
 
     rc = cfg.rollout
-    opts = placement.actor_options(rc.num_cpus_per_worker, rc.num_gpus_per_worker, rc.resources_per_worker,
-                                   rc.node_labels)
+    opts = placement.actor_options(rc.placement)
     return ActorGroup(
         RolloutWorker.options(**opts, max_restarts=2, max_task_retries=2).remote(model_path, cfg.model, rc)
         for _ in range(rc.num_workers)

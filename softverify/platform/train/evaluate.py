@@ -17,11 +17,13 @@ from softverify.types import PolicyWeights
 
 
 class Evaluator:
-    """The held-out ``rows`` answered by ``workers``; the teacher table is loaded on the first
-    eval that needs it and kept for the next."""
+    """The held-out ``rows`` answered by ``workers``; the teacher is the world model the run's
+    pre-flight built (``world_models``, by verifier name), loaded here only for one it left to
+    its actor, on the first eval that needs it, and kept for the next."""
 
-    def __init__(self, cfg: TrainConfig, workers: ActorGroup, rows):
+    def __init__(self, cfg: TrainConfig, workers: ActorGroup, rows, world_models: dict[str, Any] | None = None):
         self.cfg, self.workers, self.rows = cfg, workers, rows
+        self.world_models = world_models or {}
         self._teacher = None
 
     def run(self, weights: PolicyWeights | None) -> dict[str, float]:
@@ -57,9 +59,9 @@ class Evaluator:
         if spec is None or not rows or "pert" not in rows[0]:
             return None
         if self._teacher is None:
-            from softverify.bio.teacher_table import load_teacher
+            from softverify.verifiers.balance import world_model_of
 
-            self._teacher = load_teacher(spec.params)
+            self._teacher = world_model_of(spec, self.world_models)
         p = self._teacher.predict_proba([r["pert"] for r in rows], [r["gene"] for r in rows])
         neg = np.array([bool(r.get("negated", False)) for r in rows])
         return np.where(neg, 1 - p, p)

@@ -102,6 +102,9 @@ class Trainer:
         self.learners = None
         self.questions_trained = 0  # prompts whose group reached the learner (this process)
         self.thresholds_chosen: dict[str, float] = {}
+        #: the world-model verifiers the pre-flight built (display name -> verifier), whose models
+        #: the stratified order and eval read instead of loading them again
+        self.world_models: dict[str, Any] = {}
         self._stale = False  # the learner has weights the rollout workers have not received
         self.pending: list[PendingBatch] = []  # batches of the next steps, oldest first (max_staleness > 0)
         self.lock = RunLock(self.out)
@@ -131,18 +134,9 @@ class Trainer:
             )
         self.model_path = resolve_model_path(cfg.model.path, cfg.model.cache_dir)
         self.train_rows = load_prompts(cfg.data, cfg.data.split)
-        from softverify.verifiers.balance import resolve_threshold_policies
-
-        specs, self.thresholds_chosen = resolve_threshold_policies(cfg.verifiers, self.train_rows)
-        if self.thresholds_chosen:
-            cfg = self.cfg = cfg.model_copy(update={"verifiers": specs})
-        for name, t in self.thresholds_chosen.items():
-            print(f"verifier {name!r}: threshold {t:.4f} chosen over {len(self.train_rows)} training prompts")
+        self._preflight_verifiers()
+        cfg = self.cfg  # threshold policies resolved
         self.eval_rows = load_eval_prompts(cfg.data) if cfg.trainer.eval_every else None
-        from softverify.verifiers.suite import check_specs
-
-        built = check_specs(cfg.verifiers)  # every verifier builds here, before Ray starts: one line per mistake
-        self._warn_base_rate(built)
         check_extras(cfg)
         init_ray(cfg)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -155,7 +149,7 @@ class Trainer:
         record_placement(self.out, self.workers, self.learners, self.pool)
         self.order = self._prompt_order()
         self.rounds = RoundRunner(cfg, self.mode, self.workers, self.pool, self.train_rows, self.order)
-        self.evaluator = Evaluator(cfg, self.workers, self.eval_rows)
+        self.evaluator = Evaluator(cfg, self.workers, self.eval_rows, self.world_models)
         if last is not None:
             state = ckpt.read_state(last)
             self.learners.load_checkpoint(str(last / "ds"), "ds")
@@ -170,6 +164,27 @@ class Trainer:
                                     truncate_after_step=self.step if self.resume else 0,
                                     use_tensorboard=cfg.trainer.tensorboard)
         drop_steps_after(self.out / "samples.jsonl", self.step if self.resume else 0)
+
+    def _preflight_verifiers(self) -> None:
+        """Every verifier built once, here, before Ray starts (:func:`check_specs`: one line
+        per mistake); then, with those verifiers and no second load of any world model, the
+        threshold policies resolved over the training prompts (``self.cfg`` takes the
+        numbers) and the base-rate check. The world-model verifiers stay
+        (``self.world_models``) for the stratified prompt order and eval's p; the others are
+        dropped, the actors hosting their own copies."""
+        from softverify.verifiers.balance import resolve_threshold_policies
+        from softverify.verifiers.suite import check_specs
+
+        cfg = self.cfg
+        built = check_specs(cfg.verifiers, defer_threshold_policies=True)
+        specs, self.thresholds_chosen = resolve_threshold_policies(cfg.verifiers, self.train_rows, built)
+        if self.thresholds_chosen:
+            self.cfg = cfg.model_copy(update={"verifiers": specs})
+        for name, t in self.thresholds_chosen.items():
+            print(f"verifier {name!r}: threshold {t:.4f} chosen over {len(self.train_rows)} training prompts")
+        self._warn_base_rate(built)
+        self.world_models = {s.display_name: built[s.display_name] for s in self.cfg.verifiers
+                             if s.kind == "world_model" and s.display_name in built}
 
     def _warn_base_rate(self, built: dict) -> None:
         """Before Ray starts: the config's verifiers on a sample of the training questions
@@ -213,7 +228,7 @@ class Trainer:
             d, what = np.asarray(self.train_rows["label"], dtype=int), "label"
         else:
             spec = next(v for v in cfg.verifiers if v.display_name == cfg.data.stratify_by)
-            d, what = verifier_decisions(spec, self.train_rows), repr(spec.display_name)
+            d, what = verifier_decisions(spec, self.train_rows, self.world_models), repr(spec.display_name)
         pools = [np.nonzero(d == 1)[0].tolist(), np.nonzero(d == 0)[0].tolist()]
         print(f"prompts stratified by {what}: {len(pools[0])} yes / {len(pools[1])} no "
               f"({int((d < 0).sum())} rows it cannot score left out)")
