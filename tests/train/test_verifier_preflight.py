@@ -15,6 +15,7 @@ from softverify.bio import teacher_table
 from softverify.bio.teacher_table import make_table, save_table
 from softverify.config import build_config
 from softverify.data import StratifiedOrder, load_prompts
+from softverify.platform.train.evaluate import Evaluator
 from softverify.platform.train.trainer import Trainer
 from softverify.verifiers.balance import resolve_threshold_policies, verifier_decisions
 from softverify.verifiers.report import verifier_report
@@ -61,7 +62,7 @@ def test_a_runs_preflight_loads_each_world_model_once(prompt_file, table, tmp_pa
     tr._preflight_verifiers()
     order = tr._prompt_order()
     rows = [json.loads(line) for line in prompt_file.read_text().splitlines()]
-    p_eval = tr._eval_world_model_p(rows)
+    p_eval = Evaluator(tr.cfg, workers=None, rows=None, world_models=tr.world_models).world_model_p(rows)
     assert loads == [{"model_dir": None, "p_table": str(table)}]  # built once, by check_specs
 
     # what the shared verifier gave is what loading the world model for each consumer gave
