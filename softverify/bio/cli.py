@@ -327,8 +327,15 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_data_questions)
 
 
+def _gene_source_arguments(p: argparse.ArgumentParser, kb_help: str) -> None:
+    """Where a command over the genes of PerturbQA lines reads them: the knowledge base, the
+    lines, the data mirror."""
+    p.add_argument("--kb", default=None, help=kb_help)
+    p.add_argument("--cell-lines", default="k562,rpe1,hepg2", help=_CELLS_HELP + "; default %(default)s")
+    p.add_argument("--from", dest="mirror", default=None, help=_MIRROR_HELP)
+
+
 def _register_genes(subparsers: argparse._SubParsersAction) -> None:
-    cells_help, mirror_help = _CELLS_HELP, _MIRROR_HELP
     genes = subparsers.add_parser("genes", help="gene knowledge base (NCBI gene_info + gene2go + GO)")
     gsub = genes.add_subparsers(dest="genes_command", metavar="ACTION", required=True)
     b = gsub.add_parser("build", help="build and cache the knowledge base as parquet")
@@ -344,25 +351,20 @@ def _register_genes(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--max-terms", type=int, default=20, help="GO terms listed (default 20)")
     s.set_defaults(func=_genes_show)
     c = gsub.add_parser("coverage", help="fraction of PerturbQA genes resolved / with GO terms")
-    c.add_argument("--kb", default=None, help="knowledge base directory (default <cache>/genes)")
-    c.add_argument("--cell-lines", default="k562,rpe1,hepg2", help=cells_help + "; default %(default)s")
-    c.add_argument("--from", dest="mirror", default=None, help=mirror_help)
+    _gene_source_arguments(c, "knowledge base directory (default <cache>/genes)")
     c.set_defaults(func=_genes_coverage)
 
 
 def _register_embed(subparsers: argparse._SubParsersAction) -> None:
     from softverify.configbase import add_threads_argument
 
-    cells_help, mirror_help = _CELLS_HELP, _MIRROR_HELP
     emb = subparsers.add_parser("embed", help="gene embeddings (GenePT text, GO factorisation, one-hot)")
     esub = emb.add_subparsers(dest="embed_command", metavar="ACTION", required=True)
     e = esub.add_parser("genes", help="embed every gene of the given PerturbQA cell lines")
     e.add_argument("--kind", choices=["genept", "go", "onehot"], required=True,
                    help="genept: sentence embedding of each gene's NCBI/UniProt text; go: SVD of the gene x GO-term "
                         "matrix; onehot: an identity per gene (no shared knowledge, a baseline)")
-    e.add_argument("--kb", default=None, help="knowledge base directory (genept, go; default <cache>/genes)")
-    e.add_argument("--cell-lines", default="k562,rpe1,hepg2", help=cells_help + "; default %(default)s")
-    e.add_argument("--from", dest="mirror", default=None, help=mirror_help)
+    _gene_source_arguments(e, "knowledge base directory (genept, go; default <cache>/genes)")
     e.add_argument("--encoder", default=None, help="local sentence-transformers dir (default bundled all-MiniLM-L6-v2)")
     e.add_argument("--openai-model", default=None, help="use an OpenAI-compatible /embeddings endpoint with this model")
     e.add_argument("--openai-base-url", default=None, help="base URL of that endpoint (default: the openai client's)")
